@@ -1,0 +1,61 @@
+//! The one place errors become HTTP status codes and JSON bodies.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+
+use crate::index::IndexError;
+use crate::storage::StorageError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(super) fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
+        super::json(
+            self.status,
+            &serde_json::json!({"code": self.code, "message": self.message, "request_id": request_id}),
+        )
+    }
+}
+
+impl From<IndexError> for ApiError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", e.to_string()),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match &e {
+            StorageError::Backend { source: object_store::Error::NotFound { .. }, .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "FileNotFound", e.to_string())
+            }
+            StorageError::Backend { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "StorageUnavailable", e.to_string()),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+        }
+    }
+}

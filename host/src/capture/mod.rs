@@ -1,0 +1,252 @@
+//! Per-stream capture schedule: which keyframes become snapshots (SPEC §3).
+//!
+//! Runs inline in the stream's ingest task and does no I/O: it keeps the
+//! grid on the media clock and, for a due keyframe, hands one job to the
+//! bounded capture queue without ever blocking. A full queue is a missed
+//! snapshot, counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::config::Template;
+use crate::metrics::Metrics;
+
+/// A live stream as the snapshot path sees it.
+#[derive(Debug)]
+pub struct StreamInfo {
+    /// Unique per publish session; jobs of different sessions never share decoder state.
+    pub session: u64,
+    pub domain: String,
+    pub app: String,
+    pub stream: String,
+    pub template: Arc<Template>,
+    /// Held while one of its snapshots is stored, so they land in order.
+    pub order: tokio::sync::Mutex<()>,
+}
+
+/// One keyframe chosen for a snapshot, ready for a decoder.
+pub struct CaptureJob {
+    pub info: Arc<StreamInfo>,
+    /// Wall-clock ms at which the keyframe arrived, strictly increasing per stream.
+    pub create_timestamp_ms: u64,
+    pub media_ts_ms: u32,
+    pub received: Instant,
+    /// The stream's SPS + PPS and the IDR access unit, Annex-B.
+    pub annexb: Vec<u8>,
+}
+
+/// Counters of one stream, readable by the API while it is live.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub keyframes: AtomicU64,
+    pub queued: AtomicU64,
+    pub missed: AtomicU64,
+    /// Keyframes that were due but not decodable (no IDR, bad lengths, no config).
+    pub rejected: AtomicU64,
+}
+
+/// The fixed grid of due times on the media clock.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    interval_ms: u64,
+    next_due: Option<u64>,
+    last_ts: Option<u32>,
+}
+
+impl Schedule {
+    pub fn new(interval_s: u32) -> Self {
+        Schedule { interval_ms: u64::from(interval_s) * 1000, next_due: None, last_ts: None }
+    }
+
+    /// Sees a keyframe at media time `ts` (ms); true if it is due. A jump
+    /// backwards (encoder restart, the 32-bit wrap) or forwards by more than
+    /// max(60 s, 10 intervals) restarts the grid at this keyframe.
+    pub fn is_due(&mut self, ts: u32) -> bool {
+        if let Some(last) = self.last_ts {
+            let limit = (10 * self.interval_ms).max(60_000);
+            if ts < last || u64::from(ts - last) > limit {
+                self.next_due = None;
+            }
+        }
+        self.last_ts = Some(ts);
+        self.next_due.is_none_or(|due| u64::from(ts) >= due)
+    }
+
+    /// Records that the keyframe at `ts` was taken: the next due time is the
+    /// first grid point after it (a late keyframe does not shift the grid).
+    pub fn taken(&mut self, ts: u32) {
+        let ts = u64::from(ts);
+        let i = self.interval_ms;
+        self.next_due = Some(match self.next_due {
+            None => ts + i,
+            Some(due) if ts >= due => due + ((ts - due) / i + 1) * i,
+            Some(due) => due,
+        });
+    }
+}
+
+/// What became of a keyframe offered to the capture stage.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    NotDue,
+    Queued,
+    /// Due, but the capture queue was full.
+    Missed,
+}
+
+/// The capture state of one publishing stream.
+pub struct StreamCapture {
+    info: Arc<StreamInfo>,
+    schedule: Schedule,
+    last_create_ms: u64,
+    queue: Sender<CaptureJob>,
+    stats: Arc<StreamStats>,
+    metrics: Arc<Metrics>,
+}
+
+impl StreamCapture {
+    pub fn new(info: Arc<StreamInfo>, queue: Sender<CaptureJob>, metrics: Arc<Metrics>) -> Self {
+        let schedule = Schedule::new(info.template.time_interval_s);
+        StreamCapture { info, schedule, last_create_ms: 0, queue, stats: Arc::default(), metrics }
+    }
+
+    pub fn info(&self) -> &Arc<StreamInfo> {
+        &self.info
+    }
+
+    pub fn stats(&self) -> &Arc<StreamStats> {
+        &self.stats
+    }
+
+    /// Offers a keyframe at media time `ts`. Only when it is due is `build`
+    /// called to check it and make the decoder job; if that fails, the grid
+    /// stays and the next keyframe is tried.
+    pub fn on_keyframe<E>(
+        &mut self,
+        ts: u32,
+        build: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Offer, E> {
+        self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
+        if !self.schedule.is_due(ts) {
+            return Ok(Offer::NotDue);
+        }
+        let annexb = match build() {
+            Ok(job) => job,
+            Err(e) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        self.schedule.taken(ts);
+        let create = crate::unix_ms().max(self.last_create_ms + 1);
+        self.last_create_ms = create;
+        let job = CaptureJob {
+            info: self.info.clone(),
+            create_timestamp_ms: create,
+            media_ts_ms: ts,
+            received: Instant::now(),
+            annexb,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                self.metrics.snapshots_queued.inc();
+                Ok(Offer::Queued)
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.missed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.snapshots_missed.inc();
+                Ok(Offer::Missed)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds keyframe times; returns the ones taken.
+    fn taken(interval_s: u32, keyframes: &[u32]) -> Vec<u32> {
+        let mut s = Schedule::new(interval_s);
+        keyframes
+            .iter()
+            .copied()
+            .filter(|&ts| {
+                let due = s.is_due(ts);
+                if due {
+                    s.taken(ts);
+                }
+                due
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_per_interval_on_a_fixed_grid() {
+        let gop1: Vec<u32> = (0..=30).map(|s| s * 1000).collect();
+        assert_eq!(taken(5, &gop1), vec![0, 5000, 10000, 15000, 20000, 25000, 30000]);
+        // GOP 4 s: first keyframe at or after each due time; the grid does not shift.
+        let gop4: Vec<u32> = (0..=7).map(|s| s * 4000).collect();
+        assert_eq!(taken(5, &gop4), vec![0, 8000, 12000, 16000, 20000, 28000]);
+        // Offset start and jittered keyframes.
+        assert_eq!(taken(5, &[700, 2700, 4700, 5699, 5701, 10650, 10701]), vec![700, 5701, 10701]);
+    }
+
+    #[test]
+    fn gop_longer_than_interval_takes_every_keyframe() {
+        let gop7: Vec<u32> = (0..5).map(|s| s * 7000).collect();
+        assert_eq!(taken(5, &gop7), gop7);
+    }
+
+    #[test]
+    fn discontinuities_restart_the_grid() {
+        // Encoder restart: media time goes back to 0.
+        assert_eq!(taken(5, &[0, 1000, 5000, 6000, 0, 1000, 5000]), vec![0, 5000, 0, 5000]);
+        // A forward jump past max(60 s, 10 intervals).
+        assert_eq!(taken(5, &[0, 1000, 2000, 70_000, 71_000, 75_000]), vec![0, 70_000, 75_000]);
+        // A forward jump within it keeps the grid.
+        assert_eq!(taken(5, &[0, 1000, 32_000, 33_000, 35_000]), vec![0, 32_000, 35_000]);
+        // The 32-bit wrap.
+        assert_eq!(taken(5, &[u32::MAX - 2000, u32::MAX - 1000, 500, 1500, 5500]), vec![u32::MAX - 2000, 500, 5500]);
+    }
+
+    #[test]
+    fn full_queue_is_a_miss_and_create_times_increase() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let info = Arc::new(StreamInfo {
+            session: 1,
+            domain: "d".into(),
+            app: "a".into(),
+            stream: "s".into(),
+            template: Arc::new(crate::config::Template {
+                app_name: "*".into(),
+                time_interval_s: 5,
+                storage: "local".into(),
+                overwrite_object: Some("x.jpg".into()),
+                sequence_object: None,
+                callback: None,
+                jpeg_quality: 85,
+            }),
+            order: Default::default(),
+        });
+        let mut c = StreamCapture::new(info, tx, Arc::new(Metrics::new()));
+        let ok = || Ok::<_, ()>(vec![1]);
+        assert_eq!(c.on_keyframe(0, ok), Ok(Offer::Queued));
+        assert_eq!(c.on_keyframe(1000, ok), Ok(Offer::NotDue));
+        assert_eq!(c.on_keyframe(5000, ok), Ok(Offer::Missed));
+        assert_eq!(c.on_keyframe(6000, ok), Ok(Offer::NotDue));
+        // A failed build leaves the grid: the next keyframe is tried.
+        assert_eq!(c.on_keyframe(10_000, || Err::<Vec<u8>, ()>(())), Err(()));
+        let first = rx.recv().unwrap();
+        assert_eq!(c.on_keyframe(11_000, ok), Ok(Offer::Queued));
+        let second = rx.recv().unwrap();
+        assert!(second.create_timestamp_ms > first.create_timestamp_ms);
+        assert_eq!(second.media_ts_ms, 11_000);
+        assert_eq!(c.stats().missed.load(Ordering::Relaxed), 1);
+        assert_eq!(c.stats().rejected.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,265 @@
+//! The snapshot-template rules of SPEC §2, shared by the config file and the
+//! HTTP API. Each failure carries the reference product's error code and a
+//! message naming the rule.
+
+use std::fmt;
+
+/// One broken template rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// The reference's style of code, e.g. `InvalidParameter.TimeInterval`.
+    pub code: &'static str,
+    /// The field that broke it.
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+fn broken(code: &'static str, field: &'static str, message: impl Into<String>) -> RuleError {
+    RuleError { code, field, message: message.into() }
+}
+
+pub const MIN_INTERVAL_S: u32 = 5;
+pub const MAX_INTERVAL_S: u32 = 3600;
+
+/// `app_name`: 1–255 of letters, digits, `-`, `_`, not starting with `-` or
+/// `_`; or exactly `*`.
+pub fn check_app_name(app: &str) -> Result<(), RuleError> {
+    const CODE: &str = "InvalidParameter.AppName";
+    if app == "*" {
+        return Ok(());
+    }
+    if app.is_empty() || app.len() > 255 {
+        return Err(broken(CODE, "app_name", "must be 1-255 characters or exactly \"*\""));
+    }
+    if !app.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(broken(CODE, "app_name", "may contain only letters, digits, '-' and '_'"));
+    }
+    if app.starts_with(['-', '_']) {
+        return Err(broken(CODE, "app_name", "must not start with '-' or '_'"));
+    }
+    Ok(())
+}
+
+/// `time_interval`: integer seconds, 5–3600.
+pub fn check_interval(seconds: i64) -> Result<u32, RuleError> {
+    if (i64::from(MIN_INTERVAL_S)..=i64::from(MAX_INTERVAL_S)).contains(&seconds) {
+        Ok(seconds as u32)
+    } else {
+        Err(broken(
+            "InvalidParameter.TimeInterval",
+            "time_interval",
+            format!("must be an integer from {MIN_INTERVAL_S} to {MAX_INTERVAL_S} seconds, got {seconds}"),
+        ))
+    }
+}
+
+const OVERWRITE_VARS: &[&str] = &["AppName", "StreamName", "Domain"];
+const SEQUENCE_VARS: &[&str] =
+    &["AppName", "StreamName", "Domain", "UnixTimestamp", "UnixTimestampMs", "Sequence", "Date", "Time"];
+const UNIQUE_VARS: &[&str] = &["UnixTimestamp", "UnixTimestampMs", "Sequence"];
+
+/// The variables `{Name}` used in an object-name template, or an error for an
+/// unclosed brace.
+fn variables(template: &str) -> Result<Vec<&str>, String> {
+    let mut vars = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or_else(|| "has an unclosed '{'".to_string())?;
+        vars.push(&after[..close]);
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err("has a '}' without '{'".into());
+    }
+    Ok(vars)
+}
+
+fn check_object(
+    template: &str,
+    field: &'static str,
+    code: &'static str,
+    allowed: &[&str],
+) -> Result<Vec<String>, RuleError> {
+    if template.len() >= 256 {
+        return Err(broken(code, field, "must be under 256 bytes"));
+    }
+    if !template.ends_with(".jpg") {
+        return Err(broken(code, field, "must end in .jpg (only JPG is supported)"));
+    }
+    if template.starts_with('/') || template.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err(broken(code, field, "must be a relative object name without '.' or '..' segments"));
+    }
+    if template.chars().any(char::is_control) {
+        return Err(broken(code, field, "must not contain control characters"));
+    }
+    let vars = variables(template).map_err(|m| broken(code, field, m))?;
+    for v in &vars {
+        if !allowed.contains(v) {
+            return Err(broken(
+                code,
+                field,
+                format!("uses {{{v}}}; allowed variables are {}", allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(" ")),
+            ));
+        }
+    }
+    Ok(vars.into_iter().map(String::from).collect())
+}
+
+/// `overwrite_object`: under 256 bytes, ends in `.jpg`, may use `{AppName}`
+/// `{StreamName}` `{Domain}`.
+pub fn check_overwrite_object(template: &str) -> Result<(), RuleError> {
+    check_object(template, "overwrite_object", "InvalidParameter.OverwriteObject", OVERWRITE_VARS).map(drop)
+}
+
+/// `sequence_object`: as `overwrite_object`, may also use `{UnixTimestamp}`
+/// `{UnixTimestampMs}` `{Sequence}` `{Date}` `{Time}`, and must contain one of
+/// `{UnixTimestamp}` `{UnixTimestampMs}` `{Sequence}`.
+pub fn check_sequence_object(template: &str) -> Result<(), RuleError> {
+    const CODE: &str = "InvalidParameter.SequenceObject";
+    let vars = check_object(template, "sequence_object", CODE, SEQUENCE_VARS)?;
+    if !vars.iter().any(|v| UNIQUE_VARS.contains(&v.as_str())) {
+        return Err(broken(
+            CODE,
+            "sequence_object",
+            "must contain {UnixTimestamp}, {UnixTimestampMs} or {Sequence}",
+        ));
+    }
+    Ok(())
+}
+
+/// At least one of the two modes.
+pub fn check_modes(overwrite: Option<&str>, sequence: Option<&str>) -> Result<(), RuleError> {
+    if overwrite.is_none() && sequence.is_none() {
+        return Err(broken(
+            "MissingParameter.Object",
+            "overwrite_object",
+            "at least one of overwrite_object and sequence_object is required",
+        ));
+    }
+    Ok(())
+}
+
+/// `jpeg_quality`: 1–100.
+pub fn check_jpeg_quality(q: i64) -> Result<u8, RuleError> {
+    if (1..=100).contains(&q) {
+        Ok(q as u8)
+    } else {
+        Err(broken("InvalidParameter.JpegQuality", "jpeg_quality", format!("must be from 1 to 100, got {q}")))
+    }
+}
+
+/// Stream and app names at ingest: 1–255 of letters, digits, `-`, `_`, `.`,
+/// not starting with `.`.
+pub fn is_valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code<T>(r: Result<T, RuleError>) -> &'static str {
+        r.err().map(|e| e.code).unwrap_or("ok")
+    }
+
+    #[test]
+    fn app_names() {
+        for (app, want) in [
+            ("live", "ok"),
+            ("*", "ok"),
+            ("app-1_x", "ok"),
+            ("A9", "ok"),
+            ("", "InvalidParameter.AppName"),
+            ("-live", "InvalidParameter.AppName"),
+            ("_live", "InvalidParameter.AppName"),
+            ("li ve", "InvalidParameter.AppName"),
+            ("li.ve", "InvalidParameter.AppName"),
+            ("**", "InvalidParameter.AppName"),
+            (&"a".repeat(255), "ok"),
+            (&"a".repeat(256), "InvalidParameter.AppName"),
+        ] {
+            assert_eq!(code(check_app_name(app)), want, "app_name {app:?}");
+        }
+    }
+
+    #[test]
+    fn intervals() {
+        for (s, want) in [
+            (5, "ok"),
+            (3600, "ok"),
+            (10, "ok"),
+            (4, "InvalidParameter.TimeInterval"),
+            (0, "InvalidParameter.TimeInterval"),
+            (-5, "InvalidParameter.TimeInterval"),
+            (3601, "InvalidParameter.TimeInterval"),
+        ] {
+            assert_eq!(code(check_interval(s)), want, "time_interval {s}");
+        }
+    }
+
+    #[test]
+    fn overwrite_objects() {
+        for (t, want) in [
+            ("{AppName}/{StreamName}.jpg", "ok"),
+            ("{Domain}/{AppName}/{StreamName}.jpg", "ok"),
+            ("snap.jpg", "ok"),
+            ("{AppName}/{StreamName}.png", "InvalidParameter.OverwriteObject"),
+            ("{AppName}/{StreamName}", "InvalidParameter.OverwriteObject"),
+            ("{AppName}/{UnixTimestamp}.jpg", "InvalidParameter.OverwriteObject"),
+            ("{AppName}/{Sequence}.jpg", "InvalidParameter.OverwriteObject"),
+            ("{AppName/x.jpg", "InvalidParameter.OverwriteObject"),
+            ("/abs/{StreamName}.jpg", "InvalidParameter.OverwriteObject"),
+            ("../{StreamName}.jpg", "InvalidParameter.OverwriteObject"),
+            (&format!("{}.jpg", "a".repeat(251)), "ok"),
+            (&format!("{}.jpg", "a".repeat(252)), "InvalidParameter.OverwriteObject"),
+        ] {
+            assert_eq!(code(check_overwrite_object(t)), want, "overwrite_object {t:?}");
+        }
+    }
+
+    #[test]
+    fn sequence_objects() {
+        for (t, want) in [
+            ("snapshot/{AppName}/{StreamName}/{UnixTimestamp}.jpg", "ok"),
+            ("{AppName}/{StreamName}/{Sequence}.jpg", "ok"),
+            ("{AppName}/{StreamName}/{UnixTimestampMs}.jpg", "ok"),
+            ("{Date}/{Time}/{Sequence}.jpg", "ok"),
+            ("{AppName}/{StreamName}.jpg", "InvalidParameter.SequenceObject"),
+            ("{Date}/{Time}.jpg", "InvalidParameter.SequenceObject"),
+            ("{AppName}/{Nope}/{Sequence}.jpg", "InvalidParameter.SequenceObject"),
+            ("{Sequence}.jpeg", "InvalidParameter.SequenceObject"),
+        ] {
+            assert_eq!(code(check_sequence_object(t)), want, "sequence_object {t:?}");
+        }
+    }
+
+    #[test]
+    fn at_least_one_mode() {
+        assert_eq!(code(check_modes(None, None)), "MissingParameter.Object");
+        assert_eq!(code(check_modes(Some("a.jpg"), None)), "ok");
+        assert_eq!(code(check_modes(None, Some("{Sequence}.jpg"))), "ok");
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(is_valid_stream_name("cam1"));
+        assert!(is_valid_stream_name("cam.1-x_y"));
+        assert!(!is_valid_stream_name(".cam"));
+        assert!(!is_valid_stream_name(""));
+        assert!(!is_valid_stream_name("cam/1"));
+        assert!(!is_valid_stream_name("cam 1"));
+        assert!(!is_valid_stream_name(&"a".repeat(256)));
+    }
+}

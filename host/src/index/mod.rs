@@ -1,0 +1,363 @@
+//! The snapshot index: the one redb database (SPEC §1, §7).
+//!
+//! Tables (every key is ordered; tuples sort field by field):
+//! - `records`:   id → record                      lookup by id
+//! - `by_stream`: (domain, app, stream, create_ts, id) → ()   a stream's time range, delete by timestamp, paging ties
+//! - `by_app`:    (domain, app, create_ts, id) → ()           a whole app in time order
+//! - `overlays`:  (domain, app, stream, key) → id   the one record of an overwrite object, updated in place
+//! - `sequences`: (domain, app, stream) → next `{Sequence}`
+//! - `intents`:   id → intent   captures reserved but not yet recorded (crash recovery)
+//! - `plugin_state`: (domain, key) → value   the policy plugins' key-value state
+//! - `meta`:      name → bytes  host secrets and settings
+//!
+//! Writes go through one writer thread that commits whatever is waiting as
+//! one transaction, so the commit cost is shared when snapshots arrive together.
+
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+pub(crate) const RECORDS: TableDefinition<u128, &[u8]> = TableDefinition::new("records");
+pub(crate) const BY_STREAM: TableDefinition<(&str, &str, &str, u64, u128), ()> = TableDefinition::new("by_stream");
+pub(crate) const BY_APP: TableDefinition<(&str, &str, u64, u128), ()> = TableDefinition::new("by_app");
+pub(crate) const OVERLAYS: TableDefinition<(&str, &str, &str, &str), u128> = TableDefinition::new("overlays");
+pub(crate) const SEQUENCES: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("sequences");
+pub(crate) const INTENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("intents");
+pub(crate) const PLUGIN_STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("plugin_state");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// An opaque, unique snapshot id: creation ms in the high bits, random low bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordId(pub u128);
+
+impl RecordId {
+    pub fn new(create_timestamp_ms: u64) -> Self {
+        RecordId(u128::from(create_timestamp_ms) << 64 | u128::from(rand::random::<u64>()))
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 32).then(|| u128::from_str_radix(s, 16).ok().map(RecordId)).flatten()
+    }
+}
+
+impl std::fmt::Display for RecordId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// One stored JPG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub id: RecordId,
+    pub domain: String,
+    pub app: String,
+    pub stream: String,
+    pub create_timestamp_ms: u64,
+    pub key: String,
+    pub storage: String,
+    pub endpoint: String,
+    pub bucket: String,
+    pub size: u64,
+    pub width: u32,
+    pub height: u32,
+    pub is_overlay: bool,
+    pub sequence: u64,
+}
+
+/// A capture whose objects may be written but whose records are not yet
+/// committed. Recovery finds its objects by these planned keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub domain: String,
+    pub app: String,
+    pub stream: String,
+    pub create_timestamp_ms: u64,
+    pub sequence: u64,
+    pub storage: String,
+}
+
+/// The stored form of a record (private to the index).
+#[derive(Serialize, Deserialize)]
+struct Row<'a> {
+    domain: &'a str,
+    app: &'a str,
+    stream: &'a str,
+    create_timestamp_ms: u64,
+    key: &'a str,
+    storage: &'a str,
+    endpoint: &'a str,
+    bucket: &'a str,
+    size: u64,
+    width: u32,
+    height: u32,
+    is_overlay: bool,
+    sequence: u64,
+}
+
+pub(crate) fn encode_record(r: &Record) -> Vec<u8> {
+    postcard::to_stdvec(&Row {
+        domain: &r.domain,
+        app: &r.app,
+        stream: &r.stream,
+        create_timestamp_ms: r.create_timestamp_ms,
+        key: &r.key,
+        storage: &r.storage,
+        endpoint: &r.endpoint,
+        bucket: &r.bucket,
+        size: r.size,
+        width: r.width,
+        height: r.height,
+        is_overlay: r.is_overlay,
+        sequence: r.sequence,
+    })
+    .expect("encoding a record cannot fail")
+}
+
+pub(crate) fn decode_record(id: u128, bytes: &[u8]) -> Result<Record, IndexError> {
+    let row: Row<'_> = postcard::from_bytes(bytes).map_err(|e| IndexError::Corrupt(format!("record {id:032x}: {e}")))?;
+    Ok(Record {
+        id: RecordId(id),
+        domain: row.domain.into(),
+        app: row.app.into(),
+        stream: row.stream.into(),
+        create_timestamp_ms: row.create_timestamp_ms,
+        key: row.key.into(),
+        storage: row.storage.into(),
+        endpoint: row.endpoint.into(),
+        bucket: row.bucket.into(),
+        size: row.size,
+        width: row.width,
+        height: row.height,
+        is_overlay: row.is_overlay,
+        sequence: row.sequence,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("index database is corrupt: {0}")]
+    Corrupt(String),
+    #[error("index writer has stopped")]
+    Stopped,
+    #[error("open index at {path}: {source}")]
+    Open { path: String, source: redb::Error },
+}
+
+pub(crate) fn db<E: Into<redb::Error>>(e: E) -> IndexError {
+    IndexError::Db(e.into())
+}
+
+/// A page query over one stream or a whole app.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub domain: String,
+    pub app: String,
+    pub stream: Option<String>,
+    /// Inclusive bounds, unix ms.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub limit: usize,
+    pub descending: bool,
+    /// Resume at this (create_ts, id), inclusive, in the scan direction.
+    pub cursor: Option<(u64, RecordId)>,
+}
+
+/// One page and where the next starts.
+#[derive(Debug)]
+pub struct Page {
+    pub records: Vec<Record>,
+    pub next: Option<(u64, RecordId)>,
+}
+
+pub struct Index {
+    db: Arc<Database>,
+    writer: writer::Handle,
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let db = Database::create(path)
+            .map_err(|e| IndexError::Open { path: path.display().to_string(), source: e.into() })?;
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            // Create every table so readers never meet a missing one.
+            txn.open_table(RECORDS).map_err(db_err)?;
+            txn.open_table(BY_STREAM).map_err(db_err)?;
+            txn.open_table(BY_APP).map_err(db_err)?;
+            txn.open_table(OVERLAYS).map_err(db_err)?;
+            txn.open_table(SEQUENCES).map_err(db_err)?;
+            txn.open_table(INTENTS).map_err(db_err)?;
+            txn.open_table(PLUGIN_STATE).map_err(db_err)?;
+            txn.open_table(META).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        let db = Arc::new(db);
+        let writer = writer::start(db.clone());
+        Ok(Index { db, writer })
+    }
+
+    /// Reserves the next `{Sequence}` of a stream and records the intent,
+    /// in one commit. Returns the sequence number.
+    pub async fn reserve(&self, id: RecordId, intent: Intent) -> Result<u64, IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::Reserve { id, intent, reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Commits the records of a capture and clears its intent. An overwrite
+    /// record replaces the stream's previous record of the same key, keeping
+    /// its id. Returns the records as stored.
+    pub async fn commit(&self, intent: RecordId, records: Vec<Record>) -> Result<Vec<Record>, IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::Commit { intent, records, reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Clears an intent whose capture stored nothing.
+    pub async fn abandon(&self, intent: RecordId) -> Result<(), IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::Abandon { intent, reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Commits a plugin's staged state writes (`None` deletes).
+    pub async fn commit_plugin_state(&self, domain: String, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::State { domain, writes, reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    pub fn plugin_state(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(PLUGIN_STATE).map_err(db_err)?;
+        Ok(t.get((domain, key)).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn get(&self, id: RecordId) -> Result<Option<Record>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(RECORDS).map_err(db_err)?;
+        t.get(id.0).map_err(db_err)?.map(|v| decode_record(id.0, v.value())).transpose()
+    }
+
+    /// The newest record of a stream (its overwrite record counts).
+    pub fn latest(&self, domain: &str, app: &str, stream: &str) -> Result<Option<Record>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let by_stream = txn.open_table(BY_STREAM).map_err(db_err)?;
+        let last = by_stream
+            .range((domain, app, stream, 0u64, 0u128)..=(domain, app, stream, u64::MAX, u128::MAX))
+            .map_err(db_err)?
+            .next_back()
+            .transpose()
+            .map_err(db_err)?;
+        let Some((k, _)) = last else { return Ok(None) };
+        let id = k.value().4;
+        let records = txn.open_table(RECORDS).map_err(db_err)?;
+        records.get(id).map_err(db_err)?.map(|v| decode_record(id, v.value())).transpose()
+    }
+
+    pub fn query(&self, q: &Query) -> Result<Page, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let records = txn.open_table(RECORDS).map_err(db_err)?;
+        let mut ids: Vec<(u64, u128)> = Vec::with_capacity(q.limit + 1);
+        let (mut lo, mut hi) = ((q.start_ms, 0u128), (q.end_ms, u128::MAX));
+        if let Some((ts, id)) = q.cursor {
+            if q.descending { hi = hi.min((ts, id.0)) } else { lo = lo.max((ts, id.0)) }
+        }
+        if lo > hi {
+            return Ok(Page { records: Vec::new(), next: None });
+        }
+        match &q.stream {
+            Some(stream) => {
+                let t = txn.open_table(BY_STREAM).map_err(db_err)?;
+                let (d, a, s) = (q.domain.as_str(), q.app.as_str(), stream.as_str());
+                let range = t.range((d, a, s, lo.0, lo.1)..=(d, a, s, hi.0, hi.1)).map_err(db_err)?;
+                let keys: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(range.rev()) } else { Box::new(range) };
+                for item in keys.take(q.limit + 1) {
+                    let (k, _) = item.map_err(db_err)?;
+                    let k = k.value();
+                    ids.push((k.3, k.4));
+                }
+            }
+            None => {
+                let t = txn.open_table(BY_APP).map_err(db_err)?;
+                let (d, a) = (q.domain.as_str(), q.app.as_str());
+                let range = t.range((d, a, lo.0, lo.1)..=(d, a, hi.0, hi.1)).map_err(db_err)?;
+                let keys: Box<dyn Iterator<Item = _>> = if q.descending { Box::new(range.rev()) } else { Box::new(range) };
+                for item in keys.take(q.limit + 1) {
+                    let (k, _) = item.map_err(db_err)?;
+                    let k = k.value();
+                    ids.push((k.2, k.3));
+                }
+            }
+        }
+        let next = (ids.len() > q.limit).then(|| {
+            let (ts, id) = ids.pop().unwrap();
+            (ts, RecordId(id))
+        });
+        let mut out = Vec::with_capacity(ids.len());
+        for (_, id) in ids {
+            let v = records
+                .get(id)
+                .map_err(db_err)?
+                .ok_or_else(|| IndexError::Corrupt(format!("secondary index names missing record {id:032x}")))?;
+            out.push(decode_record(id, v.value())?);
+        }
+        Ok(Page { records: out, next })
+    }
+
+    /// A host secret kept in the database, created on first use.
+    pub fn secret(&self, name: &str) -> Result<Vec<u8>, IndexError> {
+        {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let t = txn.open_table(META).map_err(db_err)?;
+            if let Some(v) = t.get(name).map_err(db_err)? {
+                return Ok(v.value().to_vec());
+            }
+        }
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let value = {
+            let mut t = txn.open_table(META).map_err(db_err)?;
+            let existing = t.get(name).map_err(db_err)?.map(|v| v.value().to_vec());
+            match existing {
+                Some(v) => v,
+                None => {
+                    let v: [u8; 32] = rand::random();
+                    t.insert(name, v.as_slice()).map_err(db_err)?;
+                    v.to_vec()
+                }
+            }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(value)
+    }
+
+    /// Intents left by a crash: captures that may have objects but no records.
+    pub fn pending_intents(&self) -> Result<Vec<(RecordId, Intent)>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(INTENTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let intent: Intent = postcard::from_bytes(v.value()).map_err(|e| IndexError::Corrupt(format!("intent: {e}")))?;
+            out.push((RecordId(k.value()), intent));
+        }
+        Ok(out)
+    }
+
+    /// Stops the writer after the queued writes are committed.
+    pub fn close(self) {
+        self.writer.close();
+    }
+}
+
+fn db_err<E: Into<redb::Error>>(e: E) -> IndexError {
+    db(e)
+}

@@ -1,0 +1,264 @@
+//! The index's single writer: batches queued operations into one commit.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use redb::{Database, ReadableTable, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::{
+    BY_APP, BY_STREAM, INTENTS, IndexError, Intent, OVERLAYS, PLUGIN_STATE, RECORDS, Record, RecordId, SEQUENCES, db,
+    decode_record, encode_record,
+};
+
+/// Operations per commit at most.
+const MAX_BATCH: usize = 256;
+
+pub(super) enum Op {
+    Reserve { id: RecordId, intent: Intent, reply: oneshot::Sender<Result<u64, IndexError>> },
+    Commit { intent: RecordId, records: Vec<Record>, reply: oneshot::Sender<Result<Vec<Record>, IndexError>> },
+    Abandon { intent: RecordId, reply: oneshot::Sender<Result<(), IndexError>> },
+    State { domain: String, writes: Vec<(String, Option<Vec<u8>>)>, reply: oneshot::Sender<Result<(), IndexError>> },
+}
+
+pub(super) struct Handle {
+    tx: Option<mpsc::Sender<Op>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    pub(super) fn send(&self, op: Op) -> Result<(), IndexError> {
+        self.tx.as_ref().ok_or(IndexError::Stopped)?.send(op).map_err(|_| IndexError::Stopped)
+    }
+
+    pub(super) fn close(mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub(super) fn start(db: Arc<Database>) -> Handle {
+    let (tx, rx) = mpsc::channel::<Op>();
+    let thread = std::thread::Builder::new()
+        .name("index-writer".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(_) => break,
+                    }
+                }
+                run_batch(&db, batch);
+            }
+        })
+        .expect("spawn index writer thread");
+    Handle { tx: Some(tx), thread: Some(thread) }
+}
+
+enum Done {
+    Reserve(oneshot::Sender<Result<u64, IndexError>>, Result<u64, IndexError>),
+    Commit(oneshot::Sender<Result<Vec<Record>, IndexError>>, Result<Vec<Record>, IndexError>),
+    Unit(oneshot::Sender<Result<(), IndexError>>, Result<(), IndexError>),
+}
+
+fn run_batch(db: &Database, batch: Vec<Op>) {
+    let mut txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = e.to_string();
+            for op in batch {
+                fail(op, &msg);
+            }
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(batch.len());
+    for op in batch {
+        // Each op applies fully or not at all: a failed op rolls back to a savepoint.
+        let savepoint = txn.ephemeral_savepoint().ok();
+        let d = match op {
+            Op::Reserve { id, intent, reply } => Done::Reserve(reply, reserve(&txn, id, &intent)),
+            Op::Commit { intent, records, reply } => Done::Commit(reply, commit(&txn, intent, records)),
+            Op::Abandon { intent, reply } => Done::Unit(reply, abandon(&txn, intent)),
+            Op::State { domain, writes, reply } => Done::Unit(reply, state(&txn, &domain, &writes)),
+        };
+        let failed = match &d {
+            Done::Reserve(_, r) => r.is_err(),
+            Done::Commit(_, r) => r.is_err(),
+            Done::Unit(_, r) => r.is_err(),
+        };
+        if failed && let Some(sp) = &savepoint {
+            let _ = txn.restore_savepoint(sp);
+        }
+        done.push(d);
+    }
+    let committed = txn.commit().map_err(|e| e.to_string());
+    for d in done {
+        match (d, &committed) {
+            (Done::Reserve(reply, r), Ok(())) => drop(reply.send(r)),
+            (Done::Commit(reply, r), Ok(())) => drop(reply.send(r)),
+            (Done::Unit(reply, r), Ok(())) => drop(reply.send(r)),
+            (Done::Reserve(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
+            (Done::Commit(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
+            (Done::Unit(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
+        }
+    }
+}
+
+fn commit_failed(e: &str) -> IndexError {
+    IndexError::Corrupt(format!("commit failed: {e}"))
+}
+
+fn fail(op: Op, msg: &str) {
+    let e = || IndexError::Corrupt(format!("begin write: {msg}"));
+    match op {
+        Op::Reserve { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Commit { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Abandon { reply, .. } | Op::State { reply, .. } => drop(reply.send(Err(e()))),
+    }
+}
+
+fn reserve(txn: &WriteTransaction, id: RecordId, intent: &Intent) -> Result<u64, IndexError> {
+    let mut seqs = txn.open_table(SEQUENCES).map_err(db)?;
+    let key = (intent.domain.as_str(), intent.app.as_str(), intent.stream.as_str());
+    let next = seqs.get(key).map_err(db)?.map_or(0, |v| v.value());
+    seqs.insert(key, next + 1).map_err(db)?;
+    let intent = Intent { sequence: next, ..intent.clone() };
+    let mut intents = txn.open_table(INTENTS).map_err(db)?;
+    intents.insert(id.0, postcard::to_stdvec(&intent).expect("encode intent").as_slice()).map_err(db)?;
+    Ok(next)
+}
+
+fn commit(txn: &WriteTransaction, intent: RecordId, records: Vec<Record>) -> Result<Vec<Record>, IndexError> {
+    let mut recs = txn.open_table(RECORDS).map_err(db)?;
+    let mut by_stream = txn.open_table(BY_STREAM).map_err(db)?;
+    let mut by_app = txn.open_table(BY_APP).map_err(db)?;
+    let mut overlays = txn.open_table(OVERLAYS).map_err(db)?;
+    let mut stored = Vec::with_capacity(records.len());
+    for mut r in records {
+        if r.is_overlay {
+            let okey = (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.key.as_str());
+            let old_id = overlays.get(okey).map_err(db)?.map(|v| v.value());
+            if let Some(old_id) = old_id {
+                let old = recs.remove(old_id).map_err(db)?.map(|v| decode_record(old_id, v.value())).transpose()?;
+                if let Some(old) = old {
+                    by_stream
+                        .remove((old.domain.as_str(), old.app.as_str(), old.stream.as_str(), old.create_timestamp_ms, old_id))
+                        .map_err(db)?;
+                    by_app.remove((old.domain.as_str(), old.app.as_str(), old.create_timestamp_ms, old_id)).map_err(db)?;
+                }
+                r.id = RecordId(old_id);
+            }
+            overlays.insert(okey, r.id.0).map_err(db)?;
+        }
+        recs.insert(r.id.0, encode_record(&r).as_slice()).map_err(db)?;
+        by_stream.insert((r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.create_timestamp_ms, r.id.0), ()).map_err(db)?;
+        by_app.insert((r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms, r.id.0), ()).map_err(db)?;
+        stored.push(r);
+    }
+    txn.open_table(INTENTS).map_err(db)?.remove(intent.0).map_err(db)?;
+    Ok(stored)
+}
+
+fn abandon(txn: &WriteTransaction, intent: RecordId) -> Result<(), IndexError> {
+    txn.open_table(INTENTS).map_err(db)?.remove(intent.0).map_err(db)?;
+    Ok(())
+}
+
+fn state(txn: &WriteTransaction, domain: &str, writes: &[(String, Option<Vec<u8>>)]) -> Result<(), IndexError> {
+    let mut t = txn.open_table(PLUGIN_STATE).map_err(db)?;
+    for (k, v) in writes {
+        match v {
+            Some(v) => drop(t.insert((domain, k.as_str()), v.as_slice()).map_err(db)?),
+            None => drop(t.remove((domain, k.as_str())).map_err(db)?),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    fn record(id: RecordId, ts: u64, key: &str, overlay: bool) -> Record {
+        Record {
+            id,
+            domain: "d".into(),
+            app: "live".into(),
+            stream: "cam1".into(),
+            create_timestamp_ms: ts,
+            key: key.into(),
+            storage: "local".into(),
+            endpoint: "file:///x".into(),
+            bucket: String::new(),
+            size: 10,
+            width: 64,
+            height: 48,
+            is_overlay: overlay,
+            sequence: 0,
+        }
+    }
+
+    fn intent(ts: u64) -> Intent {
+        Intent { domain: "d".into(), app: "live".into(), stream: "cam1".into(), create_timestamp_ms: ts, sequence: 0, storage: "local".into() }
+    }
+
+    #[tokio::test]
+    async fn sequences_overlays_and_paging() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let mut overlay_ids = Vec::new();
+        // Five captures; three share one millisecond.
+        for (i, ts) in [1000u64, 2000, 2000, 2000, 3000].into_iter().enumerate() {
+            let id = RecordId::new(ts);
+            let seq = index.reserve(id, intent(ts)).await.unwrap();
+            assert_eq!(seq, i as u64);
+            assert_eq!(index.pending_intents().unwrap().len(), 1);
+            let stored = index
+                .commit(id, vec![record(RecordId::new(ts), ts, "live/cam1.jpg", true), record(id, ts, &format!("live/cam1/{i}.jpg"), false)])
+                .await
+                .unwrap();
+            overlay_ids.push(stored[0].id);
+            assert!(index.pending_intents().unwrap().is_empty());
+        }
+        // The overwrite record keeps its id and shows the latest capture.
+        assert!(overlay_ids.windows(2).all(|w| w[0] == w[1]));
+        let latest = index.latest("d", "live", "cam1").unwrap().unwrap();
+        assert_eq!(latest.create_timestamp_ms, 3000);
+
+        // Page through 6 records two at a time: no gaps, no repeats, ties included.
+        let mut q = Query {
+            domain: "d".into(),
+            app: "live".into(),
+            stream: Some("cam1".into()),
+            start_ms: 0,
+            end_ms: 10_000,
+            limit: 2,
+            descending: false,
+            cursor: None,
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = index.query(&q).unwrap();
+            seen.extend(page.records.iter().map(|r| r.key.clone()));
+            match page.next {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 6, "{seen:?}");
+        let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+        assert_eq!(unique.len(), 6);
+        // The whole app, newest first.
+        let page = index
+            .query(&Query { stream: None, descending: true, limit: 10, cursor: None, ..q.clone() })
+            .unwrap();
+        let ts: Vec<u64> = page.records.iter().map(|r| r.create_timestamp_ms).collect();
+        assert_eq!(ts, vec![3000, 3000, 2000, 2000, 2000, 1000]);
+        index.close();
+    }
+}

@@ -1,0 +1,287 @@
+//! RTMP ingest: accepts publishers, resolves their domain (SPEC §1), parses
+//! FLV video into AVC configs and access units, and offers keyframes to the
+//! stream's capture schedule. It knows nothing of plugins or storage; due
+//! keyframes leave on the bounded capture queue.
+
+mod amf0;
+mod chunk;
+mod flv;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Sender;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::capture::{CaptureJob, StreamInfo, StreamStats};
+use crate::config::Settings;
+use crate::metrics::Metrics;
+
+/// A publisher that has sent no media for this long is dead: a new publish
+/// of the same stream takes it over.
+pub const DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// (domain, app, stream)
+pub type StreamKey = (String, String, String);
+
+/// What ingest shares between connections.
+pub struct Ingest {
+    settings: Arc<Settings>,
+    queue: Sender<CaptureJob>,
+    metrics: Arc<Metrics>,
+    live: Mutex<HashMap<StreamKey, LiveEntry>>,
+    next_session: AtomicU64,
+    epoch: Instant,
+}
+
+struct LiveEntry {
+    session: u64,
+    /// Ms since `Ingest::epoch` of the last media message.
+    last_media: Arc<AtomicU64>,
+    /// Cancelled when another publisher takes the stream over.
+    evict: CancellationToken,
+    info: Arc<StreamInfo>,
+    stats: Arc<StreamStats>,
+    since: SystemTime,
+}
+
+/// A live stream, as the API lists it.
+#[derive(Debug, Clone)]
+pub struct LiveStream {
+    pub info: Arc<StreamInfo>,
+    pub stats: Arc<StreamStats>,
+    pub since: SystemTime,
+}
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Refusal {
+    #[error("stream {0}/{1}/{2} is already being published by a live session")]
+    Duplicate(String, String, String),
+}
+
+/// A held claim on a live stream; released when dropped.
+pub(crate) struct Claim {
+    ingest: Arc<Ingest>,
+    key: StreamKey,
+    session: u64,
+    pub(crate) last_media: Arc<AtomicU64>,
+    pub(crate) evicted: CancellationToken,
+}
+
+impl Claim {
+    pub(crate) fn touch(&self) {
+        self.last_media.store(self.ingest.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut live = self.ingest.live.lock().unwrap();
+        if live.get(&self.key).is_some_and(|e| e.session == self.session) {
+            live.remove(&self.key);
+            self.ingest.metrics.live_streams.dec();
+        }
+    }
+}
+
+impl Ingest {
+    pub fn new(settings: Arc<Settings>, queue: Sender<CaptureJob>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Ingest {
+            settings,
+            queue,
+            metrics,
+            live: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Accepts connections until `cancel`; each runs in its own tracked task.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker) {
+        loop {
+            let (socket, peer) = tokio::select! {
+                _ = cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rtmp accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = socket.set_nodelay(true);
+            let ingest = self.clone();
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                ingest.metrics.rtmp_connections.inc();
+                session::serve(ingest.clone(), socket, peer, cancel).await;
+                ingest.metrics.rtmp_connections.dec();
+            });
+        }
+    }
+
+    fn new_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Claims a stream for a new publisher: refused while another session
+    /// sends media; a session silent for [`DEAD_AFTER`] is taken over.
+    pub(crate) fn claim(
+        self: &Arc<Self>,
+        info: Arc<StreamInfo>,
+        stats: Arc<StreamStats>,
+    ) -> Result<Claim, Refusal> {
+        let key = (info.domain.clone(), info.app.clone(), info.stream.clone());
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let mut live = self.live.lock().unwrap();
+        if let Some(old) = live.get(&key) {
+            let silent = now.saturating_sub(old.last_media.load(Ordering::Relaxed));
+            if silent < DEAD_AFTER.as_millis() as u64 {
+                return Err(Refusal::Duplicate(key.0, key.1, key.2));
+            }
+            tracing::info!(
+                domain = %key.0, app = %key.1, stream = %key.2,
+                old_session = old.session, new_session = info.session, silent_ms = silent,
+                "publisher silent too long; new publish takes the stream over"
+            );
+            old.evict.cancel();
+        } else {
+            self.metrics.live_streams.inc();
+        }
+        let last_media = Arc::new(AtomicU64::new(now));
+        let evict = CancellationToken::new();
+        live.insert(
+            key.clone(),
+            LiveEntry {
+                session: info.session,
+                last_media: last_media.clone(),
+                evict: evict.clone(),
+                info: info.clone(),
+                stats,
+                since: SystemTime::now(),
+            },
+        );
+        Ok(Claim { ingest: self.clone(), key, session: info.session, last_media, evicted: evict })
+    }
+
+    /// The live streams of a domain.
+    pub fn live_streams(&self, domain: &str) -> Vec<LiveStream> {
+        let live = self.live.lock().unwrap();
+        let mut out: Vec<LiveStream> = live
+            .iter()
+            .filter(|(k, _)| k.0 == domain)
+            .map(|(_, e)| LiveStream { info: e.info.clone(), stats: e.stats.clone(), since: e.since })
+            .collect();
+        out.sort_by(|a, b| (&a.info.app, &a.info.stream).cmp(&(&b.info.app, &b.info.stream)));
+        out
+    }
+}
+
+/// The query parameters of an ingest URL part (`name?k=v&k2=v2`): the name
+/// and its parameters.
+pub(crate) fn split_params(s: &str) -> (&str, Vec<(String, String)>) {
+    match s.split_once('?') {
+        None => (s, Vec::new()),
+        Some((name, query)) => {
+            let params = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), v.to_owned()),
+                    None => (p.to_owned(), String::new()),
+                })
+                .collect();
+            (name, params)
+        }
+    }
+}
+
+/// Domain resolution (SPEC §1), first match wins: the `vhost` parameter; the
+/// host of `tcUrl` when it names a configured domain; the default domain.
+pub(crate) fn resolve_domain(
+    config: &crate::config::Config,
+    vhost: Option<&str>,
+    tc_url: Option<&str>,
+) -> Result<String, String> {
+    if let Some(v) = vhost {
+        return if config.domains.contains_key(v) {
+            Ok(v.to_owned())
+        } else {
+            Err(format!("vhost {v:?} names no configured domain"))
+        };
+    }
+    if let Some(host) = tc_url.and_then(tc_url_host)
+        && config.domains.contains_key(host)
+    {
+        return Ok(host.to_owned());
+    }
+    config
+        .server
+        .default_domain
+        .clone()
+        .ok_or_else(|| format!("no domain: no vhost parameter, tcUrl host {:?} is not configured, and no default_domain", tc_url.and_then(tc_url_host).unwrap_or("")))
+}
+
+/// `rtmp://host[:port]/app...` → `host`.
+fn tc_url_host(tc_url: &str) -> Option<&str> {
+    let rest = tc_url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let host = if authority.starts_with('[') {
+        authority.split_once(']').map(|(h, _)| &h[1..])?
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params() {
+        assert_eq!(split_params("cam1"), ("cam1", vec![]));
+        assert_eq!(
+            split_params("cam1?vhost=a.com&auth_key=1-2-3-x&flag"),
+            ("cam1", vec![("vhost".into(), "a.com".into()), ("auth_key".into(), "1-2-3-x".into()), ("flag".into(), "".into())])
+        );
+    }
+
+    #[test]
+    fn tc_url_hosts() {
+        assert_eq!(tc_url_host("rtmp://push.example.com/live"), Some("push.example.com"));
+        assert_eq!(tc_url_host("rtmp://push.example.com:1935/live?x=1"), Some("push.example.com"));
+        assert_eq!(tc_url_host("rtmp://127.0.0.1:1935"), Some("127.0.0.1"));
+        assert_eq!(tc_url_host("rtmp://[::1]:1935/live"), Some("::1"));
+        assert_eq!(tc_url_host("nonsense"), None);
+    }
+
+    #[test]
+    fn domain_resolution() {
+        let text = r#"
+version = 1
+[server]
+rtmp_listen = "127.0.0.1:1935"
+http_listen = "127.0.0.1:8080"
+data_dir = "./data"
+default_domain = "localhost"
+[domains."localhost"]
+[domains."push.example.com"]
+"#;
+        let mut c = crate::config::Config::parse(text).unwrap();
+        let r = |v: Option<&str>, t: Option<&str>, c: &crate::config::Config| resolve_domain(c, v, t);
+        assert_eq!(r(Some("push.example.com"), Some("rtmp://localhost/live"), &c), Ok("push.example.com".into()));
+        assert!(r(Some("nope.example.com"), None, &c).is_err());
+        assert_eq!(r(None, Some("rtmp://push.example.com:1935/live"), &c), Ok("push.example.com".into()));
+        assert_eq!(r(None, Some("rtmp://127.0.0.1:1935/live"), &c), Ok("localhost".into()));
+        c.server.default_domain = None;
+        assert!(r(None, Some("rtmp://127.0.0.1:1935/live"), &c).is_err());
+    }
+}

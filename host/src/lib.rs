@@ -1,0 +1,26 @@
+//! edgesnap: a live-stream snapshot host.
+//!
+//! Modules follow a snapshot's life: [`ingest`] (RTMP, FLV/AVC) →
+//! [`capture`] (the per-stream media-clock grid) → [`media`] (the shared
+//! decoder pool, JPEG) → [`snapshot`] (the path that calls [`policy`] (Wasm
+//! plugins), [`storage`] (object stores) and [`index`] (redb) in order).
+//! [`api`] reads and steers them; [`config`] is the operator's file.
+//! ARCHITECTURE.md states the invariants between them.
+
+pub mod api;
+pub mod capture;
+pub mod config;
+pub mod index;
+pub mod ingest;
+pub mod media;
+pub mod metrics;
+pub mod policy;
+pub mod snapshot;
+pub mod storage;
+
+/// Wall-clock time, unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

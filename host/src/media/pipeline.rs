@@ -1,0 +1,235 @@
+//! One decoder worker's pipeline.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::Jpeg;
+use crate::capture::CaptureJob;
+
+/// How long one job may take before the pipeline is considered stuck.
+const JOB_TIMEOUT: Duration = Duration::from_secs(10);
+const MARKER: &str = "edgesnap-job-done";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("decoder produced no picture for the keyframe (corrupt or undecodable)")]
+    NoPicture,
+    #[error("decoder pipeline: {0}")]
+    Pipeline(String),
+    #[error("decoder did not finish the job within {0:?}; pipeline rebuilt")]
+    Timeout(Duration),
+}
+
+enum Out {
+    Sample { pts: u64, bytes: Bytes, width: u32, height: u32 },
+    Done(u64),
+}
+
+pub(super) struct Worker {
+    index: usize,
+    isolate: bool,
+    p: Pipeline,
+    /// Job counter; also the job's PTS in ms.
+    next_job: u64,
+    last_session: Option<u64>,
+    quality: i32,
+}
+
+struct Pipeline {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+    decoder: gst::Element,
+    encoder: gst::Element,
+    rx: mpsc::Receiver<Out>,
+}
+
+fn pipeline_err(what: &str, e: impl std::fmt::Display) -> MediaError {
+    MediaError::Pipeline(format!("{what}: {e}"))
+}
+
+/// The segment every decoder sees: keyframes only, drain after each.
+fn trickmode(segment: &gst::Segment) -> gst::Event {
+    let mut segment = segment.clone();
+    segment.set_flags(segment.flags() | gst::SegmentFlags::TRICKMODE_KEY_UNITS);
+    gst::event::Segment::new(&segment)
+}
+
+impl Pipeline {
+    fn build(isolate: bool) -> Result<Pipeline, MediaError> {
+        let desc = format!(
+            "appsrc name=src is-live=true format=time do-timestamp=false \
+               caps=video/x-h264,stream-format=byte-stream,alignment=au \
+             ! h264parse name=parse \
+             ! avdec_h264 name=dec max-threads=1 max-errors=-1 discard-corrupted-frames={isolate} \
+             ! videoconvert ! jpegenc name=enc quality=85 \
+             ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4"
+        );
+        let pipeline = gst::parse::launch(&desc)
+            .map_err(|e| pipeline_err("build", e))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| MediaError::Pipeline("not a pipeline".into()))?;
+        let by_name = |n: &str| pipeline.by_name(n).ok_or_else(|| MediaError::Pipeline(format!("no element {n}")));
+        let src = by_name("src")?.downcast::<gst_app::AppSrc>().map_err(|_| MediaError::Pipeline("src".into()))?;
+        let sink = by_name("sink")?.downcast::<gst_app::AppSink>().map_err(|_| MediaError::Pipeline("sink".into()))?;
+        let decoder = by_name("dec")?;
+        let encoder = by_name("enc")?;
+
+        let parse_src = by_name("parse")?.static_pad("src").ok_or_else(|| MediaError::Pipeline("parse src pad".into()))?;
+        parse_src.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_pad, info| {
+            let replacement = match &info.data {
+                Some(gst::PadProbeData::Event(ev)) => match ev.view() {
+                    gst::EventView::Segment(s) => Some(trickmode(s.segment())),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(ev) = replacement {
+                info.data = Some(gst::PadProbeData::Event(ev));
+            }
+            gst::PadProbeReturn::Ok
+        });
+
+        let (tx, rx) = mpsc::channel();
+        let samples = tx.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let (width, height) = sample
+                        .caps()
+                        .and_then(|c| c.structure(0))
+                        .map(|s| (s.get::<i32>("width").unwrap_or(0), s.get::<i32>("height").unwrap_or(0)))
+                        .unwrap_or((0, 0));
+                    let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
+                    let pts = buffer.pts().map_or(u64::MAX, |t| t.mseconds());
+                    let mapped = buffer.into_mapped_buffer_readable().map_err(|_| gst::FlowError::Error)?;
+                    let _ = samples.send(Out::Sample {
+                        pts,
+                        bytes: Bytes::from_owner(mapped),
+                        width: width as u32,
+                        height: height as u32,
+                    });
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        let sink_pad = sink.static_pad("sink").ok_or_else(|| MediaError::Pipeline("sink pad".into()))?;
+        sink_pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_pad, info| {
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                && ev.type_() == gst::EventType::CustomDownstream
+                && let Some(s) = ev.structure()
+                && s.name() == MARKER
+            {
+                let _ = tx.send(Out::Done(s.get::<u64>("job").unwrap_or(u64::MAX)));
+                return gst::PadProbeReturn::Handled;
+            }
+            gst::PadProbeReturn::Ok
+        });
+        pipeline.set_state(gst::State::Playing).map_err(|e| pipeline_err("start", e))?;
+        Ok(Pipeline { pipeline, src, decoder, encoder, rx })
+    }
+
+    /// Forgets every picture the decoder holds: flush, then a fresh segment.
+    fn flush_decoder(&self) -> Result<(), MediaError> {
+        let pad = self.decoder.static_pad("sink").ok_or_else(|| MediaError::Pipeline("decoder sink pad".into()))?;
+        let segment = pad.sticky_event::<gst::event::Segment>(0).map(|s| s.segment().clone());
+        pad.send_event(gst::event::FlushStart::new());
+        pad.send_event(gst::event::FlushStop::new(false));
+        if let Some(segment) = segment {
+            pad.send_event(trickmode(&segment));
+        }
+        Ok(())
+    }
+
+    /// The first bus error, if any.
+    fn bus_error(&self) -> Option<String> {
+        let bus = self.pipeline.bus()?;
+        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                return Some(format!("{} ({:?})", e.error(), e.debug()));
+            }
+        }
+        None
+    }
+
+    fn stop(&self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl Worker {
+    pub(super) fn new(index: usize, isolate: bool) -> Result<Worker, MediaError> {
+        Ok(Worker { index, isolate, p: Pipeline::build(isolate)?, next_job: 1, last_session: None, quality: 85 })
+    }
+
+    pub(super) fn decode(&mut self, job: &CaptureJob) -> Result<Jpeg, MediaError> {
+        let result = self.try_decode(job);
+        if matches!(result, Err(MediaError::Timeout(_) | MediaError::Pipeline(_))) {
+            tracing::warn!(worker = self.index, "rebuilding decoder pipeline");
+            self.p.stop();
+            self.p = Pipeline::build(self.isolate)?;
+            self.last_session = None;
+        }
+        result
+    }
+
+    fn try_decode(&mut self, job: &CaptureJob) -> Result<Jpeg, MediaError> {
+        if self.isolate && self.last_session.is_some_and(|s| s != job.info.session) {
+            self.p.flush_decoder()?;
+        }
+        self.last_session = Some(job.info.session);
+        let quality = i32::from(job.info.template.jpeg_quality);
+        if quality != self.quality {
+            self.p.encoder.set_property("quality", quality);
+            self.quality = quality;
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        let mut buffer = gst::Buffer::from_slice(job.annexb.clone());
+        {
+            let b = buffer.get_mut().expect("new buffer is writable");
+            let pts = gst::ClockTime::from_mseconds(id);
+            b.set_pts(pts);
+            b.set_dts(pts);
+        }
+        self.p.src.push_buffer(buffer).map_err(|e| pipeline_err("push", e))?;
+        let marker = gst::event::CustomDownstream::new(gst::Structure::builder(MARKER).field("job", id).build());
+        if !self.p.src.send_event(marker) {
+            return Err(MediaError::Pipeline("marker event refused".into()));
+        }
+        let deadline = std::time::Instant::now() + JOB_TIMEOUT;
+        let mut picture = None;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.p.rx.recv_timeout(left) {
+                Ok(Out::Sample { pts, bytes, width, height }) if pts == id => {
+                    picture = Some(Jpeg { bytes, width, height });
+                }
+                Ok(Out::Sample { pts, .. }) => {
+                    tracing::debug!(worker = self.index, pts, job = id, "dropping a picture of an earlier job");
+                }
+                Ok(Out::Done(done)) if done == id => break,
+                Ok(Out::Done(_)) => {}
+                Err(_) => {
+                    if let Some(e) = self.p.bus_error() {
+                        return Err(MediaError::Pipeline(e));
+                    }
+                    return Err(MediaError::Timeout(JOB_TIMEOUT));
+                }
+            }
+        }
+        if let Some(e) = self.p.bus_error() {
+            return Err(MediaError::Pipeline(e));
+        }
+        picture.ok_or(MediaError::NoPicture)
+    }
+
+    pub(super) fn stop(&self) {
+        self.p.stop();
+    }
+}

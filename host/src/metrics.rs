@@ -1,0 +1,81 @@
+//! Prometheus metrics of the whole host, served at `/metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub rtmp_connections: Gauge,
+    pub live_streams: Gauge,
+    pub rtmp_rejected: Family<Labels, Counter>,
+    pub snapshots_queued: Counter,
+    pub snapshots_missed: Counter,
+    pub snapshots_stored: Counter,
+    pub snapshots_failed: Family<Labels, Counter>,
+    /// Seconds per stage of the snapshot path (`stage` = decode, policy, store, index).
+    pub stage_seconds: Family<Labels, Histogram>,
+    /// Seconds from the keyframe's arrival to its index record being committed.
+    pub lateness_seconds: Histogram,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("edgesnap");
+        let m = Metrics {
+            rtmp_connections: Gauge::default(),
+            live_streams: Gauge::default(),
+            rtmp_rejected: Family::default(),
+            snapshots_queued: Counter::default(),
+            snapshots_missed: Counter::default(),
+            snapshots_stored: Counter::default(),
+            snapshots_failed: Family::default(),
+            stage_seconds: Family::new_with_constructor(histogram),
+            lateness_seconds: histogram(),
+            registry: Registry::default(),
+        };
+        registry.register("rtmp_connections", "Open RTMP connections", m.rtmp_connections.clone());
+        registry.register("live_streams", "Streams publishing now", m.live_streams.clone());
+        registry.register("rtmp_rejected", "RTMP connections closed for bad input or refusal, by reason", m.rtmp_rejected.clone());
+        registry.register("snapshots_queued", "Keyframes queued for a snapshot", m.snapshots_queued.clone());
+        registry.register("snapshots_missed", "Due snapshots skipped because the capture queue was full", m.snapshots_missed.clone());
+        registry.register("snapshots_stored", "Snapshots stored and indexed", m.snapshots_stored.clone());
+        registry.register("snapshots_failed", "Snapshots that failed, by stage", m.snapshots_failed.clone());
+        registry.register("stage_seconds", "Time per stage of the snapshot path", m.stage_seconds.clone());
+        registry.register("lateness_seconds", "Keyframe arrival to index record committed", m.lateness_seconds.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        self.rtmp_rejected.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    pub fn failed(&self, stage: &'static str) {
+        self.snapshots_failed.get_or_create(&vec![("stage", stage)]).inc();
+    }
+
+    pub fn stage(&self, stage: &'static str, seconds: f64) {
+        self.stage_seconds.get_or_create(&vec![("stage", stage)]).observe(seconds);
+    }
+}

@@ -1,0 +1,360 @@
+//! Policy plugins (SPEC §6): WebAssembly components of `wit/` that decide
+//! where each capture is stored and which snapshots to delete.
+//!
+//! One Engine; each plugin compiled once into a pre-instantiated component;
+//! every call gets a fresh Store with a fuel budget, an epoch deadline and a
+//! memory cap. Plugins see no filesystem, network, environment or real clock:
+//! the WASI imports std needs are linked to a clock fixed at the capture time
+//! and a deterministic random source, so output depends only on input and state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config as EngineConfig, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::config::Template;
+use crate::index::Index;
+
+mod bindings {
+    wasmtime::component::bindgen!({ world: "policy", path: "../wit" });
+}
+
+use bindings::edgesnap::policy::log::Level;
+use bindings::edgesnap::policy::types as wit;
+use bindings::{Policy, PolicyPre};
+
+/// The default plugin, built from `plugins/default-policy` by build.rs.
+pub const DEFAULT_PLUGIN: &[u8] = include_bytes!(env!("DEFAULT_POLICY_WASM"));
+
+/// Limits of one plugin call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub fuel: u64,
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+    pub max_placements: usize,
+    pub max_log_lines: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 20_000_000,
+            deadline: Duration::from_millis(200),
+            memory_bytes: 16 << 20,
+            max_placements: 16,
+            max_log_lines: 32,
+        }
+    }
+}
+
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("set up the plugin engine: {0}")]
+    Engine(String),
+    #[error("plugin {version} does not load: {why}")]
+    Load { version: String, why: String },
+    #[error("plugin {version} failed: {why}")]
+    Call { version: String, why: String },
+    #[error("plugin {version} refused: {message}")]
+    Refused { version: String, message: String },
+    #[error("plugin {version} returned bad output: {why}")]
+    BadOutput { version: String, why: String },
+}
+
+/// Where one capture goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub key: String,
+    pub overwrite: bool,
+}
+
+/// What a naming call is told about a capture.
+#[derive(Debug, Clone)]
+pub struct CaptureFacts<'a> {
+    pub domain: &'a str,
+    pub app: &'a str,
+    pub stream: &'a str,
+    pub create_timestamp_ms: u64,
+    pub sequence: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A compiled plugin.
+pub struct Plugin {
+    /// "default" or the sha256 of the component.
+    pub version: String,
+    pre: PolicyPre<Ctx>,
+}
+
+pub struct Policies {
+    engine: Engine,
+    linker: Linker<Ctx>,
+    default: Arc<Plugin>,
+    index: Arc<Index>,
+    limits: Limits,
+}
+
+/// The store data of one call.
+struct Ctx {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    domain: String,
+    index: Arc<Index>,
+    staged: BTreeMap<String, Option<Vec<u8>>>,
+    log_lines: u32,
+    max_log_lines: u32,
+}
+
+impl WasiView for Ctx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wit::Host for Ctx {}
+
+impl bindings::edgesnap::policy::state::Host for Ctx {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        if let Some(v) = self.staged.get(&key) {
+            return v.clone();
+        }
+        match self.index.plugin_state(&self.domain, &key) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(domain = %self.domain, error = %e, "plugin state read failed");
+                None
+            }
+        }
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) {
+        self.staged.insert(key, Some(value));
+    }
+
+    fn delete(&mut self, key: String) {
+        self.staged.insert(key, None);
+    }
+}
+
+impl bindings::edgesnap::policy::log::Host for Ctx {
+    fn log(&mut self, level: Level, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > self.max_log_lines {
+            return;
+        }
+        let message: String = message.chars().take(1024).collect();
+        let domain = &self.domain;
+        match level {
+            Level::Debug => tracing::debug!(%domain, "plugin: {message}"),
+            Level::Info => tracing::info!(%domain, "plugin: {message}"),
+            Level::Warn => tracing::warn!(%domain, "plugin: {message}"),
+            Level::Error => tracing::error!(%domain, "plugin: {message}"),
+        }
+    }
+}
+
+/// The guest's wall clock: fixed at the capture time.
+struct FixedClock(Duration);
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        self.0.as_nanos() as u64
+    }
+}
+
+impl Policies {
+    pub fn new(index: Arc<Index>, limits: Limits) -> Result<Policies, PolicyError> {
+        let mut config = EngineConfig::new();
+        config.wasm_component_model(true).consume_fuel(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+        let mut linker = Linker::<Ctx>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |c| c).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        let default = Arc::new(load(&engine, &linker, "default", DEFAULT_PLUGIN)?);
+        Ok(Policies { engine, linker, default, index, limits })
+    }
+
+    /// Compiles a component and checks it is of this world.
+    pub fn load(&self, version: &str, bytes: &[u8]) -> Result<Plugin, PolicyError> {
+        load(&self.engine, &self.linker, version, bytes)
+    }
+
+    /// Names a capture with the domain's plugin (for now the default one).
+    /// Blocking: call it off the async runtime.
+    pub fn name(&self, facts: &CaptureFacts<'_>, template: &Template) -> Result<Vec<Placement>, PolicyError> {
+        self.name_with(&self.default, facts, template)
+    }
+
+    pub fn name_with(&self, plugin: &Plugin, facts: &CaptureFacts<'_>, template: &Template) -> Result<Vec<Placement>, PolicyError> {
+        let version = &plugin.version;
+        let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
+        let mut store = self.store(facts.domain, facts.create_timestamp_ms);
+        let instance = plugin.pre.instantiate(&mut store).map_err(call_err)?;
+        let capture = wit::Capture {
+            domain: facts.domain.to_owned(),
+            app: facts.app.to_owned(),
+            stream: facts.stream.to_owned(),
+            create_timestamp_ms: facts.create_timestamp_ms,
+            sequence: facts.sequence,
+            width: facts.width,
+            height: facts.height,
+        };
+        let template = wit::Template {
+            app_name: template.app_name.clone(),
+            time_interval: template.time_interval_s,
+            storage: template.storage.clone(),
+            overwrite_object: template.overwrite_object.clone(),
+            sequence_object: template.sequence_object.clone(),
+        };
+        let out = instance
+            .call_name(&mut store, &capture, &template)
+            .map_err(call_err)?
+            .map_err(|message| PolicyError::Refused { version: version.clone(), message })?;
+        if out.len() > self.limits.max_placements {
+            return Err(PolicyError::BadOutput {
+                version: version.clone(),
+                why: format!("{} placements, at most {}", out.len(), self.limits.max_placements),
+            });
+        }
+        let placements = out
+            .into_iter()
+            .map(|p| {
+                crate::storage::check_key(&p.key)
+                    .map(|_| Placement { key: p.key, overwrite: matches!(p.mode, wit::Mode::Overwrite) })
+                    .map_err(|e| PolicyError::BadOutput { version: version.clone(), why: e.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let staged = std::mem::take(&mut store.data_mut().staged);
+        if !staged.is_empty() {
+            // Staged state is committed only for a successful call.
+            let index = self.index.clone();
+            let domain = facts.domain.to_owned();
+            let writes: Vec<_> = staged.into_iter().collect();
+            tokio::runtime::Handle::try_current()
+                .map(|h| h.block_on(index.commit_plugin_state(domain, writes)))
+                .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?
+                .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?;
+        }
+        Ok(placements)
+    }
+
+    fn store(&self, domain: &str, now_ms: u64) -> Store<Ctx> {
+        let clock = Duration::from_millis(now_ms);
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(FixedClock(clock))
+            .monotonic_clock(FixedClock(clock))
+            .secure_random(wasmtime_wasi::Deterministic::new(now_ms.to_le_bytes().to_vec()))
+            .insecure_random(wasmtime_wasi::Deterministic::new(now_ms.to_be_bytes().to_vec()))
+            .insecure_random_seed(u128::from(now_ms))
+            .build();
+        let ctx = Ctx {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(4).tables(16).memories(4).build(),
+            domain: domain.to_owned(),
+            index: self.index.clone(),
+            staged: BTreeMap::new(),
+            log_lines: 0,
+            max_log_lines: self.limits.max_log_lines,
+        };
+        let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|c| &mut c.limits);
+        store.set_fuel(self.limits.fuel).expect("fuel is enabled");
+        let ticks = self.limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store
+    }
+}
+
+fn load(engine: &Engine, linker: &Linker<Ctx>, version: &str, bytes: &[u8]) -> Result<Plugin, PolicyError> {
+    let err = |e: wasmtime::Error| PolicyError::Load { version: version.to_owned(), why: format!("{e:#}") };
+    let component = Component::new(engine, bytes).map_err(err)?;
+    let instance_pre = linker.instantiate_pre(&component).map_err(err)?;
+    let pre = PolicyPre::new(instance_pre).map_err(err)?;
+    Ok(Plugin { version: version.to_owned(), pre })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(over: Option<&str>, seq: Option<&str>) -> Template {
+        Template {
+            app_name: "*".into(),
+            time_interval_s: 5,
+            storage: "local".into(),
+            overwrite_object: over.map(Into::into),
+            sequence_object: seq.map(Into::into),
+            callback: None,
+            jpeg_quality: 85,
+        }
+    }
+
+    #[test]
+    fn default_plugin_names_by_the_template() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
+        let p = Policies::new(index, Limits::default()).unwrap();
+        let facts = CaptureFacts {
+            domain: "push.example.com",
+            app: "live",
+            stream: "cam1",
+            create_timestamp_ms: 1_764_057_600_123,
+            sequence: 42,
+            width: 1280,
+            height: 720,
+        };
+        let t = template(Some("{AppName}/{StreamName}.jpg"), Some("snapshot/{AppName}/{StreamName}/{UnixTimestamp}.jpg"));
+        assert_eq!(
+            p.name(&facts, &t).unwrap(),
+            vec![
+                Placement { key: "live/cam1.jpg".into(), overwrite: true },
+                Placement { key: "snapshot/live/cam1/1764057600.jpg".into(), overwrite: false },
+            ]
+        );
+        let t = template(None, Some("{Domain}/{Date}/{Time}-{Sequence}-{UnixTimestampMs}.jpg"));
+        assert_eq!(
+            p.name(&facts, &t).unwrap(),
+            vec![Placement { key: "push.example.com/2025-11-25/080000-42-1764057600123.jpg".into(), overwrite: false }]
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_component_do_not_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
+        let p = Policies::new(index, Limits::default()).unwrap();
+        assert!(matches!(p.load("x", b"\0asm garbage"), Err(PolicyError::Load { .. })));
+    }
+}

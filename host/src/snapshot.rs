@@ -1,0 +1,156 @@
+//! The snapshot path after decoding: reserve a `{Sequence}` (with an intent),
+//! ask the policy for placements, store the JPG, commit the records. A record
+//! is committed only after its object is stored.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::index::{Index, Intent, Record, RecordId};
+use crate::media::{Decoded, Jpeg};
+use crate::metrics::Metrics;
+use crate::policy::{CaptureFacts, Policies, Placement};
+use crate::storage::Storage;
+
+/// Snapshots being stored at once.
+const IN_FLIGHT: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("policy task: {0}")]
+    Join(String),
+}
+
+pub struct SnapshotPath {
+    pub settings: Arc<Settings>,
+    pub index: Arc<Index>,
+    pub storage: Arc<Storage>,
+    pub policies: Arc<Policies>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl SnapshotPath {
+    /// Stores every decoded snapshot until the decoders hang up.
+    pub async fn run(self: Arc<Self>, mut decoded: mpsc::Receiver<Decoded>, tracker: TaskTracker) {
+        let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+        while let Some(d) = decoded.recv().await {
+            let Ok(jpeg) = d.result else { continue };
+            let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+            let path = self.clone();
+            tracker.spawn(async move {
+                let job = d.job;
+                // One stream's snapshots are stored in order.
+                let _order = job.info.order.lock().await;
+                let (domain, app, stream) = (job.info.domain.clone(), job.info.app.clone(), job.info.stream.clone());
+                match path.store(&job, jpeg).await {
+                    Ok(records) => {
+                        path.metrics.snapshots_stored.inc();
+                        path.metrics.lateness_seconds.observe(job.received.elapsed().as_secs_f64());
+                        for r in &records {
+                            tracing::debug!(%domain, %app, %stream, key = %r.key, size = r.size, "snapshot stored");
+                        }
+                    }
+                    Err(e) => tracing::error!(%domain, %app, %stream, error = %e, "snapshot not stored"),
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    async fn store(&self, job: &crate::capture::CaptureJob, jpeg: Jpeg) -> Result<Vec<Record>, SnapshotError> {
+        let info = &job.info;
+        let template = info.template.clone();
+        let target = self.storage.target(&info.domain, &template.storage).inspect_err(|_| self.metrics.failed("store"))?;
+        let id = RecordId::new(job.create_timestamp_ms);
+        let intent = Intent {
+            domain: info.domain.clone(),
+            app: info.app.clone(),
+            stream: info.stream.clone(),
+            create_timestamp_ms: job.create_timestamp_ms,
+            sequence: 0,
+            storage: template.storage.clone(),
+        };
+        let t = Instant::now();
+        let sequence = self.index.reserve(id, intent).await.inspect_err(|_| self.metrics.failed("index"))?;
+
+        let policies = self.policies.clone();
+        let (domain, app, stream) = (info.domain.clone(), info.app.clone(), info.stream.clone());
+        let (width, height, create) = (jpeg.width, jpeg.height, job.create_timestamp_ms);
+        let tpl = template.clone();
+        let placements: Vec<Placement> = tokio::task::spawn_blocking(move || {
+            let facts = CaptureFacts {
+                domain: &domain,
+                app: &app,
+                stream: &stream,
+                create_timestamp_ms: create,
+                sequence,
+                width,
+                height,
+            };
+            policies.name(&facts, &tpl)
+        })
+        .await
+        .map_err(|e| SnapshotError::Join(e.to_string()))?
+        .inspect_err(|_| self.metrics.failed("policy"))?;
+        let t_policy = t.elapsed();
+        self.metrics.stage("policy", t_policy.as_secs_f64());
+
+        let mut records = Vec::with_capacity(placements.len());
+        let t = Instant::now();
+        for p in placements {
+            let key = if p.overwrite {
+                target.put_overwrite(&p.key, jpeg.bytes.clone()).await.map(|()| p.key)
+            } else {
+                target.put_sequential(&p.key, jpeg.bytes.clone()).await
+            };
+            let key = match key {
+                Ok(k) => k,
+                Err(e) => {
+                    self.metrics.failed("store");
+                    // What was stored so far still gets its records.
+                    if records.is_empty() {
+                        let _ = self.index.abandon(id).await;
+                        return Err(e.into());
+                    }
+                    tracing::error!(domain = %info.domain, error = %e, "one placement of a snapshot was not stored");
+                    break;
+                }
+            };
+            records.push(Record {
+                id: if records.is_empty() { id } else { RecordId::new(job.create_timestamp_ms) },
+                domain: info.domain.clone(),
+                app: info.app.clone(),
+                stream: info.stream.clone(),
+                create_timestamp_ms: job.create_timestamp_ms,
+                key,
+                storage: template.storage.clone(),
+                endpoint: target.endpoint.clone(),
+                bucket: target.bucket.clone(),
+                size: jpeg.bytes.len() as u64,
+                width: jpeg.width,
+                height: jpeg.height,
+                is_overlay: p.overwrite,
+                sequence,
+            });
+        }
+        self.metrics.stage("store", t.elapsed().as_secs_f64());
+        if records.is_empty() {
+            // The policy chose to skip this capture.
+            self.index.abandon(id).await?;
+            return Ok(records);
+        }
+        let t = Instant::now();
+        let stored = self.index.commit(id, records).await.inspect_err(|_| self.metrics.failed("index"))?;
+        self.metrics.stage("index", t.elapsed().as_secs_f64());
+        Ok(stored)
+    }
+}

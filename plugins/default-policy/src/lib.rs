@@ -1,0 +1,44 @@
+//! The built-in policy: the snapshot-template rules of SPEC §2, exactly.
+//!
+//! Naming substitutes the template variables; the host has already validated
+//! the templates, reserved the `{Sequence}` number and will resolve key
+//! collisions of sequential objects. Deletion keeps everything (the reference
+//! product deletes only on request).
+
+mod render;
+
+wit_bindgen::generate!({ world: "policy", path: "../../wit" });
+
+use edgesnap::policy::types::Mode;
+
+struct DefaultPolicy;
+
+impl Guest for DefaultPolicy {
+    fn name(capture: Capture, template: Template) -> Result<Vec<Placement>, String> {
+        let vars = render::Vars {
+            domain: &capture.domain,
+            app: &capture.app,
+            stream: &capture.stream,
+            create_timestamp_ms: capture.create_timestamp_ms,
+            sequence: capture.sequence,
+        };
+        let mut placements = Vec::with_capacity(2);
+        if let Some(t) = &template.overwrite_object {
+            placements.push(Placement { key: render::render(t, &vars), mode: Mode::Overwrite });
+        }
+        if let Some(t) = &template.sequence_object {
+            placements.push(Placement { key: render::render(t, &vars), mode: Mode::Sequential });
+        }
+        Ok(placements)
+    }
+
+    fn select_deletions(
+        _stream: StreamRef,
+        _page: Vec<StoredSnapshot>,
+        _now_ms: u64,
+    ) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+export!(DefaultPolicy);
