@@ -12,7 +12,11 @@ use edgesnap::config::{Config, Settings};
 use edgesnap::{api, index, ingest, media, metrics, policy, snapshot, storage};
 
 #[derive(Parser)]
-#[command(name = "edgesnap", version, about = "Live-stream snapshot host: RTMP in, keyframe JPGs out to object storage")]
+#[command(
+    name = "edgesnap",
+    version,
+    about = "Live-stream snapshot host: RTMP in, keyframe JPGs out to object storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,9 +42,11 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::CheckConfig { file } => Config::load(&file).map(|c| {
-            println!("{}: ok ({} domains)", file.display(), c.domains.len());
-        }).map_err(anyhow::Error::from),
+        Command::CheckConfig { file } => Config::load(&file)
+            .map(|c| {
+                println!("{}: ok ({} domains)", file.display(), c.domains.len());
+            })
+            .map_err(anyhow::Error::from),
         Command::Serve { config } => serve(&config),
     };
     match result {
@@ -55,7 +61,10 @@ fn main() -> std::process::ExitCode {
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let operator_token = config.server.operator_token.resolve()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start tokio runtime")?;
     runtime.block_on(run(config, operator_token))
 }
 
@@ -67,10 +76,16 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
     let index = Arc::new(index::Index::open(&server.data_dir.join("index.redb"))?);
     let pending = index.pending_intents()?;
     if !pending.is_empty() {
-        tracing::warn!(count = pending.len(), "captures were in flight at the last stop; their records were not committed");
+        tracing::warn!(
+            count = pending.len(),
+            "captures were in flight at the last stop; their records were not committed"
+        );
     }
     let storage = Arc::new(storage::Storage::from_config(&config)?);
-    let policies = Arc::new(policy::Policies::new(index.clone(), policy::Limits::default())?);
+    let policies = Arc::new(policy::Policies::new(
+        index.clone(),
+        policy::Limits::default(),
+    )?);
     let url_key = index.secret("url-signing-key")?;
     let settings = Settings::new(config);
 
@@ -84,7 +99,10 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(server.capture_queue);
     let (decoded_tx, decoded_rx) = tokio::sync::mpsc::channel(256);
     let decoders = media::start(
-        media::PoolOptions { workers: server.decoder_workers, isolate_streams: true },
+        media::PoolOptions {
+            workers: server.decoder_workers,
+            isolate_streams: true,
+        },
         jobs_rx,
         decoded_tx,
         metrics.clone(),
@@ -111,7 +129,11 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
         url_key,
     });
     let snapshots = tokio::spawn(path.run(decoded_rx, snapshot_tasks.clone()));
-    let ingest_loop = tokio::spawn(ingest.clone().run(rtmp, cancel.clone(), ingest_tasks.clone()));
+    let ingest_loop = tokio::spawn(
+        ingest
+            .clone()
+            .run(rtmp, cancel.clone(), ingest_tasks.clone()),
+    );
     let http_loop = tokio::spawn(api.run(http, cancel.clone()));
     tracing::info!(
         rtmp = %server.rtmp_listen, http = %server.http_listen, decoders = server.decoder_workers,
@@ -127,7 +149,8 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
     ingest_tasks.wait().await;
     // 2. The decoders drain the queue; the capture queue's last sender is ingest's.
     drop(ingest);
-    let _ = tokio::task::spawn_blocking(move || decoders.into_iter().for_each(|h| drop(h.join()))).await;
+    let _ = tokio::task::spawn_blocking(move || decoders.into_iter().for_each(|h| drop(h.join())))
+        .await;
     // 3. The snapshot path stores what was decoded.
     let _ = snapshots.await;
     snapshot_tasks.close();
@@ -145,7 +168,9 @@ fn close_index(index: Arc<index::Index>) {
         Ok(index) => {
             index.close();
         }
-        Err(_) => tracing::warn!("index still shared at shutdown; redb closes when the process exits"),
+        Err(_) => {
+            tracing::warn!("index still shared at shutdown; redb closes when the process exits")
+        }
     }
 }
 

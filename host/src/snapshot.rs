@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::index::{Index, Intent, Record, RecordId};
 use crate::media::{Decoded, Jpeg};
 use crate::metrics::Metrics;
-use crate::policy::{CaptureFacts, Policies, Placement};
+use crate::policy::{CaptureFacts, Placement, Policies};
 use crate::storage::Storage;
 
 /// Snapshots being stored at once.
@@ -44,7 +44,11 @@ impl SnapshotPath {
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
         while let Some(d) = decoded.recv().await {
             let Ok(jpeg) = d.result else { continue };
-            let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore is never closed");
             let path = self.clone();
             tracker.spawn(async move {
                 let job = d.job;
@@ -66,10 +70,17 @@ impl SnapshotPath {
         }
     }
 
-    async fn store(&self, job: &crate::capture::CaptureJob, jpeg: Jpeg) -> Result<Vec<Record>, SnapshotError> {
+    async fn store(
+        &self,
+        job: &crate::capture::CaptureJob,
+        jpeg: Jpeg,
+    ) -> Result<Vec<Record>, SnapshotError> {
         let info = &job.info;
         let template = info.template.clone();
-        let target = self.storage.target(&info.domain, &template.storage).inspect_err(|_| self.metrics.failed("store"))?;
+        let target = self
+            .storage
+            .target(&info.domain, &template.storage)
+            .inspect_err(|_| self.metrics.failed("store"))?;
         let id = RecordId::new(job.create_timestamp_ms);
         let intent = Intent {
             domain: info.domain.clone(),
@@ -80,7 +91,11 @@ impl SnapshotPath {
             storage: template.storage.clone(),
         };
         let t = Instant::now();
-        let sequence = self.index.reserve(id, intent).await.inspect_err(|_| self.metrics.failed("index"))?;
+        let sequence = self
+            .index
+            .reserve(id, intent)
+            .await
+            .inspect_err(|_| self.metrics.failed("index"))?;
 
         let policies = self.policies.clone();
         let (domain, app, stream) = (info.domain.clone(), info.app.clone(), info.stream.clone());
@@ -108,7 +123,10 @@ impl SnapshotPath {
         let t = Instant::now();
         for p in placements {
             let key = if p.overwrite {
-                target.put_overwrite(&p.key, jpeg.bytes.clone()).await.map(|()| p.key)
+                target
+                    .put_overwrite(&p.key, jpeg.bytes.clone())
+                    .await
+                    .map(|()| p.key)
             } else {
                 target.put_sequential(&p.key, jpeg.bytes.clone()).await
             };
@@ -126,7 +144,11 @@ impl SnapshotPath {
                 }
             };
             records.push(Record {
-                id: if records.is_empty() { id } else { RecordId::new(job.create_timestamp_ms) },
+                id: if records.is_empty() {
+                    id
+                } else {
+                    RecordId::new(job.create_timestamp_ms)
+                },
                 domain: info.domain.clone(),
                 app: info.app.clone(),
                 stream: info.stream.clone(),
@@ -149,7 +171,11 @@ impl SnapshotPath {
             return Ok(records);
         }
         let t = Instant::now();
-        let stored = self.index.commit(id, records).await.inspect_err(|_| self.metrics.failed("index"))?;
+        let stored = self
+            .index
+            .commit(id, records)
+            .await
+            .inspect_err(|_| self.metrics.failed("index"))?;
         self.metrics.stage("index", t.elapsed().as_secs_f64());
         Ok(stored)
     }

@@ -76,14 +76,20 @@ pub(crate) struct Claim {
 
 impl Claim {
     pub(crate) fn touch(&self) {
-        self.last_media.store(self.ingest.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_media.store(
+            self.ingest.epoch.elapsed().as_millis() as u64,
+            Ordering::Relaxed,
+        );
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut live = self.ingest.live.lock().unwrap();
-        if live.get(&self.key).is_some_and(|e| e.session == self.session) {
+        if live
+            .get(&self.key)
+            .is_some_and(|e| e.session == self.session)
+        {
             live.remove(&self.key);
             self.ingest.metrics.live_streams.dec();
         }
@@ -91,7 +97,11 @@ impl Drop for Claim {
 }
 
 impl Ingest {
-    pub fn new(settings: Arc<Settings>, queue: Sender<CaptureJob>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        settings: Arc<Settings>,
+        queue: Sender<CaptureJob>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Ingest {
             settings,
             queue,
@@ -103,7 +113,12 @@ impl Ingest {
     }
 
     /// Accepts connections until `cancel`; each runs in its own tracked task.
-    pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker) {
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) {
         loop {
             let (socket, peer) = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -168,7 +183,13 @@ impl Ingest {
                 since: SystemTime::now(),
             },
         );
-        Ok(Claim { ingest: self.clone(), key, session: info.session, last_media, evicted: evict })
+        Ok(Claim {
+            ingest: self.clone(),
+            key,
+            session: info.session,
+            last_media,
+            evicted: evict,
+        })
     }
 
     /// The live streams of a domain.
@@ -177,7 +198,11 @@ impl Ingest {
         let mut out: Vec<LiveStream> = live
             .iter()
             .filter(|(k, _)| k.0 == domain)
-            .map(|(_, e)| LiveStream { info: e.info.clone(), stats: e.stats.clone(), since: e.since })
+            .map(|(_, e)| LiveStream {
+                info: e.info.clone(),
+                stats: e.stats.clone(),
+                since: e.since,
+            })
             .collect();
         out.sort_by(|a, b| (&a.info.app, &a.info.stream).cmp(&(&b.info.app, &b.info.stream)));
         out
@@ -250,14 +275,27 @@ mod tests {
         assert_eq!(split_params("cam1"), ("cam1", vec![]));
         assert_eq!(
             split_params("cam1?vhost=a.com&auth_key=1-2-3-x&flag"),
-            ("cam1", vec![("vhost".into(), "a.com".into()), ("auth_key".into(), "1-2-3-x".into()), ("flag".into(), "".into())])
+            (
+                "cam1",
+                vec![
+                    ("vhost".into(), "a.com".into()),
+                    ("auth_key".into(), "1-2-3-x".into()),
+                    ("flag".into(), "".into())
+                ]
+            )
         );
     }
 
     #[test]
     fn tc_url_hosts() {
-        assert_eq!(tc_url_host("rtmp://push.example.com/live"), Some("push.example.com"));
-        assert_eq!(tc_url_host("rtmp://push.example.com:1935/live?x=1"), Some("push.example.com"));
+        assert_eq!(
+            tc_url_host("rtmp://push.example.com/live"),
+            Some("push.example.com")
+        );
+        assert_eq!(
+            tc_url_host("rtmp://push.example.com:1935/live?x=1"),
+            Some("push.example.com")
+        );
         assert_eq!(tc_url_host("rtmp://127.0.0.1:1935"), Some("127.0.0.1"));
         assert_eq!(tc_url_host("rtmp://[::1]:1935/live"), Some("::1"));
         assert_eq!(tc_url_host("nonsense"), None);
@@ -276,11 +314,21 @@ default_domain = "localhost"
 [domains."push.example.com"]
 "#;
         let mut c = crate::config::Config::parse(text).unwrap();
-        let r = |v: Option<&str>, t: Option<&str>, c: &crate::config::Config| resolve_domain(c, v, t);
-        assert_eq!(r(Some("push.example.com"), Some("rtmp://localhost/live"), &c), Ok("push.example.com".into()));
+        let r =
+            |v: Option<&str>, t: Option<&str>, c: &crate::config::Config| resolve_domain(c, v, t);
+        assert_eq!(
+            r(Some("push.example.com"), Some("rtmp://localhost/live"), &c),
+            Ok("push.example.com".into())
+        );
         assert!(r(Some("nope.example.com"), None, &c).is_err());
-        assert_eq!(r(None, Some("rtmp://push.example.com:1935/live"), &c), Ok("push.example.com".into()));
-        assert_eq!(r(None, Some("rtmp://127.0.0.1:1935/live"), &c), Ok("localhost".into()));
+        assert_eq!(
+            r(None, Some("rtmp://push.example.com:1935/live"), &c),
+            Ok("push.example.com".into())
+        );
+        assert_eq!(
+            r(None, Some("rtmp://127.0.0.1:1935/live"), &c),
+            Ok("localhost".into())
+        );
         c.server.default_domain = None;
         assert!(r(None, Some("rtmp://127.0.0.1:1935/live"), &c).is_err());
     }

@@ -1,7 +1,7 @@
 //! The decoder pool (SPEC §3): a few long-lived GStreamer pipelines, shared by
 //! all streams, each turning one keyframe job into one JPEG.
 //!
-//! `appsrc ! h264parse ! avdec_h264 ! videoconvert ! jpegenc ! appsink`, fed
+//! `appsrc ! avdec_h264 ! videoconvert ! jpegenc ! appsink`, fed
 //! one buffer per job (the stream's SPS + PPS + the IDR access unit). A probe
 //! marks the segment TRICKMODE_KEY_UNITS so the decoder drains after every
 //! keyframe (no lag), and a serialized marker event after each job tells
@@ -52,7 +52,7 @@ pub struct PoolOptions {
 /// Initialises GStreamer and checks the elements the pool needs.
 pub fn init() -> Result<(), MediaError> {
     gstreamer::init().map_err(|e| MediaError::Pipeline(format!("gstreamer init: {e}")))?;
-    for name in ["appsrc", "h264parse", "avdec_h264", "videoconvert", "jpegenc", "appsink"] {
+    for name in ["appsrc", "avdec_h264", "videoconvert", "jpegenc", "appsink"] {
         if gstreamer::ElementFactory::find(name).is_none() {
             return Err(MediaError::Pipeline(format!(
                 "gstreamer element {name} is missing (install gstreamer1.0-plugins-base/-good/-bad and gstreamer1.0-libav)"

@@ -26,7 +26,12 @@ pub enum MediaError {
 }
 
 enum Out {
-    Sample { pts: u64, bytes: Bytes, width: u32, height: u32 },
+    Sample {
+        pts: u64,
+        bytes: Bytes,
+        width: u32,
+        height: u32,
+    },
     Done(u64),
 }
 
@@ -64,7 +69,6 @@ impl Pipeline {
         let desc = format!(
             "appsrc name=src is-live=true format=time do-timestamp=false \
                caps=video/x-h264,stream-format=byte-stream,alignment=au \
-             ! h264parse name=parse \
              ! avdec_h264 name=dec max-threads=1 max-errors=-1 discard-corrupted-frames={isolate} \
              ! videoconvert ! jpegenc name=enc quality=85 \
              ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4"
@@ -73,14 +77,26 @@ impl Pipeline {
             .map_err(|e| pipeline_err("build", e))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| MediaError::Pipeline("not a pipeline".into()))?;
-        let by_name = |n: &str| pipeline.by_name(n).ok_or_else(|| MediaError::Pipeline(format!("no element {n}")));
-        let src = by_name("src")?.downcast::<gst_app::AppSrc>().map_err(|_| MediaError::Pipeline("src".into()))?;
-        let sink = by_name("sink")?.downcast::<gst_app::AppSink>().map_err(|_| MediaError::Pipeline("sink".into()))?;
+        let by_name = |n: &str| {
+            pipeline
+                .by_name(n)
+                .ok_or_else(|| MediaError::Pipeline(format!("no element {n}")))
+        };
+        let src = by_name("src")?
+            .downcast::<gst_app::AppSrc>()
+            .map_err(|_| MediaError::Pipeline("src".into()))?;
+        let sink = by_name("sink")?
+            .downcast::<gst_app::AppSink>()
+            .map_err(|_| MediaError::Pipeline("sink".into()))?;
         let decoder = by_name("dec")?;
         let encoder = by_name("enc")?;
 
-        let parse_src = by_name("parse")?.static_pad("src").ok_or_else(|| MediaError::Pipeline("parse src pad".into()))?;
-        parse_src.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_pad, info| {
+        // No parser: jobs are whole access units with their parameter sets, and
+        // a parser would hold the marker event until the next job.
+        let src_pad = src
+            .static_pad("src")
+            .ok_or_else(|| MediaError::Pipeline("appsrc src pad".into()))?;
+        src_pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_pad, info| {
             let replacement = match &info.data {
                 Some(gst::PadProbeData::Event(ev)) => match ev.view() {
                     gst::EventView::Segment(s) => Some(trickmode(s.segment())),
@@ -103,11 +119,18 @@ impl Pipeline {
                     let (width, height) = sample
                         .caps()
                         .and_then(|c| c.structure(0))
-                        .map(|s| (s.get::<i32>("width").unwrap_or(0), s.get::<i32>("height").unwrap_or(0)))
+                        .map(|s| {
+                            (
+                                s.get::<i32>("width").unwrap_or(0),
+                                s.get::<i32>("height").unwrap_or(0),
+                            )
+                        })
                         .unwrap_or((0, 0));
                     let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
                     let pts = buffer.pts().map_or(u64::MAX, |t| t.mseconds());
-                    let mapped = buffer.into_mapped_buffer_readable().map_err(|_| gst::FlowError::Error)?;
+                    let mapped = buffer
+                        .into_mapped_buffer_readable()
+                        .map_err(|_| gst::FlowError::Error)?;
                     let _ = samples.send(Out::Sample {
                         pts,
                         bytes: Bytes::from_owner(mapped),
@@ -118,8 +141,13 @@ impl Pipeline {
                 })
                 .build(),
         );
-        let sink_pad = sink.static_pad("sink").ok_or_else(|| MediaError::Pipeline("sink pad".into()))?;
-        sink_pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_pad, info| {
+        // The marker is caught where it enters the decoder: the chain runs on
+        // one streaming thread with no queues and the decoder drains after
+        // every keyframe, so by then the job's picture has reached the appsink.
+        let dec_sink = decoder
+            .static_pad("sink")
+            .ok_or_else(|| MediaError::Pipeline("decoder sink pad".into()))?;
+        dec_sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_pad, info| {
             if let Some(gst::PadProbeData::Event(ev)) = &info.data
                 && ev.type_() == gst::EventType::CustomDownstream
                 && let Some(s) = ev.structure()
@@ -130,14 +158,27 @@ impl Pipeline {
             }
             gst::PadProbeReturn::Ok
         });
-        pipeline.set_state(gst::State::Playing).map_err(|e| pipeline_err("start", e))?;
-        Ok(Pipeline { pipeline, src, decoder, encoder, rx })
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| pipeline_err("start", e))?;
+        Ok(Pipeline {
+            pipeline,
+            src,
+            decoder,
+            encoder,
+            rx,
+        })
     }
 
     /// Forgets every picture the decoder holds: flush, then a fresh segment.
     fn flush_decoder(&self) -> Result<(), MediaError> {
-        let pad = self.decoder.static_pad("sink").ok_or_else(|| MediaError::Pipeline("decoder sink pad".into()))?;
-        let segment = pad.sticky_event::<gst::event::Segment>(0).map(|s| s.segment().clone());
+        let pad = self
+            .decoder
+            .static_pad("sink")
+            .ok_or_else(|| MediaError::Pipeline("decoder sink pad".into()))?;
+        let segment = pad
+            .sticky_event::<gst::event::Segment>(0)
+            .map(|s| s.segment().clone());
         pad.send_event(gst::event::FlushStart::new());
         pad.send_event(gst::event::FlushStop::new(false));
         if let Some(segment) = segment {
@@ -164,12 +205,22 @@ impl Pipeline {
 
 impl Worker {
     pub(super) fn new(index: usize, isolate: bool) -> Result<Worker, MediaError> {
-        Ok(Worker { index, isolate, p: Pipeline::build(isolate)?, next_job: 1, last_session: None, quality: 85 })
+        Ok(Worker {
+            index,
+            isolate,
+            p: Pipeline::build(isolate)?,
+            next_job: 1,
+            last_session: None,
+            quality: 85,
+        })
     }
 
     pub(super) fn decode(&mut self, job: &CaptureJob) -> Result<Jpeg, MediaError> {
         let result = self.try_decode(job);
-        if matches!(result, Err(MediaError::Timeout(_) | MediaError::Pipeline(_))) {
+        if matches!(
+            result,
+            Err(MediaError::Timeout(_) | MediaError::Pipeline(_))
+        ) {
             tracing::warn!(worker = self.index, "rebuilding decoder pipeline");
             self.p.stop();
             self.p = Pipeline::build(self.isolate)?;
@@ -197,8 +248,13 @@ impl Worker {
             b.set_pts(pts);
             b.set_dts(pts);
         }
-        self.p.src.push_buffer(buffer).map_err(|e| pipeline_err("push", e))?;
-        let marker = gst::event::CustomDownstream::new(gst::Structure::builder(MARKER).field("job", id).build());
+        self.p
+            .src
+            .push_buffer(buffer)
+            .map_err(|e| pipeline_err("push", e))?;
+        let marker = gst::event::CustomDownstream::new(
+            gst::Structure::builder(MARKER).field("job", id).build(),
+        );
         if !self.p.src.send_event(marker) {
             return Err(MediaError::Pipeline("marker event refused".into()));
         }
@@ -207,11 +263,25 @@ impl Worker {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.p.rx.recv_timeout(left) {
-                Ok(Out::Sample { pts, bytes, width, height }) if pts == id => {
-                    picture = Some(Jpeg { bytes, width, height });
+                Ok(Out::Sample {
+                    pts,
+                    bytes,
+                    width,
+                    height,
+                }) if pts == id => {
+                    picture = Some(Jpeg {
+                        bytes,
+                        width,
+                        height,
+                    });
                 }
                 Ok(Out::Sample { pts, .. }) => {
-                    tracing::debug!(worker = self.index, pts, job = id, "dropping a picture of an earlier job");
+                    tracing::debug!(
+                        worker = self.index,
+                        pts,
+                        job = id,
+                        "dropping a picture of an earlier job"
+                    );
                 }
                 Ok(Out::Done(done)) if done == id => break,
                 Ok(Out::Done(_)) => {}
