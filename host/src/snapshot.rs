@@ -52,10 +52,9 @@ impl SnapshotPath {
             let path = self.clone();
             tracker.spawn(async move {
                 let job = d.job;
-                // One stream's snapshots are stored in order.
-                let _order = job.info.order.lock().await;
+                let mut newest_overwrite = job.info.order.lock().await;
                 let (domain, app, stream) = (job.info.domain.clone(), job.info.app.clone(), job.info.stream.clone());
-                match path.store(&job, jpeg).await {
+                match path.store(&job, jpeg, &mut newest_overwrite).await {
                     Ok(records) => {
                         path.metrics.snapshots_stored.inc();
                         path.metrics.lateness_seconds.observe(job.received.elapsed().as_secs_f64());
@@ -74,6 +73,7 @@ impl SnapshotPath {
         &self,
         job: &crate::capture::CaptureJob,
         jpeg: Jpeg,
+        newest_overwrite: &mut u64,
     ) -> Result<Vec<Record>, SnapshotError> {
         let info = &job.info;
         let template = info.template.clone();
@@ -122,6 +122,13 @@ impl SnapshotPath {
         let mut records = Vec::with_capacity(placements.len());
         let t = Instant::now();
         for p in placements {
+            if p.overwrite {
+                if job.create_timestamp_ms < *newest_overwrite {
+                    tracing::debug!(key = %p.key, "a newer capture already replaced this overwrite object");
+                    continue;
+                }
+                *newest_overwrite = job.create_timestamp_ms;
+            }
             let key = if p.overwrite {
                 target
                     .put_overwrite(&p.key, jpeg.bytes.clone())

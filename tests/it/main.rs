@@ -1,1 +1,14 @@
-fn main() {}
+//! The integration tests: one binary. Each test starts the real `edgesnap`
+//! binary from a generated config on free loopback ports, pushes real RTMP
+//! (ffmpeg, GStreamer, nginx-rtmp relaying, or a test publisher for crafted
+//! streams), and checks what lands in storage, the index and the API.
+
+mod harness;
+mod media;
+mod publisher;
+
+mod bad_input;
+mod config;
+mod isolation;
+mod pipeline;
+mod sessions;

@@ -23,8 +23,10 @@ pub struct StreamInfo {
     pub app: String,
     pub stream: String,
     pub template: Arc<Template>,
-    /// Held while one of its snapshots is stored, so they land in order.
-    pub order: tokio::sync::Mutex<()>,
+    /// Held while one of its snapshots is stored. Holds the create time of
+    /// the newest overwrite object stored: decoders may finish a stream's
+    /// jobs out of order, and an older capture must not replace a newer one.
+    pub order: tokio::sync::Mutex<u64>,
 }
 
 /// One keyframe chosen for a snapshot, ready for a decoder.

@@ -14,6 +14,7 @@
 //! previous stream remains, and corrupted pictures are discarded.
 
 mod pipeline;
+mod range;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

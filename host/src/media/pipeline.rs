@@ -7,6 +7,9 @@ use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use super::range;
 
 use super::Jpeg;
 use crate::capture::CaptureJob;
@@ -70,7 +73,7 @@ impl Pipeline {
             "appsrc name=src is-live=true format=time do-timestamp=false \
                caps=video/x-h264,stream-format=byte-stream,alignment=au \
              ! avdec_h264 name=dec max-threads=1 max-errors=-1 discard-corrupted-frames={isolate} \
-             ! videoconvert ! jpegenc name=enc quality=85 \
+             ! videoconvert ! video/x-raw,format=I420 ! jpegenc name=enc quality=85 \
              ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4"
         );
         let pipeline = gst::parse::launch(&desc)
@@ -109,6 +112,40 @@ impl Pipeline {
             }
             gst::PadProbeReturn::Ok
         });
+
+        // JFIF is full range; H.264 is usually limited range, and videoconvert
+        // (1.22) does not rescale between two I420s. Expand in place.
+        let enc_sink = encoder
+            .static_pad("sink")
+            .ok_or_else(|| MediaError::Pipeline("encoder sink pad".into()))?;
+        let format = std::sync::Mutex::new(None::<gst_video::VideoInfo>);
+        enc_sink.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_pad, info| {
+                match info.data.take() {
+                    Some(gst::PadProbeData::Event(ev)) => {
+                        if let gst::EventView::Caps(c) = ev.view() {
+                            *format.lock().unwrap() =
+                                gst_video::VideoInfo::from_caps(c.caps()).ok().filter(|i| {
+                                    i.colorimetry().range()
+                                        != gst_video::VideoColorRange::Range0_255
+                                });
+                        }
+                        info.data = Some(gst::PadProbeData::Event(ev));
+                    }
+                    Some(gst::PadProbeData::Buffer(buffer)) => {
+                        let limited = format.lock().unwrap().clone();
+                        let buffer = match limited {
+                            Some(vinfo) => range::to_full(buffer, &vinfo),
+                            None => buffer,
+                        };
+                        info.data = Some(gst::PadProbeData::Buffer(buffer));
+                    }
+                    other => info.data = other,
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
 
         let (tx, rx) = mpsc::channel();
         let samples = tx.clone();

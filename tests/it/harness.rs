@@ -1,0 +1,249 @@
+//! Starting the host and talking to it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "it-operator-token-0123456789";
+
+/// A free loopback port (bound once, then released for the host to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_edgesnap")
+}
+
+/// One storage-backed domain of a generated config.
+pub struct DomainSpec {
+    pub name: &'static str,
+    pub interval: u32,
+    pub overwrite: Option<&'static str>,
+    pub sequence: Option<&'static str>,
+}
+
+impl DomainSpec {
+    pub fn new(name: &'static str) -> Self {
+        DomainSpec {
+            name,
+            interval: 5,
+            overwrite: Some("{AppName}/{StreamName}.jpg"),
+            sequence: Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg"),
+        }
+    }
+}
+
+/// A running host; stopped with SIGTERM when dropped.
+pub struct Host {
+    pub dir: tempfile::TempDir,
+    pub rtmp_port: u16,
+    pub http_port: u16,
+    child: Option<Child>,
+    pub config_path: PathBuf,
+}
+
+impl Host {
+    /// Starts a host serving `domains`; the first is the default domain.
+    pub fn start(domains: &[DomainSpec], decoder_workers: usize) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let rtmp_port = free_port();
+        let http_port = free_port();
+        let mut config = format!(
+            "version = 1\n[server]\nrtmp_listen = \"127.0.0.1:{rtmp_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\n\
+             data_dir = \"{data}\"\noperator_token = \"{TOKEN}\"\ndefault_domain = \"{default}\"\n\
+             decoder_workers = {decoder_workers}\n",
+            data = dir.path().join("data").display(),
+            default = domains[0].name,
+        );
+        for d in domains {
+            config += &format!(
+                "[domains.\"{n}\".storage.local]\ntype = \"local\"\npath = \"{p}\"\n\
+                 [[domains.\"{n}\".snapshot_configs]]\napp_name = \"*\"\ntime_interval = {i}\nstorage = \"local\"\n",
+                n = d.name,
+                p = dir.path().join("objects").join(d.name).display(),
+                i = d.interval,
+            );
+            if let Some(o) = d.overwrite {
+                config += &format!("overwrite_object = \"{o}\"\n");
+            }
+            if let Some(s) = d.sequence {
+                config += &format!("sequence_object = \"{s}\"\n");
+            }
+        }
+        let config_path = dir.path().join("edgesnap.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut host = Host {
+            dir,
+            rtmp_port,
+            http_port,
+            child: None,
+            config_path,
+        };
+        host.spawn();
+        host
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info,edgesnap=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start edgesnap");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = self.try_get("/healthz") {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("edgesnap exited at start ({status}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("edgesnap did not become healthy:\n{}", self.log());
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("edgesnap.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn rtmp_url(&self, path: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/{path}", self.rtmp_port)
+    }
+
+    /// The directory of a domain's local storage target.
+    pub fn objects(&self, domain: &str) -> PathBuf {
+        self.dir.path().join("objects").join(domain)
+    }
+
+    pub fn try_get(&self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        let mut resp = agent
+            .get(&format!("http://127.0.0.1:{}{path}", self.http_port))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .map_err(|e| e.to_string())?;
+        Ok((status, body))
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.try_get(path).unwrap();
+        assert_eq!(
+            status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// Every snapshot record of a stream (or app), paging through the API.
+    pub fn snapshots(
+        &self,
+        domain: &str,
+        app: &str,
+        stream: Option<&str>,
+    ) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/v1/domains/{domain}/snapshots?app={app}&start_time=2000-01-01T00:00:00Z&end_time=2100-01-01T00:00:00Z&limit=100"
+            );
+            if let Some(s) = stream {
+                path += &format!("&stream={s}");
+            }
+            if let Some(t) = &token {
+                path += &format!("&next_token={t}");
+            }
+            let page = self.get_json(&path);
+            out.extend(page["snapshots"].as_array().unwrap().iter().cloned());
+            match page.get("next_token").and_then(|t| t.as_str()) {
+                Some(t) => token = Some(t.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Waits until `f` holds, or panics with the host's log.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}; host log:\n{}", self.log());
+    }
+
+    /// Stops with SIGTERM and waits; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Files under `dir`, relative, sorted.
+pub fn files(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

@@ -1,0 +1,365 @@
+//! Test media: clips made once with ffmpeg/libx264, FLV tags, JPEG pixels.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use zune_jpeg::JpegDecoder;
+use zune_jpeg::zune_core::bytestream::ZCursor;
+
+/// A clip whose picture is flat grey, brighter each second: the level of a
+/// snapshot names the second of content it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Clip {
+    pub width: u32,
+    pub height: u32,
+    pub seconds: u32,
+    pub gop_s: u32,
+    pub bframes: bool,
+    pub audio: bool,
+}
+
+/// Grey level of second `s`.
+pub fn level(s: u32) -> u32 {
+    8 + 8 * s
+}
+
+pub const MAX_SECONDS: u32 = 30;
+
+fn fixtures_dir() -> PathBuf {
+    let d = std::env::temp_dir().join("edgesnap-it-fixtures");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs a command that makes `out` once per test run, however many tests ask.
+fn make_once(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
+    let lock = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(name.to_owned())
+        .or_default()
+        .clone();
+    let _held = lock.lock().unwrap();
+    let out = fixtures_dir().join(name);
+    if !out.exists() {
+        let tmp = out.with_extension("part");
+        make(&tmp);
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
+pub fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Clip {
+    pub fn new(width: u32, height: u32, seconds: u32, gop_s: u32) -> Clip {
+        assert!(seconds <= MAX_SECONDS);
+        Clip {
+            width,
+            height,
+            seconds,
+            gop_s,
+            bframes: true,
+            audio: false,
+        }
+    }
+
+    /// The clip as an FLV file (H.264, and AAC when `audio`).
+    pub fn flv(&self) -> PathBuf {
+        let name = format!(
+            "grey-{}x{}-{}s-gop{}-{}-{}.flv",
+            self.width,
+            self.height,
+            self.seconds,
+            self.gop_s,
+            if self.bframes { "bf" } else { "nobf" },
+            if self.audio { "aac" } else { "mute" }
+        );
+        let c = *self;
+        make_once(&name, move |out| {
+            let mut graph = String::new();
+            for s in 0..c.seconds {
+                let g = level(s);
+                graph += &format!(
+                    "color=c=0x{g:02x}{g:02x}{g:02x}:s={}x{}:r=25:d=1[c{s}];",
+                    c.width, c.height
+                );
+            }
+            for s in 0..c.seconds {
+                graph += &format!("[c{s}]");
+            }
+            graph += &format!("concat=n={}:v=1:a=0,format=yuv420p[v]", c.seconds);
+            let gop = (c.gop_s * 25).to_string();
+            let mut args: Vec<String> = vec!["-filter_complex".into(), graph];
+            if c.audio {
+                args.extend(
+                    ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"].map(String::from),
+                );
+            }
+            args.extend(["-map", "[v]"].map(String::from));
+            if c.audio {
+                args.extend(
+                    ["-map", "0:a", "-c:a", "aac", "-b:a", "64k", "-shortest"].map(String::from),
+                );
+            }
+            args.extend(
+                [
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "veryfast",
+                    "-g",
+                    &gop,
+                    "-keyint_min",
+                    &gop,
+                    "-sc_threshold",
+                    "0",
+                ]
+                .map(String::from),
+            );
+            args.extend(["-bf", if c.bframes { "2" } else { "0" }].map(String::from));
+            args.extend(["-f", "flv", &out.display().to_string()].map(String::from));
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            ffmpeg(&refs);
+        })
+    }
+
+    /// Keyframe times (s) of the clip.
+    pub fn keyframes(&self) -> Vec<u32> {
+        (0..self.seconds).step_by(self.gop_s as usize).collect()
+    }
+
+    /// The seconds SPEC §3 says are snapshotted: the first keyframe, then the
+    /// first keyframe at or after each due time of a fixed grid.
+    pub fn expected_seconds(&self, interval: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut due = 0;
+        for k in self.keyframes() {
+            if k >= due {
+                out.push(k);
+                due = (k / interval + 1) * interval;
+            }
+        }
+        out
+    }
+}
+
+/// A clip of one flat colour (isolation tests), H.264 in FLV.
+pub fn solid_flv(name: &str, color: &str, width: u32, height: u32, seconds: u32) -> PathBuf {
+    let (color, (w, h)) = (color.to_owned(), (width, height));
+    make_once(&format!("{name}-{w}x{h}-{seconds}s.flv"), move |out| {
+        let src = format!("color=c={color}:s={w}x{h}:r=25:d={seconds},format=yuv420p");
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "25",
+            "-keyint_min",
+            "25",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "0",
+            "-f",
+            "flv",
+            &out.display().to_string(),
+        ]);
+    })
+}
+
+/// A decoded JPEG: RGB.
+pub struct Picture {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+}
+
+pub fn decode(jpg: &[u8]) -> Picture {
+    let mut d = JpegDecoder::new(ZCursor::new(jpg));
+    let rgb = d.decode().expect("a valid JPEG");
+    let (width, height) = d.dimensions().unwrap();
+    assert_eq!(rgb.len(), width * height * 3, "RGB output");
+    Picture { width, height, rgb }
+}
+
+impl Picture {
+    /// Mean of R, G and B over the central half of the picture.
+    pub fn centre_mean(&self) -> [f64; 3] {
+        let mut sum = [0f64; 3];
+        let mut n = 0f64;
+        for y in self.height / 4..self.height * 3 / 4 {
+            for x in self.width / 4..self.width * 3 / 4 {
+                let i = (y * self.width + x) * 3;
+                for c in 0..3 {
+                    sum[c] += f64::from(self.rgb[i + c]);
+                }
+                n += 1.0;
+            }
+        }
+        sum.map(|s| s / n)
+    }
+
+    /// The second of a grey clip this picture shows, if it is one of them.
+    pub fn grey_second(&self) -> u32 {
+        let [r, g, b] = self.centre_mean();
+        assert!(
+            (r - g).abs() < 6.0 && (g - b).abs() < 6.0,
+            "not grey: {r:.1} {g:.1} {b:.1}"
+        );
+        let s = ((g - 8.0) / 8.0).round();
+        assert!(
+            (g - f64::from(level(s as u32))).abs() < 3.0,
+            "grey {g:.1} is between levels"
+        );
+        s as u32
+    }
+
+    /// The share of pixels within `tol` of `rgb`.
+    pub fn share_near(&self, rgb: [u8; 3], tol: i32) -> f64 {
+        let n = self.width * self.height;
+        let near = self
+            .rgb
+            .chunks_exact(3)
+            .filter(|p| (0..3).all(|c| (i32::from(p[c]) - i32::from(rgb[c])).abs() <= tol))
+            .count();
+        near as f64 / n as f64
+    }
+}
+
+/// One FLV tag.
+#[derive(Debug, Clone)]
+pub struct Tag {
+    pub kind: u8,
+    pub ts: u32,
+    pub data: Vec<u8>,
+}
+
+impl Tag {
+    pub fn is_video_keyframe(&self) -> bool {
+        self.kind == 9 && self.data.len() > 1 && self.data[0] >> 4 == 1 && self.data[1] == 1
+    }
+
+    pub fn is_avc_config(&self) -> bool {
+        self.kind == 9 && self.data.len() > 1 && self.data[1] == 0
+    }
+}
+
+pub fn read_flv(path: &Path) -> Vec<Tag> {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..3], b"FLV");
+    let mut pos = u32::from_be_bytes(b[5..9].try_into().unwrap()) as usize + 4;
+    let mut tags = Vec::new();
+    while pos + 11 <= b.len() {
+        let kind = b[pos] & 0x1f;
+        let size = u32::from_be_bytes([0, b[pos + 1], b[pos + 2], b[pos + 3]]) as usize;
+        let ts = u32::from_be_bytes([b[pos + 7], b[pos + 4], b[pos + 5], b[pos + 6]]);
+        let data = b[pos + 11..pos + 11 + size].to_vec();
+        tags.push(Tag { kind, ts, data });
+        pos += 11 + size + 4;
+    }
+    tags
+}
+
+/// The NAL units of an AVC frame tag (4-byte lengths).
+pub fn nalus(tag: &Tag) -> Vec<&[u8]> {
+    let mut rest = &tag.data[5..];
+    let mut out = Vec::new();
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        out.push(&rest[4..4 + len]);
+        rest = &rest[4 + len..];
+    }
+    out
+}
+
+/// A frame tag rebuilt from NAL units, lengths consistent.
+pub fn frame_tag(template: &Tag, nals: &[Vec<u8>]) -> Tag {
+    let mut data = template.data[..5].to_vec();
+    for n in nals {
+        data.extend_from_slice(&(n.len() as u32).to_be_bytes());
+        data.extend_from_slice(n);
+    }
+    Tag {
+        kind: 9,
+        ts: template.ts,
+        data,
+    }
+}
+
+/// Cuts every IDR slice to `keep` of its bytes, keeping lengths consistent:
+/// structurally valid, but the picture's lower part is missing.
+pub fn truncate_idr(tag: &Tag, keep: f64) -> Tag {
+    let nals: Vec<Vec<u8>> = nalus(tag)
+        .into_iter()
+        .map(|n| {
+            if n[0] & 0x1f == 5 {
+                n[..((n.len() as f64 * keep) as usize).max(8)].to_vec()
+            } else {
+                n.to_vec()
+            }
+        })
+        .collect();
+    frame_tag(tag, &nals)
+}
+
+/// The Annex-B decoder job of a keyframe: SPS + PPS from the config, then the frame.
+pub fn annexb_job(config: &Tag, frame: &Tag) -> Vec<u8> {
+    let rec = &config.data[5..];
+    let mut out = Vec::new();
+    let mut pos = 6;
+    let n_sps = rec[5] & 0x1f;
+    for _ in 0..n_sps {
+        let len = u16::from_be_bytes([rec[pos], rec[pos + 1]]) as usize;
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(&rec[pos + 2..pos + 2 + len]);
+        pos += 2 + len;
+    }
+    let n_pps = rec[pos];
+    pos += 1;
+    for _ in 0..n_pps {
+        let len = u16::from_be_bytes([rec[pos], rec[pos + 1]]) as usize;
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(&rec[pos + 2..pos + 2 + len]);
+        pos += 2 + len;
+    }
+    for n in nalus(frame) {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(n);
+    }
+    out
+}
+
+/// Pushes a file with ffmpeg (`-c copy`); `realtime` paces it (-re).
+pub fn ffmpeg_push(file: &Path, url: &str, realtime: bool) -> std::process::Output {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error"]);
+    if realtime {
+        cmd.arg("-re");
+    }
+    cmd.arg("-i")
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null());
+    cmd.output().expect("run ffmpeg")
+}
