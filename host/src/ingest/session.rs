@@ -291,6 +291,12 @@ impl Session {
                 keyframe: true,
                 nalus,
             } => {
+                tracing::trace!(
+                    session = self.id,
+                    media_ts = msg.timestamp,
+                    bytes = nalus.len(),
+                    "keyframe"
+                );
                 let Some(capture) = p.capture.as_mut() else {
                     return Ok(());
                 };
