@@ -101,7 +101,6 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
     let decoders = media::start(
         media::PoolOptions {
             workers: server.decoder_workers,
-            isolate_streams: true,
         },
         jobs_rx,
         decoded_tx,

@@ -3,6 +3,9 @@
 //! (ffmpeg, GStreamer, nginx-rtmp relaying, or a test publisher for crafted
 //! streams), and checks what lands in storage, the index and the API.
 
+// Helpers are `pub` for the test modules of this one binary.
+#![allow(unreachable_pub)]
+
 mod harness;
 mod media;
 mod publisher;

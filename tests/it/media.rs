@@ -188,6 +188,35 @@ pub fn solid_flv(name: &str, color: &str, width: u32, height: u32, seconds: u32)
     })
 }
 
+/// A textured clip in shades of grey only, H.264 in FLV.
+pub fn gray_textured_flv() -> PathBuf {
+    make_once("graytex-640x360-3s.flv", |out| {
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25,format=gray,format=yuv420p",
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "25",
+            "-keyint_min",
+            "25",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "0",
+            "-f",
+            "flv",
+            &out.display().to_string(),
+        ]);
+    })
+}
+
 /// A decoded JPEG: RGB.
 pub struct Picture {
     pub width: usize,

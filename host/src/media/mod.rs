@@ -45,9 +45,6 @@ pub struct Decoded {
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
     pub workers: usize,
-    /// Flush decoder state between streams and drop corrupted pictures.
-    /// Always on in the host; off only to demonstrate the leak it prevents.
-    pub isolate_streams: bool,
 }
 
 /// Initialises GStreamer and checks the elements the pool needs.
@@ -74,7 +71,7 @@ pub fn start(
     init()?;
     let mut handles = Vec::new();
     for i in 0..options.workers {
-        let mut worker = pipeline::Worker::new(i, options.isolate_streams)?;
+        let mut worker = pipeline::Worker::new(i)?;
         let jobs = jobs.clone();
         let out = out.clone();
         let metrics = metrics.clone();

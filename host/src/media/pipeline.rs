@@ -40,7 +40,6 @@ enum Out {
 
 pub(super) struct Worker {
     index: usize,
-    isolate: bool,
     p: Pipeline,
     /// Job counter; also the job's PTS in ms.
     next_job: u64,
@@ -68,15 +67,15 @@ fn trickmode(segment: &gst::Segment) -> gst::Event {
 }
 
 impl Pipeline {
-    fn build(isolate: bool) -> Result<Pipeline, MediaError> {
-        let desc = format!(
+    fn build() -> Result<Pipeline, MediaError> {
+        let desc = concat!(
             "appsrc name=src is-live=true format=time do-timestamp=false \
                caps=video/x-h264,stream-format=byte-stream,alignment=au \
-             ! avdec_h264 name=dec max-threads=1 max-errors=-1 discard-corrupted-frames={isolate} \
+             ! avdec_h264 name=dec max-threads=1 max-errors=-1 discard-corrupted-frames=true \
              ! videoconvert ! video/x-raw,format=I420 ! jpegenc name=enc quality=85 \
              ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4"
         );
-        let pipeline = gst::parse::launch(&desc)
+        let pipeline = gst::parse::launch(desc)
             .map_err(|e| pipeline_err("build", e))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| MediaError::Pipeline("not a pipeline".into()))?;
@@ -241,11 +240,10 @@ impl Pipeline {
 }
 
 impl Worker {
-    pub(super) fn new(index: usize, isolate: bool) -> Result<Worker, MediaError> {
+    pub(super) fn new(index: usize) -> Result<Worker, MediaError> {
         Ok(Worker {
             index,
-            isolate,
-            p: Pipeline::build(isolate)?,
+            p: Pipeline::build()?,
             next_job: 1,
             last_session: None,
             quality: 85,
@@ -260,14 +258,14 @@ impl Worker {
         ) {
             tracing::warn!(worker = self.index, "rebuilding decoder pipeline");
             self.p.stop();
-            self.p = Pipeline::build(self.isolate)?;
+            self.p = Pipeline::build()?;
             self.last_session = None;
         }
         result
     }
 
     fn try_decode(&mut self, job: &CaptureJob) -> Result<Jpeg, MediaError> {
-        if self.isolate && self.last_session.is_some_and(|s| s != job.info.session) {
+        if self.last_session.is_some_and(|s| s != job.info.session) {
             self.p.flush_decoder()?;
         }
         self.last_session = Some(job.info.session);
