@@ -1,1 +1,69 @@
+//! The config file: the example is valid; invalid files make `check-config`
+//! and `serve` exit non-zero naming the field and the rule.
 
+use std::process::Command;
+
+use crate::harness::bin;
+
+fn example() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/edgesnap.toml")
+}
+
+#[test]
+fn example_config_is_valid() {
+    let out = Command::new(bin()).arg("check-config").arg(example()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = edgesnap::config::Config::load(&example()).unwrap();
+    let t = config.template_for("localhost", "live").expect("app * template");
+    assert_eq!(t.time_interval_s, 5);
+    assert!(t.overwrite_object.is_some() && t.sequence_object.is_some(), "both modes");
+    assert_eq!(config.server.default_domain.as_deref(), Some("localhost"));
+}
+
+/// Runs `check-config` and `serve` on the example with `from` replaced.
+fn check(from: &str, to: &str, want: &str) {
+    let text = std::fs::read_to_string(example()).unwrap();
+    assert!(text.contains(from), "{from:?} is in the example");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    for args in [vec!["check-config".to_owned()], vec!["serve".to_owned(), "--config".to_owned()]] {
+        let out = Command::new(bin())
+            .args(&args)
+            .arg(&path)
+            .env("EDGESNAP_OPERATOR_TOKEN", "it-operator-token-0123456789")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} with {to:?} must fail");
+        assert!(stderr.contains(want), "{args:?} with {to:?}: stderr {stderr:?} should name {want:?}");
+    }
+}
+
+#[test]
+fn invalid_configs_exit_non_zero_naming_field_and_rule() {
+    check("time_interval = 5", "time_interval = 2", "domains.\"localhost\".snapshot_configs[0].time_interval: must be an integer from 5 to 3600");
+    check("app_name = \"*\"", "app_name = \"_live\"", "snapshot_configs[0].app_name: must not start with '-' or '_'");
+    check("{AppName}/{StreamName}.jpg\"", "{AppName}/{StreamName}.png\"", "overwrite_object: must end in .jpg");
+    check("{UnixTimestamp}.jpg", "x.jpg", "sequence_object: must contain {UnixTimestamp}, {UnixTimestampMs} or {Sequence}");
+    check("storage = \"local\"\n", "storage = \"archive\"\n", "snapshot_configs[0].storage: names no storage target");
+    check("[server]", "[server]\nlisten = \"x\"", "unknown field `listen`");
+    check("version = 1", "version = 3", "version: must be 1");
+    check("http_listen = \"127.0.0.1:8080\"", "http_listen = \"localhost\"", "server.http_listen: must be an IP address and port");
+    check("publish_auth = \"off\"", "publish_auth = { type = \"a\" }", "publish_auth: only \"off\" is supported");
+}
+
+#[test]
+fn missing_operator_token_is_named() {
+    let out = Command::new(bin()).args(["serve", "--config"]).arg(example()).env_remove("EDGESNAP_OPERATOR_TOKEN").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.operator_token_env: environment variable EDGESNAP_OPERATOR_TOKEN must be set"), "{stderr}");
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let out = Command::new(bin()).args(["check-config", "/nonexistent/edgesnap.toml"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read config file /nonexistent/edgesnap.toml"));
+}
