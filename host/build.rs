@@ -10,12 +10,7 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
     let plugins = root.join("plugins");
-    for p in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "default-policy/Cargo.toml",
-        "default-policy/src",
-    ] {
+    for p in ["Cargo.toml", "Cargo.lock", "default-policy/Cargo.toml", "default-policy/src"] {
         println!("cargo:rerun-if-changed={}", plugins.join(p).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
@@ -25,15 +20,7 @@ fn main() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&plugins)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "default-policy",
-        ])
+        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "-p", "default-policy"])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")

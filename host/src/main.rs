@@ -35,9 +35,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -61,10 +59,7 @@ fn main() -> std::process::ExitCode {
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let operator_token = config.server.operator_token.resolve()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start tokio runtime")?;
     runtime.block_on(run(config, operator_token))
 }
 
@@ -82,10 +77,7 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
         );
     }
     let storage = Arc::new(storage::Storage::from_config(&config)?);
-    let policies = Arc::new(policy::Policies::new(
-        index.clone(),
-        policy::Limits::default(),
-    )?);
+    let policies = Arc::new(policy::Policies::new(index.clone(), policy::Limits::default())?);
     let url_key = index.secret("url-signing-key")?;
     let settings = Settings::new(config);
 
@@ -98,14 +90,8 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
 
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(server.capture_queue);
     let (decoded_tx, decoded_rx) = tokio::sync::mpsc::channel(256);
-    let decoders = media::start(
-        media::PoolOptions {
-            workers: server.decoder_workers,
-        },
-        jobs_rx,
-        decoded_tx,
-        metrics.clone(),
-    )?;
+    let decoders =
+        media::start(media::PoolOptions { workers: server.decoder_workers }, jobs_rx, decoded_tx, metrics.clone())?;
 
     let cancel = CancellationToken::new();
     let ingest_tasks = TaskTracker::new();
@@ -128,11 +114,7 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
         url_key,
     });
     let snapshots = tokio::spawn(path.run(decoded_rx, snapshot_tasks.clone()));
-    let ingest_loop = tokio::spawn(
-        ingest
-            .clone()
-            .run(rtmp, cancel.clone(), ingest_tasks.clone()),
-    );
+    let ingest_loop = tokio::spawn(ingest.clone().run(rtmp, cancel.clone(), ingest_tasks.clone()));
     let http_loop = tokio::spawn(api.run(http, cancel.clone()));
     tracing::info!(
         rtmp = %server.rtmp_listen, http = %server.http_listen, decoders = server.decoder_workers,
@@ -148,8 +130,7 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
     ingest_tasks.wait().await;
     // 2. The decoders drain the queue; the capture queue's last sender is ingest's.
     drop(ingest);
-    let _ = tokio::task::spawn_blocking(move || decoders.into_iter().for_each(|h| drop(h.join())))
-        .await;
+    let _ = tokio::task::spawn_blocking(move || decoders.into_iter().for_each(|h| drop(h.join()))).await;
     // 3. The snapshot path stores what was decoded.
     let _ = snapshots.await;
     snapshot_tasks.close();

@@ -49,51 +49,23 @@ impl Metrics {
             lateness_seconds: histogram(),
             registry: Registry::default(),
         };
-        registry.register(
-            "rtmp_connections",
-            "Open RTMP connections",
-            m.rtmp_connections.clone(),
-        );
-        registry.register(
-            "live_streams",
-            "Streams publishing now",
-            m.live_streams.clone(),
-        );
+        registry.register("rtmp_connections", "Open RTMP connections", m.rtmp_connections.clone());
+        registry.register("live_streams", "Streams publishing now", m.live_streams.clone());
         registry.register(
             "rtmp_rejected",
             "RTMP connections closed for bad input or refusal, by reason",
             m.rtmp_rejected.clone(),
         );
-        registry.register(
-            "snapshots_queued",
-            "Keyframes queued for a snapshot",
-            m.snapshots_queued.clone(),
-        );
+        registry.register("snapshots_queued", "Keyframes queued for a snapshot", m.snapshots_queued.clone());
         registry.register(
             "snapshots_missed",
             "Due snapshots skipped because the capture queue was full",
             m.snapshots_missed.clone(),
         );
-        registry.register(
-            "snapshots_stored",
-            "Snapshots stored and indexed",
-            m.snapshots_stored.clone(),
-        );
-        registry.register(
-            "snapshots_failed",
-            "Snapshots that failed, by stage",
-            m.snapshots_failed.clone(),
-        );
-        registry.register(
-            "stage_seconds",
-            "Time per stage of the snapshot path",
-            m.stage_seconds.clone(),
-        );
-        registry.register(
-            "lateness_seconds",
-            "Keyframe arrival to index record committed",
-            m.lateness_seconds.clone(),
-        );
+        registry.register("snapshots_stored", "Snapshots stored and indexed", m.snapshots_stored.clone());
+        registry.register("snapshots_failed", "Snapshots that failed, by stage", m.snapshots_failed.clone());
+        registry.register("stage_seconds", "Time per stage of the snapshot path", m.stage_seconds.clone());
+        registry.register("lateness_seconds", "Keyframe arrival to index record committed", m.lateness_seconds.clone());
         Metrics { registry, ..m }
     }
 
@@ -104,20 +76,14 @@ impl Metrics {
     }
 
     pub fn rejected(&self, reason: &'static str) {
-        self.rtmp_rejected
-            .get_or_create(&vec![("reason", reason)])
-            .inc();
+        self.rtmp_rejected.get_or_create(&vec![("reason", reason)]).inc();
     }
 
     pub fn failed(&self, stage: &'static str) {
-        self.snapshots_failed
-            .get_or_create(&vec![("stage", stage)])
-            .inc();
+        self.snapshots_failed.get_or_create(&vec![("stage", stage)]).inc();
     }
 
     pub fn stage(&self, stage: &'static str, seconds: f64) {
-        self.stage_seconds
-            .get_or_create(&vec![("stage", stage)])
-            .observe(seconds);
+        self.stage_seconds.get_or_create(&vec![("stage", stage)]).observe(seconds);
     }
 }

@@ -44,11 +44,7 @@ impl SnapshotPath {
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
         while let Some(d) = decoded.recv().await {
             let Ok(jpeg) = d.result else { continue };
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore is never closed");
+            let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let path = self.clone();
             tracker.spawn(async move {
                 let job = d.job;
@@ -77,10 +73,8 @@ impl SnapshotPath {
     ) -> Result<Vec<Record>, SnapshotError> {
         let info = &job.info;
         let template = info.template.clone();
-        let target = self
-            .storage
-            .target(&info.domain, &template.storage)
-            .inspect_err(|_| self.metrics.failed("store"))?;
+        let target =
+            self.storage.target(&info.domain, &template.storage).inspect_err(|_| self.metrics.failed("store"))?;
         let id = RecordId::new(job.create_timestamp_ms);
         let intent = Intent {
             domain: info.domain.clone(),
@@ -91,11 +85,7 @@ impl SnapshotPath {
             storage: template.storage.clone(),
         };
         let t = Instant::now();
-        let sequence = self
-            .index
-            .reserve(id, intent)
-            .await
-            .inspect_err(|_| self.metrics.failed("index"))?;
+        let sequence = self.index.reserve(id, intent).await.inspect_err(|_| self.metrics.failed("index"))?;
 
         let policies = self.policies.clone();
         let (domain, app, stream) = (info.domain.clone(), info.app.clone(), info.stream.clone());
@@ -130,10 +120,7 @@ impl SnapshotPath {
                 *newest_overwrite = job.create_timestamp_ms;
             }
             let key = if p.overwrite {
-                target
-                    .put_overwrite(&p.key, jpeg.bytes.clone())
-                    .await
-                    .map(|()| p.key)
+                target.put_overwrite(&p.key, jpeg.bytes.clone()).await.map(|()| p.key)
             } else {
                 target.put_sequential(&p.key, jpeg.bytes.clone()).await
             };
@@ -151,11 +138,7 @@ impl SnapshotPath {
                 }
             };
             records.push(Record {
-                id: if records.is_empty() {
-                    id
-                } else {
-                    RecordId::new(job.create_timestamp_ms)
-                },
+                id: if records.is_empty() { id } else { RecordId::new(job.create_timestamp_ms) },
                 domain: info.domain.clone(),
                 app: info.app.clone(),
                 stream: info.stream.clone(),
@@ -178,11 +161,7 @@ impl SnapshotPath {
             return Ok(records);
         }
         let t = Instant::now();
-        let stored = self
-            .index
-            .commit(id, records)
-            .await
-            .inspect_err(|_| self.metrics.failed("index"))?;
+        let stored = self.index.commit(id, records).await.inspect_err(|_| self.metrics.failed("index"))?;
         self.metrics.stage("index", t.elapsed().as_secs_f64());
         Ok(stored)
     }

@@ -34,14 +34,9 @@ fn bad_connections_close_and_a_good_stream_keeps_its_snapshots() {
 
     // Random bytes instead of a handshake.
     let mut s = TcpStream::connect(("127.0.0.1", host.rtmp_port)).unwrap();
-    let junk: Vec<u8> = (0..4000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80)
-        .collect();
+    let junk: Vec<u8> = (0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80).collect();
     s.write_all(&junk).unwrap();
-    assert!(
-        closed(s, Duration::from_secs(5)),
-        "random bytes: connection closed"
-    );
+    assert!(closed(s, Duration::from_secs(5)), "random bytes: connection closed");
 
     // A handshake cut short and left hanging: closed after the handshake timeout.
     let mut hanging = TcpStream::connect(("127.0.0.1", host.rtmp_port)).unwrap();
@@ -50,34 +45,19 @@ fn bad_connections_close_and_a_good_stream_keeps_its_snapshots() {
     // A chunk that continues a message never started.
     let mut p = Publisher::connect(host.rtmp_port, "live").unwrap();
     p.raw(&[0xc9, 1, 2, 3, 4, 5]).unwrap();
-    assert!(
-        p.closed_by_host(Duration::from_secs(5)),
-        "malformed chunk stream: closed"
-    );
+    assert!(p.closed_by_host(Duration::from_secs(5)), "malformed chunk stream: closed");
 
     // A command that is not AMF0.
     let mut p = Publisher::connect(host.rtmp_port, "live").unwrap();
-    p.raw(&[
-        0x03, 0, 0, 0, 0, 0, 4, 20, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44,
-    ])
-    .unwrap();
-    assert!(
-        p.closed_by_host(Duration::from_secs(5)),
-        "malformed AMF: closed"
-    );
+    p.raw(&[0x03, 0, 0, 0, 0, 0, 4, 20, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44]).unwrap();
+    assert!(p.closed_by_host(Duration::from_secs(5)), "malformed AMF: closed");
 
     // An unknown domain, an invalid stream name, a second publisher of a live stream, a player.
     let mut p = Publisher::connect(host.rtmp_port, "live").unwrap();
-    assert!(
-        !p.publish("cam?vhost=nope.example.com").unwrap(),
-        "unknown domain refused"
-    );
+    assert!(!p.publish("cam?vhost=nope.example.com").unwrap(), "unknown domain refused");
     assert!(p.closed_by_host(Duration::from_secs(5)));
     let mut p = Publisher::connect(host.rtmp_port, "live").unwrap();
-    assert!(
-        !p.publish(".hidden").unwrap(),
-        "invalid stream name refused"
-    );
+    assert!(!p.publish(".hidden").unwrap(), "invalid stream name refused");
     let dup = ffmpeg_push(&clip.flv(), &host.rtmp_url("live/good"), false);
     assert!(!dup.status.success(), "a duplicate publish fails");
 
@@ -99,20 +79,11 @@ fn bad_connections_close_and_a_good_stream_keeps_its_snapshots() {
         ]);
     }
     let out = ffmpeg_push(&h263, &host.rtmp_url("live/h263"), false);
-    assert!(
-        !out.status.success() || host.log().contains("is not supported"),
-        "non-H.264 closed"
-    );
+    assert!(!out.status.success() || host.log().contains("is not supported"), "non-H.264 closed");
 
     // A stream whose first due keyframe has NAL lengths that do not add up:
     // it is not decoded, and the next keyframe is taken instead.
-    let tags = read_flv(
-        &Clip {
-            bframes: false,
-            ..Clip::new(640, 360, 7, 1)
-        }
-        .flv(),
-    );
+    let tags = read_flv(&Clip { bframes: false, ..Clip::new(640, 360, 7, 1) }.flv());
     let mut p = Publisher::connect(host.rtmp_port, "live").unwrap();
     assert!(p.publish("broken").unwrap());
     for t in &tags {
@@ -126,49 +97,24 @@ fn bad_connections_close_and_a_good_stream_keeps_its_snapshots() {
         }
     }
     host.wait_for("broken stream snapshots", Duration::from_secs(20), || {
-        host.snapshots("localhost", "live", Some("broken"))
-            .iter()
-            .filter(|r| r["is_overlay"] == false)
-            .count()
-            >= 2
+        host.snapshots("localhost", "live", Some("broken")).iter().filter(|r| r["is_overlay"] == false).count() >= 2
     });
-    let mut recs: Vec<_> = host
-        .snapshots("localhost", "live", Some("broken"))
-        .into_iter()
-        .filter(|r| r["is_overlay"] == false)
-        .collect();
+    let mut recs: Vec<_> =
+        host.snapshots("localhost", "live", Some("broken")).into_iter().filter(|r| r["is_overlay"] == false).collect();
     recs.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
     let secs: Vec<u32> = recs
         .iter()
         .map(|r| {
-            decode(
-                &std::fs::read(
-                    host.objects("localhost")
-                        .join(r["object"].as_str().unwrap()),
-                )
-                .unwrap(),
-            )
-            .grey_second()
+            decode(&std::fs::read(host.objects("localhost").join(r["object"].as_str().unwrap())).unwrap()).grey_second()
         })
         .collect();
-    assert_eq!(
-        secs,
-        vec![1, 6],
-        "first decodable keyframe, then the grid from it"
-    );
+    assert_eq!(secs, vec![1, 6], "first decodable keyframe, then the grid from it");
 
-    assert!(
-        closed(hanging, Duration::from_secs(15)),
-        "half a handshake: closed after the timeout"
-    );
+    assert!(closed(hanging, Duration::from_secs(15)), "half a handshake: closed after the timeout");
 
     // The good stream got every snapshot: 0, 5, 10.
     let out = good.join().unwrap();
-    assert!(
-        out.status.success(),
-        "good stream push: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "good stream push: {}", String::from_utf8_lossy(&out.stderr));
     crate::pipeline::check_stream(&host, "localhost", "live", "good", &clip, 5);
 
     let log = host.log();
@@ -188,9 +134,7 @@ fn bad_connections_close_and_a_good_stream_keeps_its_snapshots() {
     let metrics = String::from_utf8(host.try_get("/metrics").unwrap().1).unwrap();
     for reason in ["handshake", "protocol", "refused", "unsupported_codec"] {
         assert!(
-            metrics.contains(&format!(
-                "edgesnap_rtmp_rejected_total{{reason=\"{reason}\"}}"
-            )),
+            metrics.contains(&format!("edgesnap_rtmp_rejected_total{{reason=\"{reason}\"}}")),
             "{reason} counted:\n{metrics}"
         );
     }

@@ -42,23 +42,43 @@ fn check(from: &str, to: &str, want: &str) {
 
 #[test]
 fn invalid_configs_exit_non_zero_naming_field_and_rule() {
-    check("time_interval = 5", "time_interval = 2", "domains.\"localhost\".snapshot_configs[0].time_interval: must be an integer from 5 to 3600");
+    check(
+        "time_interval = 5",
+        "time_interval = 2",
+        "domains.\"localhost\".snapshot_configs[0].time_interval: must be an integer from 5 to 3600",
+    );
     check("app_name = \"*\"", "app_name = \"_live\"", "snapshot_configs[0].app_name: must not start with '-' or '_'");
     check("{AppName}/{StreamName}.jpg\"", "{AppName}/{StreamName}.png\"", "overwrite_object: must end in .jpg");
-    check("{UnixTimestamp}.jpg", "x.jpg", "sequence_object: must contain {UnixTimestamp}, {UnixTimestampMs} or {Sequence}");
+    check(
+        "{UnixTimestamp}.jpg",
+        "x.jpg",
+        "sequence_object: must contain {UnixTimestamp}, {UnixTimestampMs} or {Sequence}",
+    );
     check("storage = \"local\"\n", "storage = \"archive\"\n", "snapshot_configs[0].storage: names no storage target");
     check("[server]", "[server]\nlisten = \"x\"", "unknown field `listen`");
     check("version = 1", "version = 3", "version: must be 1");
-    check("http_listen = \"127.0.0.1:8080\"", "http_listen = \"localhost\"", "server.http_listen: must be an IP address and port");
+    check(
+        "http_listen = \"127.0.0.1:8080\"",
+        "http_listen = \"localhost\"",
+        "server.http_listen: must be an IP address and port",
+    );
     check("publish_auth = \"off\"", "publish_auth = { type = \"a\" }", "publish_auth: only \"off\" is supported");
 }
 
 #[test]
 fn missing_operator_token_is_named() {
-    let out = Command::new(bin()).args(["serve", "--config"]).arg(example()).env_remove("EDGESNAP_OPERATOR_TOKEN").output().unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(example())
+        .env_remove("EDGESNAP_OPERATOR_TOKEN")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("server.operator_token_env: environment variable EDGESNAP_OPERATOR_TOKEN must be set"), "{stderr}");
+    assert!(
+        stderr.contains("server.operator_token_env: environment variable EDGESNAP_OPERATOR_TOKEN must be set"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -9,11 +9,7 @@ pub const TOKEN: &str = "it-operator-token-0123456789";
 
 /// A free loopback port (bound once, then released for the host to take).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn bin() -> &'static str {
@@ -78,13 +74,7 @@ impl Host {
         }
         let config_path = dir.path().join("edgesnap.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut host = Host {
-            dir,
-            rtmp_port,
-            http_port,
-            child: None,
-            config_path,
-        };
+        let mut host = Host { dir, rtmp_port, http_port, child: None, config_path };
         host.spawn();
         host
     }
@@ -143,33 +133,18 @@ impl Host {
             .call()
             .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .map_err(|e| e.to_string())?;
+        let body = resp.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| e.to_string())?;
         Ok((status, body))
     }
 
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.try_get(path).unwrap();
-        assert_eq!(
-            status,
-            200,
-            "GET {path}: {}",
-            String::from_utf8_lossy(&body)
-        );
+        assert_eq!(status, 200, "GET {path}: {}", String::from_utf8_lossy(&body));
         serde_json::from_slice(&body).unwrap()
     }
 
     /// Every snapshot record of a stream (or app), paging through the API.
-    pub fn snapshots(
-        &self,
-        domain: &str,
-        app: &str,
-        stream: Option<&str>,
-    ) -> Vec<serde_json::Value> {
+    pub fn snapshots(&self, domain: &str, app: &str, stream: Option<&str>) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -206,9 +181,7 @@ impl Host {
     /// Stops with SIGTERM and waits; returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(s) = child.try_wait().unwrap() {

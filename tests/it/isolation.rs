@@ -18,8 +18,7 @@ use edgesnap::metrics::Metrics;
 
 use crate::harness::{DomainSpec, Host};
 use crate::media::{
-    Picture, Tag, annexb_job, decode, frame_tag, gray_textured_flv, nalus, read_flv, solid_flv,
-    truncate_idr,
+    Picture, Tag, annexb_job, decode, frame_tag, gray_textured_flv, nalus, read_flv, solid_flv, truncate_idr,
 };
 use crate::publisher::Publisher;
 
@@ -64,13 +63,7 @@ fn decode_jobs(jobs: Vec<CaptureJob>) -> Vec<Option<Picture>> {
     let (tx, rx) = crossbeam_channel::bounded(16);
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Decoded>(16);
     let n = jobs.len();
-    let handles = edgesnap::media::start(
-        PoolOptions { workers: 1 },
-        rx,
-        out_tx,
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
+    let handles = edgesnap::media::start(PoolOptions { workers: 1 }, rx, out_tx, Arc::new(Metrics::new())).unwrap();
     for j in jobs {
         tx.send(j).unwrap();
     }
@@ -90,99 +83,50 @@ fn decode_jobs(jobs: Vec<CaptureJob>) -> Vec<Option<Picture>> {
 /// (lengths add up, an IDR slice present), with damaged picture data.
 fn crafted_grey_jobs() -> Vec<(String, Vec<u8>)> {
     let gray = read_flv(&gray_textured_flv());
-    let (cfg, key) = (
-        first(&gray, Tag::is_avc_config),
-        first(&gray, Tag::is_video_keyframe),
-    );
+    let (cfg, key) = (first(&gray, Tag::is_avc_config), first(&gray, Tag::is_video_keyframe));
     let p_slices: Vec<Vec<u8>> = gray
         .iter()
         .filter(|t| t.kind == 9 && t.data[1] == 1 && t.data[0] >> 4 == 2)
-        .flat_map(|t| {
-            nalus(t)
-                .into_iter()
-                .filter(|n| n[0] & 0x1f == 1)
-                .map(<[u8]>::to_vec)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|t| nalus(t).into_iter().filter(|n| n[0] & 0x1f == 1).map(<[u8]>::to_vec).collect::<Vec<_>>())
         .take(1)
         .collect();
     let mut jobs: Vec<(String, Vec<u8>)> = [0.0, 0.02, 0.1, 0.3, 0.6, 0.9]
         .iter()
-        .map(|keep| {
-            (
-                format!("IDR slice cut to {keep}"),
-                annexb_job(&cfg, &truncate_idr(&key, *keep)),
-            )
-        })
+        .map(|keep| (format!("IDR slice cut to {keep}"), annexb_job(&cfg, &truncate_idr(&key, *keep))))
         .collect();
     // A P slice first (it would predict from whatever picture the decoder holds), then a cut IDR.
     let mut nals = p_slices.clone();
-    nals.extend(
-        nalus(&truncate_idr(&key, 0.02))
-            .into_iter()
-            .map(<[u8]>::to_vec),
-    );
-    jobs.push((
-        "P slice then cut IDR".into(),
-        annexb_job(&cfg, &frame_tag(&key, &nals)),
-    ));
+    nals.extend(nalus(&truncate_idr(&key, 0.02)).into_iter().map(<[u8]>::to_vec));
+    jobs.push(("P slice then cut IDR".into(), annexb_job(&cfg, &frame_tag(&key, &nals))));
     // A cut IDR, then a P slice.
-    let mut nals: Vec<Vec<u8>> = nalus(&truncate_idr(&key, 0.02))
-        .into_iter()
-        .map(<[u8]>::to_vec)
-        .collect();
+    let mut nals: Vec<Vec<u8>> = nalus(&truncate_idr(&key, 0.02)).into_iter().map(<[u8]>::to_vec).collect();
     nals.extend(p_slices);
-    jobs.push((
-        "cut IDR then P slice".into(),
-        annexb_job(&cfg, &frame_tag(&key, &nals)),
-    ));
+    jobs.push(("cut IDR then P slice".into(), annexb_job(&cfg, &frame_tag(&key, &nals))));
     jobs
 }
 
 #[test]
 fn crafted_keyframes_after_another_stream_show_none_of_its_pixels() {
     let red = red_clip();
-    let red_job = annexb_job(
-        &first(&red, Tag::is_avc_config),
-        &first(&red, Tag::is_video_keyframe),
-    );
+    let red_job = annexb_job(&first(&red, Tag::is_avc_config), &first(&red, Tag::is_video_keyframe));
     let mut checked = 0;
     for (what, crafted) in crafted_grey_jobs() {
         // One decoder: the red stream's keyframe, then the crafted one of another stream.
         let pics = decode_jobs(vec![job(1, red_job.clone()), job(2, crafted)]);
-        assert!(
-            pics[0]
-                .as_ref()
-                .expect("the red keyframe decodes")
-                .share_near(RED, 40)
-                > 0.95,
-            "red stream is red"
-        );
+        assert!(pics[0].as_ref().expect("the red keyframe decodes").share_near(RED, 40) > 0.95, "red stream is red");
         if let Some(p) = &pics[1] {
             let share = p.share_near(RED, 40);
-            assert!(
-                share < 0.001,
-                "{what}: {share:.4} of the picture is the other stream's red"
-            );
+            assert!(share < 0.001, "{what}: {share:.4} of the picture is the other stream's red");
             checked += 1;
         }
     }
     // Concealed pictures come out for these: the check above is not vacuous.
-    assert!(
-        checked >= 6,
-        "only {checked} crafted keyframes produced a picture to check"
-    );
+    assert!(checked >= 6, "only {checked} crafted keyframes produced a picture to check");
 }
 
 #[test]
 fn end_to_end_crafted_stream_after_another_domain_gets_none_of_its_pixels() {
-    let host = Host::start(
-        &[
-            DomainSpec::new("a.example.com"),
-            DomainSpec::new("b.example.com"),
-        ],
-        1,
-    );
+    let host = Host::start(&[DomainSpec::new("a.example.com"), DomainSpec::new("b.example.com")], 1);
     let (red, grey) = (red_clip(), read_flv(&gray_textured_flv()));
     // Domain a's red stream, then right after it domain b's crafted stream, on one decoder.
     let mut a = Publisher::connect(host.rtmp_port, "live").unwrap();
@@ -193,43 +137,22 @@ fn end_to_end_crafted_stream_after_another_domain_gets_none_of_its_pixels() {
         a.send(t, t.ts).unwrap();
     }
     for t in grey.iter().filter(|t| t.kind == 9) {
-        let t = if t.is_video_keyframe() {
-            truncate_idr(t, 0.3)
-        } else {
-            t.clone()
-        };
+        let t = if t.is_video_keyframe() { truncate_idr(t, 0.3) } else { t.clone() };
         b.send(&t, t.ts).unwrap();
     }
     host.wait_for("the red snapshot", Duration::from_secs(20), || {
-        !host
-            .snapshots("a.example.com", "live", Some("red"))
-            .is_empty()
+        !host.snapshots("a.example.com", "live", Some("red")).is_empty()
     });
     // Give the crafted keyframes (0 s, and the grid's) time to go through.
     std::thread::sleep(Duration::from_secs(2));
     let red_recs = host.snapshots("a.example.com", "live", Some("red"));
-    let jpg = std::fs::read(
-        host.objects("a.example.com")
-            .join(red_recs[0]["object"].as_str().unwrap()),
-    )
-    .unwrap();
+    let jpg = std::fs::read(host.objects("a.example.com").join(red_recs[0]["object"].as_str().unwrap())).unwrap();
     assert!(decode(&jpg).share_near(RED, 40) > 0.95);
     let crafted = host.snapshots("b.example.com", "live", Some("crafted"));
-    assert!(
-        !crafted.is_empty(),
-        "the crafted stream's concealed keyframe is a snapshot to check"
-    );
+    assert!(!crafted.is_empty(), "the crafted stream's concealed keyframe is a snapshot to check");
     for r in crafted {
-        let jpg = std::fs::read(
-            host.objects("b.example.com")
-                .join(r["object"].as_str().unwrap()),
-        )
-        .unwrap();
+        let jpg = std::fs::read(host.objects("b.example.com").join(r["object"].as_str().unwrap())).unwrap();
         let share = decode(&jpg).share_near(RED, 40);
-        assert!(
-            share < 0.001,
-            "{}: {share:.4} of its pixels are the other domain's red",
-            r["object"]
-        );
+        assert!(share < 0.001, "{}: {share:.4} of its pixels are the other domain's red", r["object"]);
     }
 }

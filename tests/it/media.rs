@@ -36,13 +36,7 @@ fn fixtures_dir() -> PathBuf {
 /// Runs a command that makes `out` once per test run, however many tests ask.
 fn make_once(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
     static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
-    let lock = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(name.to_owned())
-        .or_default()
-        .clone();
+    let lock = LOCKS.get_or_init(Default::default).lock().unwrap().entry(name.to_owned()).or_default().clone();
     let _held = lock.lock().unwrap();
     let out = fixtures_dir().join(name);
     if !out.exists() {
@@ -59,24 +53,13 @@ pub fn ffmpeg(args: &[&str]) {
         .args(args)
         .output()
         .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Clip {
     pub fn new(width: u32, height: u32, seconds: u32, gop_s: u32) -> Clip {
         assert!(seconds <= MAX_SECONDS);
-        Clip {
-            width,
-            height,
-            seconds,
-            gop_s,
-            bframes: true,
-            audio: false,
-        }
+        Clip { width, height, seconds, gop_s, bframes: true, audio: false }
     }
 
     /// The clip as an FLV file (H.264, and AAC when `audio`).
@@ -95,10 +78,7 @@ impl Clip {
             let mut graph = String::new();
             for s in 0..c.seconds {
                 let g = level(s);
-                graph += &format!(
-                    "color=c=0x{g:02x}{g:02x}{g:02x}:s={}x{}:r=25:d=1[c{s}];",
-                    c.width, c.height
-                );
+                graph += &format!("color=c=0x{g:02x}{g:02x}{g:02x}:s={}x{}:r=25:d=1[c{s}];", c.width, c.height);
             }
             for s in 0..c.seconds {
                 graph += &format!("[c{s}]");
@@ -107,30 +87,15 @@ impl Clip {
             let gop = (c.gop_s * 25).to_string();
             let mut args: Vec<String> = vec!["-filter_complex".into(), graph];
             if c.audio {
-                args.extend(
-                    ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"].map(String::from),
-                );
+                args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"].map(String::from));
             }
             args.extend(["-map", "[v]"].map(String::from));
             if c.audio {
-                args.extend(
-                    ["-map", "0:a", "-c:a", "aac", "-b:a", "64k", "-shortest"].map(String::from),
-                );
+                args.extend(["-map", "0:a", "-c:a", "aac", "-b:a", "64k", "-shortest"].map(String::from));
             }
             args.extend(
-                [
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "veryfast",
-                    "-g",
-                    &gop,
-                    "-keyint_min",
-                    &gop,
-                    "-sc_threshold",
-                    "0",
-                ]
-                .map(String::from),
+                ["-c:v", "libx264", "-preset", "veryfast", "-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0"]
+                    .map(String::from),
             );
             args.extend(["-bf", if c.bframes { "2" } else { "0" }].map(String::from));
             args.extend(["-f", "flv", &out.display().to_string()].map(String::from));
@@ -240,8 +205,8 @@ impl Picture {
         for y in self.height / 4..self.height * 3 / 4 {
             for x in self.width / 4..self.width * 3 / 4 {
                 let i = (y * self.width + x) * 3;
-                for c in 0..3 {
-                    sum[c] += f64::from(self.rgb[i + c]);
+                for (c, s) in sum.iter_mut().enumerate() {
+                    *s += f64::from(self.rgb[i + c]);
                 }
                 n += 1.0;
             }
@@ -252,15 +217,9 @@ impl Picture {
     /// The second of a grey clip this picture shows, if it is one of them.
     pub fn grey_second(&self) -> u32 {
         let [r, g, b] = self.centre_mean();
-        assert!(
-            (r - g).abs() < 6.0 && (g - b).abs() < 6.0,
-            "not grey: {r:.1} {g:.1} {b:.1}"
-        );
+        assert!((r - g).abs() < 6.0 && (g - b).abs() < 6.0, "not grey: {r:.1} {g:.1} {b:.1}");
         let s = ((g - 8.0) / 8.0).round();
-        assert!(
-            (g - f64::from(level(s as u32))).abs() < 3.0,
-            "grey {g:.1} is between levels"
-        );
+        assert!((g - f64::from(level(s as u32))).abs() < 3.0, "grey {g:.1} is between levels");
         s as u32
     }
 
@@ -329,11 +288,7 @@ pub fn frame_tag(template: &Tag, nals: &[Vec<u8>]) -> Tag {
         data.extend_from_slice(&(n.len() as u32).to_be_bytes());
         data.extend_from_slice(n);
     }
-    Tag {
-        kind: 9,
-        ts: template.ts,
-        data,
-    }
+    Tag { kind: 9, ts: template.ts, data }
 }
 
 /// Cuts every IDR slice to `keep` of its bytes, keeping lengths consistent:
@@ -341,13 +296,7 @@ pub fn frame_tag(template: &Tag, nals: &[Vec<u8>]) -> Tag {
 pub fn truncate_idr(tag: &Tag, keep: f64) -> Tag {
     let nals: Vec<Vec<u8>> = nalus(tag)
         .into_iter()
-        .map(|n| {
-            if n[0] & 0x1f == 5 {
-                n[..((n.len() as f64 * keep) as usize).max(8)].to_vec()
-            } else {
-                n.to_vec()
-            }
-        })
+        .map(|n| if n[0] & 0x1f == 5 { n[..((n.len() as f64 * keep) as usize).max(8)].to_vec() } else { n.to_vec() })
         .collect();
     frame_tag(tag, &nals)
 }
@@ -386,9 +335,6 @@ pub fn ffmpeg_push(file: &Path, url: &str, realtime: bool) -> std::process::Outp
     if realtime {
         cmd.arg("-re");
     }
-    cmd.arg("-i")
-        .arg(file)
-        .args(["-c", "copy", "-f", "flv", url])
-        .stdin(Stdio::null());
+    cmd.arg("-i").arg(file).args(["-c", "copy", "-f", "flv", url]).stdin(Stdio::null());
     cmd.output().expect("run ffmpeg")
 }

@@ -13,46 +13,24 @@ use crate::media::{Clip, decode, ffmpeg_push};
 /// one overwrite object showing the last capture, one sequential object per
 /// due keyframe named by the template, pixels from the due second, the
 /// query returning exactly what is stored, and signed URLs that work.
-pub fn check_stream(
-    host: &Host,
-    domain: &str,
-    app: &str,
-    stream: &str,
-    clip: &Clip,
-    interval: u32,
-) -> Vec<Value> {
+pub fn check_stream(host: &Host, domain: &str, app: &str, stream: &str, clip: &Clip, interval: u32) -> Vec<Value> {
     let expected = clip.expected_seconds(interval);
-    host.wait_for(
-        &format!("{} snapshots of {app}/{stream}", expected.len()),
-        Duration::from_secs(60),
-        || {
-            host.snapshots(domain, app, Some(stream))
-                .iter()
-                .filter(|r| r["is_overlay"] == false)
-                .count()
-                >= expected.len()
-        },
-    );
+    host.wait_for(&format!("{} snapshots of {app}/{stream}", expected.len()), Duration::from_secs(60), || {
+        host.snapshots(domain, app, Some(stream)).iter().filter(|r| r["is_overlay"] == false).count() >= expected.len()
+    });
     // Nothing more arrives.
     std::thread::sleep(Duration::from_millis(500));
     let records = host.snapshots(domain, app, Some(stream));
-    let (overlay, mut sequential): (Vec<Value>, Vec<Value>) = records
-        .iter()
-        .cloned()
-        .partition(|r| r["is_overlay"] == true);
+    let (overlay, mut sequential): (Vec<Value>, Vec<Value>) =
+        records.iter().cloned().partition(|r| r["is_overlay"] == true);
     sequential.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
     assert_eq!(overlay.len(), 1, "one overwrite record: {overlay:#?}");
     assert_eq!(overlay[0]["object"], format!("{app}/{stream}.jpg"));
 
     // Every stored object has a record and every record its object.
-    let on_disk: BTreeSet<String> = files(&host.objects(domain))
-        .into_iter()
-        .filter(|f| f.starts_with(&format!("{app}/{stream}")))
-        .collect();
-    let recorded: BTreeSet<String> = records
-        .iter()
-        .map(|r| r["object"].as_str().unwrap().to_owned())
-        .collect();
+    let on_disk: BTreeSet<String> =
+        files(&host.objects(domain)).into_iter().filter(|f| f.starts_with(&format!("{app}/{stream}"))).collect();
+    let recorded: BTreeSet<String> = records.iter().map(|r| r["object"].as_str().unwrap().to_owned()).collect();
     assert_eq!(on_disk, recorded, "objects in storage vs records");
 
     let mut seconds = Vec::new();
@@ -63,68 +41,37 @@ pub fn check_stream(
         assert!(ts > last_ts, "create_timestamp strictly increasing");
         last_ts = ts;
         // {AppName}/{StreamName}/{UnixTimestamp}.jpg, or NAME-N.jpg when taken.
-        let name = key
-            .strip_prefix(&format!("{app}/{stream}/"))
-            .and_then(|k| k.strip_suffix(".jpg"))
-            .unwrap();
+        let name = key.strip_prefix(&format!("{app}/{stream}/")).and_then(|k| k.strip_suffix(".jpg")).unwrap();
         let unix = name.split('-').next().unwrap();
-        assert_eq!(
-            unix,
-            (ts / 1000).to_string(),
-            "key {key} names create_timestamp {ts}"
-        );
+        assert_eq!(unix, (ts / 1000).to_string(), "key {key} names create_timestamp {ts}");
         if let Some(n) = name.split_once('-').map(|(_, n)| n) {
             assert!(n.parse::<u32>().unwrap() >= 1, "suffix of {key}");
         }
         let jpg = std::fs::read(host.objects(domain).join(key)).unwrap();
         assert_eq!(r["size"].as_u64().unwrap(), jpg.len() as u64);
         let pic = decode(&jpg);
-        assert_eq!(
-            (pic.width as u32, pic.height as u32),
-            (clip.width, clip.height),
-            "{key} size"
-        );
+        assert_eq!((pic.width as u32, pic.height as u32), (clip.width, clip.height), "{key} size");
         assert_eq!(
             (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()),
             (u64::from(clip.width), u64::from(clip.height))
         );
         seconds.push(pic.grey_second());
     }
-    assert_eq!(
-        seconds, expected,
-        "the seconds of content the snapshots show"
-    );
+    assert_eq!(seconds, expected, "the seconds of content the snapshots show");
 
     // The overwrite object was replaced each time: it shows the last capture.
     let jpg = std::fs::read(host.objects(domain).join(format!("{app}/{stream}.jpg"))).unwrap();
-    assert_eq!(
-        decode(&jpg).grey_second(),
-        *expected.last().unwrap(),
-        "overwrite object shows the last capture"
-    );
-    assert_eq!(
-        overlay[0]["create_timestamp"],
-        sequential.last().unwrap()["create_timestamp"]
-    );
+    assert_eq!(decode(&jpg).grey_second(), *expected.last().unwrap(), "overwrite object shows the last capture");
+    assert_eq!(overlay[0]["create_timestamp"], sequential.last().unwrap()["create_timestamp"]);
 
     // Signed URLs work without a token; a tampered one does not.
     let url = sequential[0]["url"].as_str().unwrap();
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
     let mut resp = agent.get(url).call().unwrap();
     assert_eq!(resp.status().as_u16(), 200, "{url}");
     assert_eq!(resp.headers().get("content-type").unwrap(), "image/jpeg");
     let body = resp.body_mut().read_to_vec().unwrap();
-    assert_eq!(
-        body,
-        std::fs::read(
-            host.objects(domain)
-                .join(sequential[0]["object"].as_str().unwrap())
-        )
-        .unwrap()
-    );
+    assert_eq!(body, std::fs::read(host.objects(domain).join(sequential[0]["object"].as_str().unwrap())).unwrap());
     let tampered = url.replace("sig=", "sig=0");
     assert_eq!(agent.get(&tampered).call().unwrap().status().as_u16(), 401);
     records
@@ -133,32 +80,19 @@ pub fn check_stream(
 #[test]
 fn ffmpeg_push_gop_1s_with_b_frames_and_audio() {
     let host = Host::start(&[DomainSpec::new("localhost")], 2);
-    let clip = Clip {
-        audio: true,
-        ..Clip::new(640, 360, 21, 1)
-    };
+    let clip = Clip { audio: true, ..Clip::new(640, 360, 21, 1) };
     let out = ffmpeg_push(&clip.flv(), &host.rtmp_url("live/cam1"), false);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let records = check_stream(&host, "localhost", "live", "cam1", &clip, 5);
     assert_eq!(records.len(), 6, "5 sequential + 1 overwrite");
     // The whole-app query sees the same records.
-    assert_eq!(
-        host.snapshots("localhost", "live", None).len(),
-        records.len()
-    );
+    assert_eq!(host.snapshots("localhost", "live", None).len(), records.len());
 }
 
 #[test]
 fn gstreamer_rtmp2sink_gop_4s_720p() {
     let host = Host::start(&[DomainSpec::new("localhost")], 2);
-    let clip = Clip {
-        bframes: false,
-        ..Clip::new(1280, 720, 25, 4)
-    };
+    let clip = Clip { bframes: false, ..Clip::new(1280, 720, 25, 4) };
     let pipeline = format!(
         "filesrc location={} ! flvdemux name=d d.video ! queue ! h264parse ! flvmux streamable=true ! rtmp2sink sync=false location={}",
         clip.flv().display(),
@@ -170,11 +104,7 @@ fn gstreamer_rtmp2sink_gop_4s_720p() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "gst-launch: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "gst-launch: {}", String::from_utf8_lossy(&out.stderr));
     // GOP 4 s, interval 5 s: keyframes 0,4,...,24 → 0, 8, 12, 16, 20.
     assert_eq!(clip.expected_seconds(5), vec![0, 8, 12, 16, 20]);
     check_stream(&host, "localhost", "live", "gst2", &clip, 5);
@@ -185,10 +115,7 @@ fn gstreamer_rtmpsink_librtmp() {
     let host = Host::start(&[DomainSpec::new("localhost")], 2);
     // No B-frames: flvdemux ! flvmux shifts a B-frame clip's DTS by the
     // reorder delay, which would move keyframes off the whole seconds.
-    let clip = Clip {
-        bframes: false,
-        ..Clip::new(640, 360, 12, 2)
-    };
+    let clip = Clip { bframes: false, ..Clip::new(640, 360, 12, 2) };
     let pipeline = format!(
         "filesrc location={} ! flvdemux name=d d.video ! queue ! h264parse ! flvmux streamable=true ! rtmpsink sync=false location={}",
         clip.flv().display(),
@@ -200,29 +127,16 @@ fn gstreamer_rtmpsink_librtmp() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "gst-launch: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "gst-launch: {}", String::from_utf8_lossy(&out.stderr));
     check_stream(&host, "localhost", "live", "librtmp", &clip, 5);
 }
 
 #[test]
 fn two_domains_by_vhost_keep_separate_namespaces() {
-    let host = Host::start(
-        &[
-            DomainSpec::new("a.example.com"),
-            DomainSpec::new("b.example.com"),
-        ],
-        2,
-    );
+    let host = Host::start(&[DomainSpec::new("a.example.com"), DomainSpec::new("b.example.com")], 2);
     let clip = Clip::new(640, 360, 11, 1);
     let flv = clip.flv();
-    let (a, b) = (
-        host.rtmp_url("live/cam1?vhost=a.example.com"),
-        host.rtmp_url("live/cam1?vhost=b.example.com"),
-    );
+    let (a, b) = (host.rtmp_url("live/cam1?vhost=a.example.com"), host.rtmp_url("live/cam1?vhost=b.example.com"));
     let ta = std::thread::spawn({
         let flv = flv.clone();
         move || ffmpeg_push(&flv, &a, false)
@@ -232,12 +146,7 @@ fn two_domains_by_vhost_keep_separate_namespaces() {
     assert!(tb.join().unwrap().status.success());
     for d in ["a.example.com", "b.example.com"] {
         let records = check_stream(&host, d, "live", "cam1", &clip, 5);
-        assert!(records.iter().all(|r| {
-            r["url"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("/v1/domains/{d}/"))
-        }));
+        assert!(records.iter().all(|r| { r["url"].as_str().unwrap().contains(&format!("/v1/domains/{d}/")) }));
     }
 }
 
@@ -257,12 +166,7 @@ fn nginx_rtmp_relay_push() {
     );
     std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
     let mut nginx = Command::new("nginx")
-        .args([
-            "-p",
-            &dir.path().display().to_string(),
-            "-c",
-            &dir.path().join("nginx.conf").display().to_string(),
-        ])
+        .args(["-p", &dir.path().display().to_string(), "-c", &dir.path().join("nginx.conf").display().to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -274,22 +178,10 @@ fn nginx_rtmp_relay_push() {
     assert!(up, "nginx did not listen");
     // Real time, as an encoder would: the relay connects on publish.
     let clip = Clip::new(640, 360, 12, 1);
-    let out = ffmpeg_push(
-        &clip.flv(),
-        &format!("rtmp://127.0.0.1:{port}/live/relayed"),
-        true,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ffmpeg_push(&clip.flv(), &format!("rtmp://127.0.0.1:{port}/live/relayed"), true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     host.wait_for("relayed snapshots", Duration::from_secs(30), || {
-        host.snapshots("localhost", "live", Some("relayed"))
-            .iter()
-            .filter(|r| r["is_overlay"] == false)
-            .count()
-            >= 2
+        host.snapshots("localhost", "live", Some("relayed")).iter().filter(|r| r["is_overlay"] == false).count() >= 2
     });
     let _ = nginx.kill();
     let _ = nginx.wait();
@@ -300,26 +192,13 @@ fn nginx_rtmp_relay_push() {
         .iter()
         .filter(|r| r["is_overlay"] == false)
         .map(|r| {
-            let jpg = std::fs::read(
-                host.objects("localhost")
-                    .join(r["object"].as_str().unwrap()),
-            )
-            .unwrap();
-            (
-                r["create_timestamp"].as_u64().unwrap(),
-                decode(&jpg).grey_second(),
-            )
+            let jpg = std::fs::read(host.objects("localhost").join(r["object"].as_str().unwrap())).unwrap();
+            (r["create_timestamp"].as_u64().unwrap(), decode(&jpg).grey_second())
         })
         .collect();
     seconds.sort();
     let seconds: Vec<u32> = seconds.into_iter().map(|(_, s)| s).collect();
-    assert!(
-        seconds[0] <= 2,
-        "relay starts near the beginning: {seconds:?}"
-    );
-    assert!(
-        seconds.windows(2).all(|w| w[1] - w[0] == 5),
-        "one per interval: {seconds:?}"
-    );
+    assert!(seconds[0] <= 2, "relay starts near the beginning: {seconds:?}");
+    assert!(seconds.windows(2).all(|w| w[1] - w[0] == 5), "one per interval: {seconds:?}");
     assert!(seconds.len() >= 2, "{seconds:?}");
 }

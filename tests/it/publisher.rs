@@ -36,19 +36,13 @@ impl Publisher {
         let mut s = vec![0u8; 1 + 2 * 1536];
         sock.read_exact(&mut s)?;
         sock.write_all(&s[1..1537])?; // C2 echoes S1
-        let mut p = Publisher {
-            sock,
-            seen: Vec::new(),
-        };
+        let mut p = Publisher { sock, seen: Vec::new() };
         p.write_message(2, 1, 0, 0, &(CHUNK as u32).to_be_bytes())?;
         let mut cmd = Vec::new();
         amf_string(&mut cmd, "connect");
         amf_number(&mut cmd, 1.0);
         cmd.push(3);
-        for (k, v) in [
-            ("app", app.to_owned()),
-            ("tcUrl", format!("rtmp://127.0.0.1:{port}/{app}")),
-        ] {
+        for (k, v) in [("app", app.to_owned()), ("tcUrl", format!("rtmp://127.0.0.1:{port}/{app}"))] {
             cmd.extend_from_slice(&(k.len() as u16).to_be_bytes());
             cmd.extend_from_slice(k.as_bytes());
             amf_string(&mut cmd, &v);
@@ -84,9 +78,7 @@ impl Publisher {
             match self.sock.read(&mut buf) {
                 Ok(0) => return Ok(false),
                 Ok(n) => self.seen.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(e) => return Err(e),
             }
         }
@@ -111,23 +103,14 @@ impl Publisher {
             match self.sock.read(&mut buf) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(_) => return true,
             }
         }
         false
     }
 
-    fn write_message(
-        &mut self,
-        csid: u8,
-        kind: u8,
-        stream: u32,
-        ts: u32,
-        payload: &[u8],
-    ) -> std::io::Result<()> {
+    fn write_message(&mut self, csid: u8, kind: u8, stream: u32, ts: u32, payload: &[u8]) -> std::io::Result<()> {
         let mut out = Vec::with_capacity(payload.len() + 32);
         let ext = ts >= 0xff_ffff;
         out.push(csid);

@@ -16,11 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
@@ -46,16 +42,8 @@ impl ApiError {
 impl From<IndexError> for ApiError {
     fn from(e: IndexError) -> Self {
         match e {
-            IndexError::Stopped => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ShuttingDown",
-                e.to_string(),
-            ),
-            _ => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                e.to_string(),
-            ),
+            IndexError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", e.to_string()),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
         }
     }
 }
@@ -63,18 +51,11 @@ impl From<IndexError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match &e {
-            StorageError::Backend {
-                source: object_store::Error::NotFound { .. },
-                ..
-            } => ApiError::new(StatusCode::NOT_FOUND, "FileNotFound", e.to_string()),
-            StorageError::Backend { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "StorageUnavailable", e.to_string())
+            StorageError::Backend { source, .. } if matches!(**source, object_store::Error::NotFound { .. }) => {
+                ApiError::new(StatusCode::NOT_FOUND, "FileNotFound", e.to_string())
             }
-            _ => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                e.to_string(),
-            ),
+            StorageError::Backend { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "StorageUnavailable", e.to_string()),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
         }
     }
 }

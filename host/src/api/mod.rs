@@ -94,10 +94,7 @@ impl Api {
                 e.into_response(&request_id)
             }
         };
-        resp.headers_mut().insert(
-            "x-request-id",
-            HeaderValue::from_str(&request_id).expect("hex is a valid header"),
-        );
+        resp.headers_mut().insert("x-request-id", HeaderValue::from_str(&request_id).expect("hex is a valid header"));
         resp
     }
 
@@ -107,28 +104,19 @@ impl Api {
         let method = req.method().clone();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => Ok(text("ok\n", "text/plain")),
-            (&Method::GET, ["readyz"]) => {
-                Ok(json(StatusCode::OK, &serde_json::json!({"ready": true})))
-            }
-            (&Method::GET, ["metrics"]) => {
-                Ok(text(&self.metrics.render(), "text/plain; version=0.0.4"))
-            }
+            (&Method::GET, ["readyz"]) => Ok(json(StatusCode::OK, &serde_json::json!({"ready": true}))),
+            (&Method::GET, ["metrics"]) => Ok(text(&self.metrics.render(), "text/plain; version=0.0.4")),
             (&Method::GET, ["openapi.json"]) => Ok(text(OPENAPI, "application/json")),
             (&Method::GET, ["v1", "whoami"]) => {
                 self.authorize(&req, None)?;
                 let domains: Vec<String> = self.settings.get().domains.keys().cloned().collect();
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({"role": "operator", "domains": domains}),
-                ))
+                Ok(json(StatusCode::OK, &serde_json::json!({"role": "operator", "domains": domains})))
             }
             (&Method::GET, ["v1", "domains", domain, "snapshots"]) => {
                 self.authorize(&req, Some(domain))?;
                 snapshots::list(self, domain, req.uri().query().unwrap_or("")).await
             }
-            (&Method::GET, ["v1", "domains", domain, "snapshots", file])
-                if file.ends_with(".jpg") =>
-            {
+            (&Method::GET, ["v1", "domains", domain, "snapshots", file]) if file.ends_with(".jpg") => {
                 let id = &file[..file.len() - 4];
                 if !self.signature_ok(&path, req.uri().query()) {
                     self.authorize(&req, Some(domain))?;
@@ -139,18 +127,7 @@ impl Api {
                 self.authorize(&req, Some(domain))?;
                 snapshots::live_streams(self, domain)
             }
-            (
-                &Method::GET,
-                [
-                    "v1",
-                    "domains",
-                    domain,
-                    "streams",
-                    app,
-                    stream,
-                    "latest.jpg",
-                ],
-            ) => {
+            (&Method::GET, ["v1", "domains", domain, "streams", app, stream, "latest.jpg"]) => {
                 self.authorize(&req, Some(domain))?;
                 snapshots::latest_image(self, domain, app, stream, &req).await
             }
@@ -161,11 +138,7 @@ impl Api {
                 "MethodNotAllowed",
                 format!("{method} is not allowed on {path}"),
             )),
-            _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("no route for {method} {path}"),
-            )),
+            _ => Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no route for {method} {path}"))),
         }
     }
 
@@ -177,27 +150,15 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthorized",
-                    "missing Authorization: Bearer token",
-                )
+                ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "missing Authorization: Bearer token")
             })?;
         if !constant_time_eq(token.as_bytes(), self.operator_token.as_bytes()) {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "the token is not valid",
-            ));
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "the token is not valid"));
         }
         if let Some(d) = domain
             && !self.settings.get().domains.contains_key(d)
         {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "DomainNotFound",
-                format!("domain {d:?} does not exist"),
-            ));
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "DomainNotFound", format!("domain {d:?} does not exist")));
         }
         Ok(())
     }
@@ -212,8 +173,7 @@ impl Api {
 
     fn signature(&self, path: &str, exp: u64) -> String {
         use hmac::Mac;
-        let mut mac =
-            hmac::Hmac::<Sha256>::new_from_slice(&self.url_key).expect("hmac takes any key length");
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.url_key).expect("hmac takes any key length");
         mac.update(format!("{path}?exp={exp}").as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
     }
@@ -230,8 +190,7 @@ impl Api {
         }
         match (exp, sig) {
             (Some(exp), Some(sig)) => {
-                exp >= crate::unix_ms() / 1000
-                    && constant_time_eq(sig.as_bytes(), self.signature(path, exp).as_bytes())
+                exp >= crate::unix_ms() / 1000 && constant_time_eq(sig.as_bytes(), self.signature(path, exp).as_bytes())
             }
             _ => false,
         }
@@ -244,18 +203,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn text(body: &str, content_type: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(
-        serde_json::to_vec(value).expect("json values serialize"),
-    )));
+    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(value).expect("json values serialize"))));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 

@@ -20,19 +20,11 @@ pub(crate) fn iso_ms(ms: u64) -> String {
 }
 
 fn parse_time(field: &'static str, v: &str) -> Result<u64, ApiError> {
-    let code = if field == "start_time" {
-        "InvalidParameter.StartTime"
-    } else {
-        "InvalidParameter.EndTime"
-    };
+    let code = if field == "start_time" { "InvalidParameter.StartTime" } else { "InvalidParameter.EndTime" };
     let t = DateTime::parse_from_rfc3339(v).map_err(|_| {
-        ApiError::bad(
-            code,
-            format!("{field} must be ISO-8601 UTC like 2026-11-25T08:00:00Z, got {v:?}"),
-        )
+        ApiError::bad(code, format!("{field} must be ISO-8601 UTC like 2026-11-25T08:00:00Z, got {v:?}"))
     })?;
-    u64::try_from(t.timestamp_millis())
-        .map_err(|_| ApiError::bad(code, format!("{field} is before 1970")))
+    u64::try_from(t.timestamp_millis()).map_err(|_| ApiError::bad(code, format!("{field} is before 1970")))
 }
 
 fn item(api: &Api, r: &Record) -> Value {
@@ -71,16 +63,9 @@ pub(super) async fn list(api: &Api, domain: &str, query: &str) -> Result<Respons
             "start_time" => start = Some(parse_time("start_time", &v)?),
             "end_time" => end = Some(parse_time("end_time", &v)?),
             "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=100).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad(
-                            "InvalidParameter.Limit",
-                            format!("limit must be from 1 to 100, got {v:?}"),
-                        )
-                    })?
+                limit = v.parse::<usize>().ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| {
+                    ApiError::bad("InvalidParameter.Limit", format!("limit must be from 1 to 100, got {v:?}"))
+                })?
             }
             "order" => {
                 descending = match v.as_ref() {
@@ -96,44 +81,21 @@ pub(super) async fn list(api: &Api, domain: &str, query: &str) -> Result<Respons
             }
             "next_token" => cursor = Some(parse_token(&v)?),
             other => {
-                return Err(ApiError::bad(
-                    "InvalidParameter",
-                    format!("unknown query parameter {other:?}"),
-                ));
+                return Err(ApiError::bad("InvalidParameter", format!("unknown query parameter {other:?}")));
             }
         }
     }
     let app = app.ok_or_else(|| ApiError::bad("MissingParameter.App", "app is required"))?;
-    let start_ms = start
-        .ok_or_else(|| ApiError::bad("MissingParameter.StartTime", "start_time is required"))?;
-    let end_ms =
-        end.ok_or_else(|| ApiError::bad("MissingParameter.EndTime", "end_time is required"))?;
+    let start_ms = start.ok_or_else(|| ApiError::bad("MissingParameter.StartTime", "start_time is required"))?;
+    let end_ms = end.ok_or_else(|| ApiError::bad("MissingParameter.EndTime", "end_time is required"))?;
     if end_ms < start_ms {
-        return Err(ApiError::bad(
-            "InvalidParameter.EndTime",
-            "end_time must not be before start_time",
-        ));
+        return Err(ApiError::bad("InvalidParameter.EndTime", "end_time must not be before start_time"));
     }
-    let q = Query {
-        domain: domain.to_owned(),
-        app,
-        stream,
-        start_ms,
-        end_ms,
-        limit,
-        descending,
-        cursor,
-    };
+    let q = Query { domain: domain.to_owned(), app, stream, start_ms, end_ms, limit, descending, cursor };
     let index = api.index.clone();
     let page = tokio::task::spawn_blocking(move || index.query(&q))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                e.to_string(),
-            )
-        })??;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))??;
     let mut body = json!({
         "snapshots": page.records.iter().map(|r| item(api, r)).collect::<Vec<_>>(),
     });
@@ -145,36 +107,18 @@ pub(super) async fn list(api: &Api, domain: &str, query: &str) -> Result<Respons
 }
 
 fn parse_token(v: &str) -> Result<(u64, RecordId), ApiError> {
-    let bad = || {
-        ApiError::bad(
-            "InvalidParameter.NextToken",
-            "next_token is not one this server issued",
-        )
-    };
+    let bad = || ApiError::bad("InvalidParameter.NextToken", "next_token is not one this server issued");
     let (ts, id) = v.split_once('-').ok_or_else(bad)?;
-    Ok((
-        ts.parse().map_err(|_| bad())?,
-        RecordId::parse(id).ok_or_else(bad)?,
-    ))
+    Ok((ts.parse().map_err(|_| bad())?, RecordId::parse(id).ok_or_else(bad)?))
 }
 
 async fn image(api: &Api, r: Record, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let etag = format!("\"{}-{}\"", r.id, r.create_timestamp_ms);
-    let cache = if r.is_overlay {
-        "private, no-cache"
-    } else {
-        "private, max-age=31536000, immutable"
-    };
-    if req
-        .headers()
-        .get(IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        == Some(etag.as_str())
-    {
+    let cache = if r.is_overlay { "private, no-cache" } else { "private, max-age=31536000, immutable" };
+    if req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        resp.headers_mut()
-            .insert(ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
+        resp.headers_mut().insert(ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
         return Ok(resp);
     }
     let target = api.storage.target(&r.domain, &r.storage)?;
@@ -198,11 +142,8 @@ pub(super) async fn image_by_id(
     req: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let rid = RecordId::parse(id).ok_or_else(|| not_found(format!("no snapshot {id:?}")))?;
-    let record = api
-        .index
-        .get(rid)?
-        .filter(|r| r.domain == domain)
-        .ok_or_else(|| not_found(format!("no snapshot {id}")))?;
+    let record =
+        api.index.get(rid)?.filter(|r| r.domain == domain).ok_or_else(|| not_found(format!("no snapshot {id}")))?;
     image(api, record, req).await
 }
 
@@ -226,10 +167,7 @@ pub(super) fn live_streams(api: &Api, domain: &str) -> Result<Response<Body>, Ap
         .live_streams(domain)
         .into_iter()
         .map(|s| {
-            let since = s
-                .since
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let since = s.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let has_template = s.info.template.time_interval_s > 0;
             json!({
                 "app": s.info.app,

@@ -60,11 +60,7 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn new(interval_s: u32) -> Self {
-        Schedule {
-            interval_ms: u64::from(interval_s) * 1000,
-            next_due: None,
-            last_ts: None,
-        }
+        Schedule { interval_ms: u64::from(interval_s) * 1000, next_due: None, last_ts: None }
     }
 
     /// Sees a keyframe at media time `ts` (ms); true if it is due. A jump
@@ -116,14 +112,7 @@ pub struct StreamCapture {
 impl StreamCapture {
     pub fn new(info: Arc<StreamInfo>, queue: Sender<CaptureJob>, metrics: Arc<Metrics>) -> Self {
         let schedule = Schedule::new(info.template.time_interval_s);
-        StreamCapture {
-            info,
-            schedule,
-            last_create_ms: 0,
-            queue,
-            stats: Arc::default(),
-            metrics,
-        }
+        StreamCapture { info, schedule, last_create_ms: 0, queue, stats: Arc::default(), metrics }
     }
 
     pub fn info(&self) -> &Arc<StreamInfo> {
@@ -137,11 +126,7 @@ impl StreamCapture {
     /// Offers a keyframe at media time `ts`. Only when it is due is `build`
     /// called to check it and make the decoder job; if that fails, the grid
     /// stays and the next keyframe is tried.
-    pub fn on_keyframe<E>(
-        &mut self,
-        ts: u32,
-        build: impl FnOnce() -> Result<Vec<u8>, E>,
-    ) -> Result<Offer, E> {
+    pub fn on_keyframe<E>(&mut self, ts: u32, build: impl FnOnce() -> Result<Vec<u8>, E>) -> Result<Offer, E> {
         self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
         if !self.schedule.is_due(ts) {
             return Ok(Offer::NotDue);
@@ -201,18 +186,12 @@ mod tests {
     #[test]
     fn one_per_interval_on_a_fixed_grid() {
         let gop1: Vec<u32> = (0..=30).map(|s| s * 1000).collect();
-        assert_eq!(
-            taken(5, &gop1),
-            vec![0, 5000, 10000, 15000, 20000, 25000, 30000]
-        );
+        assert_eq!(taken(5, &gop1), vec![0, 5000, 10000, 15000, 20000, 25000, 30000]);
         // GOP 4 s: first keyframe at or after each due time; the grid does not shift.
         let gop4: Vec<u32> = (0..=7).map(|s| s * 4000).collect();
         assert_eq!(taken(5, &gop4), vec![0, 8000, 12000, 16000, 20000, 28000]);
         // Offset start and jittered keyframes.
-        assert_eq!(
-            taken(5, &[700, 2700, 4700, 5699, 5701, 10650, 10701]),
-            vec![700, 5701, 10701]
-        );
+        assert_eq!(taken(5, &[700, 2700, 4700, 5699, 5701, 10650, 10701]), vec![700, 5701, 10701]);
     }
 
     #[test]
@@ -224,25 +203,13 @@ mod tests {
     #[test]
     fn discontinuities_restart_the_grid() {
         // Encoder restart: media time goes back to 0.
-        assert_eq!(
-            taken(5, &[0, 1000, 5000, 6000, 0, 1000, 5000]),
-            vec![0, 5000, 0, 5000]
-        );
+        assert_eq!(taken(5, &[0, 1000, 5000, 6000, 0, 1000, 5000]), vec![0, 5000, 0, 5000]);
         // A forward jump past max(60 s, 10 intervals).
-        assert_eq!(
-            taken(5, &[0, 1000, 2000, 70_000, 71_000, 75_000]),
-            vec![0, 70_000, 75_000]
-        );
+        assert_eq!(taken(5, &[0, 1000, 2000, 70_000, 71_000, 75_000]), vec![0, 70_000, 75_000]);
         // A forward jump within it keeps the grid.
-        assert_eq!(
-            taken(5, &[0, 1000, 32_000, 33_000, 35_000]),
-            vec![0, 32_000, 35_000]
-        );
+        assert_eq!(taken(5, &[0, 1000, 32_000, 33_000, 35_000]), vec![0, 32_000, 35_000]);
         // The 32-bit wrap.
-        assert_eq!(
-            taken(5, &[u32::MAX - 2000, u32::MAX - 1000, 500, 1500, 5500]),
-            vec![u32::MAX - 2000, 500, 5500]
-        );
+        assert_eq!(taken(5, &[u32::MAX - 2000, u32::MAX - 1000, 500, 1500, 5500]), vec![u32::MAX - 2000, 500, 5500]);
     }
 
     #[test]

@@ -107,44 +107,26 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            rule: rule.into(),
-        }
+        ConfigError { field: field.into(), rule: rule.into() }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("parse config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("config file {path}: {source}")]
     Invalid { path: PathBuf, source: ConfigError },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
         Config::parse(&text).map_err(|e| match e {
-            ParseError::Toml(source) => LoadError::Parse {
-                path: path.into(),
-                source,
-            },
-            ParseError::Invalid(source) => LoadError::Invalid {
-                path: path.into(),
-                source,
-            },
+            ParseError::Toml(source) => LoadError::Parse { path: path.into(), source },
+            ParseError::Invalid(source) => LoadError::Invalid { path: path.into(), source },
         })
     }
 
@@ -244,10 +226,7 @@ struct RawTemplate {
 
 fn socket_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
-        ConfigError::new(
-            field,
-            format!("must be an IP address and port like 127.0.0.1:8080, got {value:?}"),
-        )
+        ConfigError::new(field, format!("must be an IP address and port like 127.0.0.1:8080, got {value:?}"))
     })
 }
 
@@ -259,9 +238,7 @@ fn is_domain_name(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -273,10 +250,7 @@ fn at(path: &str, e: template::RuleError) -> ConfigError {
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         if self.version != 1 {
-            return Err(ConfigError::new(
-                "version",
-                format!("must be 1, got {}", self.version),
-            ));
+            return Err(ConfigError::new("version", format!("must be 1, got {}", self.version)));
         }
         let s = self.server;
         let rtmp_listen = socket_addr("server.rtmp_listen", &s.rtmp_listen)?;
@@ -289,10 +263,7 @@ impl RawConfig {
                 ));
             }
             (None, Some(t)) if t.len() < 16 => {
-                return Err(ConfigError::new(
-                    "server.operator_token",
-                    "must be at least 16 characters",
-                ));
+                return Err(ConfigError::new("server.operator_token", "must be at least 16 characters"));
             }
             (None, Some(t)) => TokenSource::Inline(t),
             (Some(var), None) => TokenSource::Env(var),
@@ -302,39 +273,24 @@ impl RawConfig {
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
             Some(n) if (1..=64).contains(&n) => n as usize,
             Some(n) => {
-                return Err(ConfigError::new(
-                    "server.decoder_workers",
-                    format!("must be from 1 to 64, got {n}"),
-                ));
+                return Err(ConfigError::new("server.decoder_workers", format!("must be from 1 to 64, got {n}")));
             }
         };
         let capture_queue = match s.capture_queue {
             None => 1024,
             Some(n) if (1..=1_000_000).contains(&n) => n as usize,
             Some(n) => {
-                return Err(ConfigError::new(
-                    "server.capture_queue",
-                    format!("must be from 1 to 1000000, got {n}"),
-                ));
+                return Err(ConfigError::new("server.capture_queue", format!("must be from 1 to 1000000, got {n}")));
             }
         };
         let url_ttl = match s.url_ttl {
             None => std::time::Duration::from_secs(24 * 3600),
-            Some(t) => humantime::parse_duration(&t).map_err(|e| {
-                ConfigError::new(
-                    "server.url_ttl",
-                    format!("must be a duration like \"24h\": {e}"),
-                )
-            })?,
+            Some(t) => humantime::parse_duration(&t)
+                .map_err(|e| ConfigError::new("server.url_ttl", format!("must be a duration like \"24h\": {e}")))?,
         };
-        let public_url = s
-            .public_url
-            .unwrap_or_else(|| format!("http://{http_listen}"));
+        let public_url = s.public_url.unwrap_or_else(|| format!("http://{http_listen}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
-            return Err(ConfigError::new(
-                "server.public_url",
-                "must start with http:// or https://",
-            ));
+            return Err(ConfigError::new("server.public_url", "must start with http:// or https://"));
         }
         let public_url = public_url.trim_end_matches('/').to_string();
 
@@ -343,10 +299,7 @@ impl RawConfig {
         for (name, d) in self.domains {
             let path = format!("domains.\"{name}\"");
             if !is_domain_name(&name) {
-                return Err(ConfigError::new(
-                    &path,
-                    "must be a domain name (letters, digits, '-' and '.')",
-                ));
+                return Err(ConfigError::new(&path, "must be a domain name (letters, digits, '-' and '.')"));
             }
             let publish_auth = match d.publish_auth {
                 None => PublishAuth::Off,
@@ -364,17 +317,12 @@ impl RawConfig {
                 let (target, location) = match t {
                     RawStorage::Local { path: p } => {
                         if p.as_os_str().is_empty() {
-                            return Err(ConfigError::new(
-                                format!("{tpath}.path"),
-                                "must not be empty",
-                            ));
+                            return Err(ConfigError::new(format!("{tpath}.path"), "must not be empty"));
                         }
                         let abs = if p.is_absolute() {
                             p.clone()
                         } else {
-                            std::env::current_dir()
-                                .map(|c| c.join(&p))
-                                .unwrap_or(p.clone())
+                            std::env::current_dir().map(|c| c.join(&p)).unwrap_or(p.clone())
                         };
                         let loc = format!("dir:{}/", abs.display());
                         (StorageTarget::Local { path: p }, loc)
@@ -389,22 +337,13 @@ impl RawConfig {
                         virtual_hosted_style,
                     } => {
                         if bucket.is_empty() {
-                            return Err(ConfigError::new(
-                                format!("{tpath}.bucket"),
-                                "must not be empty",
-                            ));
+                            return Err(ConfigError::new(format!("{tpath}.bucket"), "must not be empty"));
                         }
                         if prefix.starts_with('/') || prefix.split('/').any(|s| s == "..") {
-                            return Err(ConfigError::new(
-                                format!("{tpath}.prefix"),
-                                "must be relative, without '..'",
-                            ));
+                            return Err(ConfigError::new(format!("{tpath}.prefix"), "must be relative, without '..'"));
                         }
                         let prefix = prefix.trim_end_matches('/').to_string();
-                        let loc = format!(
-                            "s3:{}/{bucket}/{prefix}/",
-                            endpoint.as_deref().unwrap_or("aws")
-                        );
+                        let loc = format!("s3:{}/{bucket}/{prefix}/", endpoint.as_deref().unwrap_or("aws"));
                         (
                             StorageTarget::S3 {
                                 endpoint,
@@ -421,9 +360,7 @@ impl RawConfig {
                 };
                 // Two domains may not share a location, nor may one's lie inside another's.
                 for (other, owner) in &claimed {
-                    if owner != &name
-                        && (location.starts_with(other.as_str()) || other.starts_with(&location))
-                    {
+                    if owner != &name && (location.starts_with(other.as_str()) || other.starts_with(&location)) {
                         return Err(ConfigError::new(
                             tpath,
                             format!(
@@ -442,14 +379,10 @@ impl RawConfig {
                 if templates.iter().any(|o| o.app_name == t.app_name) {
                     return Err(ConfigError::new(
                         format!("{tpath}.app_name"),
-                        format!(
-                            "app {:?} already has a snapshot config in this domain",
-                            t.app_name
-                        ),
+                        format!("app {:?} already has a snapshot config in this domain", t.app_name),
                     ));
                 }
-                let time_interval_s =
-                    template::check_interval(t.time_interval).map_err(|e| at(&tpath, e))?;
+                let time_interval_s = template::check_interval(t.time_interval).map_err(|e| at(&tpath, e))?;
                 if !storage.contains_key(&t.storage) {
                     return Err(ConfigError::new(
                         format!("{tpath}.storage"),
@@ -470,10 +403,7 @@ impl RawConfig {
                 if let Some(cb) = &t.callback
                     && !(cb.starts_with("http://") || cb.starts_with("https://"))
                 {
-                    return Err(ConfigError::new(
-                        format!("{tpath}.callback"),
-                        "must be an http:// or https:// URL",
-                    ));
+                    return Err(ConfigError::new(format!("{tpath}.callback"), "must be an http:// or https:// URL"));
                 }
                 for (field, v) in [("width", t.width), ("height", t.height)] {
                     if v.is_some_and(|v| v != 0) {
@@ -497,23 +427,12 @@ impl RawConfig {
                     jpeg_quality,
                 }));
             }
-            domains.insert(
-                name.clone(),
-                Domain {
-                    name,
-                    publish_auth,
-                    storage,
-                    templates,
-                },
-            );
+            domains.insert(name.clone(), Domain { name, publish_auth, storage, templates });
         }
         if let Some(d) = &s.default_domain
             && !domains.contains_key(d)
         {
-            return Err(ConfigError::new(
-                "server.default_domain",
-                format!("names no configured domain: {d:?}"),
-            ));
+            return Err(ConfigError::new("server.default_domain", format!("names no configured domain: {d:?}")));
         }
         Ok(Config {
             server: Server {
@@ -529,6 +448,21 @@ impl RawConfig {
             },
             domains,
         })
+    }
+}
+
+/// The config in force, swappable as a whole (SIGHUP re-reads the file).
+pub struct Settings {
+    current: std::sync::RwLock<Arc<Config>>,
+}
+
+impl Settings {
+    pub fn new(config: Config) -> Arc<Self> {
+        Arc::new(Settings { current: std::sync::RwLock::new(Arc::new(config)) })
+    }
+
+    pub fn get(&self) -> Arc<Config> {
+        self.current.read().unwrap().clone()
     }
 }
 
@@ -581,51 +515,23 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
                 "time_interval = 4",
                 "domains.\"localhost\".snapshot_configs[0].time_interval: must be an integer from 5 to 3600",
             ),
-            (
-                "time_interval = 5",
-                "time_interval = 3601",
-                "time_interval: must be an integer from 5 to 3600",
-            ),
-            (
-                "app_name = \"*\"",
-                "app_name = \"-x\"",
-                "snapshot_configs[0].app_name: must not start with",
-            ),
-            (
-                "storage = \"local\"\n",
-                "storage = \"nope\"\n",
-                "snapshot_configs[0].storage: names no storage target",
-            ),
-            (
-                "{AppName}/{StreamName}.jpg\"",
-                "{AppName}/{StreamName}.png\"",
-                "overwrite_object: must end in .jpg",
-            ),
+            ("time_interval = 5", "time_interval = 3601", "time_interval: must be an integer from 5 to 3600"),
+            ("app_name = \"*\"", "app_name = \"-x\"", "snapshot_configs[0].app_name: must not start with"),
+            ("storage = \"local\"\n", "storage = \"nope\"\n", "snapshot_configs[0].storage: names no storage target"),
+            ("{AppName}/{StreamName}.jpg\"", "{AppName}/{StreamName}.png\"", "overwrite_object: must end in .jpg"),
             (
                 "{AppName}/{StreamName}/{UnixTimestamp}.jpg",
                 "{AppName}/{StreamName}/x.jpg",
                 "sequence_object: must contain {UnixTimestamp}",
             ),
-            (
-                "rtmp_listen = \"127.0.0.1:1935\"",
-                "rtmp_listen = \"nope\"",
-                "server.rtmp_listen: must be an IP address",
-            ),
+            ("rtmp_listen = \"127.0.0.1:1935\"", "rtmp_listen = \"nope\"", "server.rtmp_listen: must be an IP address"),
             (
                 "default_domain = \"localhost\"",
                 "default_domain = \"other\"",
                 "server.default_domain: names no configured domain",
             ),
-            (
-                "data_dir = \"./data\"",
-                "data_dir = \"./data\"\nbogus = 1",
-                "unknown field `bogus`",
-            ),
-            (
-                "type = \"local\"",
-                "type = \"ftp\"",
-                "unknown variant `ftp`",
-            ),
+            ("data_dir = \"./data\"", "data_dir = \"./data\"\nbogus = 1", "unknown field `bogus`"),
+            ("type = \"local\"", "type = \"ftp\"", "unknown variant `ftp`"),
             (
                 "operator_token = \"0123456789abcdef\"",
                 "operator_token = \"short\"",
@@ -633,10 +539,7 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
             ),
         ] {
             let got = check(from, to);
-            assert!(
-                got.contains(want),
-                "{from:?} -> {to:?}: got {got:?}, want it to contain {want:?}"
-            );
+            assert!(got.contains(want), "{from:?} -> {to:?}: got {got:?}, want it to contain {want:?}");
         }
     }
 
@@ -644,15 +547,9 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
     fn both_modes_missing() {
         let text = BASE
             .replace("overwrite_object = \"{AppName}/{StreamName}.jpg\"\n", "")
-            .replace(
-                "sequence_object = \"{AppName}/{StreamName}/{UnixTimestamp}.jpg\"\n",
-                "",
-            );
+            .replace("sequence_object = \"{AppName}/{StreamName}/{UnixTimestamp}.jpg\"\n", "");
         let e = Config::parse(&text).unwrap_err().to_string();
-        assert!(
-            e.contains("at least one of overwrite_object and sequence_object"),
-            "{e}"
-        );
+        assert!(e.contains("at least one of overwrite_object and sequence_object"), "{e}");
     }
 
     #[test]
@@ -661,7 +558,10 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
             "{BASE}\n[domains.\"other.example\".storage.local]\ntype = \"local\"\npath = \"./data/snapshots/other\"\n"
         );
         let e = Config::parse(&text).unwrap_err().to_string();
-        assert!(e.contains("domains.\"other.example\".storage.local: overlaps a storage target of domain \"localhost\""), "{e}");
+        assert!(
+            e.contains("domains.\"other.example\".storage.local: overlaps a storage target of domain \"localhost\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -670,33 +570,8 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
             "{BASE}\n[[domains.\"localhost\".snapshot_configs]]\napp_name = \"live\"\ntime_interval = 60\nstorage = \"local\"\noverwrite_object = \"x.jpg\"\n"
         );
         let c = Config::parse(&text).unwrap();
-        assert_eq!(
-            c.template_for("localhost", "live").unwrap().time_interval_s,
-            60
-        );
-        assert_eq!(
-            c.template_for("localhost", "other")
-                .unwrap()
-                .time_interval_s,
-            5
-        );
+        assert_eq!(c.template_for("localhost", "live").unwrap().time_interval_s, 60);
+        assert_eq!(c.template_for("localhost", "other").unwrap().time_interval_s, 5);
         assert!(c.template_for("nope", "live").is_none());
-    }
-}
-
-/// The config in force, swappable as a whole (SIGHUP re-reads the file).
-pub struct Settings {
-    current: std::sync::RwLock<Arc<Config>>,
-}
-
-impl Settings {
-    pub fn new(config: Config) -> Arc<Self> {
-        Arc::new(Settings {
-            current: std::sync::RwLock::new(Arc::new(config)),
-        })
-    }
-
-    pub fn get(&self) -> Arc<Config> {
-        self.current.read().unwrap().clone()
     }
 }

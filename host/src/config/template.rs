@@ -23,11 +23,7 @@ impl fmt::Display for RuleError {
 impl std::error::Error for RuleError {}
 
 fn broken(code: &'static str, field: &'static str, message: impl Into<String>) -> RuleError {
-    RuleError {
-        code,
-        field,
-        message: message.into(),
-    }
+    RuleError { code, field, message: message.into() }
 }
 
 pub const MIN_INTERVAL_S: u32 = 5;
@@ -41,21 +37,10 @@ pub fn check_app_name(app: &str) -> Result<(), RuleError> {
         return Ok(());
     }
     if app.is_empty() || app.len() > 255 {
-        return Err(broken(
-            CODE,
-            "app_name",
-            "must be 1-255 characters or exactly \"*\"",
-        ));
+        return Err(broken(CODE, "app_name", "must be 1-255 characters or exactly \"*\""));
     }
-    if !app
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(broken(
-            CODE,
-            "app_name",
-            "may contain only letters, digits, '-' and '_'",
-        ));
+    if !app.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(broken(CODE, "app_name", "may contain only letters, digits, '-' and '_'"));
     }
     if app.starts_with(['-', '_']) {
         return Err(broken(CODE, "app_name", "must not start with '-' or '_'"));
@@ -71,24 +56,14 @@ pub fn check_interval(seconds: i64) -> Result<u32, RuleError> {
         Err(broken(
             "InvalidParameter.TimeInterval",
             "time_interval",
-            format!(
-                "must be an integer from {MIN_INTERVAL_S} to {MAX_INTERVAL_S} seconds, got {seconds}"
-            ),
+            format!("must be an integer from {MIN_INTERVAL_S} to {MAX_INTERVAL_S} seconds, got {seconds}"),
         ))
     }
 }
 
 const OVERWRITE_VARS: &[&str] = &["AppName", "StreamName", "Domain"];
-const SEQUENCE_VARS: &[&str] = &[
-    "AppName",
-    "StreamName",
-    "Domain",
-    "UnixTimestamp",
-    "UnixTimestampMs",
-    "Sequence",
-    "Date",
-    "Time",
-];
+const SEQUENCE_VARS: &[&str] =
+    &["AppName", "StreamName", "Domain", "UnixTimestamp", "UnixTimestampMs", "Sequence", "Date", "Time"];
 const UNIQUE_VARS: &[&str] = &["UnixTimestamp", "UnixTimestampMs", "Sequence"];
 
 /// The variables `{Name}` used in an object-name template, or an error for an
@@ -98,9 +73,7 @@ fn variables(template: &str) -> Result<Vec<&str>, String> {
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| "has an unclosed '{'".to_string())?;
+        let close = after.find('}').ok_or_else(|| "has an unclosed '{'".to_string())?;
         vars.push(&after[..close]);
         rest = &after[close + 1..];
     }
@@ -120,18 +93,10 @@ fn check_object(
         return Err(broken(code, field, "must be under 256 bytes"));
     }
     if !template.ends_with(".jpg") {
-        return Err(broken(
-            code,
-            field,
-            "must end in .jpg (only JPG is supported)",
-        ));
+        return Err(broken(code, field, "must end in .jpg (only JPG is supported)"));
     }
     if template.starts_with('/') || template.split('/').any(|seg| seg == ".." || seg == ".") {
-        return Err(broken(
-            code,
-            field,
-            "must be a relative object name without '.' or '..' segments",
-        ));
+        return Err(broken(code, field, "must be a relative object name without '.' or '..' segments"));
     }
     if template.chars().any(char::is_control) {
         return Err(broken(code, field, "must not contain control characters"));
@@ -144,11 +109,7 @@ fn check_object(
                 field,
                 format!(
                     "uses {{{v}}}; allowed variables are {}",
-                    allowed
-                        .iter()
-                        .map(|a| format!("{{{a}}}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                    allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(" ")
                 ),
             ));
         }
@@ -159,13 +120,7 @@ fn check_object(
 /// `overwrite_object`: under 256 bytes, ends in `.jpg`, may use `{AppName}`
 /// `{StreamName}` `{Domain}`.
 pub fn check_overwrite_object(template: &str) -> Result<(), RuleError> {
-    check_object(
-        template,
-        "overwrite_object",
-        "InvalidParameter.OverwriteObject",
-        OVERWRITE_VARS,
-    )
-    .map(drop)
+    check_object(template, "overwrite_object", "InvalidParameter.OverwriteObject", OVERWRITE_VARS).map(drop)
 }
 
 /// `sequence_object`: as `overwrite_object`, may also use `{UnixTimestamp}`
@@ -175,11 +130,7 @@ pub fn check_sequence_object(template: &str) -> Result<(), RuleError> {
     const CODE: &str = "InvalidParameter.SequenceObject";
     let vars = check_object(template, "sequence_object", CODE, SEQUENCE_VARS)?;
     if !vars.iter().any(|v| UNIQUE_VARS.contains(&v.as_str())) {
-        return Err(broken(
-            CODE,
-            "sequence_object",
-            "must contain {UnixTimestamp}, {UnixTimestampMs} or {Sequence}",
-        ));
+        return Err(broken(CODE, "sequence_object", "must contain {UnixTimestamp}, {UnixTimestampMs} or {Sequence}"));
     }
     Ok(())
 }
@@ -201,11 +152,7 @@ pub fn check_jpeg_quality(q: i64) -> Result<u8, RuleError> {
     if (1..=100).contains(&q) {
         Ok(q as u8)
     } else {
-        Err(broken(
-            "InvalidParameter.JpegQuality",
-            "jpeg_quality",
-            format!("must be from 1 to 100, got {q}"),
-        ))
+        Err(broken("InvalidParameter.JpegQuality", "jpeg_quality", format!("must be from 1 to 100, got {q}")))
     }
 }
 
@@ -215,9 +162,7 @@ pub fn is_valid_stream_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]
@@ -269,33 +214,17 @@ mod tests {
             ("{AppName}/{StreamName}.jpg", "ok"),
             ("{Domain}/{AppName}/{StreamName}.jpg", "ok"),
             ("snap.jpg", "ok"),
-            (
-                "{AppName}/{StreamName}.png",
-                "InvalidParameter.OverwriteObject",
-            ),
+            ("{AppName}/{StreamName}.png", "InvalidParameter.OverwriteObject"),
             ("{AppName}/{StreamName}", "InvalidParameter.OverwriteObject"),
-            (
-                "{AppName}/{UnixTimestamp}.jpg",
-                "InvalidParameter.OverwriteObject",
-            ),
-            (
-                "{AppName}/{Sequence}.jpg",
-                "InvalidParameter.OverwriteObject",
-            ),
+            ("{AppName}/{UnixTimestamp}.jpg", "InvalidParameter.OverwriteObject"),
+            ("{AppName}/{Sequence}.jpg", "InvalidParameter.OverwriteObject"),
             ("{AppName/x.jpg", "InvalidParameter.OverwriteObject"),
             ("/abs/{StreamName}.jpg", "InvalidParameter.OverwriteObject"),
             ("../{StreamName}.jpg", "InvalidParameter.OverwriteObject"),
             (&format!("{}.jpg", "a".repeat(251)), "ok"),
-            (
-                &format!("{}.jpg", "a".repeat(252)),
-                "InvalidParameter.OverwriteObject",
-            ),
+            (&format!("{}.jpg", "a".repeat(252)), "InvalidParameter.OverwriteObject"),
         ] {
-            assert_eq!(
-                code(check_overwrite_object(t)),
-                want,
-                "overwrite_object {t:?}"
-            );
+            assert_eq!(code(check_overwrite_object(t)), want, "overwrite_object {t:?}");
         }
     }
 
@@ -306,22 +235,12 @@ mod tests {
             ("{AppName}/{StreamName}/{Sequence}.jpg", "ok"),
             ("{AppName}/{StreamName}/{UnixTimestampMs}.jpg", "ok"),
             ("{Date}/{Time}/{Sequence}.jpg", "ok"),
-            (
-                "{AppName}/{StreamName}.jpg",
-                "InvalidParameter.SequenceObject",
-            ),
+            ("{AppName}/{StreamName}.jpg", "InvalidParameter.SequenceObject"),
             ("{Date}/{Time}.jpg", "InvalidParameter.SequenceObject"),
-            (
-                "{AppName}/{Nope}/{Sequence}.jpg",
-                "InvalidParameter.SequenceObject",
-            ),
+            ("{AppName}/{Nope}/{Sequence}.jpg", "InvalidParameter.SequenceObject"),
             ("{Sequence}.jpeg", "InvalidParameter.SequenceObject"),
         ] {
-            assert_eq!(
-                code(check_sequence_object(t)),
-                want,
-                "sequence_object {t:?}"
-            );
+            assert_eq!(code(check_sequence_object(t)), want, "sequence_object {t:?}");
         }
     }
 

@@ -23,17 +23,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub(crate) const RECORDS: TableDefinition<u128, &[u8]> = TableDefinition::new("records");
-pub(crate) const BY_STREAM: TableDefinition<(&str, &str, &str, u64, u128), ()> =
-    TableDefinition::new("by_stream");
-pub(crate) const BY_APP: TableDefinition<(&str, &str, u64, u128), ()> =
-    TableDefinition::new("by_app");
-pub(crate) const OVERLAYS: TableDefinition<(&str, &str, &str, &str), u128> =
-    TableDefinition::new("overlays");
-pub(crate) const SEQUENCES: TableDefinition<(&str, &str, &str), u64> =
-    TableDefinition::new("sequences");
+pub(crate) const BY_STREAM: TableDefinition<(&str, &str, &str, u64, u128), ()> = TableDefinition::new("by_stream");
+pub(crate) const BY_APP: TableDefinition<(&str, &str, u64, u128), ()> = TableDefinition::new("by_app");
+pub(crate) const OVERLAYS: TableDefinition<(&str, &str, &str, &str), u128> = TableDefinition::new("overlays");
+pub(crate) const SEQUENCES: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("sequences");
 pub(crate) const INTENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("intents");
-pub(crate) const PLUGIN_STATE: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("plugin_state");
+pub(crate) const PLUGIN_STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("plugin_state");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// An opaque, unique snapshot id: creation ms in the high bits, random low bits.
@@ -46,9 +41,7 @@ impl RecordId {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 32)
-            .then(|| u128::from_str_radix(s, 16).ok().map(RecordId))
-            .flatten()
+        (s.len() == 32).then(|| u128::from_str_radix(s, 16).ok().map(RecordId)).flatten()
     }
 }
 
@@ -127,8 +120,8 @@ pub(crate) fn encode_record(r: &Record) -> Vec<u8> {
 }
 
 pub(crate) fn decode_record(id: u128, bytes: &[u8]) -> Result<Record, IndexError> {
-    let row: Row<'_> = postcard::from_bytes(bytes)
-        .map_err(|e| IndexError::Corrupt(format!("record {id:032x}: {e}")))?;
+    let row: Row<'_> =
+        postcard::from_bytes(bytes).map_err(|e| IndexError::Corrupt(format!("record {id:032x}: {e}")))?;
     Ok(Record {
         id: RecordId(id),
         domain: row.domain.into(),
@@ -192,10 +185,8 @@ pub struct Index {
 
 impl Index {
     pub fn open(path: &Path) -> Result<Index, IndexError> {
-        let db = Database::create(path).map_err(|e| IndexError::Open {
-            path: path.display().to_string(),
-            source: e.into(),
-        })?;
+        let db = Database::create(path)
+            .map_err(|e| IndexError::Open { path: path.display().to_string(), source: e.into() })?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             // Create every table so readers never meet a missing one.
@@ -218,25 +209,16 @@ impl Index {
     /// in one commit. Returns the sequence number.
     pub async fn reserve(&self, id: RecordId, intent: Intent) -> Result<u64, IndexError> {
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(writer::Op::Reserve { id, intent, reply })?;
+        self.writer.send(writer::Op::Reserve { id, intent, reply })?;
         rx.await.map_err(|_| IndexError::Stopped)?
     }
 
     /// Commits the records of a capture and clears its intent. An overwrite
     /// record replaces the stream's previous record of the same key, keeping
     /// its id. Returns the records as stored.
-    pub async fn commit(
-        &self,
-        intent: RecordId,
-        records: Vec<Record>,
-    ) -> Result<Vec<Record>, IndexError> {
+    pub async fn commit(&self, intent: RecordId, records: Vec<Record>) -> Result<Vec<Record>, IndexError> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(writer::Op::Commit {
-            intent,
-            records,
-            reply,
-        })?;
+        self.writer.send(writer::Op::Commit { intent, records, reply })?;
         rx.await.map_err(|_| IndexError::Stopped)?
     }
 
@@ -254,38 +236,24 @@ impl Index {
         writes: Vec<(String, Option<Vec<u8>>)>,
     ) -> Result<(), IndexError> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(writer::Op::State {
-            domain,
-            writes,
-            reply,
-        })?;
+        self.writer.send(writer::Op::State { domain, writes, reply })?;
         rx.await.map_err(|_| IndexError::Stopped)?
     }
 
     pub fn plugin_state(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(PLUGIN_STATE).map_err(db_err)?;
-        Ok(t.get((domain, key))
-            .map_err(db_err)?
-            .map(|v| v.value().to_vec()))
+        Ok(t.get((domain, key)).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     pub fn get(&self, id: RecordId) -> Result<Option<Record>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(RECORDS).map_err(db_err)?;
-        t.get(id.0)
-            .map_err(db_err)?
-            .map(|v| decode_record(id.0, v.value()))
-            .transpose()
+        t.get(id.0).map_err(db_err)?.map(|v| decode_record(id.0, v.value())).transpose()
     }
 
     /// The newest record of a stream (its overwrite record counts).
-    pub fn latest(
-        &self,
-        domain: &str,
-        app: &str,
-        stream: &str,
-    ) -> Result<Option<Record>, IndexError> {
+    pub fn latest(&self, domain: &str, app: &str, stream: &str) -> Result<Option<Record>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let by_stream = txn.open_table(BY_STREAM).map_err(db_err)?;
         let last = by_stream
@@ -297,11 +265,7 @@ impl Index {
         let Some((k, _)) = last else { return Ok(None) };
         let id = k.value().4;
         let records = txn.open_table(RECORDS).map_err(db_err)?;
-        records
-            .get(id)
-            .map_err(db_err)?
-            .map(|v| decode_record(id, v.value()))
-            .transpose()
+        records.get(id).map_err(db_err)?.map(|v| decode_record(id, v.value())).transpose()
     }
 
     pub fn query(&self, q: &Query) -> Result<Page, IndexError> {
@@ -310,30 +274,18 @@ impl Index {
         let mut ids: Vec<(u64, u128)> = Vec::with_capacity(q.limit + 1);
         let (mut lo, mut hi) = ((q.start_ms, 0u128), (q.end_ms, u128::MAX));
         if let Some((ts, id)) = q.cursor {
-            if q.descending {
-                hi = hi.min((ts, id.0))
-            } else {
-                lo = lo.max((ts, id.0))
-            }
+            if q.descending { hi = hi.min((ts, id.0)) } else { lo = lo.max((ts, id.0)) }
         }
         if lo > hi {
-            return Ok(Page {
-                records: Vec::new(),
-                next: None,
-            });
+            return Ok(Page { records: Vec::new(), next: None });
         }
         match &q.stream {
             Some(stream) => {
                 let t = txn.open_table(BY_STREAM).map_err(db_err)?;
                 let (d, a, s) = (q.domain.as_str(), q.app.as_str(), stream.as_str());
-                let range = t
-                    .range((d, a, s, lo.0, lo.1)..=(d, a, s, hi.0, hi.1))
-                    .map_err(db_err)?;
-                let keys: Box<dyn Iterator<Item = _>> = if q.descending {
-                    Box::new(range.rev())
-                } else {
-                    Box::new(range)
-                };
+                let range = t.range((d, a, s, lo.0, lo.1)..=(d, a, s, hi.0, hi.1)).map_err(db_err)?;
+                let keys: Box<dyn Iterator<Item = _>> =
+                    if q.descending { Box::new(range.rev()) } else { Box::new(range) };
                 for item in keys.take(q.limit + 1) {
                     let (k, _) = item.map_err(db_err)?;
                     let k = k.value();
@@ -343,14 +295,9 @@ impl Index {
             None => {
                 let t = txn.open_table(BY_APP).map_err(db_err)?;
                 let (d, a) = (q.domain.as_str(), q.app.as_str());
-                let range = t
-                    .range((d, a, lo.0, lo.1)..=(d, a, hi.0, hi.1))
-                    .map_err(db_err)?;
-                let keys: Box<dyn Iterator<Item = _>> = if q.descending {
-                    Box::new(range.rev())
-                } else {
-                    Box::new(range)
-                };
+                let range = t.range((d, a, lo.0, lo.1)..=(d, a, hi.0, hi.1)).map_err(db_err)?;
+                let keys: Box<dyn Iterator<Item = _>> =
+                    if q.descending { Box::new(range.rev()) } else { Box::new(range) };
                 for item in keys.take(q.limit + 1) {
                     let (k, _) = item.map_err(db_err)?;
                     let k = k.value();
@@ -364,9 +311,10 @@ impl Index {
         });
         let mut out = Vec::with_capacity(ids.len());
         for (_, id) in ids {
-            let v = records.get(id).map_err(db_err)?.ok_or_else(|| {
-                IndexError::Corrupt(format!("secondary index names missing record {id:032x}"))
-            })?;
+            let v = records
+                .get(id)
+                .map_err(db_err)?
+                .ok_or_else(|| IndexError::Corrupt(format!("secondary index names missing record {id:032x}")))?;
             out.push(decode_record(id, v.value())?);
         }
         Ok(Page { records: out, next })
@@ -405,8 +353,8 @@ impl Index {
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
-            let intent: Intent = postcard::from_bytes(v.value())
-                .map_err(|e| IndexError::Corrupt(format!("intent: {e}")))?;
+            let intent: Intent =
+                postcard::from_bytes(v.value()).map_err(|e| IndexError::Corrupt(format!("intent: {e}")))?;
             out.push((RecordId(k.value()), intent));
         }
         Ok(out)

@@ -7,33 +7,18 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::{
-    BY_APP, BY_STREAM, INTENTS, IndexError, Intent, OVERLAYS, PLUGIN_STATE, RECORDS, Record,
-    RecordId, SEQUENCES, db, decode_record, encode_record,
+    BY_APP, BY_STREAM, INTENTS, IndexError, Intent, OVERLAYS, PLUGIN_STATE, RECORDS, Record, RecordId, SEQUENCES, db,
+    decode_record, encode_record,
 };
 
 /// Operations per commit at most.
 const MAX_BATCH: usize = 256;
 
 pub(super) enum Op {
-    Reserve {
-        id: RecordId,
-        intent: Intent,
-        reply: oneshot::Sender<Result<u64, IndexError>>,
-    },
-    Commit {
-        intent: RecordId,
-        records: Vec<Record>,
-        reply: oneshot::Sender<Result<Vec<Record>, IndexError>>,
-    },
-    Abandon {
-        intent: RecordId,
-        reply: oneshot::Sender<Result<(), IndexError>>,
-    },
-    State {
-        domain: String,
-        writes: Vec<(String, Option<Vec<u8>>)>,
-        reply: oneshot::Sender<Result<(), IndexError>>,
-    },
+    Reserve { id: RecordId, intent: Intent, reply: oneshot::Sender<Result<u64, IndexError>> },
+    Commit { intent: RecordId, records: Vec<Record>, reply: oneshot::Sender<Result<Vec<Record>, IndexError>> },
+    Abandon { intent: RecordId, reply: oneshot::Sender<Result<(), IndexError>> },
+    State { domain: String, writes: Vec<(String, Option<Vec<u8>>)>, reply: oneshot::Sender<Result<(), IndexError>> },
 }
 
 pub(super) struct Handle {
@@ -43,11 +28,7 @@ pub(super) struct Handle {
 
 impl Handle {
     pub(super) fn send(&self, op: Op) -> Result<(), IndexError> {
-        self.tx
-            .as_ref()
-            .ok_or(IndexError::Stopped)?
-            .send(op)
-            .map_err(|_| IndexError::Stopped)
+        self.tx.as_ref().ok_or(IndexError::Stopped)?.send(op).map_err(|_| IndexError::Stopped)
     }
 
     pub(super) fn close(mut self) {
@@ -75,25 +56,13 @@ pub(super) fn start(db: Arc<Database>) -> Handle {
             }
         })
         .expect("spawn index writer thread");
-    Handle {
-        tx: Some(tx),
-        thread: Some(thread),
-    }
+    Handle { tx: Some(tx), thread: Some(thread) }
 }
 
 enum Done {
-    Reserve(
-        oneshot::Sender<Result<u64, IndexError>>,
-        Result<u64, IndexError>,
-    ),
-    Commit(
-        oneshot::Sender<Result<Vec<Record>, IndexError>>,
-        Result<Vec<Record>, IndexError>,
-    ),
-    Unit(
-        oneshot::Sender<Result<(), IndexError>>,
-        Result<(), IndexError>,
-    ),
+    Reserve(oneshot::Sender<Result<u64, IndexError>>, Result<u64, IndexError>),
+    Commit(oneshot::Sender<Result<Vec<Record>, IndexError>>, Result<Vec<Record>, IndexError>),
+    Unit(oneshot::Sender<Result<(), IndexError>>, Result<(), IndexError>),
 }
 
 fn run_batch(db: &Database, batch: Vec<Op>) {
@@ -113,17 +82,9 @@ fn run_batch(db: &Database, batch: Vec<Op>) {
         let savepoint = txn.ephemeral_savepoint().ok();
         let d = match op {
             Op::Reserve { id, intent, reply } => Done::Reserve(reply, reserve(&txn, id, &intent)),
-            Op::Commit {
-                intent,
-                records,
-                reply,
-            } => Done::Commit(reply, commit(&txn, intent, records)),
+            Op::Commit { intent, records, reply } => Done::Commit(reply, commit(&txn, intent, records)),
             Op::Abandon { intent, reply } => Done::Unit(reply, abandon(&txn, intent)),
-            Op::State {
-                domain,
-                writes,
-                reply,
-            } => Done::Unit(reply, state(&txn, &domain, &writes)),
+            Op::State { domain, writes, reply } => Done::Unit(reply, state(&txn, &domain, &writes)),
         };
         let failed = match &d {
             Done::Reserve(_, r) => r.is_err(),
@@ -163,34 +124,16 @@ fn fail(op: Op, msg: &str) {
 
 fn reserve(txn: &WriteTransaction, id: RecordId, intent: &Intent) -> Result<u64, IndexError> {
     let mut seqs = txn.open_table(SEQUENCES).map_err(db)?;
-    let key = (
-        intent.domain.as_str(),
-        intent.app.as_str(),
-        intent.stream.as_str(),
-    );
+    let key = (intent.domain.as_str(), intent.app.as_str(), intent.stream.as_str());
     let next = seqs.get(key).map_err(db)?.map_or(0, |v| v.value());
     seqs.insert(key, next + 1).map_err(db)?;
-    let intent = Intent {
-        sequence: next,
-        ..intent.clone()
-    };
+    let intent = Intent { sequence: next, ..intent.clone() };
     let mut intents = txn.open_table(INTENTS).map_err(db)?;
-    intents
-        .insert(
-            id.0,
-            postcard::to_stdvec(&intent)
-                .expect("encode intent")
-                .as_slice(),
-        )
-        .map_err(db)?;
+    intents.insert(id.0, postcard::to_stdvec(&intent).expect("encode intent").as_slice()).map_err(db)?;
     Ok(next)
 }
 
-fn commit(
-    txn: &WriteTransaction,
-    intent: RecordId,
-    records: Vec<Record>,
-) -> Result<Vec<Record>, IndexError> {
+fn commit(txn: &WriteTransaction, intent: RecordId, records: Vec<Record>) -> Result<Vec<Record>, IndexError> {
     let mut recs = txn.open_table(RECORDS).map_err(db)?;
     let mut by_stream = txn.open_table(BY_STREAM).map_err(db)?;
     let mut by_app = txn.open_table(BY_APP).map_err(db)?;
@@ -198,19 +141,10 @@ fn commit(
     let mut stored = Vec::with_capacity(records.len());
     for mut r in records {
         if r.is_overlay {
-            let okey = (
-                r.domain.as_str(),
-                r.app.as_str(),
-                r.stream.as_str(),
-                r.key.as_str(),
-            );
+            let okey = (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.key.as_str());
             let old_id = overlays.get(okey).map_err(db)?.map(|v| v.value());
             if let Some(old_id) = old_id {
-                let old = recs
-                    .remove(old_id)
-                    .map_err(db)?
-                    .map(|v| decode_record(old_id, v.value()))
-                    .transpose()?;
+                let old = recs.remove(old_id).map_err(db)?.map(|v| decode_record(old_id, v.value())).transpose()?;
                 if let Some(old) = old {
                     by_stream
                         .remove((
@@ -222,65 +156,30 @@ fn commit(
                         ))
                         .map_err(db)?;
                     by_app
-                        .remove((
-                            old.domain.as_str(),
-                            old.app.as_str(),
-                            old.create_timestamp_ms,
-                            old_id,
-                        ))
+                        .remove((old.domain.as_str(), old.app.as_str(), old.create_timestamp_ms, old_id))
                         .map_err(db)?;
                 }
                 r.id = RecordId(old_id);
             }
             overlays.insert(okey, r.id.0).map_err(db)?;
         }
-        recs.insert(r.id.0, encode_record(&r).as_slice())
-            .map_err(db)?;
+        recs.insert(r.id.0, encode_record(&r).as_slice()).map_err(db)?;
         by_stream
-            .insert(
-                (
-                    r.domain.as_str(),
-                    r.app.as_str(),
-                    r.stream.as_str(),
-                    r.create_timestamp_ms,
-                    r.id.0,
-                ),
-                (),
-            )
+            .insert((r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.create_timestamp_ms, r.id.0), ())
             .map_err(db)?;
-        by_app
-            .insert(
-                (
-                    r.domain.as_str(),
-                    r.app.as_str(),
-                    r.create_timestamp_ms,
-                    r.id.0,
-                ),
-                (),
-            )
-            .map_err(db)?;
+        by_app.insert((r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms, r.id.0), ()).map_err(db)?;
         stored.push(r);
     }
-    txn.open_table(INTENTS)
-        .map_err(db)?
-        .remove(intent.0)
-        .map_err(db)?;
+    txn.open_table(INTENTS).map_err(db)?.remove(intent.0).map_err(db)?;
     Ok(stored)
 }
 
 fn abandon(txn: &WriteTransaction, intent: RecordId) -> Result<(), IndexError> {
-    txn.open_table(INTENTS)
-        .map_err(db)?
-        .remove(intent.0)
-        .map_err(db)?;
+    txn.open_table(INTENTS).map_err(db)?.remove(intent.0).map_err(db)?;
     Ok(())
 }
 
-fn state(
-    txn: &WriteTransaction,
-    domain: &str,
-    writes: &[(String, Option<Vec<u8>>)],
-) -> Result<(), IndexError> {
+fn state(txn: &WriteTransaction, domain: &str, writes: &[(String, Option<Vec<u8>>)]) -> Result<(), IndexError> {
     let mut t = txn.open_table(PLUGIN_STATE).map_err(db)?;
     for (k, v) in writes {
         match v {
@@ -378,15 +277,8 @@ mod tests {
         let unique: std::collections::BTreeSet<_> = seen.iter().collect();
         assert_eq!(unique.len(), 6);
         // The whole app, newest first.
-        let page = index
-            .query(&Query {
-                stream: None,
-                descending: true,
-                limit: 10,
-                cursor: None,
-                ..q.clone()
-            })
-            .unwrap();
+        let page =
+            index.query(&Query { stream: None, descending: true, limit: 10, cursor: None, ..q.clone() }).unwrap();
         let ts: Vec<u64> = page.records.iter().map(|r| r.create_timestamp_ms).collect();
         assert_eq!(ts, vec![3000, 3000, 2000, 2000, 2000, 1000]);
         index.close();

@@ -63,18 +63,12 @@ pub(crate) fn decode_all(mut buf: &[u8]) -> Result<Vec<Value>, AmfError> {
 }
 
 fn need(buf: &[u8], n: usize) -> Result<(), AmfError> {
-    if buf.len() < n {
-        Err(AmfError::Truncated)
-    } else {
-        Ok(())
-    }
+    if buf.len() < n { Err(AmfError::Truncated) } else { Ok(()) }
 }
 
 fn string(buf: &mut &[u8], len: usize) -> Result<String, AmfError> {
     need(buf, len)?;
-    let s = std::str::from_utf8(&buf[..len])
-        .map_err(|_| AmfError::Utf8)?
-        .to_owned();
+    let s = std::str::from_utf8(&buf[..len]).map_err(|_| AmfError::Utf8)?.to_owned();
     buf.advance(len);
     Ok(s)
 }
@@ -190,12 +184,7 @@ pub(crate) fn encode(out: &mut BytesMut, v: &Value) {
 
 /// Builds an object from string keys.
 pub(crate) fn object(props: &[(&str, Value)]) -> Value {
-    Value::Object(
-        props
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect(),
-    )
+    Value::Object(props.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect())
 }
 
 #[cfg(test)]
@@ -207,11 +196,7 @@ mod tests {
         let values = vec![
             Value::String("connect".into()),
             Value::Number(1.0),
-            object(&[
-                ("app", Value::String("live".into())),
-                ("n", Value::Null),
-                ("b", Value::Bool(true)),
-            ]),
+            object(&[("app", Value::String("live".into())), ("n", Value::Null), ("b", Value::Bool(true))]),
             Value::Undefined,
             Value::Array(vec![Value::Number(2.5)]),
         ];
@@ -224,18 +209,10 @@ mod tests {
 
     #[test]
     fn hostile_input_is_an_error() {
-        assert_eq!(
-            decode_all(&[0x02, 0x00, 0x05, b'a']),
-            Err(AmfError::Truncated)
-        );
+        assert_eq!(decode_all(&[0x02, 0x00, 0x05, b'a']), Err(AmfError::Truncated));
         assert_eq!(decode_all(&[0x11]), Err(AmfError::Marker(0x11)));
-        let deep: Vec<u8> = std::iter::repeat_n([0x0a, 0, 0, 0, 1], 100)
-            .flatten()
-            .collect();
+        let deep: Vec<u8> = std::iter::repeat_n([0x0a, 0, 0, 0, 1], 100).flatten().collect();
         assert_eq!(decode_all(&deep), Err(AmfError::TooDeep));
-        assert_eq!(
-            decode_all(&[0x0a, 0xff, 0xff, 0xff, 0xff]),
-            Err(AmfError::Truncated)
-        );
+        assert_eq!(decode_all(&[0x0a, 0xff, 0xff, 0xff, 0xff]), Err(AmfError::Truncated));
     }
 }

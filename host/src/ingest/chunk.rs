@@ -66,10 +66,7 @@ pub(crate) struct ChunkReader {
 
 impl ChunkReader {
     pub(crate) fn new() -> Self {
-        ChunkReader {
-            chunk_size: 128,
-            streams: HashMap::new(),
-        }
+        ChunkReader { chunk_size: 128, streams: HashMap::new() }
     }
 
     pub(crate) fn set_chunk_size(&mut self, size: u32) -> Result<(), ChunkError> {
@@ -107,11 +104,7 @@ impl ChunkReader {
                 return Err(ChunkError::NoHeader(csid));
             }
             let h = &buf[basic_len..basic_len + header_len];
-            let ts_field = if header_len >= 3 {
-                u32::from_be_bytes([0, h[0], h[1], h[2]])
-            } else {
-                0
-            };
+            let ts_field = if header_len >= 3 { u32::from_be_bytes([0, h[0], h[1], h[2]]) } else { 0 };
             let mut length = cs.length;
             if header_len >= 7 {
                 length = u32::from_be_bytes([0, h[3], h[4], h[5]]);
@@ -212,10 +205,7 @@ fn basic_header(buf: &[u8]) -> Option<(u32, usize)> {
     let b0 = *buf.first()?;
     match b0 & 0x3f {
         0 => Some((64 + u32::from(*buf.get(1)?), 2)),
-        1 => Some((
-            64 + u32::from(*buf.get(1)?) + 256 * u32::from(*buf.get(2)?),
-            3,
-        )),
+        1 => Some((64 + u32::from(*buf.get(1)?) + 256 * u32::from(*buf.get(2)?), 3)),
         id => Some((u32::from(id), 1)),
     }
 }
@@ -275,15 +265,7 @@ mod tests {
         let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
         let mut out = BytesMut::new();
         write_message(&mut out, 6, types::VIDEO, 1, 40, &payload, 128);
-        write_message(
-            &mut out,
-            6,
-            types::VIDEO,
-            1,
-            0x0100_0000,
-            &payload[..300],
-            128,
-        );
+        write_message(&mut out, 6, types::VIDEO, 1, 0x0100_0000, &payload[..300], 128);
         write_message(&mut out, 4, types::AUDIO, 1, 7, b"abc", 128);
         let msgs = read_all(&mut ChunkReader::new(), &out);
         assert_eq!(msgs.len(), 3);
@@ -291,10 +273,7 @@ mod tests {
         assert_eq!(msgs[0].timestamp, 40);
         assert_eq!(msgs[1].timestamp, 0x0100_0000);
         assert_eq!(&msgs[1].payload[..], &payload[..300]);
-        assert_eq!(
-            (msgs[2].type_id, msgs[2].timestamp, &msgs[2].payload[..]),
-            (types::AUDIO, 7, &b"abc"[..])
-        );
+        assert_eq!((msgs[2].type_id, msgs[2].timestamp, &msgs[2].payload[..]), (types::AUDIO, 7, &b"abc"[..]));
     }
 
     #[test]
@@ -314,10 +293,7 @@ mod tests {
         let mut buf = BytesMut::from(&[0xc5u8, 1, 2, 3][..]);
         assert_eq!(r.read(&mut buf).unwrap_err(), ChunkError::NoHeader(5));
         let mut buf = BytesMut::from(&[0x05u8, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0][..]);
-        assert!(matches!(
-            ChunkReader::new().read(&mut buf),
-            Err(ChunkError::TooLarge(_))
-        ));
+        assert!(matches!(ChunkReader::new().read(&mut buf), Err(ChunkError::TooLarge(_))));
         assert!(ChunkReader::new().set_chunk_size(0).is_err());
     }
 }

@@ -41,10 +41,7 @@ pub(crate) fn parse_video(tag: &Bytes) -> Result<VideoTag, FlvError> {
     if b0 & 0x80 != 0 {
         // Enhanced RTMP: a FourCC follows the header byte.
         let fourcc = tag.get(1..5).ok_or(FlvError::Truncated)?;
-        return Err(FlvError::Unsupported(format!(
-            "{:?} (Enhanced RTMP)",
-            String::from_utf8_lossy(fourcc)
-        )));
+        return Err(FlvError::Unsupported(format!("{:?} (Enhanced RTMP)", String::from_utf8_lossy(fourcc))));
     }
     let frame_type = b0 >> 4;
     let codec = b0 & 0x0f;
@@ -58,9 +55,7 @@ pub(crate) fn parse_video(tag: &Bytes) -> Result<VideoTag, FlvError> {
             12 => "HEVC (legacy codec id 12)",
             _ => "unknown",
         };
-        return Err(FlvError::Unsupported(format!(
-            "{name} (FLV codec id {codec})"
-        )));
+        return Err(FlvError::Unsupported(format!("{name} (FLV codec id {codec})")));
     }
     if frame_type == 5 {
         return Ok(VideoTag::Ignored);
@@ -70,10 +65,7 @@ pub(crate) fn parse_video(tag: &Bytes) -> Result<VideoTag, FlvError> {
     }
     match tag[1] {
         0 => Ok(VideoTag::AvcConfig(parse_config(&tag[5..])?)),
-        1 => Ok(VideoTag::AvcFrame {
-            keyframe: frame_type == 1,
-            nalus: tag.slice(5..),
-        }),
+        1 => Ok(VideoTag::AvcFrame { keyframe: frame_type == 1, nalus: tag.slice(5..) }),
         _ => Ok(VideoTag::Ignored),
     }
 }
@@ -93,24 +85,16 @@ fn parse_config(rec: &[u8]) -> Result<AvcConfig, FlvError> {
     let mut annexb = Vec::with_capacity(rec.len() + 16);
     let mut pos = 5;
     for (kind, mask, want_type) in [("SPS", 0x1f, 7u8), ("PPS", 0xff, 8u8)] {
-        let count = usize::from(
-            *rec.get(pos)
-                .ok_or(BadConfig("parameter set count missing"))?
-                & mask,
-        );
+        let count = usize::from(*rec.get(pos).ok_or(BadConfig("parameter set count missing"))? & mask);
         pos += 1;
         if count == 0 {
             return Err(BadConfig(if kind == "SPS" { "no SPS" } else { "no PPS" }));
         }
         for _ in 0..count {
-            let len = rec
-                .get(pos..pos + 2)
-                .ok_or(BadConfig("parameter set length missing"))?;
+            let len = rec.get(pos..pos + 2).ok_or(BadConfig("parameter set length missing"))?;
             let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
             pos += 2;
-            let nal = rec
-                .get(pos..pos + len)
-                .ok_or(BadConfig("parameter set truncated"))?;
+            let nal = rec.get(pos..pos + len).ok_or(BadConfig("parameter set truncated"))?;
             if len == 0 || nal[0] & 0x1f != want_type {
                 return Err(BadConfig("parameter set of the wrong NAL type"));
             }
@@ -119,10 +103,7 @@ fn parse_config(rec: &[u8]) -> Result<AvcConfig, FlvError> {
             pos += len;
         }
     }
-    Ok(AvcConfig {
-        length_size,
-        annexb: Bytes::from(annexb),
-    })
+    Ok(AvcConfig { length_size, annexb: Bytes::from(annexb) })
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -146,9 +127,7 @@ pub(crate) fn keyframe_job(config: &AvcConfig, nalus: &[u8]) -> Result<Vec<u8>, 
         if rest.len() < n {
             return Err(KeyframeError::Lengths);
         }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| acc << 8 | usize::from(*b));
+        let len = rest[..n].iter().fold(0usize, |acc, b| acc << 8 | usize::from(*b));
         rest = &rest[n..];
         if len == 0 || len > rest.len() {
             return Err(KeyframeError::Lengths);
@@ -157,7 +136,7 @@ pub(crate) fn keyframe_job(config: &AvcConfig, nalus: &[u8]) -> Result<Vec<u8>, 
         match nal[0] & 0x1f {
             5 => idr = true,
             // In-band parameter sets would override the stream's own config.
-            7 | 8 | 9 => {
+            7..=9 => {
                 rest = &rest[len..];
                 continue;
             }
@@ -178,9 +157,7 @@ mod tests {
     use super::*;
 
     fn config_record() -> Vec<u8> {
-        let mut r = vec![
-            1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 3, 0x67, 1, 2, 1, 0, 2, 0x68, 9,
-        ];
+        let mut r = vec![1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 3, 0x67, 1, 2, 1, 0, 2, 0x68, 9];
         r.truncate(16);
         r
     }
@@ -189,64 +166,35 @@ mod tests {
     fn config_and_keyframe() {
         let mut tag = vec![0x17, 0, 0, 0, 0];
         tag.extend(config_record());
-        let VideoTag::AvcConfig(cfg) = parse_video(&Bytes::from(tag)).unwrap() else {
-            panic!()
-        };
+        let VideoTag::AvcConfig(cfg) = parse_video(&Bytes::from(tag)).unwrap() else { panic!() };
         assert_eq!(cfg.length_size, 4);
-        assert_eq!(
-            &cfg.annexb[..],
-            &[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 9]
-        );
+        assert_eq!(&cfg.annexb[..], &[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 9]);
 
         let frame = [0, 0, 0, 2, 0x06, 0xaa, 0, 0, 0, 3, 0x65, 1, 2];
         let job = keyframe_job(&cfg, &frame).unwrap();
-        assert_eq!(
-            &job[13..],
-            &[0, 0, 0, 1, 0x06, 0xaa, 0, 0, 0, 1, 0x65, 1, 2]
-        );
+        assert_eq!(&job[13..], &[0, 0, 0, 1, 0x06, 0xaa, 0, 0, 0, 1, 0x65, 1, 2]);
     }
 
     #[test]
     fn bad_keyframes() {
-        let cfg = AvcConfig {
-            length_size: 4,
-            annexb: Bytes::from_static(&[0, 0, 0, 1, 0x67]),
-        };
+        let cfg = AvcConfig { length_size: 4, annexb: Bytes::from_static(&[0, 0, 0, 1, 0x67]) };
         // length runs past the end
-        assert_eq!(
-            keyframe_job(&cfg, &[0, 0, 0, 9, 0x65, 1]),
-            Err(KeyframeError::Lengths)
-        );
+        assert_eq!(keyframe_job(&cfg, &[0, 0, 0, 9, 0x65, 1]), Err(KeyframeError::Lengths));
         // trailing bytes that are not a whole NAL
-        assert_eq!(
-            keyframe_job(&cfg, &[0, 0, 0, 1, 0x65, 0, 0]),
-            Err(KeyframeError::Lengths)
-        );
+        assert_eq!(keyframe_job(&cfg, &[0, 0, 0, 1, 0x65, 0, 0]), Err(KeyframeError::Lengths));
         // a non-IDR slice flagged as keyframe
-        assert_eq!(
-            keyframe_job(&cfg, &[0, 0, 0, 2, 0x41, 1]),
-            Err(KeyframeError::NoIdr)
-        );
+        assert_eq!(keyframe_job(&cfg, &[0, 0, 0, 2, 0x41, 1]), Err(KeyframeError::NoIdr));
         assert_eq!(keyframe_job(&cfg, &[]), Err(KeyframeError::NoIdr));
     }
 
     #[test]
     fn codecs() {
-        assert!(matches!(
-            parse_video(&Bytes::from_static(&[0x12, 0])),
-            Err(FlvError::Unsupported(_))
-        ));
+        assert!(matches!(parse_video(&Bytes::from_static(&[0x12, 0])), Err(FlvError::Unsupported(_))));
         assert!(matches!(
             parse_video(&Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1'])),
             Err(FlvError::Unsupported(_))
         ));
-        assert!(matches!(
-            parse_video(&Bytes::from_static(&[0x17, 0, 0, 0, 0, 2])),
-            Err(FlvError::BadConfig(_))
-        ));
-        assert!(matches!(
-            parse_video(&Bytes::from_static(&[0x17])),
-            Err(FlvError::Truncated)
-        ));
+        assert!(matches!(parse_video(&Bytes::from_static(&[0x17, 0, 0, 0, 0, 2])), Err(FlvError::BadConfig(_))));
+        assert!(matches!(parse_video(&Bytes::from_static(&[0x17])), Err(FlvError::Truncated)));
     }
 }

@@ -76,20 +76,14 @@ pub(crate) struct Claim {
 
 impl Claim {
     pub(crate) fn touch(&self) {
-        self.last_media.store(
-            self.ingest.epoch.elapsed().as_millis() as u64,
-            Ordering::Relaxed,
-        );
+        self.last_media.store(self.ingest.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut live = self.ingest.live.lock().unwrap();
-        if live
-            .get(&self.key)
-            .is_some_and(|e| e.session == self.session)
-        {
+        if live.get(&self.key).is_some_and(|e| e.session == self.session) {
             live.remove(&self.key);
             self.ingest.metrics.live_streams.dec();
         }
@@ -97,11 +91,7 @@ impl Drop for Claim {
 }
 
 impl Ingest {
-    pub fn new(
-        settings: Arc<Settings>,
-        queue: Sender<CaptureJob>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
+    pub fn new(settings: Arc<Settings>, queue: Sender<CaptureJob>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Ingest {
             settings,
             queue,
@@ -113,12 +103,7 @@ impl Ingest {
     }
 
     /// Accepts connections until `cancel`; each runs in its own tracked task.
-    pub async fn run(
-        self: Arc<Self>,
-        listener: TcpListener,
-        cancel: CancellationToken,
-        tracker: TaskTracker,
-    ) {
+    pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker) {
         loop {
             let (socket, peer) = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -148,11 +133,7 @@ impl Ingest {
 
     /// Claims a stream for a new publisher: refused while another session
     /// sends media; a session silent for [`DEAD_AFTER`] is taken over.
-    pub(crate) fn claim(
-        self: &Arc<Self>,
-        info: Arc<StreamInfo>,
-        stats: Arc<StreamStats>,
-    ) -> Result<Claim, Refusal> {
+    pub(crate) fn claim(self: &Arc<Self>, info: Arc<StreamInfo>, stats: Arc<StreamStats>) -> Result<Claim, Refusal> {
         let key = (info.domain.clone(), info.app.clone(), info.stream.clone());
         let now = self.epoch.elapsed().as_millis() as u64;
         let mut live = self.live.lock().unwrap();
@@ -183,13 +164,7 @@ impl Ingest {
                 since: SystemTime::now(),
             },
         );
-        Ok(Claim {
-            ingest: self.clone(),
-            key,
-            session: info.session,
-            last_media,
-            evicted: evict,
-        })
+        Ok(Claim { ingest: self.clone(), key, session: info.session, last_media, evicted: evict })
     }
 
     /// The live streams of a domain.
@@ -198,11 +173,7 @@ impl Ingest {
         let mut out: Vec<LiveStream> = live
             .iter()
             .filter(|(k, _)| k.0 == domain)
-            .map(|(_, e)| LiveStream {
-                info: e.info.clone(),
-                stats: e.stats.clone(),
-                since: e.since,
-            })
+            .map(|(_, e)| LiveStream { info: e.info.clone(), stats: e.stats.clone(), since: e.since })
             .collect();
         out.sort_by(|a, b| (&a.info.app, &a.info.stream).cmp(&(&b.info.app, &b.info.stream)));
         out
@@ -247,11 +218,12 @@ pub(crate) fn resolve_domain(
     {
         return Ok(host.to_owned());
     }
-    config
-        .server
-        .default_domain
-        .clone()
-        .ok_or_else(|| format!("no domain: no vhost parameter, tcUrl host {:?} is not configured, and no default_domain", tc_url.and_then(tc_url_host).unwrap_or("")))
+    config.server.default_domain.clone().ok_or_else(|| {
+        format!(
+            "no domain: no vhost parameter, tcUrl host {:?} is not configured, and no default_domain",
+            tc_url.and_then(tc_url_host).unwrap_or("")
+        )
+    })
 }
 
 /// `rtmp://host[:port]/app...` → `host`.
@@ -288,14 +260,8 @@ mod tests {
 
     #[test]
     fn tc_url_hosts() {
-        assert_eq!(
-            tc_url_host("rtmp://push.example.com/live"),
-            Some("push.example.com")
-        );
-        assert_eq!(
-            tc_url_host("rtmp://push.example.com:1935/live?x=1"),
-            Some("push.example.com")
-        );
+        assert_eq!(tc_url_host("rtmp://push.example.com/live"), Some("push.example.com"));
+        assert_eq!(tc_url_host("rtmp://push.example.com:1935/live?x=1"), Some("push.example.com"));
         assert_eq!(tc_url_host("rtmp://127.0.0.1:1935"), Some("127.0.0.1"));
         assert_eq!(tc_url_host("rtmp://[::1]:1935/live"), Some("::1"));
         assert_eq!(tc_url_host("nonsense"), None);
@@ -314,21 +280,11 @@ default_domain = "localhost"
 [domains."push.example.com"]
 "#;
         let mut c = crate::config::Config::parse(text).unwrap();
-        let r =
-            |v: Option<&str>, t: Option<&str>, c: &crate::config::Config| resolve_domain(c, v, t);
-        assert_eq!(
-            r(Some("push.example.com"), Some("rtmp://localhost/live"), &c),
-            Ok("push.example.com".into())
-        );
+        let r = |v: Option<&str>, t: Option<&str>, c: &crate::config::Config| resolve_domain(c, v, t);
+        assert_eq!(r(Some("push.example.com"), Some("rtmp://localhost/live"), &c), Ok("push.example.com".into()));
         assert!(r(Some("nope.example.com"), None, &c).is_err());
-        assert_eq!(
-            r(None, Some("rtmp://push.example.com:1935/live"), &c),
-            Ok("push.example.com".into())
-        );
-        assert_eq!(
-            r(None, Some("rtmp://127.0.0.1:1935/live"), &c),
-            Ok("localhost".into())
-        );
+        assert_eq!(r(None, Some("rtmp://push.example.com:1935/live"), &c), Ok("push.example.com".into()));
+        assert_eq!(r(None, Some("rtmp://127.0.0.1:1935/live"), &c), Ok("localhost".into()));
         c.server.default_domain = None;
         assert!(r(None, Some("rtmp://127.0.0.1:1935/live"), &c).is_err());
     }

@@ -80,12 +80,7 @@ struct Session {
     ack_window: u64,
 }
 
-pub(super) async fn serve(
-    ingest: Arc<Ingest>,
-    mut socket: TcpStream,
-    peer: SocketAddr,
-    cancel: CancellationToken,
-) {
+pub(super) async fn serve(ingest: Arc<Ingest>, mut socket: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
     let id = ingest.new_session_id();
     let mut session = Session {
         ingest: ingest.clone(),
@@ -105,10 +100,8 @@ pub(super) async fn serve(
         Ok(()) => tracing::debug!(%peer, session = id, "rtmp connection closed"),
         Err(e) => {
             ingest.metrics.rejected(e.reason());
-            let stream = session
-                .publishing
-                .as_ref()
-                .map(|p| format!("{}/{}/{}", p.claim.key.0, p.claim.key.1, p.claim.key.2));
+            let stream =
+                session.publishing.as_ref().map(|p| format!("{}/{}/{}", p.claim.key.0, p.claim.key.1, p.claim.key.2));
             match e {
                 SessionError::Io(_) => {
                     tracing::info!(%peer, session = id, stream, error = %e, "rtmp connection closed")
@@ -127,11 +120,7 @@ pub(super) async fn serve(
 }
 
 impl Session {
-    async fn run(
-        &mut self,
-        socket: &mut TcpStream,
-        cancel: CancellationToken,
-    ) -> Result<(), SessionError> {
+    async fn run(&mut self, socket: &mut TcpStream, cancel: CancellationToken) -> Result<(), SessionError> {
         tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(socket))
             .await
             .map_err(|_| SessionError::Handshake("timed out"))??;
@@ -140,11 +129,7 @@ impl Session {
             if buf.capacity() - buf.len() < 16 * 1024 {
                 buf.reserve(64 * 1024);
             }
-            let evicted = self
-                .publishing
-                .as_ref()
-                .map(|p| p.claim.evicted.clone())
-                .unwrap_or_default();
+            let evicted = self.publishing.as_ref().map(|p| p.claim.evicted.clone()).unwrap_or_default();
             let n = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = evicted.cancelled() => return Err(SessionError::Refused("taken over by a new publisher after 10 s without media".into())),
@@ -167,15 +152,7 @@ impl Session {
             if self.received - self.acked >= self.ack_window {
                 self.acked = self.received;
                 let seq = (self.received & 0xffff_ffff) as u32;
-                chunk::write_message(
-                    &mut self.out,
-                    2,
-                    types::ACK,
-                    0,
-                    0,
-                    &seq.to_be_bytes(),
-                    OUT_CHUNK_SIZE,
-                );
+                chunk::write_message(&mut self.out, 2, types::ACK, 0, 0, &seq.to_be_bytes(), OUT_CHUNK_SIZE);
             }
             if !self.out.is_empty() {
                 socket.write_all(&self.out).await?;
@@ -199,30 +176,20 @@ impl Session {
                 return self.on_command(msg.payload.get(1..).unwrap_or_default(), msg.stream_id);
             }
             types::SET_CHUNK_SIZE => {
-                let size = msg
-                    .payload
-                    .get(..4)
-                    .ok_or(SessionError::Protocol("short SetChunkSize".into()))?;
-                self.reader
-                    .set_chunk_size(u32::from_be_bytes(size.try_into().unwrap()))?;
+                let size = msg.payload.get(..4).ok_or(SessionError::Protocol("short SetChunkSize".into()))?;
+                self.reader.set_chunk_size(u32::from_be_bytes(size.try_into().unwrap()))?;
             }
             types::ABORT => {
                 if let Some(csid) = msg.payload.get(..4) {
-                    self.reader
-                        .abort(u32::from_be_bytes(csid.try_into().unwrap()));
+                    self.reader.abort(u32::from_be_bytes(csid.try_into().unwrap()));
                 }
             }
             types::WINDOW_ACK_SIZE => {
                 if let Some(w) = msg.payload.get(..4) {
-                    self.ack_window =
-                        u64::from(u32::from_be_bytes(w.try_into().unwrap()).max(4096));
+                    self.ack_window = u64::from(u32::from_be_bytes(w.try_into().unwrap()).max(4096));
                 }
             }
-            types::ACK
-            | types::USER_CONTROL
-            | types::SET_PEER_BANDWIDTH
-            | types::DATA_AMF0
-            | types::DATA_AMF3 => {}
+            types::ACK | types::USER_CONTROL | types::SET_PEER_BANDWIDTH | types::DATA_AMF0 | types::DATA_AMF3 => {}
             other => tracing::debug!(peer = %self.peer, type_id = other, "ignoring rtmp message"),
         }
         Ok(true)
@@ -287,16 +254,8 @@ impl Session {
                 }
                 p.avc = Some(cfg);
             }
-            VideoTag::AvcFrame {
-                keyframe: true,
-                nalus,
-            } => {
-                tracing::trace!(
-                    session = self.id,
-                    media_ts = msg.timestamp,
-                    bytes = nalus.len(),
-                    "keyframe"
-                );
+            VideoTag::AvcFrame { keyframe: true, nalus } => {
+                tracing::trace!(session = self.id, media_ts = msg.timestamp, bytes = nalus.len(), "keyframe");
                 let Some(capture) = p.capture.as_mut() else {
                     return Ok(());
                 };
@@ -317,40 +276,23 @@ impl Session {
                     ),
                 }
             }
-            VideoTag::AvcFrame {
-                keyframe: false, ..
-            }
-            | VideoTag::Ignored => {}
+            VideoTag::AvcFrame { keyframe: false, .. } | VideoTag::Ignored => {}
         }
         Ok(())
     }
 
     fn on_command(&mut self, payload: &[u8], stream_id: u32) -> Result<bool, SessionError> {
         let values = amf0::decode_all(payload)?;
-        let name = values
-            .first()
-            .and_then(Value::as_str)
-            .ok_or(SessionError::Protocol("command without a name".into()))?;
+        let name =
+            values.first().and_then(Value::as_str).ok_or(SessionError::Protocol("command without a name".into()))?;
         let txn = values.get(1).and_then(Value::as_number).unwrap_or(0.0);
         match name {
             "connect" => self.on_connect(txn, values.get(2))?,
             "createStream" => {
-                self.send_command(
-                    0,
-                    &[
-                        s("_result"),
-                        Value::Number(txn),
-                        Value::Null,
-                        Value::Number(1.0),
-                    ],
-                );
+                self.send_command(0, &[s("_result"), Value::Number(txn), Value::Null, Value::Number(1.0)]);
             }
             "publish" => {
-                let name = values
-                    .get(3)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
+                let name = values.get(3).and_then(Value::as_str).unwrap_or_default().to_owned();
                 if let Err(e) = self.on_publish(&name, stream_id) {
                     let (code, text) = match &e {
                         SessionError::Refused(t) => ("NetStream.Publish.BadName", t.clone()),
@@ -362,15 +304,7 @@ impl Session {
             }
             "releaseStream" | "FCPublish" | "_checkbw" | "getStreamLength" => {
                 if txn != 0.0 {
-                    self.send_command(
-                        0,
-                        &[
-                            s("_result"),
-                            Value::Number(txn),
-                            Value::Null,
-                            Value::Undefined,
-                        ],
-                    );
+                    self.send_command(0, &[s("_result"), Value::Number(txn), Value::Null, Value::Undefined]);
                 }
             }
             "FCUnpublish" | "deleteStream" | "closeStream" => {
@@ -388,9 +322,7 @@ impl Session {
                     "NetStream.Play.Failed",
                     "edgesnap takes publishers only; it serves no viewers",
                 );
-                return Err(SessionError::Refused(
-                    "play requested; edgesnap serves no viewers".into(),
-                ));
+                return Err(SessionError::Refused("play requested; edgesnap serves no viewers".into()));
             }
             other => tracing::debug!(peer = %self.peer, command = other, "ignoring rtmp command"),
         }
@@ -398,9 +330,7 @@ impl Session {
     }
 
     fn on_connect(&mut self, txn: f64, cmd: Option<&Value>) -> Result<(), SessionError> {
-        let cmd = cmd.ok_or(SessionError::Protocol(
-            "connect without a command object".into(),
-        ))?;
+        let cmd = cmd.ok_or(SessionError::Protocol("connect without a command object".into()))?;
         let app = cmd.get("app").and_then(Value::as_str).unwrap_or_default();
         // SRS style: rtmp://host/app?vhost=x/stream puts the query in the app.
         let (app, params) = super::split_params(app);
@@ -435,10 +365,7 @@ impl Session {
             &[
                 s("_result"),
                 Value::Number(txn),
-                amf0::object(&[
-                    ("fmsVer", s("FMS/3,5,7,7009")),
-                    ("capabilities", Value::Number(31.0)),
-                ]),
+                amf0::object(&[("fmsVer", s("FMS/3,5,7,7009")), ("capabilities", Value::Number(31.0))]),
                 amf0::object(&[
                     ("level", s("status")),
                     ("code", s("NetConnection.Connect.Success")),
@@ -452,30 +379,14 @@ impl Session {
 
     fn on_publish(&mut self, raw_name: &str, stream_id: u32) -> Result<(), SessionError> {
         if self.publishing.is_some() {
-            return Err(SessionError::Protocol(
-                "second publish on one connection".into(),
-            ));
+            return Err(SessionError::Protocol("second publish on one connection".into()));
         }
-        let app = self
-            .app
-            .clone()
-            .ok_or(SessionError::Protocol("publish before connect".into()))?;
+        let app = self.app.clone().ok_or(SessionError::Protocol("publish before connect".into()))?;
         let (stream, stream_params) = super::split_params(raw_name);
         let stream = stream.to_owned();
         // Stream parameters override the app's.
-        let params: Vec<(String, String)> = self
-            .app_params
-            .iter()
-            .cloned()
-            .chain(stream_params)
-            .collect();
-        let param = |k: &str| {
-            params
-                .iter()
-                .rev()
-                .find(|(pk, _)| pk == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let params: Vec<(String, String)> = self.app_params.iter().cloned().chain(stream_params).collect();
+        let param = |k: &str| params.iter().rev().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str());
         if !is_valid_stream_name(&app) {
             return Err(SessionError::Refused(format!(
                 "app name {app:?} is invalid (1-255 of letters, digits, '-', '_', '.', not starting with '.')"
@@ -487,8 +398,8 @@ impl Session {
             )));
         }
         let config = self.ingest.settings.get();
-        let domain = super::resolve_domain(&config, param("vhost"), self.tc_url.as_deref())
-            .map_err(SessionError::Refused)?;
+        let domain =
+            super::resolve_domain(&config, param("vhost"), self.tc_url.as_deref()).map_err(SessionError::Refused)?;
         let template = config.template_for(&domain, &app);
         let info = Arc::new(StreamInfo {
             session: self.id,
@@ -498,21 +409,10 @@ impl Session {
             template: template.clone().unwrap_or_else(|| Arc::new(no_template())),
             order: Default::default(),
         });
-        let capture = template.map(|_| {
-            StreamCapture::new(
-                info.clone(),
-                self.ingest.queue.clone(),
-                self.ingest.metrics.clone(),
-            )
-        });
-        let stats = capture
-            .as_ref()
-            .map(|c| c.stats().clone())
-            .unwrap_or_default();
-        let claim = self
-            .ingest
-            .claim(info, stats)
-            .map_err(|e| SessionError::Refused(e.to_string()))?;
+        let capture =
+            template.map(|_| StreamCapture::new(info.clone(), self.ingest.queue.clone(), self.ingest.metrics.clone()));
+        let stats = capture.as_ref().map(|c| c.stats().clone()).unwrap_or_default();
+        let claim = self.ingest.claim(info, stats).map_err(|e| SessionError::Refused(e.to_string()))?;
         match &capture {
             Some(c) => tracing::info!(
                 peer = %self.peer, session = self.id, %domain, %app, %stream,
@@ -523,30 +423,12 @@ impl Session {
                 "publish started; no snapshot template for this app, so no snapshots"
             ),
         }
-        self.publishing = Some(Publishing {
-            claim,
-            capture,
-            avc: None,
-            stream_id,
-        });
+        self.publishing = Some(Publishing { claim, capture, avc: None, stream_id });
         let mut begin = BytesMut::new();
         begin.put_u16(0);
         begin.put_u32(stream_id);
-        chunk::write_message(
-            &mut self.out,
-            2,
-            types::USER_CONTROL,
-            0,
-            0,
-            &begin,
-            OUT_CHUNK_SIZE,
-        );
-        self.send_status(
-            stream_id,
-            "status",
-            "NetStream.Publish.Start",
-            &format!("{raw_name} is now published"),
-        );
+        chunk::write_message(&mut self.out, 2, types::USER_CONTROL, 0, 0, &begin, OUT_CHUNK_SIZE);
+        self.send_status(stream_id, "status", "NetStream.Publish.Start", &format!("{raw_name} is now published"));
         Ok(())
     }
 
@@ -555,15 +437,7 @@ impl Session {
         for v in values {
             amf0::encode(&mut payload, v);
         }
-        chunk::write_message(
-            &mut self.out,
-            3,
-            types::COMMAND_AMF0,
-            stream_id,
-            0,
-            &payload,
-            OUT_CHUNK_SIZE,
-        );
+        chunk::write_message(&mut self.out, 3, types::COMMAND_AMF0, stream_id, 0, &payload, OUT_CHUNK_SIZE);
     }
 
     fn send_status(&mut self, stream_id: u32, level: &str, code: &str, description: &str) {
@@ -573,11 +447,7 @@ impl Session {
                 s("onStatus"),
                 Value::Number(0.0),
                 Value::Null,
-                amf0::object(&[
-                    ("level", s(level)),
-                    ("code", s(code)),
-                    ("description", s(description)),
-                ]),
+                amf0::object(&[("level", s(level)), ("code", s(code)), ("description", s(description))]),
             ],
         );
     }
@@ -603,10 +473,7 @@ fn s(v: &str) -> Value {
 /// The simple handshake: C0+C1 in, S0+S1+S2 out, C2 in.
 async fn handshake(socket: &mut TcpStream) -> Result<(), SessionError> {
     let mut c0c1 = vec![0u8; 1 + HANDSHAKE_SIZE];
-    socket
-        .read_exact(&mut c0c1)
-        .await
-        .map_err(|_| SessionError::Handshake("connection closed during C0/C1"))?;
+    socket.read_exact(&mut c0c1).await.map_err(|_| SessionError::Handshake("connection closed during C0/C1"))?;
     if c0c1[0] != 3 {
         return Err(SessionError::Handshake("not RTMP: version byte is not 3"));
     }
@@ -617,9 +484,6 @@ async fn handshake(socket: &mut TcpStream) -> Result<(), SessionError> {
     reply.extend_from_slice(&c0c1[1..]); // S2 echoes C1
     socket.write_all(&reply).await?;
     let mut c2 = vec![0u8; HANDSHAKE_SIZE];
-    socket
-        .read_exact(&mut c2)
-        .await
-        .map_err(|_| SessionError::Handshake("connection closed during C2"))?;
+    socket.read_exact(&mut c2).await.map_err(|_| SessionError::Handshake("connection closed during C2"))?;
     Ok(())
 }

@@ -29,12 +29,7 @@ pub enum MediaError {
 }
 
 enum Out {
-    Sample {
-        pts: u64,
-        bytes: Bytes,
-        width: u32,
-        height: u32,
-    },
+    Sample { pts: u64, bytes: Bytes, width: u32, height: u32 },
     Done(u64),
 }
 
@@ -68,36 +63,24 @@ fn trickmode(segment: &gst::Segment) -> gst::Event {
 
 impl Pipeline {
     fn build() -> Result<Pipeline, MediaError> {
-        let desc = concat!(
-            "appsrc name=src is-live=true format=time do-timestamp=false \
+        let desc = "appsrc name=src is-live=true format=time do-timestamp=false \
                caps=video/x-h264,stream-format=byte-stream,alignment=au \
              ! avdec_h264 name=dec max-threads=1 max-errors=-1 discard-corrupted-frames=true \
              ! videoconvert ! video/x-raw,format=I420 ! jpegenc name=enc quality=85 \
-             ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4"
-        );
+             ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4";
         let pipeline = gst::parse::launch(desc)
             .map_err(|e| pipeline_err("build", e))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| MediaError::Pipeline("not a pipeline".into()))?;
-        let by_name = |n: &str| {
-            pipeline
-                .by_name(n)
-                .ok_or_else(|| MediaError::Pipeline(format!("no element {n}")))
-        };
-        let src = by_name("src")?
-            .downcast::<gst_app::AppSrc>()
-            .map_err(|_| MediaError::Pipeline("src".into()))?;
-        let sink = by_name("sink")?
-            .downcast::<gst_app::AppSink>()
-            .map_err(|_| MediaError::Pipeline("sink".into()))?;
+        let by_name = |n: &str| pipeline.by_name(n).ok_or_else(|| MediaError::Pipeline(format!("no element {n}")));
+        let src = by_name("src")?.downcast::<gst_app::AppSrc>().map_err(|_| MediaError::Pipeline("src".into()))?;
+        let sink = by_name("sink")?.downcast::<gst_app::AppSink>().map_err(|_| MediaError::Pipeline("sink".into()))?;
         let decoder = by_name("dec")?;
         let encoder = by_name("enc")?;
 
         // No parser: jobs are whole access units with their parameter sets, and
         // a parser would hold the marker event until the next job.
-        let src_pad = src
-            .static_pad("src")
-            .ok_or_else(|| MediaError::Pipeline("appsrc src pad".into()))?;
+        let src_pad = src.static_pad("src").ok_or_else(|| MediaError::Pipeline("appsrc src pad".into()))?;
         src_pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_pad, info| {
             let replacement = match &info.data {
                 Some(gst::PadProbeData::Event(ev)) => match ev.view() {
@@ -114,37 +97,30 @@ impl Pipeline {
 
         // JFIF is full range; H.264 is usually limited range, and videoconvert
         // (1.22) does not rescale between two I420s. Expand in place.
-        let enc_sink = encoder
-            .static_pad("sink")
-            .ok_or_else(|| MediaError::Pipeline("encoder sink pad".into()))?;
+        let enc_sink = encoder.static_pad("sink").ok_or_else(|| MediaError::Pipeline("encoder sink pad".into()))?;
         let format = std::sync::Mutex::new(None::<gst_video::VideoInfo>);
-        enc_sink.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
-            move |_pad, info| {
-                match info.data.take() {
-                    Some(gst::PadProbeData::Event(ev)) => {
-                        if let gst::EventView::Caps(c) = ev.view() {
-                            *format.lock().unwrap() =
-                                gst_video::VideoInfo::from_caps(c.caps()).ok().filter(|i| {
-                                    i.colorimetry().range()
-                                        != gst_video::VideoColorRange::Range0_255
-                                });
-                        }
-                        info.data = Some(gst::PadProbeData::Event(ev));
+        enc_sink.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |_pad, info| {
+            match info.data.take() {
+                Some(gst::PadProbeData::Event(ev)) => {
+                    if let gst::EventView::Caps(c) = ev.view() {
+                        *format.lock().unwrap() = gst_video::VideoInfo::from_caps(c.caps())
+                            .ok()
+                            .filter(|i| i.colorimetry().range() != gst_video::VideoColorRange::Range0_255);
                     }
-                    Some(gst::PadProbeData::Buffer(buffer)) => {
-                        let limited = format.lock().unwrap().clone();
-                        let buffer = match limited {
-                            Some(vinfo) => range::to_full(buffer, &vinfo),
-                            None => buffer,
-                        };
-                        info.data = Some(gst::PadProbeData::Buffer(buffer));
-                    }
-                    other => info.data = other,
+                    info.data = Some(gst::PadProbeData::Event(ev));
                 }
-                gst::PadProbeReturn::Ok
-            },
-        );
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    let limited = format.lock().unwrap().clone();
+                    let buffer = match limited {
+                        Some(vinfo) => range::to_full(buffer, &vinfo),
+                        None => buffer,
+                    };
+                    info.data = Some(gst::PadProbeData::Buffer(buffer));
+                }
+                other => info.data = other,
+            }
+            gst::PadProbeReturn::Ok
+        });
 
         let (tx, rx) = mpsc::channel();
         let samples = tx.clone();
@@ -155,18 +131,11 @@ impl Pipeline {
                     let (width, height) = sample
                         .caps()
                         .and_then(|c| c.structure(0))
-                        .map(|s| {
-                            (
-                                s.get::<i32>("width").unwrap_or(0),
-                                s.get::<i32>("height").unwrap_or(0),
-                            )
-                        })
+                        .map(|s| (s.get::<i32>("width").unwrap_or(0), s.get::<i32>("height").unwrap_or(0)))
                         .unwrap_or((0, 0));
                     let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
                     let pts = buffer.pts().map_or(u64::MAX, |t| t.mseconds());
-                    let mapped = buffer
-                        .into_mapped_buffer_readable()
-                        .map_err(|_| gst::FlowError::Error)?;
+                    let mapped = buffer.into_mapped_buffer_readable().map_err(|_| gst::FlowError::Error)?;
                     let _ = samples.send(Out::Sample {
                         pts,
                         bytes: Bytes::from_owner(mapped),
@@ -180,9 +149,7 @@ impl Pipeline {
         // The marker is caught where it enters the decoder: the chain runs on
         // one streaming thread with no queues and the decoder drains after
         // every keyframe, so by then the job's picture has reached the appsink.
-        let dec_sink = decoder
-            .static_pad("sink")
-            .ok_or_else(|| MediaError::Pipeline("decoder sink pad".into()))?;
+        let dec_sink = decoder.static_pad("sink").ok_or_else(|| MediaError::Pipeline("decoder sink pad".into()))?;
         dec_sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_pad, info| {
             if let Some(gst::PadProbeData::Event(ev)) = &info.data
                 && ev.type_() == gst::EventType::CustomDownstream
@@ -194,27 +161,14 @@ impl Pipeline {
             }
             gst::PadProbeReturn::Ok
         });
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| pipeline_err("start", e))?;
-        Ok(Pipeline {
-            pipeline,
-            src,
-            decoder,
-            encoder,
-            rx,
-        })
+        pipeline.set_state(gst::State::Playing).map_err(|e| pipeline_err("start", e))?;
+        Ok(Pipeline { pipeline, src, decoder, encoder, rx })
     }
 
     /// Forgets every picture the decoder holds: flush, then a fresh segment.
     fn flush_decoder(&self) -> Result<(), MediaError> {
-        let pad = self
-            .decoder
-            .static_pad("sink")
-            .ok_or_else(|| MediaError::Pipeline("decoder sink pad".into()))?;
-        let segment = pad
-            .sticky_event::<gst::event::Segment>(0)
-            .map(|s| s.segment().clone());
+        let pad = self.decoder.static_pad("sink").ok_or_else(|| MediaError::Pipeline("decoder sink pad".into()))?;
+        let segment = pad.sticky_event::<gst::event::Segment>(0).map(|s| s.segment().clone());
         pad.send_event(gst::event::FlushStart::new());
         pad.send_event(gst::event::FlushStop::new(false));
         if let Some(segment) = segment {
@@ -241,21 +195,12 @@ impl Pipeline {
 
 impl Worker {
     pub(super) fn new(index: usize) -> Result<Worker, MediaError> {
-        Ok(Worker {
-            index,
-            p: Pipeline::build()?,
-            next_job: 1,
-            last_session: None,
-            quality: 85,
-        })
+        Ok(Worker { index, p: Pipeline::build()?, next_job: 1, last_session: None, quality: 85 })
     }
 
     pub(super) fn decode(&mut self, job: &CaptureJob) -> Result<Jpeg, MediaError> {
         let result = self.try_decode(job);
-        if matches!(
-            result,
-            Err(MediaError::Timeout(_) | MediaError::Pipeline(_))
-        ) {
+        if matches!(result, Err(MediaError::Timeout(_) | MediaError::Pipeline(_))) {
             tracing::warn!(worker = self.index, "rebuilding decoder pipeline");
             self.p.stop();
             self.p = Pipeline::build()?;
@@ -283,13 +228,8 @@ impl Worker {
             b.set_pts(pts);
             b.set_dts(pts);
         }
-        self.p
-            .src
-            .push_buffer(buffer)
-            .map_err(|e| pipeline_err("push", e))?;
-        let marker = gst::event::CustomDownstream::new(
-            gst::Structure::builder(MARKER).field("job", id).build(),
-        );
+        self.p.src.push_buffer(buffer).map_err(|e| pipeline_err("push", e))?;
+        let marker = gst::event::CustomDownstream::new(gst::Structure::builder(MARKER).field("job", id).build());
         if !self.p.src.send_event(marker) {
             return Err(MediaError::Pipeline("marker event refused".into()));
         }
@@ -298,25 +238,11 @@ impl Worker {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.p.rx.recv_timeout(left) {
-                Ok(Out::Sample {
-                    pts,
-                    bytes,
-                    width,
-                    height,
-                }) if pts == id => {
-                    picture = Some(Jpeg {
-                        bytes,
-                        width,
-                        height,
-                    });
+                Ok(Out::Sample { pts, bytes, width, height }) if pts == id => {
+                    picture = Some(Jpeg { bytes, width, height });
                 }
                 Ok(Out::Sample { pts, .. }) => {
-                    tracing::debug!(
-                        worker = self.index,
-                        pts,
-                        job = id,
-                        "dropping a picture of an earlier job"
-                    );
+                    tracing::debug!(worker = self.index, pts, job = id, "dropping a picture of an earlier job");
                 }
                 Ok(Out::Done(done)) if done == id => break,
                 Ok(Out::Done(_)) => {}

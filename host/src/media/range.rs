@@ -8,11 +8,7 @@ fn lut(lo: f64, hi: f64, centred: bool) -> [u8; 256] {
     let mut t = [0u8; 256];
     for (v, out) in t.iter_mut().enumerate() {
         let v = v as f64;
-        let x = if centred {
-            (v - 128.0) * 255.0 / (hi - lo) + 128.0
-        } else {
-            (v - lo) * 255.0 / (hi - lo)
-        };
+        let x = if centred { (v - 128.0) * 255.0 / (hi - lo) + 128.0 } else { (v - lo) * 255.0 / (hi - lo) };
         *out = x.round().clamp(0.0, 255.0) as u8;
     }
     t
@@ -25,11 +21,7 @@ fn luts() -> &'static ([u8; 256], [u8; 256]) {
 
 /// Rescales an I420 buffer in place (a deep copy first if it is shared).
 pub(super) fn to_full(buffer: gst::Buffer, info: &gst_video::VideoInfo) -> gst::Buffer {
-    let buffer = if buffer.is_writable() {
-        buffer
-    } else {
-        buffer.copy_deep().unwrap_or(buffer)
-    };
+    let buffer = if buffer.is_writable() { buffer } else { buffer.copy_deep().unwrap_or(buffer) };
     let mut frame = match gst_video::VideoFrame::from_buffer_writable(buffer, info) {
         Ok(f) => f,
         Err(buffer) => return buffer,

@@ -115,10 +115,7 @@ struct Ctx {
 
 impl WasiView for Ctx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -188,10 +185,7 @@ impl wasmtime_wasi::HostMonotonicClock for FixedClock {
 impl Policies {
     pub fn new(index: Arc<Index>, limits: Limits) -> Result<Policies, PolicyError> {
         let mut config = EngineConfig::new();
-        config
-            .wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true);
+        config.wasm_component_model(true).consume_fuel(true).epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -205,18 +199,10 @@ impl Policies {
             })
             .map_err(|e| PolicyError::Engine(e.to_string()))?;
         let mut linker = Linker::<Ctx>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| PolicyError::Engine(e.to_string()))?;
-        Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |c| c)
-            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |c| c).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let default = Arc::new(load(&engine, &linker, "default", DEFAULT_PLUGIN)?);
-        Ok(Policies {
-            engine,
-            linker,
-            default,
-            index,
-            limits,
-        })
+        Ok(Policies { engine, linker, default, index, limits })
     }
 
     /// Compiles a component and checks it is of this world.
@@ -226,11 +212,7 @@ impl Policies {
 
     /// Names a capture with the domain's plugin (for now the default one).
     /// Blocking: call it off the async runtime.
-    pub fn name(
-        &self,
-        facts: &CaptureFacts<'_>,
-        template: &Template,
-    ) -> Result<Vec<Placement>, PolicyError> {
+    pub fn name(&self, facts: &CaptureFacts<'_>, template: &Template) -> Result<Vec<Placement>, PolicyError> {
         self.name_with(&self.default, facts, template)
     }
 
@@ -241,10 +223,7 @@ impl Policies {
         template: &Template,
     ) -> Result<Vec<Placement>, PolicyError> {
         let version = &plugin.version;
-        let call_err = |e: wasmtime::Error| PolicyError::Call {
-            version: version.clone(),
-            why: format!("{e:#}"),
-        };
+        let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
         let mut store = self.store(facts.domain, facts.create_timestamp_ms);
         let instance = plugin.pre.instantiate(&mut store).map_err(call_err)?;
         let capture = wit::Capture {
@@ -266,32 +245,19 @@ impl Policies {
         let out = instance
             .call_name(&mut store, &capture, &template)
             .map_err(call_err)?
-            .map_err(|message| PolicyError::Refused {
-                version: version.clone(),
-                message,
-            })?;
+            .map_err(|message| PolicyError::Refused { version: version.clone(), message })?;
         if out.len() > self.limits.max_placements {
             return Err(PolicyError::BadOutput {
                 version: version.clone(),
-                why: format!(
-                    "{} placements, at most {}",
-                    out.len(),
-                    self.limits.max_placements
-                ),
+                why: format!("{} placements, at most {}", out.len(), self.limits.max_placements),
             });
         }
         let placements = out
             .into_iter()
             .map(|p| {
                 crate::storage::check_key(&p.key)
-                    .map(|_| Placement {
-                        key: p.key,
-                        overwrite: matches!(p.mode, wit::Mode::Overwrite),
-                    })
-                    .map_err(|e| PolicyError::BadOutput {
-                        version: version.clone(),
-                        why: e.to_string(),
-                    })
+                    .map(|_| Placement { key: p.key, overwrite: matches!(p.mode, wit::Mode::Overwrite) })
+                    .map_err(|e| PolicyError::BadOutput { version: version.clone(), why: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let staged = std::mem::take(&mut store.data_mut().staged);
@@ -302,14 +268,8 @@ impl Policies {
             let writes: Vec<_> = staged.into_iter().collect();
             tokio::runtime::Handle::try_current()
                 .map(|h| h.block_on(index.commit_plugin_state(domain, writes)))
-                .map_err(|e| PolicyError::Call {
-                    version: version.clone(),
-                    why: format!("commit state: {e}"),
-                })?
-                .map_err(|e| PolicyError::Call {
-                    version: version.clone(),
-                    why: format!("commit state: {e}"),
-                })?;
+                .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?
+                .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?;
         }
         Ok(placements)
     }
@@ -319,12 +279,8 @@ impl Policies {
         let wasi = WasiCtxBuilder::new()
             .wall_clock(FixedClock(clock))
             .monotonic_clock(FixedClock(clock))
-            .secure_random(wasmtime_wasi::Deterministic::new(
-                now_ms.to_le_bytes().to_vec(),
-            ))
-            .insecure_random(wasmtime_wasi::Deterministic::new(
-                now_ms.to_be_bytes().to_vec(),
-            ))
+            .secure_random(wasmtime_wasi::Deterministic::new(now_ms.to_le_bytes().to_vec()))
+            .insecure_random(wasmtime_wasi::Deterministic::new(now_ms.to_be_bytes().to_vec()))
             .insecure_random_seed(u128::from(now_ms))
             .build();
         let ctx = Ctx {
@@ -345,34 +301,18 @@ impl Policies {
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
         store.set_fuel(self.limits.fuel).expect("fuel is enabled");
-        let ticks = self
-            .limits
-            .deadline
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis())
-            .max(1) as u64;
+        let ticks = self.limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store
     }
 }
 
-fn load(
-    engine: &Engine,
-    linker: &Linker<Ctx>,
-    version: &str,
-    bytes: &[u8],
-) -> Result<Plugin, PolicyError> {
-    let err = |e: wasmtime::Error| PolicyError::Load {
-        version: version.to_owned(),
-        why: format!("{e:#}"),
-    };
+fn load(engine: &Engine, linker: &Linker<Ctx>, version: &str, bytes: &[u8]) -> Result<Plugin, PolicyError> {
+    let err = |e: wasmtime::Error| PolicyError::Load { version: version.to_owned(), why: format!("{e:#}") };
     let component = Component::new(engine, bytes).map_err(err)?;
     let instance_pre = linker.instantiate_pre(&component).map_err(err)?;
     let pre = PolicyPre::new(instance_pre).map_err(err)?;
-    Ok(Plugin {
-        version: version.to_owned(),
-        pre,
-    })
+    Ok(Plugin { version: version.to_owned(), pre })
 }
 
 #[cfg(test)]
@@ -405,33 +345,19 @@ mod tests {
             width: 1280,
             height: 720,
         };
-        let t = template(
-            Some("{AppName}/{StreamName}.jpg"),
-            Some("snapshot/{AppName}/{StreamName}/{UnixTimestamp}.jpg"),
-        );
+        let t =
+            template(Some("{AppName}/{StreamName}.jpg"), Some("snapshot/{AppName}/{StreamName}/{UnixTimestamp}.jpg"));
         assert_eq!(
             p.name(&facts, &t).unwrap(),
             vec![
-                Placement {
-                    key: "live/cam1.jpg".into(),
-                    overwrite: true
-                },
-                Placement {
-                    key: "snapshot/live/cam1/1764057600.jpg".into(),
-                    overwrite: false
-                },
+                Placement { key: "live/cam1.jpg".into(), overwrite: true },
+                Placement { key: "snapshot/live/cam1/1764057600.jpg".into(), overwrite: false },
             ]
         );
-        let t = template(
-            None,
-            Some("{Domain}/{Date}/{Time}-{Sequence}-{UnixTimestampMs}.jpg"),
-        );
+        let t = template(None, Some("{Domain}/{Date}/{Time}-{Sequence}-{UnixTimestampMs}.jpg"));
         assert_eq!(
             p.name(&facts, &t).unwrap(),
-            vec![Placement {
-                key: "push.example.com/2025-11-25/080000-42-1764057600123.jpg".into(),
-                overwrite: false
-            }]
+            vec![Placement { key: "push.example.com/2025-11-25/080000-42-1764057600123.jpg".into(), overwrite: false }]
         );
     }
 
@@ -440,9 +366,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
         let p = Policies::new(index, Limits::default()).unwrap();
-        assert!(matches!(
-            p.load("x", b"\0asm garbage"),
-            Err(PolicyError::Load { .. })
-        ));
+        assert!(matches!(p.load("x", b"\0asm garbage"), Err(PolicyError::Load { .. })));
     }
 }

@@ -22,18 +22,9 @@ pub enum StorageError {
     #[error("object key {key:?} is invalid: {why}")]
     BadKey { key: String, why: String },
     #[error("storage target {target}: {op} {key}: {source}")]
-    Backend {
-        target: String,
-        op: &'static str,
-        key: String,
-        source: object_store::Error,
-    },
+    Backend { target: String, op: &'static str, key: String, source: Box<object_store::Error> },
     #[error("storage target {target}: no free name for {key} after {tries} tries")]
-    NoFreeName {
-        target: String,
-        key: String,
-        tries: u32,
-    },
+    NoFreeName { target: String, key: String, tries: u32 },
     #[error("set up storage target {target}: {why}")]
     Setup { target: String, why: String },
 }
@@ -61,10 +52,7 @@ const MAX_SUFFIX: u32 = 1000;
 /// Checks a key a plugin or template produced (SPEC §6): relative, no `..`,
 /// no control characters, at most 1024 bytes.
 pub fn check_key(key: &str) -> Result<ObjectPath, StorageError> {
-    let bad = |why: &str| StorageError::BadKey {
-        key: key.chars().take(200).collect(),
-        why: why.into(),
-    };
+    let bad = |why: &str| StorageError::BadKey { key: key.chars().take(200).collect(), why: why.into() };
     if key.is_empty() || key.len() > 1024 {
         return Err(bad("must be 1-1024 bytes"));
     }
@@ -74,10 +62,7 @@ pub fn check_key(key: &str) -> Result<ObjectPath, StorageError> {
     if key.chars().any(char::is_control) {
         return Err(bad("must not contain control characters"));
     }
-    if key
-        .split('/')
-        .any(|s| s.is_empty() || s == "." || s == "..")
-    {
+    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
         return Err(bad("must not contain empty, '.' or '..' segments"));
     }
     ObjectPath::parse(key).map_err(|e| bad(&e.to_string()))
@@ -100,24 +85,16 @@ impl Storage {
         self.targets
             .get(&(domain.to_owned(), name.to_owned()))
             .cloned()
-            .ok_or_else(|| StorageError::NoTarget {
-                domain: domain.into(),
-                target: name.into(),
-            })
+            .ok_or_else(|| StorageError::NoTarget { domain: domain.into(), target: name.into() })
     }
 }
 
 fn build(full: &str, t: &StorageTarget) -> Result<Target, StorageError> {
-    let setup = |why: String| StorageError::Setup {
-        target: full.to_owned(),
-        why,
-    };
+    let setup = |why: String| StorageError::Setup { target: full.to_owned(), why };
     match t {
         StorageTarget::Local { path } => {
-            std::fs::create_dir_all(path)
-                .map_err(|e| setup(format!("create {}: {e}", path.display())))?;
-            let abs = std::fs::canonicalize(path)
-                .map_err(|e| setup(format!("{}: {e}", path.display())))?;
+            std::fs::create_dir_all(path).map_err(|e| setup(format!("create {}: {e}", path.display())))?;
+            let abs = std::fs::canonicalize(path).map_err(|e| setup(format!("{}: {e}", path.display())))?;
             let store = LocalFileSystem::new_with_prefix(&abs).map_err(|e| setup(e.to_string()))?;
             Ok(Target {
                 name: full.to_owned(),
@@ -141,33 +118,21 @@ fn build(full: &str, t: &StorageTarget) -> Result<Target, StorageError> {
                 .with_region(region)
                 .with_virtual_hosted_style_request(*virtual_hosted_style);
             if let Some(ep) = endpoint {
-                b = b
-                    .with_endpoint(ep)
-                    .with_allow_http(ep.starts_with("http://"));
+                b = b.with_endpoint(ep).with_allow_http(ep.starts_with("http://"));
             }
             for (var, is_key) in [(access_key_id_env, true), (secret_access_key_env, false)] {
                 if let Some(var) = var {
-                    let v = std::env::var(var)
-                        .map_err(|_| setup(format!("environment variable {var} is not set")))?;
-                    b = if is_key {
-                        b.with_access_key_id(v)
-                    } else {
-                        b.with_secret_access_key(v)
-                    };
+                    let v = std::env::var(var).map_err(|_| setup(format!("environment variable {var} is not set")))?;
+                    b = if is_key { b.with_access_key_id(v) } else { b.with_secret_access_key(v) };
                 }
             }
             let s3 = b.build().map_err(|e| setup(e.to_string()))?;
-            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-                Arc::new(s3)
-            } else {
-                Arc::new(PrefixStore::new(s3, prefix.as_str()))
-            };
+            let store: Arc<dyn ObjectStore> =
+                if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix.as_str())) };
             Ok(Target {
                 name: full.to_owned(),
                 store,
-                endpoint: endpoint
-                    .clone()
-                    .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com")),
+                endpoint: endpoint.clone().unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com")),
                 bucket: bucket.clone(),
                 content_type: true,
             })
@@ -177,25 +142,14 @@ fn build(full: &str, t: &StorageTarget) -> Result<Target, StorageError> {
 
 impl Target {
     fn backend(&self, op: &'static str, key: &str, source: object_store::Error) -> StorageError {
-        StorageError::Backend {
-            target: self.name.clone(),
-            op,
-            key: key.to_owned(),
-            source,
-        }
+        StorageError::Backend { target: self.name.clone(), op, key: key.to_owned(), source: Box::new(source) }
     }
 
     /// Replaces the object at `key` atomically.
     pub async fn put_overwrite(&self, key: &str, jpg: Bytes) -> Result<(), StorageError> {
         let path = check_key(key)?;
-        let opts = PutOptions {
-            mode: PutMode::Overwrite,
-            ..self.options()
-        };
-        self.store
-            .put_opts(&path, PutPayload::from_bytes(jpg), opts)
-            .await
-            .map_err(|e| self.backend("put", key, e))?;
+        let opts = PutOptions { mode: PutMode::Overwrite, ..self.options() };
+        self.store.put_opts(&path, PutPayload::from_bytes(jpg), opts).await.map_err(|e| self.backend("put", key, e))?;
         Ok(())
     }
 
@@ -208,31 +162,16 @@ impl Target {
             _ => (key, ""),
         };
         for n in 0..=MAX_SUFFIX {
-            let candidate = if n == 0 {
-                key.to_owned()
-            } else {
-                format!("{stem}-{n}{ext}")
-            };
+            let candidate = if n == 0 { key.to_owned() } else { format!("{stem}-{n}{ext}") };
             let path = check_key(&candidate)?;
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..self.options()
-            };
-            match self
-                .store
-                .put_opts(&path, PutPayload::from_bytes(jpg.clone()), opts)
-                .await
-            {
+            let opts = PutOptions { mode: PutMode::Create, ..self.options() };
+            match self.store.put_opts(&path, PutPayload::from_bytes(jpg.clone()), opts).await {
                 Ok(_) => return Ok(candidate),
                 Err(object_store::Error::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(self.backend("create", &candidate, e)),
             }
         }
-        Err(StorageError::NoFreeName {
-            target: self.name.clone(),
-            key: key.to_owned(),
-            tries: MAX_SUFFIX,
-        })
+        Err(StorageError::NoFreeName { target: self.name.clone(), key: key.to_owned(), tries: MAX_SUFFIX })
     }
 
     fn options(&self) -> PutOptions {
@@ -240,19 +179,12 @@ impl Target {
         if self.content_type {
             attributes.insert(object_store::Attribute::ContentType, "image/jpeg".into());
         }
-        PutOptions {
-            attributes,
-            ..Default::default()
-        }
+        PutOptions { attributes, ..Default::default() }
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         let path = check_key(key)?;
-        let r = self
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| self.backend("get", key, e))?;
+        let r = self.store.get(&path).await.map_err(|e| self.backend("get", key, e))?;
         r.bytes().await.map_err(|e| self.backend("read", key, e))
     }
 }
@@ -266,16 +198,7 @@ mod tests {
         for ok in ["live/cam1.jpg", "a/b/c/1.jpg", "x.jpg"] {
             assert!(check_key(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "/abs.jpg",
-            "a/../b.jpg",
-            "a//b.jpg",
-            "a/./b.jpg",
-            "a\nb.jpg",
-            "a\\b.jpg",
-            &"a".repeat(1025),
-        ] {
+        for bad in ["", "/abs.jpg", "a/../b.jpg", "a//b.jpg", "a/./b.jpg", "a\nb.jpg", "a\\b.jpg", &"a".repeat(1025)] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
     }
@@ -283,41 +206,18 @@ mod tests {
     #[tokio::test]
     async fn sequential_never_replaces_and_overwrite_does() {
         let dir = tempfile::tempdir().unwrap();
-        let t = build(
-            "d/local",
-            &StorageTarget::Local {
-                path: dir.path().to_owned(),
-            },
-        )
-        .unwrap();
-        let k1 = t
-            .put_sequential("live/cam1/100.jpg", Bytes::from_static(b"one"))
-            .await
-            .unwrap();
-        let k2 = t
-            .put_sequential("live/cam1/100.jpg", Bytes::from_static(b"two"))
-            .await
-            .unwrap();
-        let k3 = t
-            .put_sequential("live/cam1/100.jpg", Bytes::from_static(b"three"))
-            .await
-            .unwrap();
+        let t = build("d/local", &StorageTarget::Local { path: dir.path().to_owned() }).unwrap();
+        let k1 = t.put_sequential("live/cam1/100.jpg", Bytes::from_static(b"one")).await.unwrap();
+        let k2 = t.put_sequential("live/cam1/100.jpg", Bytes::from_static(b"two")).await.unwrap();
+        let k3 = t.put_sequential("live/cam1/100.jpg", Bytes::from_static(b"three")).await.unwrap();
         assert_eq!(
             (k1.as_str(), k2.as_str(), k3.as_str()),
-            (
-                "live/cam1/100.jpg",
-                "live/cam1/100-1.jpg",
-                "live/cam1/100-2.jpg"
-            )
+            ("live/cam1/100.jpg", "live/cam1/100-1.jpg", "live/cam1/100-2.jpg")
         );
         assert_eq!(&t.get(&k1).await.unwrap()[..], b"one");
         assert_eq!(&t.get(&k3).await.unwrap()[..], b"three");
-        t.put_overwrite("live/cam1.jpg", Bytes::from_static(b"a"))
-            .await
-            .unwrap();
-        t.put_overwrite("live/cam1.jpg", Bytes::from_static(b"b"))
-            .await
-            .unwrap();
+        t.put_overwrite("live/cam1.jpg", Bytes::from_static(b"a")).await.unwrap();
+        t.put_overwrite("live/cam1.jpg", Bytes::from_static(b"b")).await.unwrap();
         assert_eq!(&t.get("live/cam1.jpg").await.unwrap()[..], b"b");
     }
 }

@@ -1,0 +1,30 @@
+# Builds share one target directory outside the clone, so CI on the same
+# machine reuses them; everything is built with the one `release` profile.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", home_directory() / ".cache/edgesnap/target")
+bin := CARGO_TARGET_DIR / "release/edgesnap"
+
+default: demo
+
+# Build the host (and, through build.rs, the default policy plugin).
+build:
+    cargo build --release --locked --bin edgesnap
+
+# Run the host from examples/edgesnap.toml, push a sample stream, show the snapshots.
+demo: build
+    bash scripts/demo.sh "{{bin}}"
+
+# Lint, then every test: unit, plugin and integration.
+test: lint
+    cd plugins && cargo test --locked
+    cargo test --release --locked --workspace
+
+# rustfmt and clippy, warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cd plugins && cargo fmt --all -- --check
+    cargo clippy --release --locked --workspace --all-targets -- -D warnings
+    cd plugins && cargo clippy --locked --target wasm32-wasip2 -- -D warnings
+
+# Build the guest plugins as wasm32-wasip2 components.
+build-plugins:
+    cd plugins && cargo build --release --locked --target wasm32-wasip2

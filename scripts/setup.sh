@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what edgesnap needs to build, run and test on Debian 12 with the
+# Rust toolchain: GStreamer (dev + plugins), ffmpeg, nginx-rtmp (relay test),
+# the wasm32-wasip2 target, and `just`. Idempotent: quick when done.
+set -euo pipefail
+
+apt_packages=(
+  pkg-config curl
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  ffmpeg nginx libnginx-mod-rtmp
+)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  echo "setup: adding the wasm32-wasip2 target"
+  rustup target add wasm32-wasip2
+fi
+
+# Python tools live in a venv (Debian 12 enforces PEP 668).
+venv="${EDGESNAP_CACHE:-$HOME/.cache/edgesnap}/venv"
+if [ ! -x "$venv/bin/just" ]; then
+  echo "setup: installing just into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q rust-just
+fi
