@@ -27,10 +27,11 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
-# Python tools live in a venv (Debian 12 enforces PEP 668).
+# Python tools live in a venv (Debian 12 enforces PEP 668): just, and moto
+# for the tests' S3-compatible server.
 venv="${EDGESNAP_CACHE:-$HOME/.cache/edgesnap}/venv"
-if [ ! -x "$venv/bin/just" ]; then
-  echo "setup: installing just into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q rust-just
+if [ ! -x "$venv/bin/just" ] || [ ! -x "$venv/bin/moto_server" ]; then
+  echo "setup: installing just and moto (an S3-compatible test server) into $venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q rust-just 'moto[server]'
 fi

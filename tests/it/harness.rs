@@ -22,6 +22,8 @@ pub struct DomainSpec {
     pub interval: u32,
     pub overwrite: Option<&'static str>,
     pub sequence: Option<&'static str>,
+    /// An S3 target on this server instead of a local directory.
+    pub s3: Option<(u16, &'static str)>,
 }
 
 impl DomainSpec {
@@ -31,7 +33,104 @@ impl DomainSpec {
             interval: 5,
             overwrite: Some("{AppName}/{StreamName}.jpg"),
             sequence: Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg"),
+            s3: None,
         }
+    }
+}
+
+/// Where a domain's objects are, to read them back.
+pub enum Objects {
+    Dir(PathBuf),
+    S3 { port: u16, bucket: String },
+}
+
+impl Objects {
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        match self {
+            Objects::Dir(d) => std::fs::read(d.join(key)).unwrap_or_else(|e| panic!("read {key}: {e}")),
+            Objects::S3 { port, bucket } => {
+                let store = s3_client(*port, bucket);
+                block_on(async move {
+                    use object_store::ObjectStoreExt;
+                    let path = object_store::path::Path::from(key);
+                    store.get(&path).await.unwrap_or_else(|e| panic!("get {key}: {e}")).bytes().await.unwrap().to_vec()
+                })
+            }
+        }
+    }
+
+    /// Every key under `prefix`, sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        match self {
+            Objects::Dir(d) => files(d).into_iter().filter(|f| f.starts_with(prefix)).collect(),
+            Objects::S3 { port, bucket } => {
+                let store = s3_client(*port, bucket);
+                let prefix = prefix.to_owned();
+                let mut keys: Vec<String> = block_on(async move {
+                    use futures::TryStreamExt;
+                    use object_store::ObjectStore;
+                    store.list(None).map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await.unwrap()
+                });
+                keys.retain(|k| k.starts_with(&prefix));
+                keys.sort();
+                keys
+            }
+        }
+    }
+}
+
+fn s3_client(port: u16, bucket: &str) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(format!("http://127.0.0.1:{port}"))
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .build()
+        .unwrap()
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// moto's S3-compatible server on a free loopback port, with one bucket.
+pub struct S3Server {
+    pub port: u16,
+    child: Child,
+}
+
+impl S3Server {
+    pub fn start(bucket: &str) -> S3Server {
+        let port = free_port();
+        let cache = std::env::var("EDGESNAP_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/edgesnap"));
+        let moto = cache.join("venv/bin/moto_server");
+        let child = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {} (scripts/setup.sh installs it): {e}", moto.display()));
+        let server = S3Server { port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let put = ureq::put(&format!("http://127.0.0.1:{port}/{bucket}")).send_empty();
+            if put.is_ok() {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "moto did not start: {put:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -42,6 +141,7 @@ pub struct Host {
     pub http_port: u16,
     child: Option<Child>,
     pub config_path: PathBuf,
+    objects: Vec<(String, Objects)>,
 }
 
 impl Host {
@@ -57,12 +157,31 @@ impl Host {
             data = dir.path().join("data").display(),
             default = domains[0].name,
         );
+        let mut objects = Vec::new();
         for d in domains {
+            match d.s3 {
+                None => {
+                    let p = dir.path().join("objects").join(d.name);
+                    config += &format!(
+                        "[domains.\"{n}\".storage.store]\ntype = \"local\"\npath = \"{p}\"\n",
+                        n = d.name,
+                        p = p.display()
+                    );
+                    objects.push((d.name.to_owned(), Objects::Dir(p)));
+                }
+                Some((port, bucket)) => {
+                    config += &format!(
+                        "[domains.\"{n}\".storage.store]\ntype = \"s3\"\nendpoint = \"http://127.0.0.1:{port}\"\n\
+                         bucket = \"{bucket}\"\nregion = \"us-east-1\"\naccess_key_id_env = \"EDGESNAP_IT_S3_KEY\"\n\
+                         secret_access_key_env = \"EDGESNAP_IT_S3_SECRET\"\n",
+                        n = d.name
+                    );
+                    objects.push((d.name.to_owned(), Objects::S3 { port, bucket: bucket.to_owned() }));
+                }
+            }
             config += &format!(
-                "[domains.\"{n}\".storage.local]\ntype = \"local\"\npath = \"{p}\"\n\
-                 [[domains.\"{n}\".snapshot_configs]]\napp_name = \"*\"\ntime_interval = {i}\nstorage = \"local\"\n",
+                "[[domains.\"{n}\".snapshot_configs]]\napp_name = \"*\"\ntime_interval = {i}\nstorage = \"store\"\n",
                 n = d.name,
-                p = dir.path().join("objects").join(d.name).display(),
                 i = d.interval,
             );
             if let Some(o) = d.overwrite {
@@ -74,18 +193,20 @@ impl Host {
         }
         let config_path = dir.path().join("edgesnap.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut host = Host { dir, rtmp_port, http_port, child: None, config_path };
+        let mut host = Host { dir, rtmp_port, http_port, child: None, config_path, objects };
         host.spawn();
         host
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(bin())
             .args(["serve", "--config"])
             .arg(&self.config_path)
             .env("RUST_LOG", "info,edgesnap=debug")
             .env("NO_COLOR", "1")
+            .env("EDGESNAP_IT_S3_KEY", "testing")
+            .env("EDGESNAP_IT_S3_SECRET", "testing")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -116,9 +237,16 @@ impl Host {
         format!("rtmp://127.0.0.1:{}/{path}", self.rtmp_port)
     }
 
-    /// The directory of a domain's local storage target.
-    pub fn objects(&self, domain: &str) -> PathBuf {
-        self.dir.path().join("objects").join(domain)
+    /// A domain's storage target, to read objects back.
+    pub fn objects(&self, domain: &str) -> &Objects {
+        &self.objects.iter().find(|(d, _)| d == domain).expect("a configured domain").1
+    }
+
+    /// Stops the host and starts it again on the same config and data.
+    pub fn restart(&mut self) {
+        let status = self.stop().expect("host was running");
+        assert!(status.success(), "graceful stop exits 0: {status}\n{}", self.log());
+        self.spawn();
     }
 
     pub fn try_get(&self, path: &str) -> Result<(u16, Vec<u8>), String> {

@@ -146,12 +146,12 @@ fn end_to_end_crafted_stream_after_another_domain_gets_none_of_its_pixels() {
     // Give the crafted keyframes (0 s, and the grid's) time to go through.
     std::thread::sleep(Duration::from_secs(2));
     let red_recs = host.snapshots("a.example.com", "live", Some("red"));
-    let jpg = std::fs::read(host.objects("a.example.com").join(red_recs[0]["object"].as_str().unwrap())).unwrap();
+    let jpg = host.objects("a.example.com").get(red_recs[0]["object"].as_str().unwrap());
     assert!(decode(&jpg).share_near(RED, 40) > 0.95);
     let crafted = host.snapshots("b.example.com", "live", Some("crafted"));
     assert!(!crafted.is_empty(), "the crafted stream's concealed keyframe is a snapshot to check");
     for r in crafted {
-        let jpg = std::fs::read(host.objects("b.example.com").join(r["object"].as_str().unwrap())).unwrap();
+        let jpg = host.objects("b.example.com").get(r["object"].as_str().unwrap());
         let share = decode(&jpg).share_near(RED, 40);
         assert!(share < 0.001, "{}: {share:.4} of its pixels are the other domain's red", r["object"]);
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{DomainSpec, Host, files};
+use crate::harness::{DomainSpec, Host};
 use crate::media::{Clip, decode, ffmpeg_push};
 
 /// Waits for the stream's snapshots and checks them against SPEC §2–4:
@@ -28,8 +28,7 @@ pub fn check_stream(host: &Host, domain: &str, app: &str, stream: &str, clip: &C
     assert_eq!(overlay[0]["object"], format!("{app}/{stream}.jpg"));
 
     // Every stored object has a record and every record its object.
-    let on_disk: BTreeSet<String> =
-        files(&host.objects(domain)).into_iter().filter(|f| f.starts_with(&format!("{app}/{stream}"))).collect();
+    let on_disk: BTreeSet<String> = host.objects(domain).keys(&format!("{app}/{stream}")).into_iter().collect();
     let recorded: BTreeSet<String> = records.iter().map(|r| r["object"].as_str().unwrap().to_owned()).collect();
     assert_eq!(on_disk, recorded, "objects in storage vs records");
 
@@ -47,7 +46,7 @@ pub fn check_stream(host: &Host, domain: &str, app: &str, stream: &str, clip: &C
         if let Some(n) = name.split_once('-').map(|(_, n)| n) {
             assert!(n.parse::<u32>().unwrap() >= 1, "suffix of {key}");
         }
-        let jpg = std::fs::read(host.objects(domain).join(key)).unwrap();
+        let jpg = host.objects(domain).get(key);
         assert_eq!(r["size"].as_u64().unwrap(), jpg.len() as u64);
         let pic = decode(&jpg);
         assert_eq!((pic.width as u32, pic.height as u32), (clip.width, clip.height), "{key} size");
@@ -60,7 +59,7 @@ pub fn check_stream(host: &Host, domain: &str, app: &str, stream: &str, clip: &C
     assert_eq!(seconds, expected, "the seconds of content the snapshots show");
 
     // The overwrite object was replaced each time: it shows the last capture.
-    let jpg = std::fs::read(host.objects(domain).join(format!("{app}/{stream}.jpg"))).unwrap();
+    let jpg = host.objects(domain).get(&format!("{app}/{stream}.jpg"));
     assert_eq!(decode(&jpg).grey_second(), *expected.last().unwrap(), "overwrite object shows the last capture");
     assert_eq!(overlay[0]["create_timestamp"], sequential.last().unwrap()["create_timestamp"]);
 
@@ -71,7 +70,7 @@ pub fn check_stream(host: &Host, domain: &str, app: &str, stream: &str, clip: &C
     assert_eq!(resp.status().as_u16(), 200, "{url}");
     assert_eq!(resp.headers().get("content-type").unwrap(), "image/jpeg");
     let body = resp.body_mut().read_to_vec().unwrap();
-    assert_eq!(body, std::fs::read(host.objects(domain).join(sequential[0]["object"].as_str().unwrap())).unwrap());
+    assert_eq!(body, host.objects(domain).get(sequential[0]["object"].as_str().unwrap()));
     let tampered = url.replace("sig=", "sig=0");
     assert_eq!(agent.get(&tampered).call().unwrap().status().as_u16(), 401);
     records
@@ -192,7 +191,7 @@ fn nginx_rtmp_relay_push() {
         .iter()
         .filter(|r| r["is_overlay"] == false)
         .map(|r| {
-            let jpg = std::fs::read(host.objects("localhost").join(r["object"].as_str().unwrap())).unwrap();
+            let jpg = host.objects("localhost").get(r["object"].as_str().unwrap());
             (r["create_timestamp"].as_u64().unwrap(), decode(&jpg).grey_second())
         })
         .collect();
@@ -201,4 +200,53 @@ fn nginx_rtmp_relay_push() {
     assert!(seconds[0] <= 2, "relay starts near the beginning: {seconds:?}");
     assert!(seconds.windows(2).all(|w| w[1] - w[0] == 5), "one per interval: {seconds:?}");
     assert!(seconds.len() >= 2, "{seconds:?}");
+}
+
+#[test]
+fn s3_target_on_a_real_s3_compatible_server() {
+    let s3 = crate::harness::S3Server::start("snapshots");
+    let host = Host::start(&[DomainSpec { s3: Some((s3.port, "snapshots")), ..DomainSpec::new("localhost") }], 2);
+    // Faster than real time: {UnixTimestamp} collides, so conditional
+    // creates (PutMode::Create) on the server choose NAME-N.jpg.
+    let clip = Clip::new(640, 360, 21, 1);
+    let out = ffmpeg_push(&clip.flv(), &host.rtmp_url("live/s3cam"), false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = check_stream(&host, "localhost", "live", "s3cam", &clip, 5);
+    assert!(records.iter().all(|r| r["bucket"] == "snapshots"), "bucket in records");
+    assert!(records.iter().all(|r| r["endpoint"] == format!("http://127.0.0.1:{}", s3.port)), "endpoint in records");
+    assert!(
+        records.iter().any(|r| r["object"].as_str().unwrap().contains('-')),
+        "a taken key was stored under a suffix, not overwritten"
+    );
+}
+
+#[test]
+fn graceful_stop_finishes_queued_snapshots_and_sequence_survives_restart() {
+    let spec = DomainSpec { sequence: Some("{AppName}/{StreamName}/{Sequence}.jpg"), ..DomainSpec::new("localhost") };
+    let mut host = Host::start(&[spec], 1);
+    let clip = Clip::new(640, 360, 21, 1);
+    let out = ffmpeg_push(&clip.flv(), &host.rtmp_url("live/cam"), false);
+    assert!(out.status.success());
+    // SIGTERM at once: the 5 queued keyframes must still be stored and indexed.
+    host.restart();
+    let seq = |host: &Host| -> Vec<u64> {
+        let mut s: Vec<u64> = host
+            .snapshots("localhost", "live", Some("cam"))
+            .iter()
+            .filter(|r| r["is_overlay"] == false)
+            .map(|r| r["sequence"].as_u64().unwrap())
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(seq(&host), vec![0, 1, 2, 3, 4], "every queued snapshot survived the stop");
+    assert!(!host.log().contains("captures were in flight"), "no capture left half-done:\n{}", host.log());
+    let out = ffmpeg_push(&clip.flv(), &host.rtmp_url("live/cam"), false);
+    assert!(out.status.success());
+    host.wait_for("10 snapshots", Duration::from_secs(30), || seq(&host).len() >= 10);
+    assert_eq!(seq(&host), (0..10).collect::<Vec<u64>>(), "{{Sequence}} continues after a restart");
+    let keys: BTreeSet<String> = host.objects("localhost").keys("live/cam/").into_iter().collect();
+    assert_eq!(keys, (0..10).map(|n| format!("live/cam/{n}.jpg")).collect::<BTreeSet<_>>());
+    let metrics = String::from_utf8(host.try_get("/metrics").unwrap().1).unwrap();
+    assert!(metrics.contains("edgesnap_snapshots_stored_total 5"), "{metrics}");
 }
