@@ -28,3 +28,8 @@ lint:
 # Build the guest plugins as wasm32-wasip2 components.
 build-plugins:
     cd plugins && cargo build --release --locked --target wasm32-wasip2
+
+# The capacity benchmark (issue 3): edgesnap vs nginx-rtmp + ffmpeg; see BENCHMARKS.md.
+bench *ARGS: build
+    cargo build --release --locked --examples
+    python3 scripts/bench.py --bin {{bin}} --loadgen {{CARGO_TARGET_DIR}}/release/examples/loadgen --floor {{CARGO_TARGET_DIR}}/release/examples/floor --out {{CARGO_TARGET_DIR}}/../bench {{ARGS}}

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub lateness_seconds: Histogram,
 }
 
+/// Fine enough to read a p99 against a 500 ms target.
+const LATENESS_BUCKETS: [f64; 18] =
+    [0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0];
+
 fn histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -46,7 +50,7 @@ impl Metrics {
             snapshots_stored: Counter::default(),
             snapshots_failed: Family::default(),
             stage_seconds: Family::new_with_constructor(histogram),
-            lateness_seconds: histogram(),
+            lateness_seconds: Histogram::new(LATENESS_BUCKETS.iter().copied()),
             registry: Registry::default(),
         };
         registry.register("rtmp_connections", "Open RTMP connections", m.rtmp_connections.clone());

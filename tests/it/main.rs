@@ -11,6 +11,7 @@ mod media;
 mod publisher;
 
 mod bad_input;
+mod capacity;
 mod config;
 mod isolation;
 mod pipeline;

@@ -78,9 +78,9 @@ pub fn start(
         let handle = std::thread::Builder::new()
             .name(format!("decoder-{i}"))
             .spawn(move || {
-                while let Ok(job) = jobs.recv() {
+                while let Ok(mut job) = jobs.recv() {
                     let started = Instant::now();
-                    let result = worker.decode(&job);
+                    let result = worker.decode(&mut job);
                     let decode_time = started.elapsed();
                     metrics.stage("decode", decode_time.as_secs_f64());
                     if let Err(e) = &result {

@@ -198,7 +198,7 @@ impl Worker {
         Ok(Worker { index, p: Pipeline::build()?, next_job: 1, last_session: None, quality: 85 })
     }
 
-    pub(super) fn decode(&mut self, job: &CaptureJob) -> Result<Jpeg, MediaError> {
+    pub(super) fn decode(&mut self, job: &mut CaptureJob) -> Result<Jpeg, MediaError> {
         let result = self.try_decode(job);
         if matches!(result, Err(MediaError::Timeout(_) | MediaError::Pipeline(_))) {
             tracing::warn!(worker = self.index, "rebuilding decoder pipeline");
@@ -209,7 +209,7 @@ impl Worker {
         result
     }
 
-    fn try_decode(&mut self, job: &CaptureJob) -> Result<Jpeg, MediaError> {
+    fn try_decode(&mut self, job: &mut CaptureJob) -> Result<Jpeg, MediaError> {
         if self.last_session.is_some_and(|s| s != job.info.session) {
             self.p.flush_decoder()?;
         }
@@ -221,7 +221,7 @@ impl Worker {
         }
         let id = self.next_job;
         self.next_job += 1;
-        let mut buffer = gst::Buffer::from_slice(job.annexb.clone());
+        let mut buffer = gst::Buffer::from_mut_slice(std::mem::take(&mut job.annexb));
         {
             let b = buffer.get_mut().expect("new buffer is writable");
             let pts = gst::ClockTime::from_mseconds(id);

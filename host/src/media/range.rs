@@ -1,22 +1,22 @@
 //! Limited-range (16–235 / 16–240) I420 to the full range JFIF expects.
+//! Integer arithmetic rather than table lookups, so the loops vectorize.
 
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
-fn lut(lo: f64, hi: f64, centred: bool) -> [u8; 256] {
-    let mut t = [0u8; 256];
-    for (v, out) in t.iter_mut().enumerate() {
-        let v = v as f64;
-        let x = if centred { (v - 128.0) * 255.0 / (hi - lo) + 128.0 } else { (v - lo) * 255.0 / (hi - lo) };
-        *out = x.round().clamp(0.0, 255.0) as u8;
-    }
-    t
+/// (y - 16) * 255 / 219, in 8.8 fixed point, clamped.
+#[inline]
+fn luma(y: u8) -> u8 {
+    let v = (i32::from(y) - 16).max(0) * 298 + 128;
+    (v >> 8).min(255) as u8
 }
 
-fn luts() -> &'static ([u8; 256], [u8; 256]) {
-    static LUTS: std::sync::OnceLock<([u8; 256], [u8; 256])> = std::sync::OnceLock::new();
-    LUTS.get_or_init(|| (lut(16.0, 235.0, false), lut(16.0, 240.0, true)))
+/// (c - 128) * 255 / 224 + 128, in 8.8 fixed point, clamped.
+#[inline]
+fn chroma(c: u8) -> u8 {
+    let v = (i32::from(c) - 128) * 291 + (128 << 8) + 128;
+    (v >> 8).clamp(0, 255) as u8
 }
 
 /// Rescales an I420 buffer in place (a deep copy first if it is shared).
@@ -26,19 +26,17 @@ pub(super) fn to_full(buffer: gst::Buffer, info: &gst_video::VideoInfo) -> gst::
         Ok(f) => f,
         Err(buffer) => return buffer,
     };
-    let (luma, chroma) = luts();
     for plane in 0..frame.n_planes() {
-        let table = if plane == 0 { luma } else { chroma };
         let stride = frame.plane_stride()[plane as usize] as usize;
         let width = frame.comp_width(plane) as usize;
         let height = frame.comp_height(plane) as usize;
-        let Ok(data) = frame.plane_data_mut(plane) else {
-            continue;
-        };
+        let Ok(data) = frame.plane_data_mut(plane) else { continue };
         for row in data.chunks_mut(stride).take(height) {
             let n = width.min(row.len());
-            for px in &mut row[..n] {
-                *px = table[*px as usize];
+            if plane == 0 {
+                row[..n].iter_mut().for_each(|px| *px = luma(*px));
+            } else {
+                row[..n].iter_mut().for_each(|px| *px = chroma(*px));
             }
         }
     }
@@ -47,11 +45,14 @@ pub(super) fn to_full(buffer: gst::Buffer, info: &gst_video::VideoInfo) -> gst::
 
 #[cfg(test)]
 mod tests {
+    use super::{chroma, luma};
+
     #[test]
-    fn tables() {
-        let (y, c) = super::luts();
-        assert_eq!((y[0], y[16], y[126], y[235], y[255]), (0, 0, 128, 255, 255));
+    fn limited_to_full() {
+        assert_eq!((luma(0), luma(16), luma(126), luma(235), luma(255)), (0, 0, 128, 255, 255));
         // Chroma 16 lands half a step above 0.
-        assert_eq!((c[16], c[128], c[240]), (1, 128, 255));
+        assert_eq!((chroma(0), chroma(16), chroma(128), chroma(240), chroma(255)), (0, 1, 128, 255, 255));
+        // Monotonic: no level maps below a lower one.
+        assert!((1..=255u8).all(|v| luma(v) >= luma(v - 1) && chroma(v) >= chroma(v - 1)));
     }
 }

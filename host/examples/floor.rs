@@ -1,0 +1,125 @@
+//! The physical floor of the capacity benchmark: the decoder pool's
+//! long-lived GStreamer pipeline decoding a clip's keyframes into JPEGs with
+//! nothing else of the host around it. Prints CPU ms per keyframe.
+//!
+//! cargo run --release --example floor -- clip.flv [jobs]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use edgesnap::capture::{CaptureJob, StreamInfo};
+use edgesnap::media::{Decoded, PoolOptions};
+
+/// CPU seconds (user + system) of this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn keyframe_jobs(path: &str) -> Vec<Vec<u8>> {
+    let b = std::fs::read(path).unwrap();
+    let mut pos = u32::from_be_bytes(b[5..9].try_into().unwrap()) as usize + 4;
+    let mut sps_pps = Vec::new();
+    let mut jobs = Vec::new();
+    while pos + 11 <= b.len() {
+        let size = u32::from_be_bytes([0, b[pos + 1], b[pos + 2], b[pos + 3]]) as usize;
+        let d = &b[pos + 11..pos + 11 + size];
+        if b[pos] & 0x1f == 9 && d.len() > 5 && d[0] & 0x0f == 7 {
+            if d[1] == 0 {
+                let rec = &d[5..];
+                let mut p = 6;
+                sps_pps.clear();
+                for count_at in [5usize, usize::MAX] {
+                    let n = if count_at == 5 { rec[5] & 0x1f } else { rec[p] };
+                    if count_at != 5 {
+                        p += 1;
+                    }
+                    for _ in 0..n {
+                        let len = u16::from_be_bytes([rec[p], rec[p + 1]]) as usize;
+                        sps_pps.extend_from_slice(&[0, 0, 0, 1]);
+                        sps_pps.extend_from_slice(&rec[p + 2..p + 2 + len]);
+                        p += 2 + len;
+                    }
+                }
+            } else if d[0] >> 4 == 1 && d[1] == 1 {
+                let mut job = sps_pps.clone();
+                let mut rest = &d[5..];
+                while rest.len() >= 4 {
+                    let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+                    job.extend_from_slice(&[0, 0, 0, 1]);
+                    job.extend_from_slice(&rest[4..4 + len]);
+                    rest = &rest[4 + len..];
+                }
+                jobs.push(job);
+            }
+        }
+        pos += 11 + size + 4;
+    }
+    jobs
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().expect("usage: floor CLIP.flv [JOBS]");
+    let n: usize = args.next().map_or(300, |s| s.parse().unwrap());
+    let keyframes = keyframe_jobs(&path);
+    assert!(!keyframes.is_empty(), "no keyframes in {path}");
+    let info = Arc::new(StreamInfo {
+        session: 1,
+        domain: "floor".into(),
+        app: "live".into(),
+        stream: "s".into(),
+        template: Arc::new(edgesnap::config::Template {
+            app_name: "*".into(),
+            time_interval_s: 5,
+            storage: "local".into(),
+            overwrite_object: Some("x.jpg".into()),
+            sequence_object: None,
+            callback: None,
+            jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
+        }),
+        order: Default::default(),
+    });
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Decoded>(16);
+    let metrics = Arc::new(edgesnap::metrics::Metrics::new());
+    let handles = edgesnap::media::start(PoolOptions { workers: 1 }, rx, out_tx, metrics).unwrap();
+    // Warm up: the first job negotiates caps and allocates.
+    let job = move |i: usize| CaptureJob {
+        info: info.clone(),
+        create_timestamp_ms: i as u64,
+        media_ts_ms: 0,
+        received: Instant::now(),
+        annexb: keyframes[i % keyframes.len()].clone(),
+    };
+    tx.send(job(0)).unwrap();
+    out_rx.blocking_recv().unwrap();
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let feeder = std::thread::spawn(move || {
+        for i in 0..n {
+            tx.send(job(i)).unwrap();
+        }
+    });
+    let mut ok = 0;
+    let mut bytes = 0;
+    for _ in 0..n {
+        let d = out_rx.blocking_recv().unwrap();
+        if let Ok(j) = d.result {
+            ok += 1;
+            bytes += j.bytes.len();
+        }
+    }
+    let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
+    feeder.join().unwrap();
+    for h in handles {
+        drop(h);
+    }
+    println!(
+        "{{\"jobs\": {n}, \"pictures\": {ok}, \"cpu_ms_per_job\": {:.2}, \"wall_ms_per_job\": {:.2}, \"mean_jpeg_bytes\": {}}}",
+        cpu * 1000.0 / n as f64,
+        wall * 1000.0 / n as f64,
+        bytes / ok.max(1)
+    );
+}

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Capacity benchmark (issue 3): edgesnap against nginx-rtmp + ffmpeg per
+stream, on this machine, in one run. Writes JSON lines and prints a Markdown
+table. Run through `just bench` (which builds the binaries first).
+
+  bench.py --bin EDGESNAP --loadgen LOADGEN --floor FLOOR --out DIR
+           [--edgesnap 50,100,250,500] [--full 10,25] [--expert 25,50,100]
+           [--window 40]
+"""
+import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+
+HZ = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+INTERVAL = 5
+WARMUP = 12   # seconds after the ramp before the window opens
+RAMP = 5
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def proc_cpu(pid):
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / HZ
+    except OSError:
+        return 0.0
+
+
+def proc_mem(pid):
+    """(rss, pss) in bytes."""
+    rss = pss = 0
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Rss:"): rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"): pss = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss, pss
+
+
+def tree(root):
+    """root and all its descendants."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d))
+            except OSError:
+                pass
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop(); out.append(p); todo.extend(kids.get(p, []))
+    return out
+
+
+def sample(root):
+    pids = tree(root)
+    cpu = sum(proc_cpu(p) for p in pids)
+    mem = [proc_mem(p) for p in pids]
+    return cpu, sum(m[0] for m in mem), sum(m[1] for m in mem), len(pids)
+
+
+def metrics(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    m = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip(): continue
+        k, v = line.rsplit(" ", 1)
+        m[k] = float(v)
+    return m
+
+
+def lateness(m0, m1):
+    """p50, p99 upper bounds (s) of the window's lateness histogram."""
+    buckets = []
+    for k, v in m1.items():
+        r = re.match(r'edgesnap_lateness_seconds_bucket\{le="([^"]+)"\}', k)
+        if r:
+            le = float("inf") if r.group(1) == "+Inf" else float(r.group(1))
+            buckets.append((le, v - m0.get(k, 0)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    def q(p):
+        for le, c in buckets:
+            if total and c >= p * total: return le
+        return None
+    return q(0.5), q(0.99), total
+
+
+def wait_http(port, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1); return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("edgesnap did not start")
+
+
+def run_load(args, url, n, seconds, prefix="s"):
+    return subprocess.Popen([args.loadgen, "--url", url, "--flv", args.clip, "--streams", str(n),
+                             "--seconds", str(seconds), "--ramp", str(RAMP), "--prefix", prefix],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def measure(root, load, window, counter):
+    """Samples root's process tree through warm-up and the window."""
+    time.sleep(RAMP + WARMUP)
+    c0, rss0, pss0, _ = sample(root); n0 = counter(); lg0 = proc_cpu(load.pid); t0 = time.time()
+    peak_rss, rss_sum, pss_sum, k = rss0, 0, 0, 0
+    while time.time() - t0 < window:
+        time.sleep(2)
+        _, rss, pss, _ = sample(root)
+        peak_rss = max(peak_rss, rss); rss_sum += rss; pss_sum += pss; k += 1
+    c1, rss1, pss1, nproc = sample(root); n1 = counter(); lg1 = proc_cpu(load.pid); t1 = time.time()
+    return dict(cpu=c1 - c0, snapshots=n1 - n0, window=t1 - t0, peak_rss=peak_rss,
+                rss=rss_sum / max(k, 1), pss=pss_sum / max(k, 1), procs=nproc, loadgen_cpu=lg1 - lg0)
+
+
+def edgesnap(args, n):
+    d = tempfile.mkdtemp(prefix="edgesnap-bench-")
+    rtmp, http = free_port(), free_port()
+    cfg = f"""version = 1
+[server]
+rtmp_listen = "127.0.0.1:{rtmp}"
+http_listen = "127.0.0.1:{http}"
+data_dir = "{d}/data"
+operator_token = "bench-operator-token-0123"
+default_domain = "bench"
+[domains."bench".storage.local]
+type = "local"
+path = "{d}/snapshots"
+[[domains."bench".snapshot_configs]]
+app_name = "*"
+time_interval = {INTERVAL}
+storage = "local"
+overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
+sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
+"""
+    open(f"{d}/edgesnap.toml", "w").write(cfg)
+    host = subprocess.Popen([args.bin, "serve", "--config", f"{d}/edgesnap.toml"],
+                            stderr=open(f"{d}/edgesnap.log", "w"), env={**os.environ, "RUST_LOG": "warn"})
+    try:
+        wait_http(http)
+        time.sleep(1)
+        _, base_rss, base_pss, _ = sample(host.pid)
+        m0 = metrics(http)
+        seconds = WARMUP + args.window + 5
+        load = run_load(args, f"rtmp://127.0.0.1:{rtmp}/live", n, seconds)
+        r = measure(host.pid, load, args.window,
+                    lambda: metrics(http).get("edgesnap_snapshots_stored_total", 0))
+        m1 = metrics(http)
+        p50, p99, _ = lateness(m0, m1)
+        load.wait()
+        out = json.loads(load.stdout.read().strip().splitlines()[-1])
+        missed = m1.get("edgesnap_snapshots_missed_total", 0)
+        failed = sum(v for k, v in m1.items() if k.startswith("edgesnap_snapshots_failed_total"))
+        expected = n * r["window"] / INTERVAL
+        return dict(system="edgesnap", n=n, **r, base_rss=base_rss, base_pss=base_pss, expected=expected,
+                    missed=missed, failed=failed, lateness_p50=p50, lateness_p99=p99,
+                    publish_failed=out["failed"])
+    finally:
+        host.send_signal(signal.SIGTERM)
+        try: host.wait(30)
+        except subprocess.TimeoutExpired: host.kill()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def anchor(args, n, variant):
+    d = tempfile.mkdtemp(prefix="nginx-bench-")
+    os.makedirs(f"{d}/jpg")
+    port = free_port()
+    if variant == "full":
+        ff = f"ffmpeg -hide_banner -loglevel error -i rtmp://127.0.0.1:{port}/live/$name -vf fps=1/{INTERVAL} -q:v 3 -f image2 {d}/jpg/$name-%05d.jpg"
+    else:
+        ff = (f"ffmpeg -hide_banner -loglevel error -skip_frame nokey -threads 1 -i rtmp://127.0.0.1:{port}/live/$name "
+              f"-vf fps=1/{INTERVAL} -threads 1 -q:v 3 -f image2 {d}/jpg/$name-%05d.jpg")
+    os.chmod(d, 0o755); os.chmod(f"{d}/jpg", 0o777)
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = f"""load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+{user} daemon off; master_process on; worker_processes 1;
+error_log {d}/error.log warn; pid {d}/nginx.pid;
+events {{ worker_connections 4096; }}
+rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; exec_push {ff}; }} }} }}
+"""
+    open(f"{d}/nginx.conf", "w").write(conf)
+    nginx = subprocess.Popen(["nginx", "-p", d, "-c", f"{d}/nginx.conf"], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        _, base_rss, base_pss, _ = sample(nginx.pid)
+        seconds = WARMUP + args.window + 5
+        load = run_load(args, f"rtmp://127.0.0.1:{port}/live", n, seconds)
+        count = lambda: len(os.listdir(f"{d}/jpg"))
+        r = measure(nginx.pid, load, args.window, count)
+        load.wait()
+        expected = n * r["window"] / INTERVAL
+        return dict(system=f"nginx+ffmpeg ({variant})", n=n, **r, base_rss=base_rss, base_pss=base_pss,
+                    expected=expected, missed=max(0.0, expected - r["snapshots"]), failed=0,
+                    lateness_p50=None, lateness_p99=None, publish_failed=0)
+    finally:
+        nginx.send_signal(signal.SIGQUIT)
+        try: nginx.wait(10)
+        except subprocess.TimeoutExpired: nginx.kill()
+        subprocess.run(["pkill", "-f", f"{d}/jpg"], check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def row(r, floor_ms):
+    snaps = max(r["snapshots"], 1)
+    cpu_snap = r["cpu"] / snaps * 1000
+    per_stream = (r["rss"] - r["base_rss"]) / r["n"] / 2**20
+    per_stream_pss = (r["pss"] - r["base_pss"]) / r["n"] / 2**20
+    miss = 1 - r["snapshots"] / r["expected"] if r["expected"] else 0
+    lat = "" if r["lateness_p99"] is None else f"{r['lateness_p50']*1000:.0f} / {r['lateness_p99']*1000:.0f}"
+    return (f"| {r['system']} | {r['n']} | {cpu_snap:.1f} | {cpu_snap/floor_ms:.2f}x | "
+            f"{r['cpu']/(r['n']*r['window']/60):.2f} | {r['cpu']/r['window']*100:.0f} % | "
+            f"{r['peak_rss']/2**20:.0f} | {per_stream:.2f} / {per_stream_pss:.2f} | "
+            f"{r['snapshots']} / {r['expected']:.0f} ({miss*100:+.1f} %) | {int(r['missed'])} | {lat} | "
+            f"{r['loadgen_cpu']/r['window']*100:.0f} % |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True); ap.add_argument("--loadgen", required=True)
+    ap.add_argument("--floor", required=True); ap.add_argument("--out", required=True)
+    ap.add_argument("--edgesnap", default="50,100,250,500"); ap.add_argument("--full", default="10,25")
+    ap.add_argument("--expert", default="25,50,100"); ap.add_argument("--window", type=int, default=40)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    args.clip = os.path.join(args.out, "clip720.flv")
+    if not os.path.exists(args.clip):
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+                        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "60", "-c:v", "libx264",
+                        "-preset", "veryfast", "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k", "-g", "60",
+                        "-keyint_min", "60", "-sc_threshold", "0", "-bf", "2", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                        "-b:a", "96k", "-shortest", "-f", "flv", args.clip], check=True)
+    floor = json.loads(subprocess.run([args.floor, args.clip, "300"], capture_output=True, text=True, check=True).stdout)
+    print(f"floor: {floor}", flush=True)
+    results = []
+    log = open(os.path.join(args.out, "results.jsonl"), "a")
+    plan = [("edgesnap", int(n)) for n in args.edgesnap.split(",") if n] + \
+           [("full", int(n)) for n in args.full.split(",") if n] + \
+           [("expert", int(n)) for n in args.expert.split(",") if n]
+    stopped = set()
+    for system, n in plan:
+        if system in stopped: continue
+        r = edgesnap(args, n) if system == "edgesnap" else anchor(args, n, system)
+        r["floor_ms"] = floor["cpu_ms_per_job"]
+        results.append(r); log.write(json.dumps(r) + "\n"); log.flush()
+        print(row(r, floor["cpu_ms_per_job"]), flush=True)
+        if system != "edgesnap" and (r["peak_rss"] > 16 * 2**30 or r["snapshots"] < 0.99 * r["expected"]):
+            stopped.add(system)   # the anchor falls over: stop its sweep
+    print()
+    print(f"floor (same pool pipeline, same keyframes): {floor['cpu_ms_per_job']:.2f} ms CPU per 720p keyframe")
+    print("| system | N | CPU ms / snapshot | x floor | CPU s / stream-min | CPU (of 200 %) | peak RSS MiB | "
+          "RSS / PSS MiB per stream | stored / expected | missed | lateness p50 / p99 ms | loadgen CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(row(r, floor["cpu_ms_per_job"]))
+
+
+if __name__ == "__main__":
+    main()
