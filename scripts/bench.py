@@ -5,7 +5,7 @@ table. Run through `just bench` (which builds the binaries first).
 
   bench.py --bin EDGESNAP --loadgen LOADGEN --floor FLOOR --out DIR
            [--edgesnap 50,100,250,500] [--full 10,25] [--expert 25,50,100]
-           [--window 40]
+           [--window 40] [--soak MINUTES [--soak-streams 200]]
 """
 import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -208,6 +208,49 @@ rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; exec_pus
         shutil.rmtree(d, ignore_errors=True)
 
 
+def soak(args, n, minutes):
+    """RSS of the host every 30 s while n streams publish for `minutes`."""
+    d = tempfile.mkdtemp(prefix="edgesnap-soak-")
+    rtmp, http = free_port(), free_port()
+    open(f"{d}/edgesnap.toml", "w").write(f"""version = 1
+[server]
+rtmp_listen = "127.0.0.1:{rtmp}"
+http_listen = "127.0.0.1:{http}"
+data_dir = "{d}/data"
+operator_token = "bench-operator-token-0123"
+default_domain = "bench"
+[domains."bench".storage.local]
+type = "local"
+path = "{d}/snapshots"
+[[domains."bench".snapshot_configs]]
+app_name = "*"
+time_interval = {INTERVAL}
+storage = "local"
+overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
+sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
+""")
+    host = subprocess.Popen([args.bin, "serve", "--config", f"{d}/edgesnap.toml"],
+                            stderr=open(f"{d}/edgesnap.log", "w"), env={**os.environ, "RUST_LOG": "warn"})
+    try:
+        wait_http(http)
+        load = run_load(args, f"rtmp://127.0.0.1:{rtmp}/live", n, minutes * 60)
+        t0 = time.time()
+        print("| minute | RSS MiB | PSS MiB | snapshots stored | missed |")
+        print("|---|---|---|---|---|")
+        while load.poll() is None:
+            time.sleep(30)
+            _, rss, pss, _ = sample(host.pid)
+            m = metrics(http)
+            print(f"| {(time.time() - t0) / 60:.1f} | {rss / 2**20:.0f} | {pss / 2**20:.0f} | "
+                  f"{m.get('edgesnap_snapshots_stored_total', 0):.0f} | {m.get('edgesnap_snapshots_missed_total', 0):.0f} |",
+                  flush=True)
+    finally:
+        host.send_signal(signal.SIGTERM)
+        try: host.wait(30)
+        except subprocess.TimeoutExpired: host.kill()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def row(r, floor_ms):
     snaps = max(r["snapshots"], 1)
     cpu_snap = r["cpu"] / snaps * 1000
@@ -228,6 +271,8 @@ def main():
     ap.add_argument("--floor", required=True); ap.add_argument("--out", required=True)
     ap.add_argument("--edgesnap", default="50,100,250,500"); ap.add_argument("--full", default="10,25")
     ap.add_argument("--expert", default="25,50,100"); ap.add_argument("--window", type=int, default=40)
+    ap.add_argument("--soak", type=int, default=0, help="minutes of a soak at --soak-streams instead of the sweep")
+    ap.add_argument("--soak-streams", type=int, default=200)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     args.clip = os.path.join(args.out, "clip720.flv")
@@ -237,6 +282,9 @@ def main():
                         "-preset", "veryfast", "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k", "-g", "60",
                         "-keyint_min", "60", "-sc_threshold", "0", "-bf", "2", "-pix_fmt", "yuv420p", "-c:a", "aac",
                         "-b:a", "96k", "-shortest", "-f", "flv", args.clip], check=True)
+    if args.soak:
+        soak(args, args.soak_streams, args.soak)
+        return
     floor = json.loads(subprocess.run([args.floor, args.clip, "300"], capture_output=True, text=True, check=True).stdout)
     print(f"floor: {floor}", flush=True)
     results = []
