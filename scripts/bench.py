@@ -120,10 +120,9 @@ def measure(root, load, window, counter):
                 rss=rss_sum / max(k, 1), pss=pss_sum / max(k, 1), procs=nproc, loadgen_cpu=lg1 - lg0)
 
 
-def edgesnap(args, n):
-    d = tempfile.mkdtemp(prefix="edgesnap-bench-")
-    rtmp, http = free_port(), free_port()
-    cfg = f"""version = 1
+def write_config(d, rtmp, http):
+    """The benchmark's host: local storage, app * every 5 s in both modes."""
+    open(f"{d}/edgesnap.toml", "w").write(f"""version = 1
 [server]
 rtmp_listen = "127.0.0.1:{rtmp}"
 http_listen = "127.0.0.1:{http}"
@@ -139,12 +138,33 @@ time_interval = {INTERVAL}
 storage = "local"
 overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
 sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
-"""
-    open(f"{d}/edgesnap.toml", "w").write(cfg)
+""")
+
+
+def start_host(args, d, http):
     host = subprocess.Popen([args.bin, "serve", "--config", f"{d}/edgesnap.toml"],
                             stderr=open(f"{d}/edgesnap.log", "w"), env={**os.environ, "RUST_LOG": "warn"})
     try:
         wait_http(http)
+    except BaseException:
+        host.kill()
+        raise
+    return host
+
+
+def stop_host(host, d):
+    host.send_signal(signal.SIGTERM)
+    try: host.wait(30)
+    except subprocess.TimeoutExpired: host.kill()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def edgesnap(args, n):
+    d = tempfile.mkdtemp(prefix="edgesnap-bench-")
+    rtmp, http = free_port(), free_port()
+    write_config(d, rtmp, http)
+    host = start_host(args, d, http)
+    try:
         time.sleep(1)
         _, base_rss, base_pss, _ = sample(host.pid)
         m0 = metrics(http)
@@ -163,10 +183,7 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
                     missed=missed, failed=failed, lateness_p50=p50, lateness_p99=p99,
                     publish_failed=out["failed"])
     finally:
-        host.send_signal(signal.SIGTERM)
-        try: host.wait(30)
-        except subprocess.TimeoutExpired: host.kill()
-        shutil.rmtree(d, ignore_errors=True)
+        stop_host(host, d)
 
 
 def anchor(args, n, variant):
@@ -212,27 +229,9 @@ def soak(args, n, minutes):
     """RSS of the host every 30 s while n streams publish for `minutes`."""
     d = tempfile.mkdtemp(prefix="edgesnap-soak-")
     rtmp, http = free_port(), free_port()
-    open(f"{d}/edgesnap.toml", "w").write(f"""version = 1
-[server]
-rtmp_listen = "127.0.0.1:{rtmp}"
-http_listen = "127.0.0.1:{http}"
-data_dir = "{d}/data"
-operator_token = "bench-operator-token-0123"
-default_domain = "bench"
-[domains."bench".storage.local]
-type = "local"
-path = "{d}/snapshots"
-[[domains."bench".snapshot_configs]]
-app_name = "*"
-time_interval = {INTERVAL}
-storage = "local"
-overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
-sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
-""")
-    host = subprocess.Popen([args.bin, "serve", "--config", f"{d}/edgesnap.toml"],
-                            stderr=open(f"{d}/edgesnap.log", "w"), env={**os.environ, "RUST_LOG": "warn"})
+    write_config(d, rtmp, http)
+    host = start_host(args, d, http)
     try:
-        wait_http(http)
         load = run_load(args, f"rtmp://127.0.0.1:{rtmp}/live", n, minutes * 60)
         t0 = time.time()
         print("| minute | RSS MiB | PSS MiB | snapshots stored | missed |")
@@ -245,10 +244,7 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
                   f"{m.get('edgesnap_snapshots_stored_total', 0):.0f} | {m.get('edgesnap_snapshots_missed_total', 0):.0f} |",
                   flush=True)
     finally:
-        host.send_signal(signal.SIGTERM)
-        try: host.wait(30)
-        except subprocess.TimeoutExpired: host.kill()
-        shutil.rmtree(d, ignore_errors=True)
+        stop_host(host, d)
 
 
 def row(r, floor_ms):

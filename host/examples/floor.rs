@@ -10,6 +10,8 @@ use std::time::Instant;
 use edgesnap::capture::{CaptureJob, StreamInfo};
 use edgesnap::media::{Decoded, PoolOptions};
 
+mod common;
+
 /// CPU seconds (user + system) of this process so far.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -18,53 +20,11 @@ fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
-fn keyframe_jobs(path: &str) -> Vec<Vec<u8>> {
-    let b = std::fs::read(path).unwrap();
-    let mut pos = u32::from_be_bytes(b[5..9].try_into().unwrap()) as usize + 4;
-    let mut sps_pps = Vec::new();
-    let mut jobs = Vec::new();
-    while pos + 11 <= b.len() {
-        let size = u32::from_be_bytes([0, b[pos + 1], b[pos + 2], b[pos + 3]]) as usize;
-        let d = &b[pos + 11..pos + 11 + size];
-        if b[pos] & 0x1f == 9 && d.len() > 5 && d[0] & 0x0f == 7 {
-            if d[1] == 0 {
-                let rec = &d[5..];
-                let mut p = 6;
-                sps_pps.clear();
-                for count_at in [5usize, usize::MAX] {
-                    let n = if count_at == 5 { rec[5] & 0x1f } else { rec[p] };
-                    if count_at != 5 {
-                        p += 1;
-                    }
-                    for _ in 0..n {
-                        let len = u16::from_be_bytes([rec[p], rec[p + 1]]) as usize;
-                        sps_pps.extend_from_slice(&[0, 0, 0, 1]);
-                        sps_pps.extend_from_slice(&rec[p + 2..p + 2 + len]);
-                        p += 2 + len;
-                    }
-                }
-            } else if d[0] >> 4 == 1 && d[1] == 1 {
-                let mut job = sps_pps.clone();
-                let mut rest = &d[5..];
-                while rest.len() >= 4 {
-                    let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-                    job.extend_from_slice(&[0, 0, 0, 1]);
-                    job.extend_from_slice(&rest[4..4 + len]);
-                    rest = &rest[4 + len..];
-                }
-                jobs.push(job);
-            }
-        }
-        pos += 11 + size + 4;
-    }
-    jobs
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: floor CLIP.flv [JOBS]");
     let n: usize = args.next().map_or(300, |s| s.parse().unwrap());
-    let keyframes = keyframe_jobs(&path);
+    let keyframes = common::flv::keyframe_jobs(&common::flv::read(&path));
     assert!(!keyframes.is_empty(), "no keyframes in {path}");
     let info = Arc::new(StreamInfo {
         session: 1,

@@ -13,26 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Tag {
-    kind: u8,
-    ts: u32,
-    data: Vec<u8>,
-}
-
-fn read_flv(path: &str) -> Vec<Tag> {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    assert_eq!(&b[..3], b"FLV", "{path} is not FLV");
-    let mut pos = u32::from_be_bytes(b[5..9].try_into().unwrap()) as usize + 4;
-    let mut tags = Vec::new();
-    while pos + 11 <= b.len() {
-        let kind = b[pos] & 0x1f;
-        let size = u32::from_be_bytes([0, b[pos + 1], b[pos + 2], b[pos + 3]]) as usize;
-        let ts = u32::from_be_bytes([b[pos + 7], b[pos + 4], b[pos + 5], b[pos + 6]]);
-        tags.push(Tag { kind, ts, data: b[pos + 11..pos + 11 + size].to_vec() });
-        pos += 11 + size + 4;
-    }
-    tags
-}
+mod common;
+use common::flv::{self, Tag};
 
 fn is_config(t: &Tag) -> bool {
     t.kind == 18 || (t.data.len() > 1 && (t.kind == 9 || t.kind == 8) && t.data[1] == 0)
@@ -158,7 +140,7 @@ async fn main() {
     let rest = a.url.strip_prefix("rtmp://").expect("rtmp:// url");
     let (hostport, app) = rest.split_once('/').expect("rtmp://host:port/app");
     let (host, port) = hostport.split_once(':').map_or((hostport, 1935), |(h, p)| (h, p.parse().unwrap()));
-    let tags = Arc::new(read_flv(&a.flv));
+    let tags = Arc::new(flv::read(&a.flv));
     let duration = tags.last().map_or(1, |t| t.ts) + 40;
     let configs: Arc<Vec<usize>> = Arc::new((0..tags.len()).filter(|&i| is_config(&tags[i])).collect());
     let media: Arc<Vec<usize>> = Arc::new((0..tags.len()).filter(|&i| !is_config(&tags[i])).collect());
