@@ -98,7 +98,6 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
     let snapshot_tasks = TaskTracker::new();
     let ingest = ingest::Ingest::new(settings.clone(), jobs_tx, metrics.clone());
     let path = Arc::new(snapshot::SnapshotPath {
-        settings: settings.clone(),
         index: index.clone(),
         storage: storage.clone(),
         policies,

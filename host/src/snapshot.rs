@@ -8,7 +8,6 @@ use std::time::Instant;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
 use crate::index::{Index, Intent, Record, RecordId};
 use crate::media::{Decoded, Jpeg};
 use crate::metrics::Metrics;
@@ -31,7 +30,6 @@ pub enum SnapshotError {
 }
 
 pub struct SnapshotPath {
-    pub settings: Arc<Settings>,
     pub index: Arc<Index>,
     pub storage: Arc<Storage>,
     pub policies: Arc<Policies>,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
@@ -212,10 +212,4 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
-}
-
-/// Drains a request body we do not use (keeps keep-alive connections sane).
-#[allow(dead_code)]
-async fn discard(req: Request<Incoming>) {
-    let _ = req.into_body().collect().await;
 }

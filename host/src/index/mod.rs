@@ -11,7 +11,8 @@
 //! - `meta`:      name → bytes  host secrets and settings
 //!
 //! Writes go through one writer thread that commits whatever is waiting as
-//! one transaction, so the commit cost is shared when snapshots arrive together.
+//! one transaction, at most one commit per 20 ms, so under load the commit
+//! cost is shared by many snapshots.
 
 mod writer;
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
@@ -13,6 +14,10 @@ use super::{
 
 /// Operations per commit at most.
 const MAX_BATCH: usize = 256;
+
+/// Commits are at least this far apart: under load, what arrives meanwhile
+/// shares one fsync; after a quiet spell, an operation commits at once.
+const LINGER: Duration = Duration::from_millis(20);
 
 pub(super) enum Op {
     Reserve { id: RecordId, intent: Intent, reply: oneshot::Sender<Result<u64, IndexError>> },
@@ -44,15 +49,20 @@ pub(super) fn start(db: Arc<Database>) -> Handle {
     let thread = std::thread::Builder::new()
         .name("index-writer".into())
         .spawn(move || {
+            let mut last_commit = Instant::now() - LINGER;
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
+                let deadline = last_commit + LINGER;
                 while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(op) => batch.push(op),
-                        Err(_) => break,
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let next = if left.is_zero() { rx.try_recv().ok() } else { rx.recv_timeout(left).ok() };
+                    match next {
+                        Some(op) => batch.push(op),
+                        None => break,
                     }
                 }
                 run_batch(&db, batch);
+                last_commit = Instant::now();
             }
         })
         .expect("spawn index writer thread");
