@@ -32,6 +32,10 @@ pub(crate) const INTENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("i
 pub(crate) const PLUGIN_STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("plugin_state");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// redb's page cache: bounded, so the index's memory does not follow the
+/// database as it grows (redb's default allows 1 GiB).
+const CACHE_BYTES: usize = 32 << 20;
+
 /// An opaque, unique snapshot id: creation ms in the high bits, random low bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordId(pub u128);
@@ -186,7 +190,9 @@ pub struct Index {
 
 impl Index {
     pub fn open(path: &Path) -> Result<Index, IndexError> {
-        let db = Database::create(path)
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| IndexError::Open { path: path.display().to_string(), source: e.into() })?;
         let txn = db.begin_write().map_err(db_err)?;
         {
