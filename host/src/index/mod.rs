@@ -34,7 +34,7 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 
 /// redb's page cache: bounded, so the index's memory does not follow the
 /// database as it grows (redb's default allows 1 GiB).
-const CACHE_BYTES: usize = 32 << 20;
+const CACHE_BYTES: usize = 8 << 20;
 
 /// An opaque, unique snapshot id: creation ms in the high bits, random low bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
