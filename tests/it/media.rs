@@ -124,16 +124,14 @@ impl Clip {
     }
 }
 
-/// A clip of one flat colour (isolation tests), H.264 in FLV.
-pub fn solid_flv(name: &str, color: &str, width: u32, height: u32, seconds: u32) -> PathBuf {
-    let (color, (w, h)) = (color.to_owned(), (width, height));
-    make_once(&format!("{name}-{w}x{h}-{seconds}s.flv"), move |out| {
-        let src = format!("color=c={color}:s={w}x{h}:r=25:d={seconds},format=yuv420p");
+/// A clip of a lavfi `source`, H.264 (GOP 1 s, no B-frames) in FLV.
+fn lavfi_flv(name: &str, source: String) -> PathBuf {
+    make_once(name, move |out| {
         ffmpeg(&[
             "-f",
             "lavfi",
             "-i",
-            &src,
+            &source,
             "-c:v",
             "libx264",
             "-preset",
@@ -146,6 +144,8 @@ pub fn solid_flv(name: &str, color: &str, width: u32, height: u32, seconds: u32)
             "0",
             "-bf",
             "0",
+            "-pix_fmt",
+            "yuv420p",
             "-f",
             "flv",
             &out.display().to_string(),
@@ -153,33 +153,17 @@ pub fn solid_flv(name: &str, color: &str, width: u32, height: u32, seconds: u32)
     })
 }
 
-/// A textured clip in shades of grey only, H.264 in FLV.
+/// A clip of one flat colour (isolation tests).
+pub fn solid_flv(name: &str, color: &str, width: u32, height: u32, seconds: u32) -> PathBuf {
+    lavfi_flv(
+        &format!("{name}-{width}x{height}-{seconds}s.flv"),
+        format!("color=c={color}:s={width}x{height}:r=25:d={seconds}"),
+    )
+}
+
+/// A textured clip in shades of grey only.
 pub fn gray_textured_flv() -> PathBuf {
-    make_once("graytex-640x360-3s.flv", |out| {
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25,format=gray,format=yuv420p",
-            "-t",
-            "3",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "25",
-            "-keyint_min",
-            "25",
-            "-sc_threshold",
-            "0",
-            "-bf",
-            "0",
-            "-f",
-            "flv",
-            &out.display().to_string(),
-        ]);
-    })
+    lavfi_flv("graytex-640x360-3s.flv", "testsrc2=size=640x360:rate=25:duration=3,format=gray".into())
 }
 
 /// A decoded JPEG: RGB.

@@ -88,14 +88,11 @@ fn ffmpeg_push_gop_1s_with_b_frames_and_audio() {
     assert_eq!(host.snapshots("localhost", "live", None).len(), records.len());
 }
 
-#[test]
-fn gstreamer_rtmp2sink_gop_4s_720p() {
-    let host = Host::start(&[DomainSpec::new("localhost")], 2);
-    let clip = Clip { bframes: false, ..Clip::new(1280, 720, 25, 4) };
+/// Remuxes a clip with GStreamer and pushes it with `sink` (no pacing).
+fn gst_push(clip: &Clip, sink: &str, url: &str) {
     let pipeline = format!(
-        "filesrc location={} ! flvdemux name=d d.video ! queue ! h264parse ! flvmux streamable=true ! rtmp2sink sync=false location={}",
+        "filesrc location={} ! flvdemux name=d d.video ! queue ! h264parse ! flvmux streamable=true ! {sink} sync=false location={url}",
         clip.flv().display(),
-        host.rtmp_url("live/gst2")
     );
     let out = Command::new("gst-launch-1.0")
         .args(["-q", "-e"])
@@ -103,7 +100,14 @@ fn gstreamer_rtmp2sink_gop_4s_720p() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "gst-launch: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "gst-launch {sink}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn gstreamer_rtmp2sink_gop_4s_720p() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 2);
+    let clip = Clip { bframes: false, ..Clip::new(1280, 720, 25, 4) };
+    gst_push(&clip, "rtmp2sink", &host.rtmp_url("live/gst2"));
     // GOP 4 s, interval 5 s: keyframes 0,4,...,24 → 0, 8, 12, 16, 20.
     assert_eq!(clip.expected_seconds(5), vec![0, 8, 12, 16, 20]);
     check_stream(&host, "localhost", "live", "gst2", &clip, 5);
@@ -115,18 +119,7 @@ fn gstreamer_rtmpsink_librtmp() {
     // No B-frames: flvdemux ! flvmux shifts a B-frame clip's DTS by the
     // reorder delay, which would move keyframes off the whole seconds.
     let clip = Clip { bframes: false, ..Clip::new(640, 360, 12, 2) };
-    let pipeline = format!(
-        "filesrc location={} ! flvdemux name=d d.video ! queue ! h264parse ! flvmux streamable=true ! rtmpsink sync=false location={}",
-        clip.flv().display(),
-        host.rtmp_url("live/librtmp")
-    );
-    let out = Command::new("gst-launch-1.0")
-        .args(["-q", "-e"])
-        .args(pipeline.split(' '))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "gst-launch: {}", String::from_utf8_lossy(&out.stderr));
+    gst_push(&clip, "rtmpsink", &host.rtmp_url("live/librtmp"));
     check_stream(&host, "localhost", "live", "librtmp", &clip, 5);
 }
 
