@@ -5,7 +5,7 @@ table. Run through `just bench` (which builds the binaries first).
 
   bench.py --bin EDGESNAP --loadgen LOADGEN --floor FLOOR --out DIR
            [--edgesnap 50,100,250,500] [--full 10,25] [--expert 25,50,100]
-           [--window 40] [--soak MINUTES [--soak-streams 200]]
+           [--window 40] [--clip 720p|480p] [--soak MINUTES [--soak-streams 200]]
 """
 import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -267,15 +267,18 @@ def main():
     ap.add_argument("--floor", required=True); ap.add_argument("--out", required=True)
     ap.add_argument("--edgesnap", default="50,100,250,500"); ap.add_argument("--full", default="10,25")
     ap.add_argument("--expert", default="25,50,100"); ap.add_argument("--window", type=int, default=40)
+    ap.add_argument("--clip", choices=["720p", "480p"], default="720p",
+                    help="720p30 at 2.5 Mb/s (the targets), or 480p30 at 1 Mb/s (the stretch)")
     ap.add_argument("--soak", type=int, default=0, help="minutes of a soak at --soak-streams instead of the sweep")
     ap.add_argument("--soak-streams", type=int, default=200)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    args.clip = os.path.join(args.out, "clip720.flv")
+    size, rate = {"720p": ("1280x720", "2500k"), "480p": ("854x480", "1000k")}[args.clip]
+    args.clip = os.path.join(args.out, f"clip{args.clip}.flv")
     if not os.path.exists(args.clip):
-        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30",
                         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "60", "-c:v", "libx264",
-                        "-preset", "veryfast", "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k", "-g", "60",
+                        "-preset", "veryfast", "-b:v", rate, "-maxrate", rate, "-bufsize", "5000k", "-g", "60",
                         "-keyint_min", "60", "-sc_threshold", "0", "-bf", "2", "-pix_fmt", "yuv420p", "-c:a", "aac",
                         "-b:a", "96k", "-shortest", "-f", "flv", args.clip], check=True)
     if args.soak:
