@@ -89,7 +89,7 @@ impl SnapshotPath {
         let (domain, app, stream) = (info.domain.clone(), info.app.clone(), info.stream.clone());
         let (width, height, create) = (jpeg.width, jpeg.height, job.create_timestamp_ms);
         let tpl = template.clone();
-        let placements: Vec<Placement> = tokio::task::spawn_blocking(move || {
+        let named = tokio::task::spawn_blocking(move || {
             let facts = CaptureFacts {
                 domain: &domain,
                 app: &app,
@@ -102,8 +102,17 @@ impl SnapshotPath {
             policies.name(&facts, &tpl)
         })
         .await
-        .map_err(|e| SnapshotError::Join(e.to_string()))?
-        .inspect_err(|_| self.metrics.failed("policy"))?;
+        .map_err(|e| SnapshotError::Join(e.to_string()))
+        .and_then(|r| r.map_err(SnapshotError::from));
+        let placements: Vec<Placement> = match named {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing was stored: the capture is not in flight any more.
+                self.metrics.failed("policy");
+                let _ = self.index.abandon(id).await;
+                return Err(e);
+            }
+        };
         let t_policy = t.elapsed();
         self.metrics.stage("policy", t_policy.as_secs_f64());
 

@@ -6,7 +6,6 @@ mod error;
 mod snapshots;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -51,7 +50,7 @@ impl Api {
         let graceful = GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());
         loop {
-            let (socket, peer) = tokio::select! {
+            let (socket, _) = tokio::select! {
                 _ = cancel.cancelled() => break,
                 a = listener.accept() => match a {
                     Ok(a) => a,
@@ -64,7 +63,7 @@ impl Api {
             let api = self.clone();
             let service = service_fn(move |req| {
                 let api = api.clone();
-                async move { Ok::<_, Infallible>(api.handle(req, peer).await) }
+                async move { Ok::<_, Infallible>(api.handle(req).await) }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
             let conn = graceful.watch(conn.into_owned());
@@ -80,7 +79,7 @@ impl Api {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let request_id = format!("{:016x}", rand::random::<u64>());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();

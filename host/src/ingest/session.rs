@@ -125,11 +125,13 @@ impl Session {
             .await
             .map_err(|_| SessionError::Handshake("timed out"))??;
         let mut buf = BytesMut::with_capacity(64 * 1024);
+        // Stands in for the eviction token while nothing is published.
+        let never = CancellationToken::new();
         loop {
             if buf.capacity() - buf.len() < 16 * 1024 {
                 buf.reserve(64 * 1024);
             }
-            let evicted = self.publishing.as_ref().map(|p| p.claim.evicted.clone()).unwrap_or_default();
+            let evicted = self.publishing.as_ref().map_or(&never, |p| &p.claim.evicted).clone();
             let n = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = evicted.cancelled() => return Err(SessionError::Refused("taken over by a new publisher after 10 s without media".into())),
