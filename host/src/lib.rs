@@ -4,7 +4,8 @@
 //! [`capture`] (the per-stream media-clock grid) → [`media`] (the shared
 //! decoder pool, JPEG) → [`snapshot`] (the path that calls [`policy`] (Wasm
 //! plugins), [`storage`] (object stores) and [`index`] (redb) in order).
-//! [`api`] reads and steers them; [`config`] is the operator's file.
+//! [`api`] reads and steers them; [`config`] is the operator's file and
+//! [`tenants`] the domains in force (the file plus what the API made).
 //! ARCHITECTURE.md states the invariants between them.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod policy;
 pub mod snapshot;
 pub mod storage;
+pub mod tenants;
 
 /// Wall-clock time, unix milliseconds.
 pub fn unix_ms() -> u64 {

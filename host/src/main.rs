@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use edgesnap::config::{Config, Settings};
-use edgesnap::{api, index, ingest, media, metrics, policy, snapshot, storage};
+use edgesnap::config::Config;
+use edgesnap::tenants::Tenants;
+use edgesnap::{api, index, ingest, media, metrics, policy, snapshot};
 
 #[derive(Parser)]
 #[command(
@@ -45,7 +46,7 @@ fn main() -> std::process::ExitCode {
                 println!("{}: ok ({} domains)", file.display(), c.domains.len());
             })
             .map_err(anyhow::Error::from),
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config } => serve(config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -56,14 +57,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn serve(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
     let operator_token = config.server.operator_token.resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start tokio runtime")?;
-    runtime.block_on(run(config, operator_token))
+    runtime.block_on(run(path, config, operator_token))
 }
 
-async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
+async fn run(config_path: PathBuf, config: Config, operator_token: String) -> anyhow::Result<()> {
     let server = config.server.clone();
     std::fs::create_dir_all(&server.data_dir)
         .with_context(|| format!("create data_dir {}", server.data_dir.display()))?;
@@ -76,10 +77,10 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
             "captures were in flight at the last stop; their records were not committed"
         );
     }
-    let storage = Arc::new(storage::Storage::from_config(&config)?);
+    let (tenants, settings, storage) = Tenants::start(config, &operator_token, index.clone())?;
+    remove_tombstoned(&index, &storage).await?;
     let policies = Arc::new(policy::Policies::new(index.clone(), policy::Limits::default())?);
     let url_key = index.secret("url-signing-key")?;
-    let settings = Settings::new(config);
 
     let rtmp = tokio::net::TcpListener::bind(server.rtmp_listen)
         .await
@@ -105,11 +106,11 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
     });
     let api = Arc::new(api::Api {
         settings: settings.clone(),
+        tenants: tenants.clone(),
         index: index.clone(),
         storage,
         ingest: ingest.clone(),
         metrics,
-        operator_token,
         url_key,
     });
     let snapshots = tokio::spawn(path.run(decoded_rx, snapshot_tasks.clone()));
@@ -120,7 +121,7 @@ async fn run(config: Config, operator_token: String) -> anyhow::Result<()> {
         "edgesnap is serving"
     );
 
-    shutdown_signal().await;
+    shutdown_signal(&config_path, &tenants).await;
     tracing::info!("shutting down: closing publishers, finishing in-flight snapshots");
     // 1. Stop ingest: no new keyframes enter the capture queue.
     cancel.cancel();
@@ -153,11 +154,49 @@ fn close_index(index: Arc<index::Index>) {
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM or Ctrl-C; on SIGHUP re-reads the config file without
+/// dropping publishers (a file that does not validate changes nothing).
+async fn shutdown_signal(path: &std::path::Path, tenants: &Tenants) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => match Config::load(path) {
+                Err(e) => tracing::error!(error = %e, "SIGHUP: config not reloaded; the old one stays in force"),
+                Ok(file) => match tenants.apply_file(file).await {
+                    Ok(warnings) => {
+                        for w in warnings {
+                            tracing::warn!("SIGHUP: {w}");
+                        }
+                        tracing::info!(path = %path.display(), "SIGHUP: config reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: config not reloaded; the old one stays in force"),
+                },
+            },
+        }
     }
+}
+
+/// Removes objects whose records were deleted before a crash or an outage.
+async fn remove_tombstoned(index: &index::Index, storage: &edgesnap::storage::Storage) -> anyhow::Result<()> {
+    let tombstones = index.tombstones()?;
+    if tombstones.is_empty() {
+        return Ok(());
+    }
+    let mut done = Vec::new();
+    for (id, t) in &tombstones {
+        match storage.target(&t.domain, &t.storage) {
+            Ok(target) => match target.delete(&t.key).await {
+                Ok(_) => done.push(*id),
+                Err(e) => tracing::warn!(error = %e, "object of a deleted record not removed; retried at next start"),
+            },
+            Err(_) => done.push(*id),
+        }
+    }
+    tracing::info!(removed = done.len(), pending = tombstones.len() - done.len(), "removed objects of deleted records");
+    index.clear_tombstones(done).await?;
+    Ok(())
 }

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub stage_seconds: Family<Labels, Histogram>,
     /// Seconds from the keyframe's arrival to its index record being committed.
     pub lateness_seconds: Histogram,
+    /// HTTP requests by method, route pattern and status, with their latency.
+    pub http_seconds: Family<Vec<(&'static str, String)>, Histogram>,
 }
 
 /// Fine enough to read a p99 against a 500 ms target.
@@ -51,6 +53,7 @@ impl Metrics {
             snapshots_failed: Family::default(),
             stage_seconds: Family::new_with_constructor(histogram),
             lateness_seconds: Histogram::new(LATENESS_BUCKETS.iter().copied()),
+            http_seconds: Family::new_with_constructor(histogram),
             registry: Registry::default(),
         };
         registry.register("rtmp_connections", "Open RTMP connections", m.rtmp_connections.clone());
@@ -70,6 +73,11 @@ impl Metrics {
         registry.register("snapshots_failed", "Snapshots that failed, by stage", m.snapshots_failed.clone());
         registry.register("stage_seconds", "Time per stage of the snapshot path", m.stage_seconds.clone());
         registry.register("lateness_seconds", "Keyframe arrival to index record committed", m.lateness_seconds.clone());
+        registry.register(
+            "http_request_seconds",
+            "HTTP request latency by method, route and status",
+            m.http_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -85,6 +93,11 @@ impl Metrics {
 
     pub fn failed(&self, stage: &'static str) {
         self.snapshots_failed.get_or_create(&vec![("stage", stage)]).inc();
+    }
+
+    pub fn http(&self, method: &str, route: &'static str, status: u16, seconds: f64) {
+        let labels = vec![("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
+        self.http_seconds.get_or_create(&labels).observe(seconds);
     }
 
     pub fn stage(&self, stage: &'static str, seconds: f64) {

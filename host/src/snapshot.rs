@@ -3,6 +3,7 @@
 //! is committed only after its object is stored.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -41,22 +42,41 @@ impl SnapshotPath {
     pub async fn run(self: Arc<Self>, mut decoded: mpsc::Receiver<Decoded>, tracker: TaskTracker) {
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
         while let Some(d) = decoded.recv().await {
-            let Ok(jpeg) = d.result else { continue };
+            let mut job = d.job;
+            let jpeg = match d.result {
+                Ok(jpeg) => jpeg,
+                Err(e) => {
+                    job.fail_waiters(&format!("the keyframe could not be decoded: {e}"));
+                    continue;
+                }
+            };
             let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let path = self.clone();
             tracker.spawn(async move {
-                let job = d.job;
                 let mut newest_overwrite = job.info.order.lock().await;
                 let (domain, app, stream) = (job.info.domain.clone(), job.info.app.clone(), job.info.stream.clone());
-                match path.store(&job, jpeg, &mut newest_overwrite).await {
+                let (width, height) = (jpeg.width, jpeg.height);
+                let result = path.store(&job, jpeg, &mut newest_overwrite).await;
+                drop(newest_overwrite);
+                match &result {
                     Ok(records) => {
                         path.metrics.snapshots_stored.inc();
                         path.metrics.lateness_seconds.observe(job.received.elapsed().as_secs_f64());
-                        for r in &records {
+                        if !records.is_empty() {
+                            let stats = &job.info.stats;
+                            stats.stored.fetch_add(1, Ordering::Relaxed);
+                            stats.last_snapshot_ms.fetch_max(job.create_timestamp_ms, Ordering::Relaxed);
+                            stats.width.store(width, Ordering::Relaxed);
+                            stats.height.store(height, Ordering::Relaxed);
+                        }
+                        for r in records {
                             tracing::debug!(%domain, %app, %stream, key = %r.key, size = r.size, "snapshot stored");
                         }
                     }
                     Err(e) => tracing::error!(%domain, %app, %stream, error = %e, "snapshot not stored"),
+                }
+                for w in job.waiters.drain(..) {
+                    let _ = w.send(result.as_ref().map(Clone::clone).map_err(ToString::to_string));
                 }
                 drop(permit);
             });
@@ -70,7 +90,7 @@ impl SnapshotPath {
         newest_overwrite: &mut u64,
     ) -> Result<Vec<Record>, SnapshotError> {
         let info = &job.info;
-        let template = info.template.clone();
+        let template = job.template.clone();
         let target =
             self.storage.target(&info.domain, &template.storage).inspect_err(|_| self.metrics.failed("store"))?;
         let id = RecordId::new(job.create_timestamp_ms);

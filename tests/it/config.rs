@@ -62,7 +62,17 @@ fn invalid_configs_exit_non_zero_naming_field_and_rule() {
         "http_listen = \"localhost\"",
         "server.http_listen: must be an IP address and port",
     );
-    check("publish_auth = \"off\"", "publish_auth = { type = \"a\" }", "publish_auth: only \"off\" is supported");
+    check(
+        "publish_auth = \"off\"",
+        "publish_auth = { type = \"a\" }",
+        "domains.\"localhost\".publish_auth.key_env: set key_env or key_file to the private key",
+    );
+    check(
+        "publish_auth = \"off\"",
+        "publish_auth = { type = \"a\", key_env = \"EDGESNAP_NO_SUCH_VARIABLE\" }",
+        "publish_auth.key_env: environment variable EDGESNAP_NO_SUCH_VARIABLE is not set",
+    );
+    check("publish_auth = \"off\"", "publish_auth = \"on\"", "publish_auth: must be \"off\" or a table");
 }
 
 #[test]

@@ -72,7 +72,7 @@ pub fn check_stream(host: &Host, domain: &str, app: &str, stream: &str, clip: &C
     let body = resp.body_mut().read_to_vec().unwrap();
     assert_eq!(body, host.objects(domain).get(sequential[0]["object"].as_str().unwrap()));
     let tampered = url.replace("sig=", "sig=0");
-    assert_eq!(agent.get(&tampered).call().unwrap().status().as_u16(), 401);
+    assert_eq!(agent.get(&tampered).call().unwrap().status().as_u16(), 403);
     records
 }
 

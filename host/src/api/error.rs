@@ -6,6 +6,7 @@ use hyper::{Response, StatusCode};
 
 use crate::index::IndexError;
 use crate::storage::StorageError;
+use crate::tenants::ChangeError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -56,6 +57,19 @@ impl From<StorageError> for ApiError {
             }
             StorageError::Backend { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "StorageUnavailable", e.to_string()),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+        }
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::Rule(r) => ApiError::bad(r.code, r.to_string()),
+            ChangeError::Invalid(c) => ApiError::bad("InvalidParameter", c.to_string()),
+            ChangeError::Conflict(code, m) => ApiError::new(StatusCode::CONFLICT, code, m),
+            ChangeError::NotFound(code, m) => ApiError::new(StatusCode::NOT_FOUND, code, m),
+            ChangeError::Storage(s) => ApiError::bad("InvalidParameter.Storage", s.to_string()),
+            ChangeError::Index(i) => i.into(),
         }
     }
 }

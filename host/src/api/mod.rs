@@ -1,15 +1,20 @@
-//! The HTTP admin API (SPEC §4) on hyper: health, metrics, the snapshot query
-//! and snapshot images. It reads the index and storage; it never writes the
-//! index behind the snapshot path's back.
+//! The HTTP admin API (SPEC §4) on hyper. Every route is a row of
+//! [`ROUTES`], which the OpenAPI document must match (a unit test checks
+//! both ways). Tenant state changes go through `tenants`; snapshot records
+//! are read from the index and deleted through it, never written.
 
+mod configs;
+mod domains;
 mod error;
 mod snapshots;
+mod streams;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
@@ -17,6 +22,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use serde::de::DeserializeOwned;
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -28,21 +34,241 @@ use crate::index::Index;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
+use crate::tenants::{Role, Tenants, constant_time_eq};
 
 type Body = Full<Bytes>;
 
+/// Request bodies larger than this are refused (413).
+const MAX_BODY: usize = 1 << 20;
+
 pub struct Api {
     pub settings: Arc<Settings>,
+    pub tenants: Arc<Tenants>,
     pub index: Arc<Index>,
     pub storage: Arc<Storage>,
     pub ingest: Arc<Ingest>,
     pub metrics: Arc<Metrics>,
-    pub operator_token: String,
     /// HMAC key of signed image URLs.
     pub url_key: Vec<u8>,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Public,
+    /// Any valid token.
+    Token,
+    /// The operator, or a token of the route's `{domain}`.
+    Domain,
+    /// The operator only.
+    Operator,
+    /// A valid signature in the query, or as `Domain`.
+    SignedOrDomain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    Whoami,
+    ListDomains,
+    PutDomain,
+    GetDomain,
+    DeleteDomain,
+    ListTokens,
+    MintToken,
+    RevokeToken,
+    ListConfigs,
+    AddConfig,
+    GetConfig,
+    UpdateConfig,
+    DeleteConfig,
+    PutNotify,
+    GetNotify,
+    DeleteNotify,
+    QuerySnapshots,
+    DeleteSnapshots,
+    SnapshotImage,
+    ListStreams,
+    LatestImage,
+    SnapshotNow,
+}
+
+#[derive(Debug)]
+struct RouteDef {
+    method: &'static str,
+    pattern: &'static str,
+    op: Op,
+    access: Access,
+}
+
+const fn r(method: &'static str, pattern: &'static str, op: Op, access: Access) -> RouteDef {
+    RouteDef { method, pattern, op, access }
+}
+
+/// Every route. A `{name}` segment captures; `{id}.jpg` captures with a suffix.
+const ROUTES: &[RouteDef] = &[
+    r("GET", "/healthz", Op::Healthz, Access::Public),
+    r("GET", "/readyz", Op::Readyz, Access::Public),
+    r("GET", "/metrics", Op::Metrics, Access::Public),
+    r("GET", "/openapi.json", Op::OpenApi, Access::Public),
+    r("GET", "/v1/whoami", Op::Whoami, Access::Token),
+    r("GET", "/v1/domains", Op::ListDomains, Access::Operator),
+    r("PUT", "/v1/domains/{domain}", Op::PutDomain, Access::Operator),
+    r("GET", "/v1/domains/{domain}", Op::GetDomain, Access::Domain),
+    r("DELETE", "/v1/domains/{domain}", Op::DeleteDomain, Access::Operator),
+    r("GET", "/v1/domains/{domain}/tokens", Op::ListTokens, Access::Operator),
+    r("POST", "/v1/domains/{domain}/tokens", Op::MintToken, Access::Operator),
+    r("DELETE", "/v1/domains/{domain}/tokens/{token_id}", Op::RevokeToken, Access::Operator),
+    r("GET", "/v1/domains/{domain}/snapshot-configs", Op::ListConfigs, Access::Domain),
+    r("POST", "/v1/domains/{domain}/snapshot-configs", Op::AddConfig, Access::Domain),
+    r("GET", "/v1/domains/{domain}/snapshot-configs/{app}", Op::GetConfig, Access::Domain),
+    r("PATCH", "/v1/domains/{domain}/snapshot-configs/{app}", Op::UpdateConfig, Access::Domain),
+    r("DELETE", "/v1/domains/{domain}/snapshot-configs/{app}", Op::DeleteConfig, Access::Domain),
+    r("PUT", "/v1/domains/{domain}/notify", Op::PutNotify, Access::Domain),
+    r("GET", "/v1/domains/{domain}/notify", Op::GetNotify, Access::Domain),
+    r("DELETE", "/v1/domains/{domain}/notify", Op::DeleteNotify, Access::Domain),
+    r("GET", "/v1/domains/{domain}/snapshots", Op::QuerySnapshots, Access::Domain),
+    r("POST", "/v1/domains/{domain}/snapshots/delete", Op::DeleteSnapshots, Access::Domain),
+    r("GET", "/v1/domains/{domain}/snapshots/{id}.jpg", Op::SnapshotImage, Access::SignedOrDomain),
+    r("GET", "/v1/domains/{domain}/streams", Op::ListStreams, Access::Domain),
+    r("GET", "/v1/domains/{domain}/streams/{app}/{stream}/latest.jpg", Op::LatestImage, Access::Domain),
+    r("POST", "/v1/domains/{domain}/streams/{app}/{stream}/snapshot", Op::SnapshotNow, Access::Domain),
+];
+
+/// Path parameters of a matched route.
+#[derive(Debug, Default)]
+pub(crate) struct Params(Vec<(&'static str, String)>);
+
+impl Params {
+    fn get(&self, name: &str) -> &str {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap_or_default()
+    }
+}
+
+/// Matches one pattern against a path; percent-decoded captures.
+fn match_pattern(pattern: &'static str, path: &str) -> Option<Params> {
+    let pats: Vec<&'static str> = pattern.trim_start_matches('/').split('/').collect();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if pats.len() != segs.len() {
+        return None;
+    }
+    let mut params = Params::default();
+    for (p, s) in pats.iter().zip(&segs) {
+        match p.strip_prefix('{').and_then(|p| p.split_once('}')) {
+            Some((name, suffix)) => {
+                let value = s.strip_suffix(suffix)?;
+                let value = percent_decode(value)?;
+                if value.is_empty() {
+                    return None;
+                }
+                params.0.push((name, value));
+            }
+            None if p == s => {}
+            None => return None,
+        }
+    }
+    Some(params)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The route for a request, or 404 / 405.
+fn find_route(method: &Method, path: &str) -> Result<(&'static RouteDef, Params), ApiError> {
+    let mut allowed = Vec::new();
+    for def in ROUTES {
+        if let Some(params) = match_pattern(def.pattern, path) {
+            if def.method == method.as_str() {
+                return Ok((def, params));
+            }
+            allowed.push(def.method);
+        }
+    }
+    if allowed.is_empty() {
+        Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no route for {method} {path}")))
+    } else {
+        Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} is not allowed on {path}; allowed: {}", allowed.join(", ")),
+        ))
+    }
+}
+
+/// What a handler gets.
+pub(crate) struct Call {
+    pub head: hyper::http::request::Parts,
+    body: Option<Incoming>,
+    pub params: Params,
+    pub role: Option<Role>,
+}
+
+impl Call {
+    pub(crate) fn query(&self) -> &str {
+        self.head.uri.query().unwrap_or("")
+    }
+
+    /// Query parameters, each name at most once.
+    pub(crate) fn query_pairs(&self) -> Result<Vec<(String, String)>, ApiError> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(self.query().as_bytes()) {
+            if out.iter().any(|(o, _)| *o == k) {
+                return Err(ApiError::bad("InvalidParameter", format!("query parameter {k:?} is given twice")));
+            }
+            out.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// A JSON body: `application/json`, at most [`MAX_BODY`] bytes, and
+    /// (through the types' `deny_unknown_fields`) no unknown fields.
+    pub(crate) async fn json<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
+        let ct = self.head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!("the body must be application/json, got {:?}", if ct.is_empty() { "nothing" } else { ct }),
+            ));
+        }
+        let body = self.body.take().ok_or_else(|| ApiError::bad("InvalidBody", "the body was already read"))?;
+        let bytes = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PayloadTooLarge",
+                    format!("the body is over {MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::bad("InvalidBody", format!("reading the body failed: {e}"))
+            }
+        })?;
+        serde_json::from_slice(&bytes.to_bytes()).map_err(|e| ApiError::bad("InvalidBody", format!("the body: {e}")))
+    }
+}
 
 impl Api {
     /// Serves until `cancel`, then lets open requests finish.
@@ -80,10 +306,14 @@ impl Api {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
         let request_id = format!("{:016x}", rand::random::<u64>());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let result = self.route(req).await;
+        let (pattern, result) = match find_route(&method, &path) {
+            Ok((def, params)) => (def.pattern, self.dispatch(def, params, req).await),
+            Err(e) => ("(unmatched)", Err(e)),
+        };
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => {
@@ -94,55 +324,90 @@ impl Api {
             }
         };
         resp.headers_mut().insert("x-request-id", HeaderValue::from_str(&request_id).expect("hex is a valid header"));
+        let status = resp.status().as_u16();
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.http(method.as_str(), pattern, status, seconds);
+        if pattern != "/metrics" && pattern != "/healthz" {
+            tracing::info!(%request_id, %method, %path, status, ms = seconds * 1000.0, "http");
+        }
         resp
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let path = req.uri().path().to_owned();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let method = req.method().clone();
-        match (&method, segments.as_slice()) {
-            (&Method::GET, ["healthz"]) => Ok(text("ok\n", "text/plain")),
-            (&Method::GET, ["readyz"]) => Ok(json(StatusCode::OK, &serde_json::json!({"ready": true}))),
-            (&Method::GET, ["metrics"]) => Ok(text(&self.metrics.render(), "text/plain; version=0.0.4")),
-            (&Method::GET, ["openapi.json"]) => Ok(text(OPENAPI, "application/json")),
-            (&Method::GET, ["v1", "whoami"]) => {
-                self.authorize(&req, None)?;
-                let domains: Vec<String> = self.settings.get().domains.keys().cloned().collect();
-                Ok(json(StatusCode::OK, &serde_json::json!({"role": "operator", "domains": domains})))
-            }
-            (&Method::GET, ["v1", "domains", domain, "snapshots"]) => {
-                self.authorize(&req, Some(domain))?;
-                snapshots::list(self, domain, req.uri().query().unwrap_or("")).await
-            }
-            (&Method::GET, ["v1", "domains", domain, "snapshots", file]) if file.ends_with(".jpg") => {
-                let id = &file[..file.len() - 4];
-                if !self.signature_ok(&path, req.uri().query()) {
-                    self.authorize(&req, Some(domain))?;
+    async fn dispatch(
+        &self,
+        def: &'static RouteDef,
+        params: Params,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let domain = params.get("domain").to_owned();
+        let role = match def.access {
+            Access::Public => None,
+            Access::SignedOrDomain if has_signature(req.uri().query()) => {
+                if !self.signature_ok(req.uri().path(), req.uri().query()) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "SignatureInvalid",
+                        "the URL signature is invalid or has expired",
+                    ));
                 }
-                snapshots::image_by_id(self, domain, id, &req).await
+                None
             }
-            (&Method::GET, ["v1", "domains", domain, "streams"]) => {
-                self.authorize(&req, Some(domain))?;
-                snapshots::live_streams(self, domain)
+            _ => Some(self.authenticate(&req)?),
+        };
+        if let Some(role) = &role {
+            match def.access {
+                Access::Operator if *role != Role::Operator => {
+                    return Err(forbidden("only the operator token may do this"));
+                }
+                Access::Domain | Access::SignedOrDomain if !role.may(&domain) => {
+                    return Err(forbidden(&format!("this token may not reach domain {domain:?}")));
+                }
+                _ => {}
             }
-            (&Method::GET, ["v1", "domains", domain, "streams", app, stream, "latest.jpg"]) => {
-                self.authorize(&req, Some(domain))?;
-                snapshots::latest_image(self, domain, app, stream, &req).await
-            }
-            (_, ["healthz" | "readyz" | "metrics" | "openapi.json"])
-            | (_, ["v1", "whoami"])
-            | (_, ["v1", "domains", _, "snapshots" | "streams", ..]) => Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                format!("{method} is not allowed on {path}"),
-            )),
-            _ => Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no route for {method} {path}"))),
+        }
+        if matches!(def.access, Access::Domain | Access::SignedOrDomain) && !self.settings.get().domains.contains_key(&domain)
+        {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "DomainNotFound",
+                format!("domain {domain:?} does not exist"),
+            ));
+        }
+        let (head, body) = req.into_parts();
+        let mut call = Call { head, body: Some(body), params, role };
+        let d = domain.as_str();
+        match def.op {
+            Op::Healthz => Ok(text("ok\n", "text/plain")),
+            Op::Readyz => Ok(json(StatusCode::OK, &serde_json::json!({"ready": true}))),
+            Op::Metrics => Ok(text(&self.metrics.render(), "text/plain; version=0.0.4")),
+            Op::OpenApi => Ok(text(OPENAPI, "application/json")),
+            Op::Whoami => domains::whoami(self, &call),
+            Op::ListDomains => domains::list(self).await,
+            Op::PutDomain => domains::put(self, d, &mut call).await,
+            Op::GetDomain => domains::get(self, d).await,
+            Op::DeleteDomain => domains::delete(self, d, &call).await,
+            Op::ListTokens => domains::list_tokens(self, d).await,
+            Op::MintToken => domains::mint_token(self, d, &mut call).await,
+            Op::RevokeToken => domains::revoke_token(self, d, call.params.get("token_id")).await,
+            Op::ListConfigs => configs::list(self, d, &call),
+            Op::AddConfig => configs::add(self, d, &mut call).await,
+            Op::GetConfig => configs::get(self, d, call.params.get("app")),
+            Op::UpdateConfig => configs::update(self, d, &mut call).await,
+            Op::DeleteConfig => configs::delete(self, d, &call).await,
+            Op::PutNotify => configs::put_notify(self, d, &mut call).await,
+            Op::GetNotify => configs::get_notify(self, d).await,
+            Op::DeleteNotify => configs::delete_notify(self, d).await,
+            Op::QuerySnapshots => snapshots::list(self, d, &call).await,
+            Op::DeleteSnapshots => snapshots::delete(self, d, &mut call).await,
+            Op::SnapshotImage => snapshots::image_by_id(self, d, &call).await,
+            Op::ListStreams => streams::list(self, d),
+            Op::LatestImage => snapshots::latest_image(self, d, &call).await,
+            Op::SnapshotNow => streams::snapshot_now(self, d, &call).await,
         }
     }
 
-    /// Checks the bearer token: the operator token reaches every domain.
-    fn authorize(&self, req: &Request<Incoming>, domain: Option<&str>) -> Result<(), ApiError> {
+    /// The role of the request's bearer token.
+    fn authenticate(&self, req: &Request<Incoming>) -> Result<Role, ApiError> {
         let token = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
@@ -151,15 +416,9 @@ impl Api {
             .ok_or_else(|| {
                 ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "missing Authorization: Bearer token")
             })?;
-        if !constant_time_eq(token.as_bytes(), self.operator_token.as_bytes()) {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "the token is not valid"));
-        }
-        if let Some(d) = domain
-            && !self.settings.get().domains.contains_key(d)
-        {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "DomainNotFound", format!("domain {d:?} does not exist")));
-        }
-        Ok(())
+        self.tenants
+            .authenticate(token.trim())
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "the token is not valid"))
     }
 
     /// A signed URL for an image path, valid for the configured TTL.
@@ -196,8 +455,12 @@ impl Api {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn has_signature(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p.starts_with("sig=") || p.starts_with("exp=")))
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
 }
 
 fn text(body: &str, content_type: &'static str) -> Response<Body> {
@@ -211,4 +474,59 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+pub(crate) fn no_content() -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+/// A boolean query flag: `true` / `false`.
+pub(crate) fn flag(name: &str, v: &str) -> Result<bool, ApiError> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ApiError::bad("InvalidParameter", format!("{name} must be true or false, got {v:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_matches_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if ["get", "put", "post", "patch", "delete"].contains(&method.as_str()) {
+                    documented.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let mut served: Vec<(String, String)> =
+            ROUTES.iter().map(|d| (d.method.to_owned(), d.pattern.to_owned())).collect();
+        documented.sort();
+        served.sort();
+        let missing: Vec<_> = served.iter().filter(|r| !documented.contains(r)).collect();
+        let extra: Vec<_> = documented.iter().filter(|r| !served.contains(r)).collect();
+        assert!(missing.is_empty(), "routes missing from openapi.json: {missing:?}");
+        assert!(extra.is_empty(), "openapi.json names routes that do not exist: {extra:?}");
+    }
+
+    #[test]
+    fn routes_match() {
+        let (def, p) = find_route(&Method::GET, "/v1/domains/a.com/snapshots/00ff.jpg").unwrap();
+        assert_eq!((def.op, p.get("domain"), p.get("id")), (Op::SnapshotImage, "a.com", "00ff"));
+        let (def, _) = find_route(&Method::POST, "/v1/domains/a.com/snapshots/delete").unwrap();
+        assert_eq!(def.op, Op::DeleteSnapshots);
+        let (def, p) = find_route(&Method::POST, "/v1/domains/a.com/streams/live/cam%201/snapshot").unwrap();
+        assert_eq!((def.op, p.get("stream")), (Op::SnapshotNow, "cam 1"));
+        assert_eq!(find_route(&Method::PUT, "/v1/whoami").unwrap_err().status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(find_route(&Method::GET, "/v1/nope").unwrap_err().status(), StatusCode::NOT_FOUND);
+        assert_eq!(find_route(&Method::GET, "/v1/domains/a.com/snapshots/.jpg").unwrap_err().status(), StatusCode::NOT_FOUND);
+    }
 }

@@ -1,16 +1,16 @@
-//! Snapshot query (DescribeLiveStreamSnapshotInfo), images, live streams.
-
-use std::sync::atomic::Ordering;
+//! Snapshot query (DescribeLiveStreamSnapshotInfo), delete
+//! (DeleteSnapshotFiles), and images through the host.
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Api, ApiError, Body};
+use serde::Deserialize;
+
+use super::{Api, ApiError, Body, Call};
 use crate::index::{Query, Record, RecordId};
 
 pub(crate) fn iso_ms(ms: u64) -> String {
@@ -27,7 +27,7 @@ fn parse_time(field: &'static str, v: &str) -> Result<u64, ApiError> {
     u64::try_from(t.timestamp_millis()).map_err(|_| ApiError::bad(code, format!("{field} is before 1970")))
 }
 
-fn item(api: &Api, r: &Record) -> Value {
+pub(super) fn item(api: &Api, r: &Record) -> Value {
     let path = format!("/v1/domains/{}/snapshots/{}.jpg", r.domain, r.id);
     json!({
         "id": r.id.to_string(),
@@ -48,7 +48,7 @@ fn item(api: &Api, r: &Record) -> Value {
     })
 }
 
-pub(super) async fn list(api: &Api, domain: &str, query: &str) -> Result<Response<Body>, ApiError> {
+pub(super) async fn list(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
     let mut app = None;
     let mut stream = None;
     let mut start = None;
@@ -56,10 +56,10 @@ pub(super) async fn list(api: &Api, domain: &str, query: &str) -> Result<Respons
     let mut limit = 10usize;
     let mut descending = false;
     let mut cursor = None;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "app" => app = Some(v.into_owned()),
-            "stream" => stream = Some(v.into_owned()).filter(|s| !s.is_empty()),
+    for (k, v) in call.query_pairs()? {
+        match k.as_str() {
+            "app" => app = Some(v),
+            "stream" => stream = Some(v).filter(|s| !s.is_empty()),
             "start_time" => start = Some(parse_time("start_time", &v)?),
             "end_time" => end = Some(parse_time("end_time", &v)?),
             "limit" => {
@@ -68,7 +68,7 @@ pub(super) async fn list(api: &Api, domain: &str, query: &str) -> Result<Respons
                 })?
             }
             "order" => {
-                descending = match v.as_ref() {
+                descending = match v.as_str() {
                     "asc" => false,
                     "desc" => true,
                     _ => {
@@ -85,7 +85,7 @@ pub(super) async fn list(api: &Api, domain: &str, query: &str) -> Result<Respons
             }
         }
     }
-    let app = app.ok_or_else(|| ApiError::bad("MissingParameter.App", "app is required"))?;
+    let app = app.filter(|a| !a.is_empty()).ok_or_else(|| ApiError::bad("MissingParameter.App", "app is required"))?;
     let start_ms = start.ok_or_else(|| ApiError::bad("MissingParameter.StartTime", "start_time is required"))?;
     let end_ms = end.ok_or_else(|| ApiError::bad("MissingParameter.EndTime", "end_time is required"))?;
     if end_ms < start_ms {
@@ -112,10 +112,10 @@ fn parse_token(v: &str) -> Result<(u64, RecordId), ApiError> {
     Ok((ts.parse().map_err(|_| bad())?, RecordId::parse(id).ok_or_else(bad)?))
 }
 
-async fn image(api: &Api, r: Record, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn image(api: &Api, r: Record, headers: &hyper::HeaderMap) -> Result<Response<Body>, ApiError> {
     let etag = format!("\"{}-{}\"", r.id, r.create_timestamp_ms);
     let cache = if r.is_overlay { "private, no-cache" } else { "private, max-age=31536000, immutable" };
-    if req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+    if headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         resp.headers_mut().insert(ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
@@ -135,52 +135,135 @@ fn not_found(what: String) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "SnapshotNotFound", what)
 }
 
-pub(super) async fn image_by_id(
-    api: &Api,
-    domain: &str,
-    id: &str,
-    req: &Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub(super) async fn image_by_id(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
+    let id = call.params.get("id");
     let rid = RecordId::parse(id).ok_or_else(|| not_found(format!("no snapshot {id:?}")))?;
     let record =
         api.index.get(rid)?.filter(|r| r.domain == domain).ok_or_else(|| not_found(format!("no snapshot {id}")))?;
-    image(api, record, req).await
+    image(api, record, &call.head.headers).await
 }
 
-pub(super) async fn latest_image(
-    api: &Api,
-    domain: &str,
-    app: &str,
-    stream: &str,
-    req: &Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub(super) async fn latest_image(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
+    let (app, stream) = (call.params.get("app"), call.params.get("stream"));
     let record = api
         .index
         .latest(domain, app, stream)?
         .ok_or_else(|| not_found(format!("stream {app}/{stream} has no snapshot")))?;
-    image(api, record, req).await
+    image(api, record, &call.head.headers).await
 }
 
-pub(super) fn live_streams(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
-    let streams: Vec<Value> = api
-        .ingest
-        .live_streams(domain)
-        .into_iter()
-        .map(|s| {
-            let since = s.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            let has_template = s.info.template.time_interval_s > 0;
-            json!({
-                "app": s.info.app,
-                "stream": s.info.stream,
-                "since": iso_ms(since),
-                "template": has_template.then(|| s.info.template.app_name.clone()),
-                "time_interval": has_template.then_some(s.info.template.time_interval_s),
-                "keyframes": s.stats.keyframes.load(Ordering::Relaxed),
-                "snapshots_queued": s.stats.queued.load(Ordering::Relaxed),
-                "snapshots_missed": s.stats.missed.load(Ordering::Relaxed),
-                "keyframes_rejected": s.stats.rejected.load(Ordering::Relaxed),
-            })
-        })
-        .collect();
-    Ok(super::json(StatusCode::OK, &json!({ "streams": streams })))
+/// Most items one delete may name (the reference's limit).
+const MAX_DELETE: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    #[serde(default)]
+    app: Option<String>,
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    create_timestamps: Option<Vec<u64>>,
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+    #[serde(default)]
+    remove_file: bool,
+}
+
+/// DeleteSnapshotFiles: 1–200 create timestamps of one stream, or ids.
+/// Records go first (with tombstones when files are removed), then the
+/// objects; a crash between leaves tombstones that the next start clears.
+pub(super) async fn delete(api: &Api, domain: &str, call: &mut Call) -> Result<Response<Body>, ApiError> {
+    let body: DeleteBody = call.json().await?;
+    enum Item {
+        Ts(u64),
+        Id(String),
+    }
+    let items: Vec<Item> = match (&body.create_timestamps, &body.ids) {
+        (Some(ts), None) => ts.iter().map(|t| Item::Ts(*t)).collect(),
+        (None, Some(ids)) => ids.iter().map(|i| Item::Id(i.clone())).collect(),
+        _ => {
+            return Err(ApiError::bad(
+                "InvalidParameter.CreateTimestampList",
+                "give exactly one of create_timestamps and ids",
+            ));
+        }
+    };
+    if items.is_empty() || items.len() > MAX_DELETE {
+        return Err(ApiError::bad(
+            "InvalidParameter.CreateTimestampList",
+            format!("name 1 to {MAX_DELETE} snapshots, got {}", items.len()),
+        ));
+    }
+    let app = body.app.as_deref().filter(|a| !a.is_empty());
+    let stream = body.stream.as_deref().filter(|s| !s.is_empty());
+    let (app, stream) = match (body.create_timestamps.is_some(), app, stream) {
+        (true, Some(a), Some(s)) => (Some(a), Some(s)),
+        (true, None, _) => return Err(ApiError::bad("MissingParameter.App", "app is required with create_timestamps")),
+        (true, _, None) => {
+            return Err(ApiError::bad("MissingParameter.Stream", "stream is required with create_timestamps"));
+        }
+        (false, a, s) => (a, s),
+    };
+    // Find each item's records.
+    let mut found: Vec<Vec<Record>> = Vec::with_capacity(items.len());
+    for item in &items {
+        let records = match item {
+            Item::Ts(ts) => api.index.records_at(domain, app.unwrap_or(""), stream.unwrap_or(""), *ts)?,
+            Item::Id(id) => RecordId::parse(id)
+                .map(|rid| api.index.get(rid))
+                .transpose()?
+                .flatten()
+                .filter(|r| r.domain == domain && app.is_none_or(|a| r.app == a) && stream.is_none_or(|s| r.stream == s))
+                .into_iter()
+                .collect(),
+        };
+        found.push(records);
+    }
+    let mut ids: Vec<RecordId> = found.iter().flatten().map(|r| r.id).collect();
+    ids.sort();
+    ids.dedup();
+    let removed = if ids.is_empty() { Vec::new() } else { api.index.delete(ids, body.remove_file).await? };
+    let mut files_removed = 0u64;
+    if body.remove_file {
+        let mut done = Vec::new();
+        for r in &removed {
+            let target = match api.storage.target(&r.domain, &r.storage) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, key = %r.key, "object not removed: its target is gone");
+                    done.push(r.id);
+                    continue;
+                }
+            };
+            match target.delete(&r.key).await {
+                Ok(_) => {
+                    files_removed += 1;
+                    done.push(r.id);
+                }
+                Err(e) => tracing::warn!(error = %e, key = %r.key, "object not removed now; retried at next start"),
+            }
+        }
+        api.index.clear_tombstones(done).await?;
+    }
+    let mut results = Vec::with_capacity(items.len());
+    let mut ok = 0usize;
+    for (item, records) in items.iter().zip(&found) {
+        let status = if records.is_empty() { "FileNotFound" } else { "OK" };
+        ok += usize::from(!records.is_empty());
+        results.push(match item {
+            Item::Ts(ts) => json!({"create_timestamp": ts, "status": status}),
+            Item::Id(id) => json!({"id": id, "status": status}),
+        });
+    }
+    Ok(super::json(
+        StatusCode::OK,
+        &json!({
+            "success_count": ok,
+            "failure_count": items.len() - ok,
+            "records_deleted": removed.len(),
+            "files_removed": files_removed,
+            "results": results,
+        }),
+    ))
 }

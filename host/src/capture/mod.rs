@@ -5,14 +5,18 @@
 //! bounded capture queue without ever blocking. A full queue is a missed
 //! snapshot, counted.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::config::Template;
+use crate::index::Record;
 use crate::metrics::Metrics;
+
+/// Answers a "snapshot now" request: the records stored, or why not.
+pub type Waiter = tokio::sync::oneshot::Sender<Result<Vec<Record>, String>>;
 
 /// A live stream as the snapshot path sees it.
 #[derive(Debug)]
@@ -22,22 +26,84 @@ pub struct StreamInfo {
     pub domain: String,
     pub app: String,
     pub stream: String,
-    pub template: Arc<Template>,
+    /// The template in force (None: the app has none, nothing is captured).
+    /// Set at publish; changed only by a re-plan the capture applies.
+    template: Mutex<Option<Arc<Template>>>,
+    pub stats: StreamStats,
+    requests: Requests,
     /// Held while one of its snapshots is stored. Holds the create time of
     /// the newest overwrite object stored: decoders may finish a stream's
     /// jobs out of order, and an older capture must not replace a newer one.
     pub order: tokio::sync::Mutex<u64>,
 }
 
+/// Requests from the API, applied by the capture at the next keyframe.
+#[derive(Debug, Default)]
+struct Requests {
+    pending: AtomicBool,
+    inner: Mutex<RequestsInner>,
+}
+
+#[derive(Debug, Default)]
+struct RequestsInner {
+    replan: Option<Option<Arc<Template>>>,
+    waiters: Vec<Waiter>,
+}
+
+impl StreamInfo {
+    pub fn new(session: u64, domain: String, app: String, stream: String, template: Option<Arc<Template>>) -> Self {
+        StreamInfo {
+            session,
+            domain,
+            app,
+            stream,
+            template: Mutex::new(template),
+            stats: StreamStats::default(),
+            requests: Requests::default(),
+            order: Default::default(),
+        }
+    }
+
+    /// The template in force.
+    pub fn template(&self) -> Option<Arc<Template>> {
+        self.template.lock().unwrap().clone()
+    }
+
+    /// Asks for a snapshot of the next keyframe (it does not move the grid).
+    pub fn request_snapshot(&self, waiter: Waiter) {
+        self.requests.inner.lock().unwrap().waiters.push(waiter);
+        self.requests.pending.store(true, Ordering::Release);
+    }
+
+    /// Puts a new template in force from the next keyframe, with a new grid.
+    pub fn request_replan(&self, template: Option<Arc<Template>>) {
+        self.requests.inner.lock().unwrap().replan = Some(template);
+        self.requests.pending.store(true, Ordering::Release);
+    }
+}
+
 /// One keyframe chosen for a snapshot, ready for a decoder.
 pub struct CaptureJob {
     pub info: Arc<StreamInfo>,
+    /// The template in force when the keyframe was taken.
+    pub template: Arc<Template>,
     /// Wall-clock ms at which the keyframe arrived, strictly increasing per stream.
     pub create_timestamp_ms: u64,
     pub media_ts_ms: u32,
     pub received: Instant,
     /// The stream's SPS + PPS and the IDR access unit, Annex-B.
     pub annexb: Vec<u8>,
+    /// "Snapshot now" requests this capture answers.
+    pub waiters: Vec<Waiter>,
+}
+
+impl CaptureJob {
+    /// Tells every waiter why the capture failed.
+    pub fn fail_waiters(&mut self, why: &str) {
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Err(why.to_owned()));
+        }
+    }
 }
 
 /// Counters of one stream, readable by the API while it is live.
@@ -48,6 +114,13 @@ pub struct StreamStats {
     pub missed: AtomicU64,
     /// Keyframes that were due but not decodable (no IDR, bad lengths, no config).
     pub rejected: AtomicU64,
+    /// Media ms between the last two keyframes.
+    pub gop_ms: AtomicU64,
+    /// Captures stored, and the newest one's time and size.
+    pub stored: AtomicU64,
+    pub last_snapshot_ms: AtomicU64,
+    pub width: AtomicU32,
+    pub height: AtomicU32,
 }
 
 /// The fixed grid of due times on the media clock.
@@ -102,66 +175,116 @@ pub enum Offer {
 /// The capture state of one publishing stream.
 pub struct StreamCapture {
     info: Arc<StreamInfo>,
+    template: Option<Arc<Template>>,
     schedule: Schedule,
     last_create_ms: u64,
+    last_keyframe: Option<u32>,
     queue: Sender<CaptureJob>,
-    stats: Arc<StreamStats>,
     metrics: Arc<Metrics>,
 }
 
 impl StreamCapture {
     pub fn new(info: Arc<StreamInfo>, queue: Sender<CaptureJob>, metrics: Arc<Metrics>) -> Self {
-        let schedule = Schedule::new(info.template.time_interval_s);
-        StreamCapture { info, schedule, last_create_ms: 0, queue, stats: Arc::default(), metrics }
+        let template = info.template();
+        let schedule = Schedule::new(template.as_ref().map_or(MAX_INTERVAL, |t| t.time_interval_s));
+        StreamCapture { info, template, schedule, last_create_ms: 0, last_keyframe: None, queue, metrics }
     }
 
     pub fn info(&self) -> &Arc<StreamInfo> {
         &self.info
     }
 
-    pub fn stats(&self) -> &Arc<StreamStats> {
-        &self.stats
+    /// Applies the API's requests; returns the snapshot-now waiters.
+    fn take_requests(&mut self) -> Vec<Waiter> {
+        if !self.info.requests.pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut inner = self.info.requests.inner.lock().unwrap();
+        if let Some(template) = inner.replan.take() {
+            tracing::info!(
+                domain = %self.info.domain, app = %self.info.app, stream = %self.info.stream,
+                interval_s = template.as_ref().map(|t| t.time_interval_s), "snapshot config re-planned"
+            );
+            self.schedule = Schedule::new(template.as_ref().map_or(MAX_INTERVAL, |t| t.time_interval_s));
+            self.template = template.clone();
+            *self.info.template.lock().unwrap() = template;
+        }
+        std::mem::take(&mut inner.waiters)
     }
 
-    /// Offers a keyframe at media time `ts`. Only when it is due is `build`
-    /// called to check it and make the decoder job; if that fails, the grid
-    /// stays and the next keyframe is tried.
+    /// Puts waiters back for the next keyframe.
+    fn defer(&self, waiters: Vec<Waiter>) {
+        if !waiters.is_empty() {
+            self.info.requests.inner.lock().unwrap().waiters.extend(waiters);
+            self.info.requests.pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// Offers a keyframe at media time `ts`. Only when it is due (or a
+    /// snapshot was asked for) is `build` called to check it and make the
+    /// decoder job; if that fails, the grid stays and the next keyframe is tried.
     pub fn on_keyframe<E>(&mut self, ts: u32, build: impl FnOnce() -> Result<Vec<u8>, E>) -> Result<Offer, E> {
-        self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
-        if !self.schedule.is_due(ts) {
+        let stats = &self.info.stats;
+        stats.keyframes.fetch_add(1, Ordering::Relaxed);
+        if let Some(last) = self.last_keyframe
+            && ts > last
+            && ts - last < 60_000
+        {
+            stats.gop_ms.store(u64::from(ts - last), Ordering::Relaxed);
+        }
+        self.last_keyframe = Some(ts);
+        let mut waiters = self.take_requests();
+        let Some(template) = self.template.clone() else {
+            for w in waiters {
+                let _ = w.send(Err("the app has no snapshot config".into()));
+            }
+            return Ok(Offer::NotDue);
+        };
+        let due = self.schedule.is_due(ts);
+        if !due && waiters.is_empty() {
             return Ok(Offer::NotDue);
         }
         let annexb = match build() {
             Ok(job) => job,
             Err(e) => {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.info.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.defer(std::mem::take(&mut waiters));
                 return Err(e);
             }
         };
-        self.schedule.taken(ts);
+        if due {
+            self.schedule.taken(ts);
+        }
         let create = crate::unix_ms().max(self.last_create_ms + 1);
         self.last_create_ms = create;
         let job = CaptureJob {
             info: self.info.clone(),
+            template,
             create_timestamp_ms: create,
             media_ts_ms: ts,
             received: Instant::now(),
             annexb,
+            waiters,
         };
+        let stats = &self.info.stats;
         match self.queue.try_send(job) {
             Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                stats.queued.fetch_add(1, Ordering::Relaxed);
                 self.metrics.snapshots_queued.inc();
                 Ok(Offer::Queued)
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.stats.missed.fetch_add(1, Ordering::Relaxed);
+            Err(TrySendError::Full(mut job) | TrySendError::Disconnected(mut job)) => {
+                job.fail_waiters("the capture queue is full");
+                stats.missed.fetch_add(1, Ordering::Relaxed);
                 self.metrics.snapshots_missed.inc();
                 Ok(Offer::Missed)
             }
         }
     }
 }
+
+/// The grid of a stream without a template: it never comes due.
+const MAX_INTERVAL: u32 = u32::MAX / 1000;
 
 #[cfg(test)]
 mod tests {
@@ -215,22 +338,7 @@ mod tests {
     #[test]
     fn full_queue_is_a_miss_and_create_times_increase() {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let info = Arc::new(StreamInfo {
-            session: 1,
-            domain: "d".into(),
-            app: "a".into(),
-            stream: "s".into(),
-            template: Arc::new(crate::config::Template {
-                app_name: "*".into(),
-                time_interval_s: 5,
-                storage: "local".into(),
-                overwrite_object: Some("x.jpg".into()),
-                sequence_object: None,
-                callback: None,
-                jpeg_quality: 85,
-            }),
-            order: Default::default(),
-        });
+        let info = Arc::new(StreamInfo::new(1, "d".into(), "a".into(), "s".into(), Some(template(5))));
         let mut c = StreamCapture::new(info, tx, Arc::new(Metrics::new()));
         let ok = || Ok::<_, ()>(vec![1]);
         assert_eq!(c.on_keyframe(0, ok), Ok(Offer::Queued));
@@ -244,7 +352,52 @@ mod tests {
         let second = rx.recv().unwrap();
         assert!(second.create_timestamp_ms > first.create_timestamp_ms);
         assert_eq!(second.media_ts_ms, 11_000);
-        assert_eq!(c.stats().missed.load(Ordering::Relaxed), 1);
-        assert_eq!(c.stats().rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(c.info().stats.missed.load(Ordering::Relaxed), 1);
+        assert_eq!(c.info().stats.rejected.load(Ordering::Relaxed), 1);
+    }
+
+    fn template(interval_s: u32) -> Arc<Template> {
+        Arc::new(Template {
+            app_name: "*".into(),
+            time_interval_s: interval_s,
+            storage: "local".into(),
+            overwrite_object: Some("x.jpg".into()),
+            sequence_object: None,
+            callback: None,
+            jpeg_quality: 85,
+            origin: crate::config::Origin::File,
+        })
+    }
+
+    #[test]
+    fn snapshot_now_keeps_the_grid_and_replan_restarts_it() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let info = Arc::new(StreamInfo::new(1, "d".into(), "a".into(), "s".into(), Some(template(10))));
+        let mut c = StreamCapture::new(info.clone(), tx, Arc::new(Metrics::new()));
+        let ok = || Ok::<_, ()>(vec![1]);
+        assert_eq!(c.on_keyframe(0, ok), Ok(Offer::Queued));
+        let (w, mut answer) = tokio::sync::oneshot::channel();
+        info.request_snapshot(w);
+        // Not due, but asked for: taken, with the waiter on the job.
+        assert_eq!(c.on_keyframe(2000, ok), Ok(Offer::Queued));
+        let mut job = rx.try_recv().and_then(|_| rx.try_recv()).unwrap();
+        assert_eq!((job.media_ts_ms, job.waiters.len()), (2000, 1));
+        job.fail_waiters("test");
+        assert_eq!(answer.try_recv().unwrap(), Err("test".to_string()));
+        // The grid did not move: 10 s is still the next due time.
+        assert_eq!(c.on_keyframe(8000, ok), Ok(Offer::NotDue));
+        assert_eq!(c.on_keyframe(10_000, ok), Ok(Offer::Queued));
+        // A re-plan to 5 s applies at the next keyframe, which starts the new grid.
+        info.request_replan(Some(template(5)));
+        assert_eq!(c.on_keyframe(12_000, ok), Ok(Offer::Queued));
+        assert_eq!(info.template().unwrap().time_interval_s, 5);
+        assert_eq!(c.on_keyframe(16_000, ok), Ok(Offer::NotDue));
+        assert_eq!(c.on_keyframe(17_000, ok), Ok(Offer::Queued));
+        // No template: nothing is captured and a request is answered with why.
+        info.request_replan(None);
+        let (w, mut answer) = tokio::sync::oneshot::channel();
+        info.request_snapshot(w);
+        assert_eq!(c.on_keyframe(30_000, ok), Ok(Offer::NotDue));
+        assert!(answer.try_recv().unwrap().is_err());
     }
 }

@@ -1,5 +1,9 @@
 //! The operator's TOML file (SPEC §8): a raw, `deny_unknown_fields` form
 //! validated into a typed [`Config`]. Every error names the field and the rule.
+//!
+//! The raw domain, storage, template and notify forms are public: the HTTP
+//! API takes the same fields in its JSON bodies, keeps what it makes in redb
+//! in this form, and validates it with the same functions (see `tenants`).
 
 pub mod template;
 
@@ -7,8 +11,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+pub use template::RuleError;
 
 /// A config the host can run with.
 #[derive(Debug, Clone)]
@@ -29,7 +36,7 @@ pub struct Server {
     /// Capture jobs waiting for a decoder; when full, a due snapshot is missed.
     pub capture_queue: usize,
     /// How long a snapshot's signed image URL stays valid.
-    pub url_ttl: std::time::Duration,
+    pub url_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -54,17 +61,73 @@ impl TokenSource {
     }
 }
 
+/// Where a domain's definition comes from: the file wins for what it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    File,
+    Api,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::File => "file",
+            Origin::Api => "api",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Domain {
     pub name: String,
+    pub origin: Origin,
     pub publish_auth: PublishAuth,
     pub storage: BTreeMap<String, StorageTarget>,
     pub templates: Vec<Arc<Template>>,
+    pub notify: Option<Notify>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishAuth {
     Off,
+    /// The reference's URL signing, type A (SPEC §7).
+    TypeA(TypeA),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeA {
+    pub primary: Secret,
+    pub secondary: Option<Secret>,
+    /// An `auth_key` is valid until its timestamp plus this.
+    pub ttl: Duration,
+}
+
+/// A secret named by reference: read when used, so a rotated file takes
+/// effect without a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Secret {
+    Env(String),
+    File(PathBuf),
+}
+
+impl Secret {
+    pub fn read(&self) -> Result<String, String> {
+        let value = match self {
+            Secret::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+            Secret::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("read {}: {e}", path.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        };
+        if value.is_empty() {
+            return Err(match self {
+                Secret::Env(var) => format!("environment variable {var} is empty"),
+                Secret::File(path) => format!("{} is empty", path.display()),
+            });
+        }
+        Ok(value)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,9 +156,18 @@ pub struct Template {
     pub sequence_object: Option<String>,
     pub callback: Option<String>,
     pub jpeg_quality: u8,
+    pub origin: Origin,
 }
 
 pub const DEFAULT_JPEG_QUALITY: u8 = 85;
+
+/// A domain's snapshot notification settings (SPEC §4, §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    pub url: String,
+    /// Sign requests with `auth_key`.
+    pub auth_key: Option<String>,
+}
 
 /// A field that breaks a rule.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -106,7 +178,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
         ConfigError { field: field.into(), rule: rule.into() }
     }
 }
@@ -154,7 +226,7 @@ pub enum ParseError {
     Invalid(ConfigError),
 }
 
-// ---- the raw file --------------------------------------------------------
+// ---- the raw forms -------------------------------------------------------
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,48 +252,74 @@ struct RawServer {
     url_ttl: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A domain as written in the file or sent to `PUT /v1/domains/{domain}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawDomain {
+pub struct RawDomain {
+    /// `"off"` or `{ type = "a", key_env | key_file, secondary_key_env |
+    /// secondary_key_file, ttl }`; checked by hand for precise errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_auth: Option<serde_json::Value>,
     #[serde(default)]
-    publish_auth: Option<toml::Value>,
-    #[serde(default)]
-    storage: BTreeMap<String, RawStorage>,
-    #[serde(default)]
-    snapshot_configs: Vec<RawTemplate>,
+    pub storage: BTreeMap<String, RawStorage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_configs: Vec<RawTemplate>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum RawStorage {
+pub enum RawStorage {
     Local {
         path: PathBuf,
     },
     S3 {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint: Option<String>,
         bucket: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         region: Option<String>,
         #[serde(default)]
         prefix: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         access_key_id_env: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         secret_access_key_env: Option<String>,
         #[serde(default)]
         virtual_hosted_style: bool,
     },
 }
 
-#[derive(Deserialize)]
+/// A snapshot template as written in the file or sent to the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTemplate {
-    app_name: String,
-    time_interval: i64,
-    storage: String,
-    overwrite_object: Option<String>,
-    sequence_object: Option<String>,
-    callback: Option<String>,
-    width: Option<i64>,
-    height: Option<i64>,
-    jpeg_quality: Option<i64>,
+pub struct RawTemplate {
+    pub app_name: String,
+    pub time_interval: i64,
+    pub storage: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overwrite_object: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_object: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jpeg_quality: Option<i64>,
+}
+
+/// A domain's notify settings as sent to `PUT /v1/domains/{domain}/notify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub notify_url: String,
+    /// `"yes"` or `"no"` (the reference's values); default `"no"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_req_auth: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_auth_key: Option<String>,
 }
 
 fn socket_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -230,7 +328,7 @@ fn socket_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn is_domain_name(name: &str) -> bool {
+pub fn is_domain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -242,9 +340,299 @@ fn is_domain_name(name: &str) -> bool {
         })
 }
 
+/// `path.field`, or `field` at the top level (API bodies).
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") }
+}
+
 /// A rule error from the template module, placed at its config path.
-fn at(path: &str, e: template::RuleError) -> ConfigError {
-    ConfigError::new(format!("{path}.{}", e.field), e.message)
+fn at(path: &str, e: RuleError) -> ConfigError {
+    ConfigError::new(join(path, e.field), e.message)
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() && !s.contains(char::is_whitespace)
+}
+
+/// Validates a template against its domain's storage target names.
+pub fn validate_template(
+    t: &RawTemplate,
+    storage: &BTreeMap<String, StorageTarget>,
+    domain: &str,
+    origin: Origin,
+) -> Result<Template, RuleError> {
+    template::check_app_name(&t.app_name)?;
+    let time_interval_s = template::check_interval(t.time_interval)?;
+    if !storage.contains_key(&t.storage) {
+        return Err(RuleError {
+            code: "InvalidParameter.Storage",
+            field: "storage",
+            message: format!(
+                "names no storage target of domain {domain:?} (has: {})",
+                storage.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    template::check_modes(t.overwrite_object.as_deref(), t.sequence_object.as_deref())?;
+    if let Some(o) = &t.overwrite_object {
+        template::check_overwrite_object(o)?;
+    }
+    if let Some(o) = &t.sequence_object {
+        template::check_sequence_object(o)?;
+    }
+    if let Some(cb) = &t.callback
+        && (!is_http_url(cb) || cb.len() > 2048)
+    {
+        return Err(RuleError {
+            code: "InvalidParameter.Callback",
+            field: "callback",
+            message: "must be an http:// or https:// URL of at most 2048 bytes".into(),
+        });
+    }
+    for (field, code, v) in
+        [("width", "InvalidParameter.Width", t.width), ("height", "InvalidParameter.Height", t.height)]
+    {
+        if v.is_some_and(|v| v != 0) {
+            return Err(RuleError {
+                code,
+                field,
+                message: "scaling is not implemented yet; leave it out or set 0 (source size)".into(),
+            });
+        }
+    }
+    let jpeg_quality = match t.jpeg_quality {
+        None => DEFAULT_JPEG_QUALITY,
+        Some(q) => template::check_jpeg_quality(q)?,
+    };
+    Ok(Template {
+        app_name: t.app_name.clone(),
+        time_interval_s,
+        storage: t.storage.clone(),
+        overwrite_object: t.overwrite_object.clone(),
+        sequence_object: t.sequence_object.clone(),
+        callback: t.callback.clone(),
+        jpeg_quality,
+        origin,
+    })
+}
+
+/// Validates notify settings: an http(s) URL; with auth on, a key of 16–32
+/// letters and digits.
+pub fn validate_notify(n: &RawNotify) -> Result<Notify, RuleError> {
+    if !is_http_url(&n.notify_url) || n.notify_url.len() > 2048 {
+        return Err(RuleError {
+            code: "InvalidParameter.NotifyUrl",
+            field: "notify_url",
+            message: "must be an http:// or https:// URL of at most 2048 bytes".into(),
+        });
+    }
+    let auth = match n.notify_req_auth.as_deref() {
+        None | Some("no") => false,
+        Some("yes") => true,
+        Some(other) => {
+            return Err(RuleError {
+                code: "InvalidParameter.NotifyReqAuth",
+                field: "notify_req_auth",
+                message: format!("must be \"yes\" or \"no\", got {other:?}"),
+            });
+        }
+    };
+    let key_ok = |k: &str| (16..=32).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_alphanumeric());
+    let auth_key = match (&n.notify_auth_key, auth) {
+        (Some(k), _) if !key_ok(k) => {
+            return Err(RuleError {
+                code: "InvalidParameter.NotifyAuthKey",
+                field: "notify_auth_key",
+                message: "must be 16-32 letters and digits".into(),
+            });
+        }
+        (None, true) => {
+            return Err(RuleError {
+                code: "MissingParameter.NotifyAuthKey",
+                field: "notify_auth_key",
+                message: "is required when notify_req_auth is \"yes\"".into(),
+            });
+        }
+        (Some(_), false) => {
+            return Err(RuleError {
+                code: "InvalidParameter.NotifyAuthKey",
+                field: "notify_auth_key",
+                message: "is only allowed when notify_req_auth is \"yes\"".into(),
+            });
+        }
+        (k, true) => k.clone(),
+        (None, false) => None,
+    };
+    Ok(Notify { url: n.notify_url.clone(), auth_key })
+}
+
+/// Reads `{prefix}_env` / `{prefix}_file` of a publish-auth table.
+fn secret_field(
+    table: &serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    prefix: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    let env = format!("{prefix}_env");
+    let file = format!("{prefix}_file");
+    let get = |k: &str| -> Result<Option<String>, ConfigError> {
+        match table.get(k) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(ConfigError::new(join(path, k), "must be a non-empty string")),
+        }
+    };
+    let secret = match (get(&env)?, get(&file)?) {
+        (Some(_), Some(_)) => return Err(ConfigError::new(join(path, &env), format!("set either {env} or {file}"))),
+        (Some(v), None) => Secret::Env(v),
+        (None, Some(f)) => Secret::File(PathBuf::from(f)),
+        (None, None) => return Ok(None),
+    };
+    let field = join(path, if matches!(secret, Secret::Env(_)) { &env } else { &file });
+    let key = secret.read().map_err(|e| ConfigError::new(&field, e))?;
+    if key.len() < 16 {
+        return Err(ConfigError::new(field, "the key must be at least 16 characters"));
+    }
+    Ok(Some(secret))
+}
+
+fn validate_publish_auth(v: Option<&serde_json::Value>, path: &str) -> Result<PublishAuth, ConfigError> {
+    let field = join(path, "publish_auth");
+    let table = match v {
+        None => return Ok(PublishAuth::Off),
+        Some(serde_json::Value::String(s)) if s == "off" => return Ok(PublishAuth::Off),
+        Some(serde_json::Value::Object(t)) => t,
+        Some(_) => return Err(ConfigError::new(field, "must be \"off\" or a table with type = \"a\"")),
+    };
+    for k in table.keys() {
+        if !["type", "key_env", "key_file", "secondary_key_env", "secondary_key_file", "ttl"].contains(&k.as_str()) {
+            return Err(ConfigError::new(join(&field, k), "unknown field"));
+        }
+    }
+    match table.get("type") {
+        Some(serde_json::Value::String(t)) if t == "a" => {}
+        _ => return Err(ConfigError::new(join(&field, "type"), "must be \"a\" (the reference's URL signing)")),
+    }
+    let primary = secret_field(table, &field, "key")?
+        .ok_or_else(|| ConfigError::new(join(&field, "key_env"), "set key_env or key_file to the private key"))?;
+    let secondary = secret_field(table, &field, "secondary_key")?;
+    let ttl = match table.get("ttl") {
+        None => Duration::from_secs(30 * 60),
+        Some(serde_json::Value::String(s)) => humantime::parse_duration(s)
+            .ok()
+            .filter(|d| (1..=7 * 24 * 3600).contains(&d.as_secs()))
+            .ok_or_else(|| ConfigError::new(join(&field, "ttl"), "must be a duration from 1s to 7d like \"30m\""))?,
+        Some(_) => return Err(ConfigError::new(join(&field, "ttl"), "must be a duration like \"30m\"")),
+    };
+    Ok(PublishAuth::TypeA(TypeA { primary, secondary, ttl }))
+}
+
+/// Where a target stores, to refuse two domains sharing a location.
+pub fn location(t: &StorageTarget) -> String {
+    match t {
+        StorageTarget::Local { path } => {
+            let abs = if path.is_absolute() {
+                path.clone()
+            } else {
+                std::env::current_dir().map(|c| c.join(path)).unwrap_or(path.clone())
+            };
+            format!("dir:{}/", abs.display())
+        }
+        StorageTarget::S3 { endpoint, bucket, prefix, .. } => {
+            format!("s3:{}/{bucket}/{prefix}/", endpoint.as_deref().unwrap_or("aws"))
+        }
+    }
+}
+
+/// Validates a domain: name, publish auth, storage targets, templates.
+/// `path` is where it sits in the file (`""` for an API body).
+pub fn validate_domain(name: &str, d: &RawDomain, path: &str, origin: Origin) -> Result<Domain, ConfigError> {
+    if !is_domain_name(name) {
+        return Err(ConfigError::new(
+            if path.is_empty() { "domain" } else { path },
+            "must be a domain name (letters, digits, '-' and '.')",
+        ));
+    }
+    let publish_auth = validate_publish_auth(d.publish_auth.as_ref(), path)?;
+    let mut storage = BTreeMap::new();
+    for (tname, t) in &d.storage {
+        let tpath = join(path, &format!("storage.{tname}"));
+        if !is_target_name(tname) {
+            return Err(ConfigError::new(&tpath, "a target name is 1-64 of letters, digits, '-' and '_'"));
+        }
+        let target = match t.clone() {
+            RawStorage::Local { path: p } => {
+                if p.as_os_str().is_empty() {
+                    return Err(ConfigError::new(join(&tpath, "path"), "must not be empty"));
+                }
+                StorageTarget::Local { path: p }
+            }
+            RawStorage::S3 {
+                endpoint,
+                bucket,
+                region,
+                prefix,
+                access_key_id_env,
+                secret_access_key_env,
+                virtual_hosted_style,
+            } => {
+                if bucket.is_empty() {
+                    return Err(ConfigError::new(join(&tpath, "bucket"), "must not be empty"));
+                }
+                if let Some(e) = &endpoint
+                    && !is_http_url(e)
+                {
+                    return Err(ConfigError::new(join(&tpath, "endpoint"), "must be an http:// or https:// URL"));
+                }
+                if prefix.starts_with('/') || prefix.split('/').any(|s| s == "..") {
+                    return Err(ConfigError::new(join(&tpath, "prefix"), "must be relative, without '..'"));
+                }
+                StorageTarget::S3 {
+                    endpoint,
+                    bucket,
+                    region: region.unwrap_or_else(|| "us-east-1".into()),
+                    prefix: prefix.trim_end_matches('/').to_string(),
+                    access_key_id_env,
+                    secret_access_key_env,
+                    virtual_hosted_style,
+                }
+            }
+        };
+        storage.insert(tname.clone(), target);
+    }
+    let mut templates: Vec<Arc<Template>> = Vec::new();
+    for (i, t) in d.snapshot_configs.iter().enumerate() {
+        let tpath = join(path, &format!("snapshot_configs[{i}]"));
+        if templates.iter().any(|o| o.app_name == t.app_name) {
+            return Err(ConfigError::new(
+                join(&tpath, "app_name"),
+                format!("app {:?} already has a snapshot config in this domain", t.app_name),
+            ));
+        }
+        templates.push(Arc::new(validate_template(t, &storage, name, origin).map_err(|e| at(&tpath, e))?));
+    }
+    Ok(Domain { name: name.to_owned(), origin, publish_auth, storage, templates, notify: None })
+}
+
+fn is_target_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Two domains may not share a storage location, nor may one's lie inside
+/// another's. Returns the first clash as (domain, target, other domain).
+pub fn find_overlap(domains: &BTreeMap<String, Domain>) -> Option<(String, String, String)> {
+    let mut claimed: Vec<(String, &str)> = Vec::new(); // (location, owner)
+    for (name, d) in domains {
+        for (tname, t) in &d.storage {
+            let loc = location(t);
+            for (other, owner) in &claimed {
+                if *owner != name.as_str() && (loc.starts_with(other.as_str()) || other.starts_with(&loc)) {
+                    return Some((name.clone(), tname.clone(), (*owner).to_owned()));
+                }
+            }
+            claimed.push((loc, name));
+        }
+    }
+    None
 }
 
 impl RawConfig {
@@ -284,7 +672,7 @@ impl RawConfig {
             }
         };
         let url_ttl = match s.url_ttl {
-            None => std::time::Duration::from_secs(24 * 3600),
+            None => Duration::from_secs(24 * 3600),
             Some(t) => humantime::parse_duration(&t)
                 .map_err(|e| ConfigError::new("server.url_ttl", format!("must be a duration like \"24h\": {e}")))?,
         };
@@ -295,139 +683,15 @@ impl RawConfig {
         let public_url = public_url.trim_end_matches('/').to_string();
 
         let mut domains = BTreeMap::new();
-        let mut claimed: Vec<(String, String)> = Vec::new(); // (location, owner)
-        for (name, d) in self.domains {
+        for (name, d) in &self.domains {
             let path = format!("domains.\"{name}\"");
-            if !is_domain_name(&name) {
-                return Err(ConfigError::new(&path, "must be a domain name (letters, digits, '-' and '.')"));
-            }
-            let publish_auth = match d.publish_auth {
-                None => PublishAuth::Off,
-                Some(toml::Value::String(s)) if s == "off" => PublishAuth::Off,
-                Some(_) => {
-                    return Err(ConfigError::new(
-                        format!("{path}.publish_auth"),
-                        "only \"off\" is supported in this version (type \"a\" URL signing is not implemented yet)",
-                    ));
-                }
-            };
-            let mut storage = BTreeMap::new();
-            for (tname, t) in d.storage {
-                let tpath = format!("{path}.storage.{tname}");
-                let (target, location) = match t {
-                    RawStorage::Local { path: p } => {
-                        if p.as_os_str().is_empty() {
-                            return Err(ConfigError::new(format!("{tpath}.path"), "must not be empty"));
-                        }
-                        let abs = if p.is_absolute() {
-                            p.clone()
-                        } else {
-                            std::env::current_dir().map(|c| c.join(&p)).unwrap_or(p.clone())
-                        };
-                        let loc = format!("dir:{}/", abs.display());
-                        (StorageTarget::Local { path: p }, loc)
-                    }
-                    RawStorage::S3 {
-                        endpoint,
-                        bucket,
-                        region,
-                        prefix,
-                        access_key_id_env,
-                        secret_access_key_env,
-                        virtual_hosted_style,
-                    } => {
-                        if bucket.is_empty() {
-                            return Err(ConfigError::new(format!("{tpath}.bucket"), "must not be empty"));
-                        }
-                        if prefix.starts_with('/') || prefix.split('/').any(|s| s == "..") {
-                            return Err(ConfigError::new(format!("{tpath}.prefix"), "must be relative, without '..'"));
-                        }
-                        let prefix = prefix.trim_end_matches('/').to_string();
-                        let loc = format!("s3:{}/{bucket}/{prefix}/", endpoint.as_deref().unwrap_or("aws"));
-                        (
-                            StorageTarget::S3 {
-                                endpoint,
-                                bucket,
-                                region: region.unwrap_or_else(|| "us-east-1".into()),
-                                prefix,
-                                access_key_id_env,
-                                secret_access_key_env,
-                                virtual_hosted_style,
-                            },
-                            loc,
-                        )
-                    }
-                };
-                // Two domains may not share a location, nor may one's lie inside another's.
-                for (other, owner) in &claimed {
-                    if owner != &name && (location.starts_with(other.as_str()) || other.starts_with(&location)) {
-                        return Err(ConfigError::new(
-                            tpath,
-                            format!(
-                                "overlaps a storage target of domain {owner:?}; domains may not share a bucket + prefix or a directory"
-                            ),
-                        ));
-                    }
-                }
-                claimed.push((location, name.clone()));
-                storage.insert(tname, target);
-            }
-            let mut templates: Vec<Arc<Template>> = Vec::new();
-            for (i, t) in d.snapshot_configs.into_iter().enumerate() {
-                let tpath = format!("{path}.snapshot_configs[{i}]");
-                template::check_app_name(&t.app_name).map_err(|e| at(&tpath, e))?;
-                if templates.iter().any(|o| o.app_name == t.app_name) {
-                    return Err(ConfigError::new(
-                        format!("{tpath}.app_name"),
-                        format!("app {:?} already has a snapshot config in this domain", t.app_name),
-                    ));
-                }
-                let time_interval_s = template::check_interval(t.time_interval).map_err(|e| at(&tpath, e))?;
-                if !storage.contains_key(&t.storage) {
-                    return Err(ConfigError::new(
-                        format!("{tpath}.storage"),
-                        format!(
-                            "names no storage target of domain {name:?} (has: {})",
-                            storage.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
-                template::check_modes(t.overwrite_object.as_deref(), t.sequence_object.as_deref())
-                    .map_err(|e| at(&tpath, e))?;
-                if let Some(o) = &t.overwrite_object {
-                    template::check_overwrite_object(o).map_err(|e| at(&tpath, e))?;
-                }
-                if let Some(o) = &t.sequence_object {
-                    template::check_sequence_object(o).map_err(|e| at(&tpath, e))?;
-                }
-                if let Some(cb) = &t.callback
-                    && !(cb.starts_with("http://") || cb.starts_with("https://"))
-                {
-                    return Err(ConfigError::new(format!("{tpath}.callback"), "must be an http:// or https:// URL"));
-                }
-                for (field, v) in [("width", t.width), ("height", t.height)] {
-                    if v.is_some_and(|v| v != 0) {
-                        return Err(ConfigError::new(
-                            format!("{tpath}.{field}"),
-                            "scaling is not implemented yet; leave it out or set 0 (source size)",
-                        ));
-                    }
-                }
-                let jpeg_quality = match t.jpeg_quality {
-                    None => DEFAULT_JPEG_QUALITY,
-                    Some(q) => template::check_jpeg_quality(q).map_err(|e| at(&tpath, e))?,
-                };
-                templates.push(Arc::new(Template {
-                    app_name: t.app_name,
-                    time_interval_s,
-                    storage: t.storage,
-                    overwrite_object: t.overwrite_object,
-                    sequence_object: t.sequence_object,
-                    callback: t.callback,
-                    jpeg_quality,
-                }));
-            }
-            domains.insert(name.clone(), Domain { name, publish_auth, storage, templates });
+            domains.insert(name.clone(), validate_domain(name, d, &path, Origin::File)?);
+        }
+        if let Some((domain, target, owner)) = find_overlap(&domains) {
+            return Err(ConfigError::new(
+                format!("domains.\"{domain}\".storage.{target}"),
+                format!("overlaps a storage target of domain {owner:?}; domains may not share a bucket + prefix or a directory"),
+            ));
         }
         if let Some(d) = &s.default_domain
             && !domains.contains_key(d)
@@ -463,6 +727,11 @@ impl Settings {
 
     pub fn get(&self) -> Arc<Config> {
         self.current.read().unwrap().clone()
+    }
+
+    /// Puts a new config in force; what already holds the old one keeps it.
+    pub fn set(&self, config: Config) {
+        *self.current.write().unwrap() = Arc::new(config);
     }
 }
 

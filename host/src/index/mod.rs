@@ -9,6 +9,8 @@
 //! - `intents`:   id → intent   captures reserved but not yet recorded (crash recovery)
 //! - `plugin_state`: (domain, key) → value   the policy plugins' key-value state
 //! - `meta`:      name → bytes  host secrets and settings
+//! - `catalog`:   (kind, domain, name) → JSON   what the API made: domains, templates, notify, tokens
+//! - `tombstones`: id → (domain, storage, key)  objects whose records are deleted but which are not yet removed
 //!
 //! Writes go through one writer thread that commits whatever is waiting as
 //! one transaction, at most one commit per 20 ms, so under load the commit
@@ -31,6 +33,8 @@ pub(crate) const SEQUENCES: TableDefinition<(&str, &str, &str), u64> = TableDefi
 pub(crate) const INTENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("intents");
 pub(crate) const PLUGIN_STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("plugin_state");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const CATALOG: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("catalog");
+pub(crate) const TOMBSTONES: TableDefinition<u128, &[u8]> = TableDefinition::new("tombstones");
 
 /// redb's page cache: bounded, so the index's memory does not follow the
 /// database as it grows (redb's default allows 1 GiB).
@@ -86,6 +90,17 @@ pub struct Intent {
     pub sequence: u64,
     pub storage: String,
 }
+
+/// An object to remove from storage: its record is already deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub domain: String,
+    pub storage: String,
+    pub key: String,
+}
+
+/// A catalog entry's key: (kind, domain, name).
+pub type CatalogKey = (String, String, String);
 
 /// The stored form of a record (private to the index).
 #[derive(Serialize, Deserialize)]
@@ -205,6 +220,8 @@ impl Index {
             txn.open_table(INTENTS).map_err(db_err)?;
             txn.open_table(PLUGIN_STATE).map_err(db_err)?;
             txn.open_table(META).map_err(db_err)?;
+            txn.open_table(CATALOG).map_err(db_err)?;
+            txn.open_table(TOMBSTONES).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         let db = Arc::new(db);
@@ -245,6 +262,94 @@ impl Index {
         let (reply, rx) = oneshot::channel();
         self.writer.send(writer::Op::State { domain, writes, reply })?;
         rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Writes catalog entries (`None` deletes) in one commit; with
+    /// `clear_domain`, first removes every entry of that domain.
+    pub async fn write_catalog(
+        &self,
+        clear_domain: Option<String>,
+        writes: Vec<(CatalogKey, Option<Vec<u8>>)>,
+    ) -> Result<(), IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::Catalog { clear_domain, writes, reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Every catalog entry, in key order.
+    pub fn catalog(&self) -> Result<Vec<(CatalogKey, Vec<u8>)>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(CATALOG).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let (kind, domain, name) = k.value();
+            out.push(((kind.to_owned(), domain.to_owned(), name.to_owned()), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes records (and their secondary keys) in one commit. With
+    /// `tombstone`, each removed record's object is queued for removal in
+    /// the same commit. Returns the records that existed.
+    pub async fn delete(&self, ids: Vec<RecordId>, tombstone: bool) -> Result<Vec<Record>, IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::Delete { ids, tombstone, reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Clears tombstones whose objects are gone.
+    pub async fn clear_tombstones(&self, ids: Vec<RecordId>) -> Result<(), IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::ClearTombstones { ids, reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Objects still to remove (a crash came between record and object).
+    pub fn tombstones(&self) -> Result<Vec<(RecordId, Tombstone)>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(TOMBSTONES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let ts: Tombstone =
+                postcard::from_bytes(v.value()).map_err(|e| IndexError::Corrupt(format!("tombstone: {e}")))?;
+            out.push((RecordId(k.value()), ts));
+        }
+        Ok(out)
+    }
+
+    /// Every record of a stream with this create_timestamp (a sequential
+    /// record, and the overwrite record while it shows that capture).
+    pub fn records_at(&self, domain: &str, app: &str, stream: &str, ts: u64) -> Result<Vec<Record>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let by_stream = txn.open_table(BY_STREAM).map_err(db_err)?;
+        let records = txn.open_table(RECORDS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in by_stream.range((domain, app, stream, ts, 0u128)..=(domain, app, stream, ts, u128::MAX)).map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            let id = k.value().4;
+            if let Some(v) = records.get(id).map_err(db_err)? {
+                out.push(decode_record(id, v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` record ids of a domain, oldest first (for deleting a domain).
+    pub fn domain_record_ids(&self, domain: &str, limit: usize) -> Result<Vec<RecordId>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let by_app = txn.open_table(BY_APP).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in by_app.range((domain, "", 0u64, 0u128)..).map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            let k = k.value();
+            if k.0 != domain || out.len() >= limit {
+                break;
+            }
+            out.push(RecordId(k.3));
+        }
+        Ok(out)
     }
 
     pub fn plugin_state(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>, IndexError> {

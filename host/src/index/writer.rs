@@ -8,8 +8,8 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::{
-    BY_APP, BY_STREAM, INTENTS, IndexError, Intent, OVERLAYS, PLUGIN_STATE, RECORDS, Record, RecordId, SEQUENCES, db,
-    decode_record, encode_record,
+    BY_APP, BY_STREAM, CATALOG, CatalogKey, INTENTS, IndexError, Intent, OVERLAYS, PLUGIN_STATE, RECORDS, Record,
+    RecordId, SEQUENCES, TOMBSTONES, Tombstone, db, decode_record, encode_record,
 };
 
 /// Operations per commit at most.
@@ -24,6 +24,13 @@ pub(super) enum Op {
     Commit { intent: RecordId, records: Vec<Record>, reply: oneshot::Sender<Result<Vec<Record>, IndexError>> },
     Abandon { intent: RecordId, reply: oneshot::Sender<Result<(), IndexError>> },
     State { domain: String, writes: Vec<(String, Option<Vec<u8>>)>, reply: oneshot::Sender<Result<(), IndexError>> },
+    Catalog {
+        clear_domain: Option<String>,
+        writes: Vec<(CatalogKey, Option<Vec<u8>>)>,
+        reply: oneshot::Sender<Result<(), IndexError>>,
+    },
+    Delete { ids: Vec<RecordId>, tombstone: bool, reply: oneshot::Sender<Result<Vec<Record>, IndexError>> },
+    ClearTombstones { ids: Vec<RecordId>, reply: oneshot::Sender<Result<(), IndexError>> },
 }
 
 pub(super) struct Handle {
@@ -95,6 +102,11 @@ fn run_batch(db: &Database, batch: Vec<Op>) {
             Op::Commit { intent, records, reply } => Done::Commit(reply, commit(&txn, intent, records)),
             Op::Abandon { intent, reply } => Done::Unit(reply, abandon(&txn, intent)),
             Op::State { domain, writes, reply } => Done::Unit(reply, state(&txn, &domain, &writes)),
+            Op::Catalog { clear_domain, writes, reply } => {
+                Done::Unit(reply, catalog(&txn, clear_domain.as_deref(), &writes))
+            }
+            Op::Delete { ids, tombstone, reply } => Done::Commit(reply, delete(&txn, &ids, tombstone)),
+            Op::ClearTombstones { ids, reply } => Done::Unit(reply, clear_tombstones(&txn, &ids)),
         };
         let failed = match &d {
             Done::Reserve(_, r) => r.is_err(),
@@ -127,8 +139,11 @@ fn fail(op: Op, msg: &str) {
     let e = || IndexError::Corrupt(format!("begin write: {msg}"));
     match op {
         Op::Reserve { reply, .. } => drop(reply.send(Err(e()))),
-        Op::Commit { reply, .. } => drop(reply.send(Err(e()))),
-        Op::Abandon { reply, .. } | Op::State { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Commit { reply, .. } | Op::Delete { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Abandon { reply, .. }
+        | Op::State { reply, .. }
+        | Op::Catalog { reply, .. }
+        | Op::ClearTombstones { reply, .. } => drop(reply.send(Err(e()))),
     }
 }
 
@@ -196,6 +211,72 @@ fn state(txn: &WriteTransaction, domain: &str, writes: &[(String, Option<Vec<u8>
             Some(v) => drop(t.insert((domain, k.as_str()), v.as_slice()).map_err(db)?),
             None => drop(t.remove((domain, k.as_str())).map_err(db)?),
         }
+    }
+    Ok(())
+}
+
+fn catalog(
+    txn: &WriteTransaction,
+    clear_domain: Option<&str>,
+    writes: &[(CatalogKey, Option<Vec<u8>>)],
+) -> Result<(), IndexError> {
+    let mut t = txn.open_table(CATALOG).map_err(db)?;
+    if let Some(domain) = clear_domain {
+        let mut doomed: Vec<(String, String)> = Vec::new();
+        for item in t.iter().map_err(db)? {
+            let (k, _) = item.map_err(db)?;
+            let (kind, d, name) = k.value();
+            if d == domain {
+                doomed.push((kind.to_owned(), name.to_owned()));
+            }
+        }
+        for (kind, name) in doomed {
+            t.remove((kind.as_str(), domain, name.as_str())).map_err(db)?;
+        }
+    }
+    for ((kind, domain, name), v) in writes {
+        let k = (kind.as_str(), domain.as_str(), name.as_str());
+        match v {
+            Some(v) => drop(t.insert(k, v.as_slice()).map_err(db)?),
+            None => drop(t.remove(k).map_err(db)?),
+        }
+    }
+    Ok(())
+}
+
+fn delete(txn: &WriteTransaction, ids: &[RecordId], tombstone: bool) -> Result<Vec<Record>, IndexError> {
+    let mut recs = txn.open_table(RECORDS).map_err(db)?;
+    let mut by_stream = txn.open_table(BY_STREAM).map_err(db)?;
+    let mut by_app = txn.open_table(BY_APP).map_err(db)?;
+    let mut overlays = txn.open_table(OVERLAYS).map_err(db)?;
+    let mut tombs = txn.open_table(TOMBSTONES).map_err(db)?;
+    let mut removed = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(r) = recs.remove(id.0).map_err(db)?.map(|v| decode_record(id.0, v.value())).transpose()? else {
+            continue;
+        };
+        by_stream.remove((r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.create_timestamp_ms, id.0)).map_err(db)?;
+        by_app.remove((r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms, id.0)).map_err(db)?;
+        if r.is_overlay {
+            let okey = (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.key.as_str());
+            let current = overlays.get(okey).map_err(db)?.map(|v| v.value());
+            if current == Some(id.0) {
+                overlays.remove(okey).map_err(db)?;
+            }
+        }
+        if tombstone {
+            let t = Tombstone { domain: r.domain.clone(), storage: r.storage.clone(), key: r.key.clone() };
+            tombs.insert(id.0, postcard::to_stdvec(&t).expect("encode tombstone").as_slice()).map_err(db)?;
+        }
+        removed.push(r);
+    }
+    Ok(removed)
+}
+
+fn clear_tombstones(txn: &WriteTransaction, ids: &[RecordId]) -> Result<(), IndexError> {
+    let mut t = txn.open_table(TOMBSTONES).map_err(db)?;
+    for id in ids {
+        t.remove(id.0).map_err(db)?;
     }
     Ok(())
 }

@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::capture::{CaptureJob, StreamInfo, StreamStats};
-use crate::config::Settings;
+use crate::capture::{CaptureJob, StreamInfo};
+use crate::config::{PublishAuth, Settings};
 use crate::metrics::Metrics;
 
 /// A publisher that has sent no media for this long is dead: a new publish
@@ -46,7 +46,6 @@ struct LiveEntry {
     /// Cancelled when another publisher takes the stream over.
     evict: CancellationToken,
     info: Arc<StreamInfo>,
-    stats: Arc<StreamStats>,
     since: SystemTime,
 }
 
@@ -54,7 +53,6 @@ struct LiveEntry {
 #[derive(Debug, Clone)]
 pub struct LiveStream {
     pub info: Arc<StreamInfo>,
-    pub stats: Arc<StreamStats>,
     pub since: SystemTime,
 }
 
@@ -133,7 +131,7 @@ impl Ingest {
 
     /// Claims a stream for a new publisher: refused while another session
     /// sends media; a session silent for [`DEAD_AFTER`] is taken over.
-    pub(crate) fn claim(self: &Arc<Self>, info: Arc<StreamInfo>, stats: Arc<StreamStats>) -> Result<Claim, Refusal> {
+    pub(crate) fn claim(self: &Arc<Self>, info: Arc<StreamInfo>) -> Result<Claim, Refusal> {
         let key = (info.domain.clone(), info.app.clone(), info.stream.clone());
         let now = self.epoch.elapsed().as_millis() as u64;
         let mut live = self.live.lock().unwrap();
@@ -160,7 +158,6 @@ impl Ingest {
                 last_media: last_media.clone(),
                 evict: evict.clone(),
                 info: info.clone(),
-                stats,
                 since: SystemTime::now(),
             },
         );
@@ -173,11 +170,78 @@ impl Ingest {
         let mut out: Vec<LiveStream> = live
             .iter()
             .filter(|(k, _)| k.0 == domain)
-            .map(|(_, e)| LiveStream { info: e.info.clone(), stats: e.stats.clone(), since: e.since })
+            .map(|(_, e)| LiveStream { info: e.info.clone(), since: e.since })
             .collect();
         out.sort_by(|a, b| (&a.info.app, &a.info.stream).cmp(&(&b.info.app, &b.info.stream)));
         out
     }
+
+    /// One live stream.
+    pub fn live_stream(&self, domain: &str, app: &str, stream: &str) -> Option<LiveStream> {
+        let live = self.live.lock().unwrap();
+        live.get(&(domain.to_owned(), app.to_owned(), stream.to_owned()))
+            .map(|e| LiveStream { info: e.info.clone(), since: e.since })
+    }
+
+    /// Re-plans the live streams of an app (or every app, for `*`) with the
+    /// templates now in force (`?apply=immediately`). Returns how many.
+    pub fn replan(&self, domain: &str, app: &str) -> usize {
+        let config = self.settings.get();
+        let live = self.live.lock().unwrap();
+        let mut n = 0;
+        for ((d, a, _), e) in live.iter() {
+            if d == domain && (app == "*" || a == app) {
+                e.info.request_replan(config.template_for(d, a));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Ends every publisher of a domain (the domain is being deleted).
+    pub fn disconnect_domain(&self, domain: &str) -> usize {
+        let live = self.live.lock().unwrap();
+        let mut n = 0;
+        for ((d, _, _), e) in live.iter() {
+            if d == domain {
+                e.evict.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Publish auth (SPEC §7): `auth_key={timestamp}-{rand}-{uid}-{md5hash}`
+/// with md5hash = md5("/{app}/{stream}-{timestamp}-{rand}-{uid}-{key}"),
+/// valid until timestamp + ttl, against the primary or the secondary key.
+pub(crate) fn check_publish_auth(
+    auth: &PublishAuth,
+    app: &str,
+    stream: &str,
+    auth_key: Option<&str>,
+    now_s: u64,
+) -> Result<(), String> {
+    use md5::{Digest, Md5};
+    let PublishAuth::TypeA(a) = auth else { return Ok(()) };
+    let auth_key = auth_key.ok_or("auth_key is missing")?;
+    let parts: Vec<&str> = auth_key.splitn(4, '-').collect();
+    let [timestamp, rand, uid, hash] = parts.as_slice() else {
+        return Err("auth_key must be {timestamp}-{rand}-{uid}-{md5hash}".into());
+    };
+    let ts: u64 = timestamp.parse().map_err(|_| "auth_key timestamp is not a unix time")?;
+    if now_s > ts.saturating_add(a.ttl.as_secs()) {
+        return Err("auth_key has expired".into());
+    }
+    let expected = |key: &str| hex::encode(Md5::digest(format!("/{app}/{stream}-{timestamp}-{rand}-{uid}-{key}")));
+    for secret in std::iter::once(&a.primary).chain(a.secondary.as_ref()) {
+        match secret.read() {
+            Ok(key) if crate::tenants::constant_time_eq(expected(&key).as_bytes(), hash.as_bytes()) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "publish auth key cannot be read"),
+        }
+    }
+    Err("auth_key signature does not match".into())
 }
 
 /// The query parameters of an ingest URL part (`name?k=v&k2=v2`): the name
@@ -265,6 +329,36 @@ mod tests {
         assert_eq!(tc_url_host("rtmp://127.0.0.1:1935"), Some("127.0.0.1"));
         assert_eq!(tc_url_host("rtmp://[::1]:1935/live"), Some("::1"));
         assert_eq!(tc_url_host("nonsense"), None);
+    }
+
+    #[test]
+    fn publish_auth_type_a() {
+        use crate::config::{Secret, TypeA};
+        let dir = tempfile::tempdir().unwrap();
+        let (k1, k2) = (dir.path().join("k1"), dir.path().join("k2"));
+        std::fs::write(&k1, "primarykey0123456\n").unwrap();
+        std::fs::write(&k2, "secondarykey01234").unwrap();
+        let auth = PublishAuth::TypeA(TypeA {
+            primary: Secret::File(k1),
+            secondary: Some(Secret::File(k2)),
+            ttl: Duration::from_secs(1800),
+        });
+        let sign = |key: &str, ts: u64| {
+            use md5::{Digest, Md5};
+            let h = hex::encode(Md5::digest(format!("/live/cam1-{ts}-0-0-{key}")));
+            format!("{ts}-0-0-{h}")
+        };
+        let now = 1_700_000_000;
+        let check = |k: &str, now| check_publish_auth(&auth, "live", "cam1", Some(k), now);
+        assert_eq!(check(&sign("primarykey0123456", now), now), Ok(()));
+        assert_eq!(check(&sign("secondarykey01234", now - 100), now), Ok(()));
+        assert_eq!(check(&sign("primarykey0123456", now - 1800), now), Ok(()));
+        assert_eq!(check(&sign("primarykey0123456", now - 1801), now), Err("auth_key has expired".into()));
+        assert!(check(&sign("wrongkey000000000", now), now).is_err());
+        assert!(check_publish_auth(&auth, "live", "cam2", Some(&sign("primarykey0123456", now)), now).is_err());
+        assert!(check_publish_auth(&auth, "live", "cam1", None, now).is_err());
+        assert!(check("garbage", now).is_err());
+        assert_eq!(check_publish_auth(&PublishAuth::Off, "live", "cam1", None, now), Ok(()));
     }
 
     #[test]

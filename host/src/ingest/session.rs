@@ -60,7 +60,7 @@ impl SessionError {
 
 struct Publishing {
     claim: Claim,
-    capture: Option<StreamCapture>,
+    capture: StreamCapture,
     avc: Option<AvcConfig>,
     stream_id: u32,
 }
@@ -258,9 +258,7 @@ impl Session {
             }
             VideoTag::AvcFrame { keyframe: true, nalus } => {
                 tracing::trace!(session = self.id, media_ts = msg.timestamp, bytes = nalus.len(), "keyframe");
-                let Some(capture) = p.capture.as_mut() else {
-                    return Ok(());
-                };
+                let capture = &mut p.capture;
                 let avc = p.avc.as_ref();
                 let offer = capture.on_keyframe(msg.timestamp, || match avc {
                     None => Err("keyframe before the AVC decoder configuration".to_string()),
@@ -402,23 +400,17 @@ impl Session {
         let config = self.ingest.settings.get();
         let domain =
             super::resolve_domain(&config, param("vhost"), self.tc_url.as_deref()).map_err(SessionError::Refused)?;
+        let domain_cfg = config.domains.get(&domain).ok_or_else(|| SessionError::Refused(format!("domain {domain:?} is gone")))?;
+        super::check_publish_auth(&domain_cfg.publish_auth, &app, &stream, param("auth_key"), crate::unix_ms() / 1000)
+            .map_err(|why| SessionError::Refused(format!("publish auth of domain {domain:?}: {why}")))?;
         let template = config.template_for(&domain, &app);
-        let info = Arc::new(StreamInfo {
-            session: self.id,
-            domain: domain.clone(),
-            app: app.clone(),
-            stream: stream.clone(),
-            template: template.clone().unwrap_or_else(|| Arc::new(no_template())),
-            order: Default::default(),
-        });
-        let capture =
-            template.map(|_| StreamCapture::new(info.clone(), self.ingest.queue.clone(), self.ingest.metrics.clone()));
-        let stats = capture.as_ref().map(|c| c.stats().clone()).unwrap_or_default();
-        let claim = self.ingest.claim(info, stats).map_err(|e| SessionError::Refused(e.to_string()))?;
-        match &capture {
-            Some(c) => tracing::info!(
-                peer = %self.peer, session = self.id, %domain, %app, %stream,
-                interval_s = c.info().template.time_interval_s, "publish started"
+        let interval_s = template.as_ref().map(|t| t.time_interval_s);
+        let info = Arc::new(StreamInfo::new(self.id, domain.clone(), app.clone(), stream.clone(), template));
+        let capture = StreamCapture::new(info.clone(), self.ingest.queue.clone(), self.ingest.metrics.clone());
+        let claim = self.ingest.claim(info).map_err(|e| SessionError::Refused(e.to_string()))?;
+        match interval_s {
+            Some(interval_s) => tracing::info!(
+                peer = %self.peer, session = self.id, %domain, %app, %stream, interval_s, "publish started"
             ),
             None => tracing::info!(
                 peer = %self.peer, session = self.id, %domain, %app, %stream,
@@ -452,19 +444,6 @@ impl Session {
                 amf0::object(&[("level", s(level)), ("code", s(code)), ("description", s(description))]),
             ],
         );
-    }
-}
-
-/// The template placeholder of a stream whose app has none (never captured).
-fn no_template() -> crate::config::Template {
-    crate::config::Template {
-        app_name: String::new(),
-        time_interval_s: 0,
-        storage: String::new(),
-        overwrite_object: None,
-        sequence_object: None,
-        callback: None,
-        jpeg_quality: 0,
     }
 }
 

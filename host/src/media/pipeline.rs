@@ -214,7 +214,7 @@ impl Worker {
             self.p.flush_decoder()?;
         }
         self.last_session = Some(job.info.session);
-        let quality = i32::from(job.info.template.jpeg_quality);
+        let quality = i32::from(job.template.jpeg_quality);
         if quality != self.quality {
             self.p.encoder.set_property("quality", quality);
             self.quality = quality;

@@ -328,6 +328,7 @@ mod tests {
             sequence_object: seq.map(Into::into),
             callback: None,
             jpeg_quality: 85,
+            origin: crate::config::Origin::File,
         }
     }
 

@@ -40,11 +40,14 @@ pub struct Target {
     content_type: bool,
 }
 
-/// All targets, by (domain, target name).
+/// All targets, by (domain, target name). Domains made through the API add
+/// targets while the host runs, so the map is swapped as a whole.
 #[derive(Default)]
 pub struct Storage {
-    targets: HashMap<(String, String), Arc<Target>>,
+    targets: std::sync::RwLock<Arc<Targets>>,
 }
+
+type Targets = HashMap<(String, String), (StorageTarget, Arc<Target>)>;
 
 /// Suffixed names tried for a taken sequential key.
 const MAX_SUFFIX: u32 = 1000;
@@ -70,24 +73,54 @@ pub fn check_key(key: &str) -> Result<ObjectPath, StorageError> {
 
 impl Storage {
     pub fn from_config(config: &Config) -> Result<Storage, StorageError> {
-        let mut targets = HashMap::new();
+        let storage = Storage::default();
+        storage.sync(config)?;
+        Ok(storage)
+    }
+
+    /// Builds the targets `config` names that are new or changed, without
+    /// putting them in force: setup errors (a missing credential variable)
+    /// surface before a change is accepted.
+    pub fn prepare(&self, config: &Config) -> Result<Prepared, StorageError> {
+        let current = self.targets.read().unwrap().clone();
+        let mut next = HashMap::new();
         for (domain, d) in &config.domains {
             for (name, t) in &d.storage {
-                let full = format!("{domain}/{name}");
-                let target = build(&full, t)?;
-                targets.insert((domain.clone(), name.clone()), Arc::new(target));
+                let key = (domain.clone(), name.clone());
+                let built = match current.get(&key) {
+                    Some((old, target)) if old == t => target.clone(),
+                    _ => Arc::new(build(&format!("{domain}/{name}"), t)?),
+                };
+                next.insert(key, (t.clone(), built));
             }
         }
-        Ok(Storage { targets })
+        Ok(Prepared(Arc::new(next)))
+    }
+
+    /// Puts prepared targets in force; writes already under way finish on the old ones.
+    pub fn commit(&self, prepared: Prepared) {
+        *self.targets.write().unwrap() = prepared.0;
+    }
+
+    /// Prepares and commits.
+    pub fn sync(&self, config: &Config) -> Result<(), StorageError> {
+        let p = self.prepare(config)?;
+        self.commit(p);
+        Ok(())
     }
 
     pub fn target(&self, domain: &str, name: &str) -> Result<Arc<Target>, StorageError> {
         self.targets
+            .read()
+            .unwrap()
             .get(&(domain.to_owned(), name.to_owned()))
-            .cloned()
+            .map(|(_, t)| t.clone())
             .ok_or_else(|| StorageError::NoTarget { domain: domain.into(), target: name.into() })
     }
 }
+
+/// Targets built for a config, not yet in force.
+pub struct Prepared(Arc<Targets>);
 
 fn build(full: &str, t: &StorageTarget) -> Result<Target, StorageError> {
     let setup = |why: String| StorageError::Setup { target: full.to_owned(), why };
@@ -180,6 +213,16 @@ impl Target {
             attributes.insert(object_store::Attribute::ContentType, "image/jpeg".into());
         }
         PutOptions { attributes, ..Default::default() }
+    }
+
+    /// Removes the object at `key`; false if there was none.
+    pub async fn delete(&self, key: &str) -> Result<bool, StorageError> {
+        let path = check_key(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.backend("delete", key, e)),
+        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {

@@ -1,0 +1,84 @@
+//! Live streams: the list, and "snapshot now".
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::snapshots::{iso_ms, item};
+use super::{Api, ApiError, Body, Call};
+
+/// "Snapshot now" waits at least this long for a keyframe.
+const MIN_WAIT: Duration = Duration::from_secs(10);
+
+pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
+    let streams: Vec<Value> = api
+        .ingest
+        .live_streams(domain)
+        .into_iter()
+        .map(|s| {
+            let since = s.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let st = &s.info.stats;
+            let last = st.last_snapshot_ms.load(Ordering::Relaxed);
+            let (w, h) = (st.width.load(Ordering::Relaxed), st.height.load(Ordering::Relaxed));
+            let template = s.info.template();
+            json!({
+                "app": s.info.app,
+                "stream": s.info.stream,
+                "codec": "h264",
+                "width": (w > 0).then_some(w),
+                "height": (h > 0).then_some(h),
+                "since": iso_ms(since),
+                "last_snapshot_time": (last > 0).then(|| iso_ms(last)),
+                "snapshots": st.stored.load(Ordering::Relaxed),
+                "template": template.as_ref().map(|t| t.app_name.clone()),
+                "time_interval": template.as_ref().map(|t| t.time_interval_s),
+                "keyframes": st.keyframes.load(Ordering::Relaxed),
+                "snapshots_queued": st.queued.load(Ordering::Relaxed),
+                "snapshots_missed": st.missed.load(Ordering::Relaxed),
+                "keyframes_rejected": st.rejected.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    Ok(super::json(StatusCode::OK, &json!({ "streams": streams })))
+}
+
+/// Takes a snapshot of the stream's next keyframe (the grid does not move;
+/// it takes a `{Sequence}`) and answers with its records, or 504 after
+/// max(2 GOPs, 10 s).
+pub(super) async fn snapshot_now(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
+    let (app, stream) = (call.params.get("app"), call.params.get("stream"));
+    let live = api.ingest.live_stream(domain, app, stream).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "StreamNotLive", format!("stream {app}/{stream} is not being published"))
+    })?;
+    if live.info.template().is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "NoSnapshotConfig",
+            format!("app {app:?} has no snapshot config, so nothing names or stores a snapshot"),
+        ));
+    }
+    let gop = Duration::from_millis(live.info.stats.gop_ms.load(Ordering::Relaxed));
+    let wait = (2 * gop).max(MIN_WAIT);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    live.info.request_snapshot(tx);
+    drop(live);
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(Ok(records))) => {
+            let items: Vec<Value> = records.iter().map(|r| item(api, r)).collect();
+            Ok(super::json(StatusCode::OK, &json!({ "snapshots": items })))
+        }
+        Ok(Ok(Err(why))) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SnapshotFailed", why)),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SnapshotFailed",
+            "the stream ended before its next keyframe",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "SnapshotTimeout",
+            format!("no keyframe was captured within {} s", wait.as_secs()),
+        )),
+    }
+}

@@ -1,0 +1,528 @@
+//! Tenants: the domains in force, made of the operator's file and of what
+//! the API made (kept in redb's `catalog` table in the file's own raw form).
+//!
+//! The file wins for what it names: a domain or a (domain, app) template
+//! the file names cannot be changed through the API (409
+//! `ManagedByConfigFile`), and an API-made entry the file later names is
+//! shadowed by it. Every change is validated by the same functions as the
+//! file, its storage targets are built before it is accepted, and then the
+//! catalog is committed and the new config put in force, in that order.
+//! Changes are serialized by one lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{
+    self, Config, ConfigError, Domain, Origin, RawDomain, RawNotify, RawTemplate, RuleError, Settings, Template,
+};
+use crate::index::{CatalogKey, Index, IndexError};
+use crate::storage::{Storage, StorageError};
+
+const DOMAIN: &str = "domain";
+const TEMPLATE: &str = "template";
+const NOTIFY: &str = "notify";
+const TOKEN: &str = "token";
+
+/// Fields a template update may name.
+const TEMPLATE_FIELDS: &[&str] = &[
+    "app_name",
+    "time_interval",
+    "storage",
+    "overwrite_object",
+    "sequence_object",
+    "callback",
+    "width",
+    "height",
+    "jpeg_quality",
+];
+const REQUIRED_TEMPLATE_FIELDS: &[&str] = &["app_name", "time_interval", "storage"];
+
+/// Who a bearer token is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Operator,
+    Domain(String),
+}
+
+impl Role {
+    pub fn may(&self, domain: &str) -> bool {
+        match self {
+            Role::Operator => true,
+            Role::Domain(d) => d == domain,
+        }
+    }
+}
+
+/// A domain token as stored: only its hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenDoc {
+    sha256: String,
+    created_ms: u64,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// A domain token as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub label: Option<String>,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("{0}")]
+    Rule(RuleError),
+    #[error("{0}")]
+    Invalid(ConfigError),
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    #[error("{1}")]
+    NotFound(&'static str, String),
+    #[error("{0}")]
+    Storage(StorageError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// What the API made, decoded from the catalog.
+#[derive(Debug, Clone, Default)]
+struct Catalog {
+    domains: BTreeMap<String, RawDomain>,
+    templates: BTreeMap<(String, String), RawTemplate>,
+    notify: BTreeMap<String, RawNotify>,
+    tokens: BTreeMap<(String, String), TokenDoc>,
+}
+
+impl Catalog {
+    fn load(index: &Index) -> Result<Catalog, IndexError> {
+        let mut c = Catalog::default();
+        for ((kind, domain, name), bytes) in index.catalog()? {
+            let what = format!("catalog {kind} {domain}/{name}");
+            match kind.as_str() {
+                DOMAIN => drop(c.domains.insert(domain, decode(&what, &bytes)?)),
+                TEMPLATE => drop(c.templates.insert((domain, name), decode(&what, &bytes)?)),
+                NOTIFY => drop(c.notify.insert(domain, decode(&what, &bytes)?)),
+                TOKEN => drop(c.tokens.insert((domain, name), decode(&what, &bytes)?)),
+                other => tracing::warn!(kind = other, "unknown catalog entry kind; ignored"),
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, IndexError> {
+    serde_json::from_slice(bytes).map_err(|e| IndexError::Corrupt(format!("{what}: {e}")))
+}
+
+fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("catalog documents serialize")
+}
+
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The config in force: the file's domains, then the API's where the file
+/// is silent. API entries that no longer validate (an environment variable
+/// gone) or that the file shadows are left out with a warning each.
+fn effective(file: &Config, cat: &Catalog) -> (Config, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut domains = file.domains.clone();
+    for (name, raw) in &cat.domains {
+        if domains.contains_key(name) {
+            warnings.push(format!("domain {name:?} is named by the config file, which wins over its API definition"));
+            continue;
+        }
+        match config::validate_domain(name, raw, "", Origin::Api) {
+            Ok(d) => {
+                let mut candidate = domains.clone();
+                candidate.insert(name.clone(), d);
+                if let Some((d, t, owner)) = config::find_overlap(&candidate) {
+                    warnings.push(format!("domain {d:?} target {t:?} overlaps domain {owner:?}; {name:?} left out"));
+                } else {
+                    domains = candidate;
+                }
+            }
+            Err(e) => warnings.push(format!("domain {name:?} made through the API is invalid now ({e}); left out")),
+        }
+    }
+    for ((domain, app), raw) in &cat.templates {
+        let Some(d) = domains.get_mut(domain) else { continue };
+        if d.templates.iter().any(|t| &t.app_name == app) {
+            warnings.push(format!(
+                "template {domain}/{app} is named by the config file, which wins over its API definition"
+            ));
+            continue;
+        }
+        match config::validate_template(raw, &d.storage, domain, Origin::Api) {
+            Ok(t) => d.templates.push(Arc::new(t)),
+            Err(e) => warnings.push(format!("template {domain}/{app} made through the API is invalid now ({e})")),
+        }
+    }
+    for (domain, raw) in &cat.notify {
+        if let Some(d) = domains.get_mut(domain) {
+            match config::validate_notify(raw) {
+                Ok(n) => d.notify = Some(n),
+                Err(e) => warnings.push(format!("notify settings of {domain} are invalid now ({e})")),
+            }
+        }
+    }
+    for d in domains.values_mut() {
+        d.templates.sort_by(|a, b| a.app_name.cmp(&b.app_name));
+    }
+    (Config { server: file.server.clone(), domains }, warnings)
+}
+
+pub struct Tenants {
+    settings: Arc<Settings>,
+    index: Arc<Index>,
+    storage: Arc<Storage>,
+    operator_sha256: String,
+    state: tokio::sync::Mutex<State>,
+    /// Domain token hash → (domain, token id).
+    tokens: RwLock<HashMap<String, (String, String)>>,
+}
+
+struct State {
+    file: Arc<Config>,
+    catalog: Catalog,
+}
+
+impl Tenants {
+    /// Loads the catalog, builds the config in force from `file` and it, and
+    /// sets up every storage target.
+    pub fn start(
+        file: Config,
+        operator_token: &str,
+        index: Arc<Index>,
+    ) -> Result<(Arc<Tenants>, Arc<Settings>, Arc<Storage>), anyhow::Error> {
+        let catalog = Catalog::load(&index)?;
+        let (config, warnings) = effective(&file, &catalog);
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        let storage = Arc::new(Storage::from_config(&config)?);
+        let settings = Settings::new(config);
+        let tenants = Arc::new(Tenants {
+            settings: settings.clone(),
+            index,
+            storage: storage.clone(),
+            operator_sha256: hash_token(operator_token),
+            state: tokio::sync::Mutex::new(State { file: Arc::new(file), catalog }),
+            tokens: RwLock::default(),
+        });
+        tenants.reload_tokens(&tenants.state.try_lock().expect("not shared yet").catalog);
+        Ok((tenants, settings, storage))
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    fn reload_tokens(&self, cat: &Catalog) {
+        let map = cat.tokens.iter().map(|((d, id), t)| (t.sha256.clone(), (d.clone(), id.clone()))).collect();
+        *self.tokens.write().unwrap() = map;
+    }
+
+    /// The role of a bearer token, if it is one.
+    pub fn authenticate(&self, token: &str) -> Option<Role> {
+        let h = hash_token(token);
+        if constant_time_eq(h.as_bytes(), self.operator_sha256.as_bytes()) {
+            return Some(Role::Operator);
+        }
+        self.tokens.read().unwrap().get(&h).map(|(d, _)| Role::Domain(d.clone()))
+    }
+
+    /// Re-reads the operator's file (SIGHUP). Live publishers keep their
+    /// sessions; a file that does not validate changes nothing.
+    pub async fn apply_file(&self, file: Config) -> Result<Vec<String>, ChangeError> {
+        let mut state = self.state.lock().await;
+        let mut warnings = Vec::new();
+        let old = &state.file.server;
+        if old.rtmp_listen != file.server.rtmp_listen
+            || old.http_listen != file.server.http_listen
+            || old.data_dir != file.server.data_dir
+            || old.decoder_workers != file.server.decoder_workers
+            || old.capture_queue != file.server.capture_queue
+        {
+            warnings.push("changes to listen addresses, data_dir, decoder_workers or capture_queue need a restart".into());
+        }
+        let file = Config { server: Config::clone(&state.file).server, domains: file.domains };
+        let (config, w) = effective(&file, &state.catalog);
+        warnings.extend(w);
+        let prepared = self.storage.prepare(&config).map_err(ChangeError::Storage)?;
+        self.storage.commit(prepared);
+        self.settings.set(config);
+        state.file = Arc::new(file);
+        Ok(warnings)
+    }
+
+    /// Validates a candidate catalog, builds its targets, commits the
+    /// writes, and puts the new config in force.
+    async fn change(
+        &self,
+        state: &mut State,
+        next: Catalog,
+        clear_domain: Option<String>,
+        writes: Vec<(CatalogKey, Option<Vec<u8>>)>,
+    ) -> Result<(), ChangeError> {
+        let (config, _) = effective(&state.file, &next);
+        let prepared = self.storage.prepare(&config).map_err(ChangeError::Storage)?;
+        self.index.write_catalog(clear_domain, writes).await?;
+        self.storage.commit(prepared);
+        self.settings.set(config);
+        self.reload_tokens(&next);
+        state.catalog = next;
+        Ok(())
+    }
+
+    fn domain_in_force(&self, name: &str) -> Result<Domain, ChangeError> {
+        self.settings
+            .get()
+            .domains
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ChangeError::NotFound("DomainNotFound", format!("domain {name:?} does not exist")))
+    }
+
+    // ---- domains ---------------------------------------------------------
+
+    /// The raw definition of an API-made domain (None for a file domain).
+    pub async fn raw_domain(&self, name: &str) -> Option<RawDomain> {
+        self.state.lock().await.catalog.domains.get(name).cloned()
+    }
+
+    /// Creates or replaces an API-made domain. Returns true if it is new.
+    pub async fn put_domain(&self, name: &str, raw: RawDomain) -> Result<bool, ChangeError> {
+        let mut state = self.state.lock().await;
+        if state.file.domains.contains_key(name) {
+            return Err(ChangeError::Conflict(
+                "ManagedByConfigFile",
+                format!("domain {name:?} is defined in the config file; change it there"),
+            ));
+        }
+        if !raw.snapshot_configs.is_empty() {
+            return Err(ChangeError::Invalid(ConfigError::new(
+                "snapshot_configs",
+                "templates of an API-made domain are managed under /snapshot-configs",
+            )));
+        }
+        let domain = config::validate_domain(name, &raw, "", Origin::Api).map_err(ChangeError::Invalid)?;
+        let mut domains = self.settings.get().domains.clone();
+        domains.insert(name.to_owned(), domain.clone());
+        if let Some((d, t, owner)) = config::find_overlap(&domains) {
+            let (t, owner) = if d == name { (t, owner) } else { (String::new(), d) };
+            return Err(ChangeError::Conflict(
+                "StorageOverlap",
+                format!("storage target {t:?} overlaps a target of domain {owner:?}; domains may not share a bucket + prefix or a directory"),
+            ));
+        }
+        for ((d, app), t) in &state.catalog.templates {
+            if d == name && !domain.storage.contains_key(&t.storage) {
+                return Err(ChangeError::Conflict(
+                    "StorageInUse",
+                    format!("storage target {:?} is used by the snapshot config of app {app:?}", t.storage),
+                ));
+            }
+        }
+        let mut next = state.catalog.clone();
+        let created = next.domains.insert(name.to_owned(), raw.clone()).is_none();
+        let key = (DOMAIN.to_owned(), name.to_owned(), String::new());
+        self.change(&mut state, next, None, vec![(key, Some(json_bytes(&raw)))]).await?;
+        Ok(created)
+    }
+
+    /// Removes an API-made domain with its templates, notify settings and
+    /// tokens. Its records are removed by the caller.
+    pub async fn delete_domain(&self, name: &str) -> Result<(), ChangeError> {
+        let mut state = self.state.lock().await;
+        if state.file.domains.contains_key(name) {
+            return Err(ChangeError::Conflict(
+                "ManagedByConfigFile",
+                format!("domain {name:?} is defined in the config file; remove it there"),
+            ));
+        }
+        if !state.catalog.domains.contains_key(name) {
+            return Err(ChangeError::NotFound("DomainNotFound", format!("domain {name:?} does not exist")));
+        }
+        let mut next = state.catalog.clone();
+        next.domains.remove(name);
+        next.templates.retain(|(d, _), _| d != name);
+        next.notify.remove(name);
+        next.tokens.retain(|(d, _), _| d != name);
+        self.change(&mut state, next, Some(name.to_owned()), Vec::new()).await
+    }
+
+    // ---- templates -------------------------------------------------------
+
+    pub async fn add_template(&self, domain: &str, raw: RawTemplate) -> Result<Arc<Template>, ChangeError> {
+        let mut state = self.state.lock().await;
+        let d = self.domain_in_force(domain)?;
+        config::template::check_app_name(&raw.app_name).map_err(ChangeError::Rule)?;
+        if d.templates.iter().any(|t| t.app_name == raw.app_name) {
+            return Err(ChangeError::Conflict(
+                "ConfigAlreadyExists",
+                format!("app {:?} of domain {domain:?} already has a snapshot config", raw.app_name),
+            ));
+        }
+        let t = config::validate_template(&raw, &d.storage, domain, Origin::Api).map_err(ChangeError::Rule)?;
+        let mut next = state.catalog.clone();
+        next.templates.insert((domain.to_owned(), raw.app_name.clone()), raw.clone());
+        let key = (TEMPLATE.to_owned(), domain.to_owned(), raw.app_name.clone());
+        self.change(&mut state, next, None, vec![(key, Some(json_bytes(&raw)))]).await?;
+        Ok(Arc::new(t))
+    }
+
+    /// Applies a partial update: a field set to `null` or `"-"` is cleared.
+    pub async fn update_template(
+        &self,
+        domain: &str,
+        app: &str,
+        patch: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Arc<Template>, ChangeError> {
+        let mut state = self.state.lock().await;
+        let d = self.domain_in_force(domain)?;
+        let current = d.templates.iter().find(|t| t.app_name == app).ok_or_else(|| not_found_template(domain, app))?;
+        if current.origin == Origin::File {
+            return Err(file_managed_template(domain, app));
+        }
+        let raw = state
+            .catalog
+            .templates
+            .get(&(domain.to_owned(), app.to_owned()))
+            .cloned()
+            .ok_or_else(|| not_found_template(domain, app))?;
+        let mut doc = match serde_json::to_value(&raw).expect("templates serialize") {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!("a template serializes to an object"),
+        };
+        for (k, v) in patch {
+            if !TEMPLATE_FIELDS.contains(&k.as_str()) {
+                return Err(ChangeError::Invalid(ConfigError::new(k, "unknown field")));
+            }
+            let clear = v.is_null() || v.as_str() == Some("-");
+            if clear && REQUIRED_TEMPLATE_FIELDS.contains(&k.as_str()) {
+                return Err(ChangeError::Invalid(ConfigError::new(k, "is required and cannot be cleared")));
+            }
+            if k == "app_name" && v.as_str() != Some(app) {
+                return Err(ChangeError::Invalid(ConfigError::new(k, "cannot be changed; delete and add instead")));
+            }
+            if clear {
+                doc.remove(&k);
+            } else {
+                doc.insert(k, v);
+            }
+        }
+        let updated: RawTemplate = serde_json::from_value(serde_json::Value::Object(doc))
+            .map_err(|e| ChangeError::Invalid(ConfigError::new("body", e.to_string())))?;
+        let t = config::validate_template(&updated, &d.storage, domain, Origin::Api).map_err(ChangeError::Rule)?;
+        let mut next = state.catalog.clone();
+        next.templates.insert((domain.to_owned(), app.to_owned()), updated.clone());
+        let key = (TEMPLATE.to_owned(), domain.to_owned(), app.to_owned());
+        self.change(&mut state, next, None, vec![(key, Some(json_bytes(&updated)))]).await?;
+        Ok(Arc::new(t))
+    }
+
+    pub async fn delete_template(&self, domain: &str, app: &str) -> Result<(), ChangeError> {
+        let mut state = self.state.lock().await;
+        let d = self.domain_in_force(domain)?;
+        let current = d.templates.iter().find(|t| t.app_name == app).ok_or_else(|| not_found_template(domain, app))?;
+        if current.origin == Origin::File {
+            return Err(file_managed_template(domain, app));
+        }
+        let mut next = state.catalog.clone();
+        next.templates.remove(&(domain.to_owned(), app.to_owned()));
+        let key = (TEMPLATE.to_owned(), domain.to_owned(), app.to_owned());
+        self.change(&mut state, next, None, vec![(key, None)]).await
+    }
+
+    // ---- notify ----------------------------------------------------------
+
+    pub async fn put_notify(&self, domain: &str, raw: RawNotify) -> Result<bool, ChangeError> {
+        let mut state = self.state.lock().await;
+        self.domain_in_force(domain)?;
+        config::validate_notify(&raw).map_err(ChangeError::Rule)?;
+        let mut next = state.catalog.clone();
+        let created = next.notify.insert(domain.to_owned(), raw.clone()).is_none();
+        let key = (NOTIFY.to_owned(), domain.to_owned(), String::new());
+        self.change(&mut state, next, None, vec![(key, Some(json_bytes(&raw)))]).await?;
+        Ok(created)
+    }
+
+    pub async fn delete_notify(&self, domain: &str) -> Result<(), ChangeError> {
+        let mut state = self.state.lock().await;
+        self.domain_in_force(domain)?;
+        if !state.catalog.notify.contains_key(domain) {
+            return Err(ChangeError::NotFound("NotifyConfigNotFound", format!("domain {domain:?} has no notify config")));
+        }
+        let mut next = state.catalog.clone();
+        next.notify.remove(domain);
+        let key = (NOTIFY.to_owned(), domain.to_owned(), String::new());
+        self.change(&mut state, next, None, vec![(key, None)]).await
+    }
+
+    // ---- tokens ----------------------------------------------------------
+
+    /// Mints a domain token; the secret is returned once and only its hash kept.
+    pub async fn mint_token(&self, domain: &str, label: Option<String>) -> Result<(TokenInfo, String), ChangeError> {
+        let mut state = self.state.lock().await;
+        self.domain_in_force(domain)?;
+        let secret: [u8; 32] = rand::random();
+        let token = format!("esd_{}", hex::encode(secret));
+        let id = hex::encode(rand::random::<[u8; 8]>());
+        let doc = TokenDoc { sha256: hash_token(&token), created_ms: crate::unix_ms(), label: label.clone() };
+        let mut next = state.catalog.clone();
+        next.tokens.insert((domain.to_owned(), id.clone()), doc.clone());
+        let key = (TOKEN.to_owned(), domain.to_owned(), id.clone());
+        self.change(&mut state, next, None, vec![(key, Some(json_bytes(&doc)))]).await?;
+        Ok((TokenInfo { id, label, created_ms: doc.created_ms }, token))
+    }
+
+    pub async fn tokens(&self, domain: &str) -> Vec<TokenInfo> {
+        let state = self.state.lock().await;
+        state
+            .catalog
+            .tokens
+            .iter()
+            .filter(|((d, _), _)| d == domain)
+            .map(|((_, id), t)| TokenInfo { id: id.clone(), label: t.label.clone(), created_ms: t.created_ms })
+            .collect()
+    }
+
+    pub async fn revoke_token(&self, domain: &str, id: &str) -> Result<(), ChangeError> {
+        let mut state = self.state.lock().await;
+        let key = (domain.to_owned(), id.to_owned());
+        if !state.catalog.tokens.contains_key(&key) {
+            return Err(ChangeError::NotFound("TokenNotFound", format!("domain {domain:?} has no token {id:?}")));
+        }
+        let mut next = state.catalog.clone();
+        next.tokens.remove(&key);
+        let ckey = (TOKEN.to_owned(), domain.to_owned(), id.to_owned());
+        self.change(&mut state, next, None, vec![(ckey, None)]).await
+    }
+
+    /// Whether the API made this notify config (and so it can be read back).
+    pub async fn raw_notify(&self, domain: &str) -> Option<RawNotify> {
+        self.state.lock().await.catalog.notify.get(domain).cloned()
+    }
+}
+
+fn not_found_template(domain: &str, app: &str) -> ChangeError {
+    ChangeError::NotFound("ConfigNotFound", format!("app {app:?} of domain {domain:?} has no snapshot config"))
+}
+
+fn file_managed_template(domain: &str, app: &str) -> ChangeError {
+    ChangeError::Conflict(
+        "ManagedByConfigFile",
+        format!("the snapshot config of app {app:?} in domain {domain:?} is defined in the config file; change it there"),
+    )
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
