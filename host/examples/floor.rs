@@ -26,22 +26,17 @@ fn main() {
     let n: usize = args.next().map_or(300, |s| s.parse().unwrap());
     let keyframes = common::flv::keyframe_jobs(&common::flv::read(&path));
     assert!(!keyframes.is_empty(), "no keyframes in {path}");
-    let info = Arc::new(StreamInfo {
-        session: 1,
-        domain: "floor".into(),
-        app: "live".into(),
-        stream: "s".into(),
-        template: Arc::new(edgesnap::config::Template {
-            app_name: "*".into(),
-            time_interval_s: 5,
-            storage: "local".into(),
-            overwrite_object: Some("x.jpg".into()),
-            sequence_object: None,
-            callback: None,
-            jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
-        }),
-        order: Default::default(),
+    let template = Arc::new(edgesnap::config::Template {
+        app_name: "*".into(),
+        time_interval_s: 5,
+        storage: "local".into(),
+        overwrite_object: Some("x.jpg".into()),
+        sequence_object: None,
+        callback: None,
+        jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
+        origin: edgesnap::config::Origin::File,
     });
+    let info = Arc::new(StreamInfo::new(1, "floor".into(), "live".into(), "s".into(), Some(template.clone())));
     let (tx, rx) = crossbeam_channel::bounded(16);
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Decoded>(16);
     let metrics = Arc::new(edgesnap::metrics::Metrics::new());
@@ -49,6 +44,8 @@ fn main() {
     // Warm up: the first job negotiates caps and allocates.
     let job = move |i: usize| CaptureJob {
         info: info.clone(),
+        template: template.clone(),
+        waiters: Vec::new(),
         create_timestamp_ms: i as u64,
         media_ts_ms: 0,
         received: Instant::now(),

@@ -41,16 +41,13 @@ fn job(session: u64, annexb: Vec<u8>) -> CaptureJob {
         sequence_object: None,
         callback: None,
         jpeg_quality: 85,
+        origin: edgesnap::config::Origin::File,
     };
+    let template = Arc::new(template);
     CaptureJob {
-        info: Arc::new(StreamInfo {
-            session,
-            domain: format!("d{session}"),
-            app: "live".into(),
-            stream: "s".into(),
-            template: Arc::new(template),
-            order: Default::default(),
-        }),
+        info: Arc::new(StreamInfo::new(session, format!("d{session}"), "live".into(), "s".into(), Some(template.clone()))),
+        template,
+        waiters: Vec::new(),
         create_timestamp_ms: 1,
         media_ts_ms: 0,
         received: Instant::now(),
