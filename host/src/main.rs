@@ -77,7 +77,8 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
             "captures were in flight at the last stop; their records were not committed"
         );
     }
-    let (tenants, settings, storage) = Tenants::start(config, &operator_token, index.clone())?;
+    let tenants = Tenants::start(config, &operator_token, index.clone())?;
+    let (settings, storage) = (tenants.settings().clone(), tenants.storage().clone());
     remove_tombstoned(&index, &storage).await?;
     let policies = Arc::new(policy::Policies::new(index.clone(), policy::Limits::default())?);
     let url_key = index.secret("url-signing-key")?;

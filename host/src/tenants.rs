@@ -196,11 +196,7 @@ struct State {
 impl Tenants {
     /// Loads the catalog, builds the config in force from `file` and it, and
     /// sets up every storage target.
-    pub fn start(
-        file: Config,
-        operator_token: &str,
-        index: Arc<Index>,
-    ) -> Result<(Arc<Tenants>, Arc<Settings>, Arc<Storage>), anyhow::Error> {
+    pub fn start(file: Config, operator_token: &str, index: Arc<Index>) -> Result<Arc<Tenants>, anyhow::Error> {
         let catalog = Catalog::load(&index)?;
         let (config, warnings) = effective(&file, &catalog);
         for w in warnings {
@@ -217,11 +213,17 @@ impl Tenants {
             tokens: RwLock::default(),
         });
         tenants.reload_tokens(&tenants.state.try_lock().expect("not shared yet").catalog);
-        Ok((tenants, settings, storage))
+        Ok(tenants)
     }
 
+    /// The config in force.
     pub fn settings(&self) -> &Arc<Settings> {
         &self.settings
+    }
+
+    /// The storage targets of the domains in force.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
     }
 
     fn reload_tokens(&self, cat: &Catalog) {
@@ -250,7 +252,8 @@ impl Tenants {
             || old.decoder_workers != file.server.decoder_workers
             || old.capture_queue != file.server.capture_queue
         {
-            warnings.push("changes to listen addresses, data_dir, decoder_workers or capture_queue need a restart".into());
+            warnings
+                .push("changes to listen addresses, data_dir, decoder_workers or capture_queue need a restart".into());
         }
         let file = Config { server: Config::clone(&state.file).server, domains: file.domains };
         let (config, w) = effective(&file, &state.catalog);
@@ -319,7 +322,9 @@ impl Tenants {
             let (t, owner) = if d == name { (t, owner) } else { (String::new(), d) };
             return Err(ChangeError::Conflict(
                 "StorageOverlap",
-                format!("storage target {t:?} overlaps a target of domain {owner:?}; domains may not share a bucket + prefix or a directory"),
+                format!(
+                    "storage target {t:?} overlaps a target of domain {owner:?}; domains may not share a bucket + prefix or a directory"
+                ),
             ));
         }
         for ((d, app), t) in &state.catalog.templates {
@@ -458,7 +463,10 @@ impl Tenants {
         let mut state = self.state.lock().await;
         self.domain_in_force(domain)?;
         if !state.catalog.notify.contains_key(domain) {
-            return Err(ChangeError::NotFound("NotifyConfigNotFound", format!("domain {domain:?} has no notify config")));
+            return Err(ChangeError::NotFound(
+                "NotifyConfigNotFound",
+                format!("domain {domain:?} has no notify config"),
+            ));
         }
         let mut next = state.catalog.clone();
         next.notify.remove(domain);
@@ -519,7 +527,9 @@ fn not_found_template(domain: &str, app: &str) -> ChangeError {
 fn file_managed_template(domain: &str, app: &str) -> ChangeError {
     ChangeError::Conflict(
         "ManagedByConfigFile",
-        format!("the snapshot config of app {app:?} in domain {domain:?} is defined in the config file; change it there"),
+        format!(
+            "the snapshot config of app {app:?} in domain {domain:?} is defined in the config file; change it there"
+        ),
     )
 }
 

@@ -24,6 +24,8 @@ pub struct DomainSpec {
     pub sequence: Option<&'static str>,
     /// An S3 target on this server instead of a local directory.
     pub s3: Option<(u16, &'static str)>,
+    /// The `publish_auth` value, as TOML.
+    pub publish_auth: Option<String>,
 }
 
 impl DomainSpec {
@@ -34,6 +36,7 @@ impl DomainSpec {
             overwrite: Some("{AppName}/{StreamName}.jpg"),
             sequence: Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg"),
             s3: None,
+            publish_auth: None,
         }
     }
 }
@@ -159,6 +162,9 @@ impl Host {
         );
         let mut objects = Vec::new();
         for d in domains {
+            if let Some(auth) = &d.publish_auth {
+                config += &format!("[domains.\"{n}\"]\npublish_auth = {auth}\n", n = d.name);
+            }
             match d.s3 {
                 None => {
                     let p = dir.path().join("objects").join(d.name);
@@ -247,6 +253,67 @@ impl Host {
         let status = self.stop().expect("host was running");
         assert!(status.success(), "graceful stop exits 0: {status}\n{}", self.log());
         self.spawn();
+    }
+
+    /// Sends SIGHUP: the host re-reads its config file.
+    pub fn reload(&self) {
+        let pid = self.child.as_ref().expect("host is running").id();
+        let status = Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// A request with the operator token and a JSON body (if any); the
+    /// status and the JSON answer (`null` when the answer is empty).
+    pub fn api(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        self.api_as(TOKEN, method, path, body)
+    }
+
+    pub fn api_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
+        let (status, bytes) = self.raw_request(Some(token), method, path, body);
+        let value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!("{method} {path}: answer is not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        (status, value)
+    }
+
+    /// Any request: token, method, path, and a body with its content type.
+    pub fn raw_request(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, Vec<u8>) {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .allow_non_standard_methods(true)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let result = match body {
+            Some((ct, bytes)) => agent.run(req.header("Content-Type", ct).body(bytes).unwrap()),
+            None => agent.run(req.body(()).unwrap()),
+        };
+        let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let bytes = resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap();
+        (status, bytes)
     }
 
     pub fn try_get(&self, path: &str) -> Result<(u16, Vec<u8>), String> {

@@ -45,7 +45,13 @@ fn job(session: u64, annexb: Vec<u8>) -> CaptureJob {
     };
     let template = Arc::new(template);
     CaptureJob {
-        info: Arc::new(StreamInfo::new(session, format!("d{session}"), "live".into(), "s".into(), Some(template.clone()))),
+        info: Arc::new(StreamInfo::new(
+            session,
+            format!("d{session}"),
+            "live".into(),
+            "s".into(),
+            Some(template.clone()),
+        )),
         template,
         waiters: Vec::new(),
         create_timestamp_ms: 1,

@@ -10,9 +10,11 @@ mod harness;
 mod media;
 mod publisher;
 
+mod api;
 mod bad_input;
 mod capacity;
 mod config;
 mod isolation;
 mod pipeline;
+mod query;
 mod sessions;

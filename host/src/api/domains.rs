@@ -147,7 +147,9 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &Call) -> Result<Respo
                         files += 1;
                         done.push(r.id);
                     }
-                    Err(e) => tracing::warn!(error = %e, "object of a deleted domain not removed; retried at next start"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "object of a deleted domain not removed; retried at next start")
+                    }
                 }
             }
             api.index.clear_tombstones(done).await?;
@@ -173,7 +175,11 @@ fn token_view(t: &crate::tenants::TokenInfo) -> Value {
 
 pub(super) async fn list_tokens(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
     if !api.settings.get().domains.contains_key(domain) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "DomainNotFound", format!("domain {domain:?} does not exist")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "DomainNotFound",
+            format!("domain {domain:?} does not exist"),
+        ));
     }
     let tokens: Vec<Value> = api.tenants.tokens(domain).await.iter().map(token_view).collect();
     Ok(super::json(StatusCode::OK, &json!({ "tokens": tokens })))

@@ -266,7 +266,17 @@ impl Call {
                 ApiError::bad("InvalidBody", format!("reading the body failed: {e}"))
             }
         })?;
-        serde_json::from_slice(&bytes.to_bytes()).map_err(|e| ApiError::bad("InvalidBody", format!("the body: {e}")))
+        let bytes = bytes.to_bytes();
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || path.is_empty() {
+                ApiError::bad("InvalidBody", format!("the body: {inner}"))
+            } else {
+                ApiError::bad("InvalidBody", format!("the body: {path}: {inner}"))
+            }
+        })
     }
 }
 
@@ -365,7 +375,8 @@ impl Api {
                 _ => {}
             }
         }
-        if matches!(def.access, Access::Domain | Access::SignedOrDomain) && !self.settings.get().domains.contains_key(&domain)
+        if matches!(def.access, Access::Domain | Access::SignedOrDomain)
+            && !self.settings.get().domains.contains_key(&domain)
         {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -527,6 +538,9 @@ mod tests {
         assert_eq!((def.op, p.get("stream")), (Op::SnapshotNow, "cam 1"));
         assert_eq!(find_route(&Method::PUT, "/v1/whoami").unwrap_err().status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(find_route(&Method::GET, "/v1/nope").unwrap_err().status(), StatusCode::NOT_FOUND);
-        assert_eq!(find_route(&Method::GET, "/v1/domains/a.com/snapshots/.jpg").unwrap_err().status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            find_route(&Method::GET, "/v1/domains/a.com/snapshots/.jpg").unwrap_err().status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

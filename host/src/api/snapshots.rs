@@ -214,7 +214,9 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &mut Call) -> Result<R
                 .map(|rid| api.index.get(rid))
                 .transpose()?
                 .flatten()
-                .filter(|r| r.domain == domain && app.is_none_or(|a| r.app == a) && stream.is_none_or(|s| r.stream == s))
+                .filter(|r| {
+                    r.domain == domain && app.is_none_or(|a| r.app == a) && stream.is_none_or(|s| r.stream == s)
+                })
                 .into_iter()
                 .collect(),
         };

@@ -351,7 +351,9 @@ fn at(path: &str, e: RuleError) -> ConfigError {
 }
 
 fn is_http_url(s: &str) -> bool {
-    (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() && !s.contains(char::is_whitespace)
+    (s.starts_with("http://") || s.starts_with("https://"))
+        && s.len() > "https://".len()
+        && !s.contains(char::is_whitespace)
 }
 
 /// Validates a template against its domain's storage target names.
@@ -690,7 +692,9 @@ impl RawConfig {
         if let Some((domain, target, owner)) = find_overlap(&domains) {
             return Err(ConfigError::new(
                 format!("domains.\"{domain}\".storage.{target}"),
-                format!("overlaps a storage target of domain {owner:?}; domains may not share a bucket + prefix or a directory"),
+                format!(
+                    "overlaps a storage target of domain {owner:?}; domains may not share a bucket + prefix or a directory"
+                ),
             ));
         }
         if let Some(d) = &s.default_domain

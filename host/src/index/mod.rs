@@ -326,7 +326,9 @@ impl Index {
         let by_stream = txn.open_table(BY_STREAM).map_err(db_err)?;
         let records = txn.open_table(RECORDS).map_err(db_err)?;
         let mut out = Vec::new();
-        for item in by_stream.range((domain, app, stream, ts, 0u128)..=(domain, app, stream, ts, u128::MAX)).map_err(db_err)? {
+        for item in
+            by_stream.range((domain, app, stream, ts, 0u128)..=(domain, app, stream, ts, u128::MAX)).map_err(db_err)?
+        {
             let (k, _) = item.map_err(db_err)?;
             let id = k.value().4;
             if let Some(v) = records.get(id).map_err(db_err)? {

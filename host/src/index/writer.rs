@@ -20,17 +20,39 @@ const MAX_BATCH: usize = 256;
 const LINGER: Duration = Duration::from_millis(20);
 
 pub(super) enum Op {
-    Reserve { id: RecordId, intent: Intent, reply: oneshot::Sender<Result<u64, IndexError>> },
-    Commit { intent: RecordId, records: Vec<Record>, reply: oneshot::Sender<Result<Vec<Record>, IndexError>> },
-    Abandon { intent: RecordId, reply: oneshot::Sender<Result<(), IndexError>> },
-    State { domain: String, writes: Vec<(String, Option<Vec<u8>>)>, reply: oneshot::Sender<Result<(), IndexError>> },
+    Reserve {
+        id: RecordId,
+        intent: Intent,
+        reply: oneshot::Sender<Result<u64, IndexError>>,
+    },
+    Commit {
+        intent: RecordId,
+        records: Vec<Record>,
+        reply: oneshot::Sender<Result<Vec<Record>, IndexError>>,
+    },
+    Abandon {
+        intent: RecordId,
+        reply: oneshot::Sender<Result<(), IndexError>>,
+    },
+    State {
+        domain: String,
+        writes: Vec<(String, Option<Vec<u8>>)>,
+        reply: oneshot::Sender<Result<(), IndexError>>,
+    },
     Catalog {
         clear_domain: Option<String>,
         writes: Vec<(CatalogKey, Option<Vec<u8>>)>,
         reply: oneshot::Sender<Result<(), IndexError>>,
     },
-    Delete { ids: Vec<RecordId>, tombstone: bool, reply: oneshot::Sender<Result<Vec<Record>, IndexError>> },
-    ClearTombstones { ids: Vec<RecordId>, reply: oneshot::Sender<Result<(), IndexError>> },
+    Delete {
+        ids: Vec<RecordId>,
+        tombstone: bool,
+        reply: oneshot::Sender<Result<Vec<Record>, IndexError>>,
+    },
+    ClearTombstones {
+        ids: Vec<RecordId>,
+        reply: oneshot::Sender<Result<(), IndexError>>,
+    },
 }
 
 pub(super) struct Handle {
@@ -255,7 +277,9 @@ fn delete(txn: &WriteTransaction, ids: &[RecordId], tombstone: bool) -> Result<V
         let Some(r) = recs.remove(id.0).map_err(db)?.map(|v| decode_record(id.0, v.value())).transpose()? else {
             continue;
         };
-        by_stream.remove((r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.create_timestamp_ms, id.0)).map_err(db)?;
+        by_stream
+            .remove((r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.create_timestamp_ms, id.0))
+            .map_err(db)?;
         by_app.remove((r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms, id.0)).map_err(db)?;
         if r.is_overlay {
             let okey = (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.key.as_str());
