@@ -1,4 +1,7 @@
-//! The `edgesnap` binary: `serve --config FILE`, `check-config FILE`.
+//! The `edgesnap` binary: `serve --config FILE`, `check-config FILE`, and
+//! client subcommands over the HTTP API (`cli`).
+
+mod cli;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +24,8 @@ use edgesnap::{api, index, ingest, media, metrics, policy, snapshot};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: cli::Client,
 }
 
 #[derive(Subcommand)]
@@ -32,6 +37,23 @@ enum Command {
     },
     /// Validate a config file and exit (non-zero naming the field and rule).
     CheckConfig { file: PathBuf },
+    /// Which domains the token may see.
+    Whoami,
+    /// List and delete snapshots.
+    #[command(subcommand)]
+    Snapshots(cli::SnapshotsCmd),
+    /// Snapshot configs (templates) of a domain.
+    #[command(subcommand)]
+    Templates(cli::TemplatesCmd),
+    /// Domains (operator).
+    #[command(subcommand)]
+    Domains(cli::DomainsCmd),
+    /// Domain tokens (operator).
+    #[command(subcommand)]
+    Tokens(cli::TokensCmd),
+    /// Live streams.
+    #[command(subcommand)]
+    Streams(cli::StreamsCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,7 +62,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let client = cli.client;
     let result = match cli.command {
+        Command::Whoami => return client.whoami(),
+        Command::Snapshots(cmd) => return client.snapshots(cmd),
+        Command::Templates(cmd) => return client.templates(cmd),
+        Command::Domains(cmd) => return client.domains(cmd),
+        Command::Tokens(cmd) => return client.tokens(cmd),
+        Command::Streams(cmd) => return client.streams(cmd),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|c| {
                 println!("{}: ok ({} domains)", file.display(), c.domains.len());

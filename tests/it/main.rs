@@ -13,6 +13,7 @@ mod publisher;
 mod api;
 mod bad_input;
 mod capacity;
+mod cli;
 mod config;
 mod isolation;
 mod pipeline;

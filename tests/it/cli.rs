@@ -1,0 +1,120 @@
+//! The `edgesnap` client subcommands against a running host: tables by
+//! default, `--json` for scripts, exit codes that tell success from failure.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{DomainSpec, Host, TOKEN, bin};
+use crate::media::{Clip, ffmpeg_push};
+
+fn run(host: &Host, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("EDGESNAP_SERVER", format!("http://127.0.0.1:{}", host.http_port))
+        .env("EDGESNAP_TOKEN", TOKEN)
+        .output()
+        .unwrap()
+}
+
+#[track_caller]
+fn ok_json(out: &Output) -> Value {
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn client_subcommands_script_the_api() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 1);
+    let clip = Clip { bframes: false, ..Clip::new(320, 180, 12, 1) };
+    let out = ffmpeg_push(&clip.flv(), &host.rtmp_url("live/cam"), false);
+    assert!(out.status.success());
+    host.wait_for("3 snapshots", Duration::from_secs(30), || {
+        host.snapshots("localhost", "live", Some("cam")).len() >= 4
+    });
+
+    let v = ok_json(&run(&host, &["whoami", "--json"]));
+    assert_eq!(v["role"], "operator");
+
+    let add = ["templates", "add", "--domain", "localhost", "--app", "cam2", "--interval", "10", "--storage", "store"];
+    let v = ok_json(&run(&host, &[&add[..], &["--overwrite", "{StreamName}.jpg", "--json"]].concat()));
+    assert_eq!((v["app_name"].as_str(), v["time_interval"].as_u64()), (Some("cam2"), Some(10)));
+    let again = run(&host, &[&add[..], &["--overwrite", "{StreamName}.jpg"]].concat());
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("409 ConfigAlreadyExists"), "{again:?}");
+    let bad = run(
+        &host,
+        &[
+            "templates",
+            "add",
+            "--domain",
+            "localhost",
+            "--app",
+            "x",
+            "--interval",
+            "4",
+            "--storage",
+            "store",
+            "--overwrite",
+            "a.jpg",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("InvalidParameter.TimeInterval"), "{bad:?}");
+
+    let table = run(&host, &["templates", "ls", "--domain", "localhost"]);
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("APP") && text.contains("cam2") && text.contains("{StreamName}.jpg"), "{text}");
+    let v = ok_json(&run(
+        &host,
+        &["templates", "set", "--domain", "localhost", "--app", "cam2", "--interval", "20", "--json"],
+    ));
+    assert_eq!(v["time_interval"], 20);
+    assert!(run(&host, &["templates", "rm", "--domain", "localhost", "--app", "cam2"]).status.success());
+
+    let v = ok_json(&run(
+        &host,
+        &[
+            "snapshots",
+            "ls",
+            "--domain",
+            "localhost",
+            "--app",
+            "live",
+            "--stream",
+            "cam",
+            "--since",
+            "1h",
+            "--all",
+            "--json",
+        ],
+    ));
+    let snaps = v["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 4, "{v}");
+    let table = run(&host, &["snapshots", "ls", "--domain", "localhost", "--app", "live", "--since", "1h"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("live/cam.jpg"));
+
+    let seq = snaps.iter().find(|s| s["is_overlay"] == false).unwrap();
+    let ts = seq["create_timestamp"].to_string();
+    let rm = ["snapshots", "rm", "--domain", "localhost", "--app", "live", "--stream", "cam", "--ts"];
+    let v = ok_json(&run(&host, &[&rm[..], &[&ts, "--remove-file", "--json"]].concat()));
+    assert_eq!(v["success_count"], 1);
+    let missing = run(&host, &[&rm[..], &["1"]].concat());
+    assert_eq!(missing.status.code(), Some(1), "a delete that finds nothing fails");
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("FileNotFound"));
+
+    let v = ok_json(&run(&host, &["tokens", "mint", "--domain", "localhost", "--label", "ci", "--json"]));
+    let token = v["token"].as_str().unwrap();
+    let v = ok_json(&run(&host, &["whoami", "--token", token, "--json"]));
+    assert_eq!(v["role"], "domain");
+    let denied = run(&host, &["domains", "ls", "--token", token]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("403 Forbidden"));
+
+    let unreachable = Command::new(bin()).args(["whoami", "--server", "http://127.0.0.1:9"]).output().unwrap();
+    assert_eq!(unreachable.status.code(), Some(3));
+    let usage = Command::new(bin()).args(["snapshots", "ls"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
