@@ -27,11 +27,12 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
-# Python tools live in a venv (Debian 12 enforces PEP 668): just, and moto
-# for the tests' S3-compatible server.
+# Python tools live in a venv (Debian 12 enforces PEP 668): just, moto for
+# the tests' S3-compatible server, and schemathesis to fuzz the API from its
+# OpenAPI document (pinned: its CLI changes between versions).
 venv="${EDGESNAP_CACHE:-$HOME/.cache/edgesnap}/venv"
-if [ ! -x "$venv/bin/just" ] || [ ! -x "$venv/bin/moto_server" ]; then
-  echo "setup: installing just and moto (an S3-compatible test server) into $venv"
+if [ ! -x "$venv/bin/just" ] || [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/st" ]; then
+  echo "setup: installing just, moto and schemathesis into $venv"
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q rust-just 'moto[server]'
+  "$venv/bin/pip" install -q rust-just 'moto[server]' 'schemathesis==4.32.5'
 fi

@@ -15,6 +15,7 @@ mod bad_input;
 mod capacity;
 mod cli;
 mod config;
+mod fuzz;
 mod isolation;
 mod pipeline;
 mod query;

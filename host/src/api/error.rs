@@ -13,11 +13,21 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// The `Allow` header of a 405.
+    allow: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), allow: None }
+    }
+
+    /// A 405 naming the methods the path allows.
+    pub fn method_not_allowed(message: impl Into<String>, allowed: &[&str]) -> Self {
+        ApiError {
+            allow: Some(allowed.join(", ")),
+            ..Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
+        }
     }
 
     pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
@@ -33,10 +43,14 @@ impl ApiError {
     }
 
     pub(super) fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
-        super::json(
+        let mut r = super::json(
             self.status,
             &serde_json::json!({"code": self.code, "message": self.message, "request_id": request_id}),
-        )
+        );
+        if let Some(allow) = self.allow.and_then(|a| hyper::header::HeaderValue::from_str(&a).ok()) {
+            r.headers_mut().insert(hyper::header::ALLOW, allow);
+        }
+        r
     }
 }
 

@@ -209,10 +209,9 @@ fn find_route(method: &Method, path: &str) -> Result<(&'static RouteDef, Params)
     if allowed.is_empty() {
         Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no route for {method} {path}")))
     } else {
-        Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
+        Err(ApiError::method_not_allowed(
             format!("{method} is not allowed on {path}; allowed: {}", allowed.join(", ")),
+            &allowed,
         ))
     }
 }
