@@ -415,7 +415,9 @@ fn push_paced(port: u16, app: &str, stream: &str, seconds: u32) -> std::thread::
                 }
                 let due = start + Duration::from_millis(u64::from(ts));
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
-                p.send(t, ts).unwrap();
+                if p.send(t, ts).is_err() {
+                    return; // the host closed the connection
+                }
             }
         }
     })
@@ -469,4 +471,61 @@ fn snapshot_now_and_apply_immediately() {
         "InvalidParameter.Apply",
     );
     pusher.join().unwrap();
+}
+
+#[test]
+fn api_made_domain_ingests_serves_images_and_force_deletes() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 1);
+    let dir = host.dir.path().join("objects-b");
+    let body = json!({"storage": {"s": {"type": "local", "path": dir}}});
+    assert_eq!(host.api("PUT", "/v1/domains/b.example", Some(body)).0, 201);
+    let tpl = json!({"app_name": "*", "time_interval": 5, "storage": "s",
+                     "overwrite_object": "{Domain}/{StreamName}.jpg", "sequence_object": "{StreamName}/{Sequence}.jpg"});
+    assert_eq!(host.api("POST", "/v1/domains/b.example/snapshot-configs", Some(tpl)).0, 201);
+    // Published to the new domain by vhost, at real pace.
+    let pusher = push_paced(host.rtmp_port, "live?vhost=b.example", "cam", 14);
+    let count = || host.snapshots("b.example", "live", Some("cam")).len();
+    host.wait_for("snapshots in the API-made domain", Duration::from_secs(15), || count() >= 3);
+    assert!(dir.join("b.example/cam.jpg").exists() && dir.join("cam/0.jpg").exists());
+
+    // Images through the host, with validators.
+    let path = "/v1/domains/b.example/streams/live/cam/latest.jpg";
+    let (status, jpg) = host.raw_request(Some(TOKEN), "GET", path, None);
+    assert_eq!(status, 200);
+    assert_eq!(decode(&jpg).width, 160);
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let url = format!("http://127.0.0.1:{}{path}", host.http_port);
+    let resp = agent.get(&url).header("Authorization", &format!("Bearer {TOKEN}")).call().unwrap();
+    let etag = resp.headers().get("etag").expect("an ETag").to_str().unwrap().to_owned();
+    assert_eq!(resp.headers().get("cache-control").unwrap(), "private, no-cache", "the overwrite image changes");
+    let resp = agent
+        .get(&url)
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .header("If-None-Match", &etag)
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 304);
+    let seq = host.snapshots("b.example", "live", Some("cam")).into_iter().find(|r| r["is_overlay"] == false).unwrap();
+    let resp = agent.get(seq["url"].as_str().unwrap()).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "signed URL without a token");
+    assert_eq!(resp.headers().get("cache-control").unwrap(), "private, max-age=31536000, immutable");
+
+    // Live streams block a delete unless forced; forced, files go too.
+    assert_error(host.api("DELETE", "/v1/domains/b.example", None), 409, "StreamsLive");
+    let (status, v) = host.api("DELETE", "/v1/domains/b.example?force=true&remove_files=true", None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["streams_disconnected"], 1);
+    assert!(v["records_deleted"].as_u64().unwrap() >= 3, "{v}");
+    assert_eq!(v["files_deleted"], v["records_deleted"]);
+    assert!(crate::harness::files(&dir).is_empty(), "objects removed: {:?}", crate::harness::files(&dir));
+    assert_error(host.api("GET", "/v1/domains/b.example/streams", None), 404, "DomainNotFound");
+    let _ = pusher.join(); // the host closed its connection
+    let (_, metrics) = host.raw_request(None, "GET", "/metrics", None);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains(
+            r#"edgesnap_http_request_seconds_count{method="DELETE",route="/v1/domains/{domain}",status="409"} 1"#
+        ),
+        "per-route latency in /metrics"
+    );
 }

@@ -112,9 +112,11 @@ fn parse_token(v: &str) -> Result<(u64, RecordId), ApiError> {
     Ok((ts.parse().map_err(|_| bad())?, RecordId::parse(id).ok_or_else(bad)?))
 }
 
-async fn image(api: &Api, r: Record, headers: &hyper::HeaderMap) -> Result<Response<Body>, ApiError> {
+/// Serves a record's object. `changes`: the URL may show another picture
+/// later (a stream's latest, an overwrite object), so caches revalidate.
+async fn image(api: &Api, r: Record, headers: &hyper::HeaderMap, changes: bool) -> Result<Response<Body>, ApiError> {
     let etag = format!("\"{}-{}\"", r.id, r.create_timestamp_ms);
-    let cache = if r.is_overlay { "private, no-cache" } else { "private, max-age=31536000, immutable" };
+    let cache = if changes || r.is_overlay { "private, no-cache" } else { "private, max-age=31536000, immutable" };
     if headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
@@ -140,7 +142,7 @@ pub(super) async fn image_by_id(api: &Api, domain: &str, call: &Call) -> Result<
     let rid = RecordId::parse(id).ok_or_else(|| not_found(format!("no snapshot {id:?}")))?;
     let record =
         api.index.get(rid)?.filter(|r| r.domain == domain).ok_or_else(|| not_found(format!("no snapshot {id}")))?;
-    image(api, record, &call.head.headers).await
+    image(api, record, &call.head.headers, false).await
 }
 
 pub(super) async fn latest_image(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
@@ -149,7 +151,7 @@ pub(super) async fn latest_image(api: &Api, domain: &str, call: &Call) -> Result
         .index
         .latest(domain, app, stream)?
         .ok_or_else(|| not_found(format!("stream {app}/{stream} has no snapshot")))?;
-    image(api, record, &call.head.headers).await
+    image(api, record, &call.head.headers, true).await
 }
 
 /// Most items one delete may name (the reference's limit).
