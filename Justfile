@@ -29,6 +29,12 @@ lint:
 build-plugins:
     cd plugins && cargo build --release --locked --target wasm32-wasip2
 
+# The management API over a large index (issue 4): query and delete latency; see BENCHMARKS.md.
+# The index (10 M records, about 3 GB) is built once under the cache and reused.
+bench-query *ARGS: build
+    cargo build --release --locked --examples
+    {{CARGO_TARGET_DIR}}/release/examples/query_bench --bin {{bin}} --dir {{CARGO_TARGET_DIR}}/../bench/query-10m {{ARGS}}
+
 # The capacity benchmark (issue 3): edgesnap vs nginx-rtmp + ffmpeg; see BENCHMARKS.md.
 bench *ARGS: build
     cargo build --release --locked --examples

@@ -166,22 +166,34 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     snapshot_tasks.close();
     snapshot_tasks.wait().await;
     let _ = http_loop.await;
-    // 4. Close redb cleanly.
-    close_index(index);
+    // 4. Close redb cleanly: the last holder of the index is this function.
+    drop(tenants);
+    close_index(index).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Closes redb after the writer has committed what was queued.
-fn close_index(index: Arc<index::Index>) {
-    match Arc::try_unwrap(index) {
-        Ok(index) => {
-            index.close();
-        }
-        Err(_) => {
-            tracing::warn!("index still shared at shutdown; redb closes when the process exits")
+/// Closes redb after the writer has committed what was queued. Tasks that
+/// finished their work may still be dropping their handles (HTTP
+/// connections closing), so this waits up to 5 s to be the last holder: a
+/// redb that is not closed cleanly is checked at the next start.
+async fn close_index(mut index: Arc<index::Index>) {
+    for _ in 0..500 {
+        match Arc::try_unwrap(index) {
+            Ok(index) => {
+                tokio::task::spawn_blocking(move || index.close()).await.ok();
+                return;
+            }
+            Err(shared) => {
+                index = shared;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         }
     }
+    tracing::warn!(
+        holders = Arc::strong_count(&index),
+        "index still shared at shutdown; redb closes when the process exits"
+    )
 }
 
 /// Waits for SIGTERM or Ctrl-C; on SIGHUP re-reads the config file without

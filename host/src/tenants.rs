@@ -246,16 +246,27 @@ impl Tenants {
         let mut state = self.state.lock().await;
         let mut warnings = Vec::new();
         let old = &state.file.server;
-        if old.rtmp_listen != file.server.rtmp_listen
-            || old.http_listen != file.server.http_listen
-            || old.data_dir != file.server.data_dir
-            || old.decoder_workers != file.server.decoder_workers
-            || old.capture_queue != file.server.capture_queue
+        let new = &file.server;
+        if old.rtmp_listen != new.rtmp_listen
+            || old.http_listen != new.http_listen
+            || old.data_dir != new.data_dir
+            || old.decoder_workers != new.decoder_workers
+            || old.capture_queue != new.capture_queue
+            || old.operator_token != new.operator_token
         {
-            warnings
-                .push("changes to listen addresses, data_dir, decoder_workers or capture_queue need a restart".into());
+            warnings.push(
+                "changes to listen addresses, data_dir, decoder_workers, capture_queue or the operator token need a restart"
+                    .into(),
+            );
         }
-        let file = Config { server: Config::clone(&state.file).server, domains: file.domains };
+        // What can change live: the domains, and how URLs and domains resolve.
+        let server = crate::config::Server {
+            default_domain: new.default_domain.clone(),
+            public_url: new.public_url.clone(),
+            url_ttl: new.url_ttl,
+            ..old.clone()
+        };
+        let file = Config { server, domains: file.domains };
         let (config, w) = effective(&file, &state.catalog);
         warnings.extend(w);
         let prepared = self.storage.prepare(&config).map_err(ChangeError::Storage)?;

@@ -252,6 +252,7 @@ impl Host {
     pub fn restart(&mut self) {
         let status = self.stop().expect("host was running");
         assert!(status.success(), "graceful stop exits 0: {status}\n{}", self.log());
+        assert!(!self.log().contains("index still shared"), "redb was closed cleanly:\n{}", self.log());
         self.spawn();
     }
 

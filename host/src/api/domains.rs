@@ -139,20 +139,13 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &Call) -> Result<Respo
         let removed = api.index.delete(ids, remove_files).await?;
         records += removed.len() as u64;
         if remove_files {
-            let mut done = Vec::new();
-            for r in &removed {
-                let Some(t) = targets.get(&r.storage) else { continue };
-                match t.delete(&r.key).await {
-                    Ok(_) => {
-                        files += 1;
-                        done.push(r.id);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "object of a deleted domain not removed; retried at next start")
-                    }
-                }
-            }
-            api.index.clear_tombstones(done).await?;
+            files += super::snapshots::remove_objects(api, &removed, |_, s| {
+                targets.get(s).cloned().ok_or_else(|| crate::storage::StorageError::NoTarget {
+                    domain: domain.to_owned(),
+                    target: s.to_owned(),
+                })
+            })
+            .await;
         }
     }
     tracing::info!(%domain, records, files, disconnected, "domain deleted");

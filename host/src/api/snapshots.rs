@@ -154,6 +154,46 @@ pub(super) async fn latest_image(api: &Api, domain: &str, call: &Call) -> Result
     image(api, record, &call.head.headers, true).await
 }
 
+/// Objects removed at once.
+const REMOVE_CONCURRENCY: usize = 32;
+
+/// Removes the objects of deleted (tombstoned) records, several at once,
+/// then has their tombstones cleared with the index's next commit: a
+/// tombstone left behind only makes the next start try a removal again.
+/// Returns how many were removed.
+pub(super) async fn remove_objects(
+    api: &Api,
+    removed: &[Record],
+    target: impl Fn(&str, &str) -> Result<std::sync::Arc<crate::storage::Target>, crate::storage::StorageError>,
+) -> u64 {
+    use futures::StreamExt;
+    let jobs: Vec<_> = removed
+        .iter()
+        .map(|r| {
+            let (id, key, target) = (r.id, r.key.clone(), target(&r.domain, &r.storage));
+            async move {
+                match target {
+                    // The target is gone (its domain deleted): nothing to remove from.
+                    Err(_) => (id, false, true),
+                    Ok(t) => match t.delete(&key).await {
+                        Ok(_) => (id, true, true),
+                        Err(e) => {
+                            tracing::warn!(error = %e, %key, "object not removed now; retried at next start");
+                            (id, false, false)
+                        }
+                    },
+                }
+            }
+        })
+        .collect();
+    let outcomes: Vec<(RecordId, bool, bool)> =
+        futures::stream::iter(jobs).buffer_unordered(REMOVE_CONCURRENCY).collect().await;
+    let files = outcomes.iter().filter(|o| o.1).count() as u64;
+    let done: Vec<RecordId> = outcomes.iter().filter(|o| o.2).map(|o| o.0).collect();
+    api.index.clear_tombstones_later(done);
+    files
+}
+
 /// Most items one delete may name (the reference's limit).
 const MAX_DELETE: usize = 200;
 
@@ -207,49 +247,32 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &mut Call) -> Result<R
         }
         (false, a, s) => (a, s),
     };
-    // Find each item's records.
-    let mut found: Vec<Vec<Record>> = Vec::with_capacity(items.len());
-    for item in &items {
-        let records = match item {
-            Item::Ts(ts) => api.index.records_at(domain, app.unwrap_or(""), stream.unwrap_or(""), *ts)?,
-            Item::Id(id) => RecordId::parse(id)
-                .map(|rid| api.index.get(rid))
-                .transpose()?
-                .flatten()
-                .filter(|r| {
-                    r.domain == domain && app.is_none_or(|a| r.app == a) && stream.is_none_or(|s| r.stream == s)
+    // Find each item's records, in one read transaction.
+    let found: Vec<Vec<Record>> = match &body.create_timestamps {
+        Some(stamps) => api.index.records_at(domain, app.unwrap_or(""), stream.unwrap_or(""), stamps)?,
+        None => {
+            let ids: Vec<Option<RecordId>> =
+                items.iter().map(|i| if let Item::Id(id) = i { RecordId::parse(id) } else { None }).collect();
+            let valid: Vec<RecordId> = ids.iter().flatten().copied().collect();
+            let mut got = api.index.get_many(&valid)?.into_iter();
+            ids.iter()
+                .map(|id| {
+                    id.and_then(|_| got.next().flatten())
+                        .filter(|r| {
+                            r.domain == domain && app.is_none_or(|a| r.app == a) && stream.is_none_or(|s| r.stream == s)
+                        })
+                        .into_iter()
+                        .collect()
                 })
-                .into_iter()
-                .collect(),
-        };
-        found.push(records);
-    }
+                .collect()
+        }
+    };
     let mut ids: Vec<RecordId> = found.iter().flatten().map(|r| r.id).collect();
     ids.sort();
     ids.dedup();
     let removed = if ids.is_empty() { Vec::new() } else { api.index.delete(ids, body.remove_file).await? };
-    let mut files_removed = 0u64;
-    if body.remove_file {
-        let mut done = Vec::new();
-        for r in &removed {
-            let target = match api.storage.target(&r.domain, &r.storage) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(error = %e, key = %r.key, "object not removed: its target is gone");
-                    done.push(r.id);
-                    continue;
-                }
-            };
-            match target.delete(&r.key).await {
-                Ok(_) => {
-                    files_removed += 1;
-                    done.push(r.id);
-                }
-                Err(e) => tracing::warn!(error = %e, key = %r.key, "object not removed now; retried at next start"),
-            }
-        }
-        api.index.clear_tombstones(done).await?;
-    }
+    let files_removed =
+        if body.remove_file { remove_objects(api, &removed, |d, s| api.storage.target(d, s)).await } else { 0 };
     let mut results = Vec::with_capacity(items.len());
     let mut ok = 0usize;
     for (item, records) in items.iter().zip(&found) {

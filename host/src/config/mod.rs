@@ -39,7 +39,7 @@ pub struct Server {
     pub url_ttl: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     Env(String),
     Inline(String),

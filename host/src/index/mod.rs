@@ -305,6 +305,13 @@ impl Index {
         rx.await.map_err(|_| IndexError::Stopped)?
     }
 
+    /// Clears tombstones with the next commit of any kind, without waiting.
+    /// Until then (or if the host stops first) they stay, and the next start
+    /// removes their objects again, which finds nothing.
+    pub fn clear_tombstones_later(&self, ids: Vec<RecordId>) {
+        self.writer.later.lock().unwrap().extend(ids);
+    }
+
     /// Objects still to remove (a crash came between record and object).
     pub fn tombstones(&self) -> Result<Vec<(RecordId, Tombstone)>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
@@ -319,23 +326,40 @@ impl Index {
         Ok(out)
     }
 
-    /// Every record of a stream with this create_timestamp (a sequential
-    /// record, and the overwrite record while it shows that capture).
-    pub fn records_at(&self, domain: &str, app: &str, stream: &str, ts: u64) -> Result<Vec<Record>, IndexError> {
+    /// For each create_timestamp, every record of the stream with it (a
+    /// sequential record, and the overwrite record while it shows that
+    /// capture). One read transaction.
+    pub fn records_at(
+        &self,
+        domain: &str,
+        app: &str,
+        stream: &str,
+        stamps: &[u64],
+    ) -> Result<Vec<Vec<Record>>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let by_stream = txn.open_table(BY_STREAM).map_err(db_err)?;
         let records = txn.open_table(RECORDS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for item in
-            by_stream.range((domain, app, stream, ts, 0u128)..=(domain, app, stream, ts, u128::MAX)).map_err(db_err)?
-        {
-            let (k, _) = item.map_err(db_err)?;
-            let id = k.value().4;
-            if let Some(v) = records.get(id).map_err(db_err)? {
-                out.push(decode_record(id, v.value())?);
+        let mut out = Vec::with_capacity(stamps.len());
+        for &ts in stamps {
+            let mut found = Vec::new();
+            let range = (domain, app, stream, ts, 0u128)..=(domain, app, stream, ts, u128::MAX);
+            for item in by_stream.range(range).map_err(db_err)? {
+                let (k, _) = item.map_err(db_err)?;
+                let id = k.value().4;
+                if let Some(v) = records.get(id).map_err(db_err)? {
+                    found.push(decode_record(id, v.value())?);
+                }
             }
+            out.push(found);
         }
         Ok(out)
+    }
+
+    /// Records by id (None where there is none). One read transaction.
+    pub fn get_many(&self, ids: &[RecordId]) -> Result<Vec<Option<Record>>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(RECORDS).map_err(db_err)?;
+        ids.iter().map(|id| t.get(id.0).map_err(db_err)?.map(|v| decode_record(id.0, v.value())).transpose()).collect()
     }
 
     /// Up to `limit` record ids of a domain, oldest first (for deleting a domain).

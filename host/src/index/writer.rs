@@ -58,6 +58,9 @@ pub(super) enum Op {
 pub(super) struct Handle {
     tx: Option<mpsc::Sender<Op>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Tombstones to clear with the next commit, whatever it is: nothing
+    /// waits for them, so they cost no commit of their own.
+    pub(super) later: Arc<std::sync::Mutex<Vec<RecordId>>>,
 }
 
 impl Handle {
@@ -75,6 +78,8 @@ impl Handle {
 
 pub(super) fn start(db: Arc<Database>) -> Handle {
     let (tx, rx) = mpsc::channel::<Op>();
+    let later: Arc<std::sync::Mutex<Vec<RecordId>>> = Arc::default();
+    let pending = later.clone();
     let thread = std::thread::Builder::new()
         .name("index-writer".into())
         .spawn(move || {
@@ -90,12 +95,17 @@ pub(super) fn start(db: Arc<Database>) -> Handle {
                         None => break,
                     }
                 }
-                run_batch(&db, batch);
+                let clears = std::mem::take(&mut *pending.lock().unwrap());
+                run_batch(&db, batch, &clears);
                 last_commit = Instant::now();
+            }
+            let clears = std::mem::take(&mut *pending.lock().unwrap());
+            if !clears.is_empty() {
+                run_batch(&db, Vec::new(), &clears);
             }
         })
         .expect("spawn index writer thread");
-    Handle { tx: Some(tx), thread: Some(thread) }
+    Handle { tx: Some(tx), thread: Some(thread), later }
 }
 
 enum Done {
@@ -104,7 +114,7 @@ enum Done {
     Unit(oneshot::Sender<Result<(), IndexError>>, Result<(), IndexError>),
 }
 
-fn run_batch(db: &Database, batch: Vec<Op>) {
+fn run_batch(db: &Database, batch: Vec<Op>, clears: &[RecordId]) {
     let mut txn = match db.begin_write() {
         Ok(t) => t,
         Err(e) => {
@@ -115,6 +125,12 @@ fn run_batch(db: &Database, batch: Vec<Op>) {
             return;
         }
     };
+    if !clears.is_empty()
+        && let Err(e) = clear_tombstones(&txn, clears)
+    {
+        // Left for the next start, which removes their (already gone) objects again.
+        tracing::warn!(error = %e, "tombstones not cleared");
+    }
     let mut done = Vec::with_capacity(batch.len());
     for op in batch {
         // Each op applies fully or not at all: a failed op rolls back to a savepoint.
