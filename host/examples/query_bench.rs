@@ -126,7 +126,7 @@ fn build(o: &Opts) -> (Option<f64>, u64) {
                 done += batch.len();
                 rt.block_on(index.commit(RecordId(0), std::mem::take(&mut batch))).unwrap();
                 batch.reserve(20_000);
-                if done % 1_000_000 == 0 {
+                if done.is_multiple_of(1_000_000) {
                     eprintln!("built {done} of {total} records ({:.0} s)", started.elapsed().as_secs_f64());
                 }
             }
