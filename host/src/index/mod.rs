@@ -2,7 +2,8 @@
 //!
 //! Tables (every key is ordered; tuples sort field by field):
 //! - `records`:   id → record                      lookup by id
-//! - `by_stream`: (domain, app, stream, create_ts, id) → ()   a stream's time range, delete by timestamp, paging ties
+//! - `stream_records`: (domain, app, stream, create_ts, id) → record   a stream's time range, clustered
+//!   (a page of one stream is a few adjacent pages on disk), delete by timestamp, paging ties
 //! - `by_app`:    (domain, app, create_ts, id) → ()           a whole app in time order
 //! - `overlays`:  (domain, app, stream, key) → id   the one record of an overwrite object, updated in place
 //! - `sequences`: (domain, app, stream) → next `{Sequence}`
@@ -21,12 +22,14 @@ mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub(crate) const RECORDS: TableDefinition<u128, &[u8]> = TableDefinition::new("records");
-pub(crate) const BY_STREAM: TableDefinition<(&str, &str, &str, u64, u128), ()> = TableDefinition::new("by_stream");
+/// Covering: holds a copy of each record, so one stream's page reads adjacent pages.
+pub(crate) const BY_STREAM: TableDefinition<(&str, &str, &str, u64, u128), &[u8]> =
+    TableDefinition::new("stream_records");
 pub(crate) const BY_APP: TableDefinition<(&str, &str, u64, u128), ()> = TableDefinition::new("by_app");
 pub(crate) const OVERLAYS: TableDefinition<(&str, &str, &str, &str), u128> = TableDefinition::new("overlays");
 pub(crate) const SEQUENCES: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("sequences");
@@ -35,6 +38,11 @@ pub(crate) const PLUGIN_STATE: TableDefinition<(&str, &str), &[u8]> = TableDefin
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const CATALOG: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("catalog");
 pub(crate) const TOMBSTONES: TableDefinition<u128, &[u8]> = TableDefinition::new("tombstones");
+
+/// The table layout this code reads and writes (`meta` key `schema`).
+/// 2: `stream_records` holds a copy of each record.
+pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_KEY: &str = "schema";
 
 /// redb's page cache: bounded, so the index's memory does not follow the
 /// database as it grows (redb's default allows 1 GiB).
@@ -170,6 +178,10 @@ pub enum IndexError {
     Stopped,
     #[error("open index at {path}: {source}")]
     Open { path: String, source: redb::Error },
+    #[error(
+        "index at {path} has table layout {found}, this edgesnap reads layout {SCHEMA_VERSION}; move it away (there is no migration before 1.0)"
+    )]
+    Schema { path: String, found: String },
 }
 
 pub(crate) fn db<E: Into<redb::Error>>(e: E) -> IndexError {
@@ -222,6 +234,21 @@ impl Index {
             txn.open_table(META).map_err(db_err)?;
             txn.open_table(CATALOG).map_err(db_err)?;
             txn.open_table(TOMBSTONES).map_err(db_err)?;
+            // The table layout's version: an index of another layout is refused, not misread.
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let found = meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value().to_vec());
+            match found {
+                Some(v) if v == SCHEMA_VERSION.to_be_bytes() => {}
+                Some(v) => {
+                    return Err(IndexError::Schema { path: path.display().to_string(), found: format!("{v:?}") });
+                }
+                None if txn.open_table(RECORDS).map_err(db_err)?.is_empty().map_err(db_err)? => {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().as_slice()).map_err(db_err)?;
+                }
+                None => {
+                    return Err(IndexError::Schema { path: path.display().to_string(), found: "1".into() });
+                }
+            }
         }
         txn.commit().map_err(db_err)?;
         let db = Arc::new(db);
@@ -338,17 +365,13 @@ impl Index {
     ) -> Result<Vec<Vec<Record>>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let by_stream = txn.open_table(BY_STREAM).map_err(db_err)?;
-        let records = txn.open_table(RECORDS).map_err(db_err)?;
         let mut out = Vec::with_capacity(stamps.len());
         for &ts in stamps {
             let mut found = Vec::new();
             let range = (domain, app, stream, ts, 0u128)..=(domain, app, stream, ts, u128::MAX);
             for item in by_stream.range(range).map_err(db_err)? {
-                let (k, _) = item.map_err(db_err)?;
-                let id = k.value().4;
-                if let Some(v) = records.get(id).map_err(db_err)? {
-                    found.push(decode_record(id, v.value())?);
-                }
+                let (k, v) = item.map_err(db_err)?;
+                found.push(decode_record(k.value().4, v.value())?);
             }
             out.push(found);
         }
@@ -400,16 +423,12 @@ impl Index {
             .next_back()
             .transpose()
             .map_err(db_err)?;
-        let Some((k, _)) = last else { return Ok(None) };
-        let id = k.value().4;
-        let records = txn.open_table(RECORDS).map_err(db_err)?;
-        records.get(id).map_err(db_err)?.map(|v| decode_record(id, v.value())).transpose()
+        let Some((k, v)) = last else { return Ok(None) };
+        decode_record(k.value().4, v.value()).map(Some)
     }
 
     pub fn query(&self, q: &Query) -> Result<Page, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let records = txn.open_table(RECORDS).map_err(db_err)?;
-        let mut ids: Vec<(u64, u128)> = Vec::with_capacity(q.limit + 1);
         let (mut lo, mut hi) = ((q.start_ms, 0u128), (q.end_ms, u128::MAX));
         if let Some((ts, id)) = q.cursor {
             if q.descending { hi = hi.min((ts, id.0)) } else { lo = lo.max((ts, id.0)) }
@@ -417,44 +436,44 @@ impl Index {
         if lo > hi {
             return Ok(Page { records: Vec::new(), next: None });
         }
+        let mut out: Vec<Record> = Vec::with_capacity(q.limit + 1);
         match &q.stream {
             Some(stream) => {
+                // The stream's table holds the records: one range read.
                 let t = txn.open_table(BY_STREAM).map_err(db_err)?;
                 let (d, a, s) = (q.domain.as_str(), q.app.as_str(), stream.as_str());
                 let range = t.range((d, a, s, lo.0, lo.1)..=(d, a, s, hi.0, hi.1)).map_err(db_err)?;
-                let keys: Box<dyn Iterator<Item = _>> =
+                let rows: Box<dyn Iterator<Item = _>> =
                     if q.descending { Box::new(range.rev()) } else { Box::new(range) };
-                for item in keys.take(q.limit + 1) {
-                    let (k, _) = item.map_err(db_err)?;
-                    let k = k.value();
-                    ids.push((k.3, k.4));
+                for item in rows.take(q.limit + 1) {
+                    let (k, v) = item.map_err(db_err)?;
+                    out.push(decode_record(k.value().4, v.value())?);
                 }
             }
             None => {
+                // A whole app: ids in time order, then the records by id
+                // (ids grow with time, so these are adjacent too).
                 let t = txn.open_table(BY_APP).map_err(db_err)?;
+                let records = txn.open_table(RECORDS).map_err(db_err)?;
                 let (d, a) = (q.domain.as_str(), q.app.as_str());
                 let range = t.range((d, a, lo.0, lo.1)..=(d, a, hi.0, hi.1)).map_err(db_err)?;
                 let keys: Box<dyn Iterator<Item = _>> =
                     if q.descending { Box::new(range.rev()) } else { Box::new(range) };
                 for item in keys.take(q.limit + 1) {
                     let (k, _) = item.map_err(db_err)?;
-                    let k = k.value();
-                    ids.push((k.2, k.3));
+                    let id = k.value().3;
+                    let v = records
+                        .get(id)
+                        .map_err(db_err)?
+                        .ok_or_else(|| IndexError::Corrupt(format!("by_app names missing record {id:032x}")))?;
+                    out.push(decode_record(id, v.value())?);
                 }
             }
         }
-        let next = (ids.len() > q.limit).then(|| {
-            let (ts, id) = ids.pop().unwrap();
-            (ts, RecordId(id))
+        let next = (out.len() > q.limit).then(|| {
+            let r = out.pop().expect("more than limit");
+            (r.create_timestamp_ms, r.id)
         });
-        let mut out = Vec::with_capacity(ids.len());
-        for (_, id) in ids {
-            let v = records
-                .get(id)
-                .map_err(db_err)?
-                .ok_or_else(|| IndexError::Corrupt(format!("secondary index names missing record {id:032x}")))?;
-            out.push(decode_record(id, v.value())?);
-        }
         Ok(Page { records: out, next })
     }
 

@@ -226,9 +226,13 @@ fn commit(txn: &WriteTransaction, intent: RecordId, records: Vec<Record>) -> Res
             }
             overlays.insert(okey, r.id.0).map_err(db)?;
         }
-        recs.insert(r.id.0, encode_record(&r).as_slice()).map_err(db)?;
+        let row = encode_record(&r);
+        recs.insert(r.id.0, row.as_slice()).map_err(db)?;
         by_stream
-            .insert((r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.create_timestamp_ms, r.id.0), ())
+            .insert(
+                (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.create_timestamp_ms, r.id.0),
+                row.as_slice(),
+            )
             .map_err(db)?;
         by_app.insert((r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms, r.id.0), ()).map_err(db)?;
         stored.push(r);
@@ -413,5 +417,20 @@ mod tests {
         let ts: Vec<u64> = page.records.iter().map(|r| r.create_timestamp_ms).collect();
         assert_eq!(ts, vec![3000, 3000, 2000, 2000, 2000, 1000]);
         index.close();
+    }
+
+    #[test]
+    fn an_index_of_another_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        Index::open(&path).unwrap().close();
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert(SCHEMA_KEY, 1u32.to_be_bytes().as_slice()).unwrap();
+            txn.commit().unwrap();
+        }
+        let e = Index::open(&path).err().expect("refused");
+        assert!(e.to_string().contains("move it away"), "{e}");
     }
 }
