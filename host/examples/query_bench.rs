@@ -349,7 +349,15 @@ fn main() {
     let round: usize = std::fs::read_to_string(&round_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     let t = deletes(&o, &host, round);
     std::fs::write(&round_file, (round + 1).to_string()).unwrap();
-    println!("{:<28} {:>9.2} {:>9.2} {:>9.2}", "delete 200 + files", pct(&t, 0.5), pct(&t, 0.99), pct(&t, 1.0));
+    println!(
+        "{:<28} {:>9.2} {:>9.2} {:>9.2}   (p90 {:.2}, n = {})",
+        "delete 200 + files",
+        pct(&t, 0.5),
+        pct(&t, 0.99),
+        pct(&t, 1.0),
+        pct(&t, 0.9),
+        t.len()
+    );
     results.insert("delete_200_p50".into(), pct(&t, 0.5).into());
     results.insert("delete_200_p99".into(), pct(&t, 0.99).into());
     drop(host);

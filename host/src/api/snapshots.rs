@@ -270,6 +270,11 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &mut Call) -> Result<R
     let mut ids: Vec<RecordId> = found.iter().flatten().map(|r| r.id).collect();
     ids.sort();
     ids.dedup();
+    let all: Vec<Record> = found.iter().flatten().cloned().collect();
+    let index = api.index.clone();
+    tokio::task::spawn_blocking(move || index.prefetch_for_delete(&all))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
     let removed = if ids.is_empty() { Vec::new() } else { api.index.delete(ids, body.remove_file).await? };
     let files_removed =
         if body.remove_file { remove_objects(api, &removed, |d, s| api.storage.target(d, s)).await } else { 0 };
