@@ -57,18 +57,7 @@ pub(super) fn list(api: &Api, domain: &str, call: &Call) -> Result<Response<Body
                     ApiError::bad("InvalidParameter.PageSize", format!("page_size must be from 5 to 30, got {v:?}"))
                 })?
             }
-            "order" => {
-                desc = match v.as_str() {
-                    "asc" => false,
-                    "desc" => true,
-                    _ => {
-                        return Err(ApiError::bad(
-                            "InvalidParameter.Order",
-                            format!("order must be asc or desc, got {v:?}"),
-                        ));
-                    }
-                }
-            }
+            "order" => desc = super::descending(&v)?,
             "app" => app = Some(v).filter(|a| !a.is_empty()),
             _ => return Err(ApiError::bad("InvalidParameter", format!("unknown query parameter {k:?}"))),
         }

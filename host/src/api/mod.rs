@@ -492,6 +492,15 @@ pub(crate) fn no_content() -> Response<Body> {
     r
 }
 
+/// `order`: `asc` (false) or `desc` (true).
+pub(crate) fn descending(v: &str) -> Result<bool, ApiError> {
+    match v {
+        "asc" => Ok(false),
+        "desc" => Ok(true),
+        _ => Err(ApiError::bad("InvalidParameter.Order", format!("order must be asc or desc, got {v:?}"))),
+    }
+}
+
 /// A boolean query flag: `true` / `false`.
 pub(crate) fn flag(name: &str, v: &str) -> Result<bool, ApiError> {
     match v {

@@ -67,18 +67,7 @@ pub(super) async fn list(api: &Api, domain: &str, call: &Call) -> Result<Respons
                     ApiError::bad("InvalidParameter.Limit", format!("limit must be from 1 to 100, got {v:?}"))
                 })?
             }
-            "order" => {
-                descending = match v.as_str() {
-                    "asc" => false,
-                    "desc" => true,
-                    _ => {
-                        return Err(ApiError::bad(
-                            "InvalidParameter.Order",
-                            format!("order must be asc or desc, got {v:?}"),
-                        ));
-                    }
-                }
-            }
+            "order" => descending = super::descending(&v)?,
             "next_token" => cursor = Some(parse_token(&v)?),
             other => {
                 return Err(ApiError::bad("InvalidParameter", format!("unknown query parameter {other:?}")));
