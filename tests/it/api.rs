@@ -520,6 +520,9 @@ fn api_made_domain_ingests_serves_images_and_force_deletes() {
     assert!(crate::harness::files(&dir).is_empty(), "objects removed: {:?}", crate::harness::files(&dir));
     assert_error(host.api("GET", "/v1/domains/b.example/streams", None), 404, "DomainNotFound");
     let _ = pusher.join(); // the host closed its connection
+    host.wait_for("the publisher's end logged", Duration::from_secs(5), || {
+        host.log().contains("its domain was deleted")
+    });
     let (_, metrics) = host.raw_request(None, "GET", "/metrics", None);
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(

@@ -80,6 +80,7 @@ fn silent_publisher_is_taken_over_and_sequence_continues() {
     let mut third = Publisher::connect(host.rtmp_port, "live").unwrap();
     assert!(third.publish("cam").unwrap(), "takeover after 10 s without media:\n{}", host.log());
     assert!(first.closed_by_host(Duration::from_secs(5)), "the silent session is closed");
+    assert!(host.log().contains("taken over by a new publisher after 10 s without media"), "the log says why");
     send_all(&mut third, &tags, 0);
     host.wait_for("4 snapshots", Duration::from_secs(20), || seconds(&host, "localhost", "live", "cam").len() >= 4);
     drop(third);

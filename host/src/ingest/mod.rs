@@ -43,8 +43,9 @@ struct LiveEntry {
     session: u64,
     /// Ms since `Ingest::epoch` of the last media message.
     last_media: Arc<AtomicU64>,
-    /// Cancelled when another publisher takes the stream over.
+    /// Cancelled when the host ends the session; why, in `evict_reason`.
     evict: CancellationToken,
+    evict_reason: Arc<std::sync::OnceLock<&'static str>>,
     info: Arc<StreamInfo>,
     since: SystemTime,
 }
@@ -70,6 +71,14 @@ pub(crate) struct Claim {
     session: u64,
     pub(crate) last_media: Arc<AtomicU64>,
     pub(crate) evicted: CancellationToken,
+    pub(crate) evict_reason: Arc<std::sync::OnceLock<&'static str>>,
+}
+
+impl LiveEntry {
+    fn end(&self, reason: &'static str) {
+        let _ = self.evict_reason.set(reason);
+        self.evict.cancel();
+    }
 }
 
 impl Claim {
@@ -145,23 +154,25 @@ impl Ingest {
                 old_session = old.session, new_session = info.session, silent_ms = silent,
                 "publisher silent too long; new publish takes the stream over"
             );
-            old.evict.cancel();
+            old.end("taken over by a new publisher after 10 s without media");
         } else {
             self.metrics.live_streams.inc();
         }
         let last_media = Arc::new(AtomicU64::new(now));
         let evict = CancellationToken::new();
+        let evict_reason: Arc<std::sync::OnceLock<&'static str>> = Arc::default();
         live.insert(
             key.clone(),
             LiveEntry {
                 session: info.session,
                 last_media: last_media.clone(),
                 evict: evict.clone(),
+                evict_reason: evict_reason.clone(),
                 info: info.clone(),
                 since: SystemTime::now(),
             },
         );
-        Ok(Claim { ingest: self.clone(), key, session: info.session, last_media, evicted: evict })
+        Ok(Claim { ingest: self.clone(), key, session: info.session, last_media, evicted: evict, evict_reason })
     }
 
     /// The live streams of a domain.
@@ -204,7 +215,7 @@ impl Ingest {
         let mut n = 0;
         for ((d, _, _), e) in live.iter() {
             if d == domain {
-                e.evict.cancel();
+                e.end("its domain was deleted");
                 n += 1;
             }
         }

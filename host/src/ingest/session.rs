@@ -134,7 +134,10 @@ impl Session {
             let evicted = self.publishing.as_ref().map_or(&never, |p| &p.claim.evicted).clone();
             let n = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = evicted.cancelled() => return Err(SessionError::Refused("taken over by a new publisher after 10 s without media".into())),
+                _ = evicted.cancelled() => {
+                    let why = self.publishing.as_ref().and_then(|p| p.claim.evict_reason.get().copied());
+                    return Err(SessionError::Refused(why.unwrap_or("ended by the host").into()));
+                }
                 r = tokio::time::timeout(IDLE_TIMEOUT, socket.read_buf(&mut buf)) => match r {
                     Err(_) => return Err(SessionError::Idle(IDLE_TIMEOUT)),
                     Ok(r) => r?,
