@@ -329,8 +329,7 @@ impl Tenants {
         let domain = config::validate_domain(name, &raw, "", Origin::Api).map_err(ChangeError::Invalid)?;
         let mut domains = self.settings.get().domains.clone();
         domains.insert(name.to_owned(), domain.clone());
-        if let Some((d, t, owner)) = config::find_overlap(&domains) {
-            let (t, owner) = if d == name { (t, owner) } else { (String::new(), d) };
+        if let Some((t, owner)) = config::overlap_of(&domains, name) {
             return Err(ChangeError::Conflict(
                 "StorageOverlap",
                 format!(

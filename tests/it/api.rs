@@ -224,7 +224,16 @@ fn domains_tokens_isolation_and_restart() {
     // Two domains may not share a directory; the file's domain is the file's.
     let inside = host.dir.path().join("objects/localhost/sub");
     let overlap = json!({"storage": {"s": {"type": "local", "path": inside}}});
-    assert_error(host.api("PUT", "/v1/domains/c.example", Some(overlap)), 409, "StorageOverlap");
+    let refused = host.api("PUT", "/v1/domains/c.example", Some(overlap));
+    assert!(
+        refused.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("storage target \"s\" overlaps a target of domain \"localhost\""),
+        "{}",
+        refused.1
+    );
+    assert_error(refused, 409, "StorageOverlap");
     assert_error(host.api("PUT", "/v1/domains/localhost", Some(json!({}))), 409, "ManagedByConfigFile");
     assert_error(host.api("DELETE", "/v1/domains/localhost", None), 409, "ManagedByConfigFile");
     assert_error(host.api("PUT", "/v1/domains/bad_name", Some(json!({}))), 400, "InvalidParameter");

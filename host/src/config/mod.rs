@@ -637,6 +637,23 @@ pub fn find_overlap(domains: &BTreeMap<String, Domain>) -> Option<(String, Strin
     None
 }
 
+/// A target of `domain` that overlaps another domain's: (target, other domain).
+pub fn overlap_of(domains: &BTreeMap<String, Domain>, domain: &str) -> Option<(String, String)> {
+    let mine = domains.get(domain)?;
+    for (tname, t) in &mine.storage {
+        let loc = location(t);
+        for (other, d) in domains.iter().filter(|(o, _)| o.as_str() != domain) {
+            for ot in d.storage.values() {
+                let oloc = location(ot);
+                if loc.starts_with(&oloc) || oloc.starts_with(&loc) {
+                    return Some((tname.clone(), other.clone()));
+                }
+            }
+        }
+    }
+    None
+}
+
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         if self.version != 1 {
