@@ -1,10 +1,10 @@
 //! The snapshot index: the one redb database (SPEC §1, §7).
 //!
 //! Tables (every key is ordered; tuples sort field by field):
-//! - `records`:   id → record                      lookup by id
+//! - `app_records`: (domain, app, create_ts, id) → record   a whole app in time order, clustered
+//! - `record_ids`: id → (domain, app, create_ts)    lookup by id (then `app_records`)
 //! - `stream_records`: (domain, app, stream, create_ts, id) → record   a stream's time range, clustered
 //!   (a page of one stream is a few adjacent pages on disk), delete by timestamp, paging ties
-//! - `by_app`:    (domain, app, create_ts, id) → ()           a whole app in time order
 //! - `overlays`:  (domain, app, stream, key) → id   the one record of an overwrite object, updated in place
 //! - `sequences`: (domain, app, stream) → next `{Sequence}`
 //! - `intents`:   id → intent   captures reserved but not yet recorded (crash recovery)
@@ -22,15 +22,17 @@ mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-pub(crate) const RECORDS: TableDefinition<u128, &[u8]> = TableDefinition::new("records");
+/// The records, clustered by app and time: a page of a whole app is adjacent pages.
+pub(crate) const RECORDS: TableDefinition<(&str, &str, u64, u128), &[u8]> = TableDefinition::new("app_records");
+/// Where a record is in `app_records`.
+pub(crate) const IDS: TableDefinition<u128, (&str, &str, u64)> = TableDefinition::new("record_ids");
 /// Covering: holds a copy of each record, so one stream's page reads adjacent pages.
 pub(crate) const BY_STREAM: TableDefinition<(&str, &str, &str, u64, u128), &[u8]> =
     TableDefinition::new("stream_records");
-pub(crate) const BY_APP: TableDefinition<(&str, &str, u64, u128), ()> = TableDefinition::new("by_app");
 pub(crate) const OVERLAYS: TableDefinition<(&str, &str, &str, &str), u128> = TableDefinition::new("overlays");
 pub(crate) const SEQUENCES: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("sequences");
 pub(crate) const INTENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("intents");
@@ -41,7 +43,8 @@ pub(crate) const TOMBSTONES: TableDefinition<u128, &[u8]> = TableDefinition::new
 
 /// The table layout this code reads and writes (`meta` key `schema`).
 /// 2: `stream_records` holds a copy of each record.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+/// 3: records are clustered by app and time (`app_records`), found by id through `record_ids`.
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 pub(crate) const SCHEMA_KEY: &str = "schema";
 
 /// redb's page cache: bounded, so the index's memory does not follow the
@@ -226,7 +229,7 @@ impl Index {
             // Create every table so readers never meet a missing one.
             txn.open_table(RECORDS).map_err(db_err)?;
             txn.open_table(BY_STREAM).map_err(db_err)?;
-            txn.open_table(BY_APP).map_err(db_err)?;
+            txn.open_table(IDS).map_err(db_err)?;
             txn.open_table(OVERLAYS).map_err(db_err)?;
             txn.open_table(SEQUENCES).map_err(db_err)?;
             txn.open_table(INTENTS).map_err(db_err)?;
@@ -235,19 +238,20 @@ impl Index {
             txn.open_table(CATALOG).map_err(db_err)?;
             txn.open_table(TOMBSTONES).map_err(db_err)?;
             // The table layout's version: an index of another layout is refused, not misread.
+            // Layout 1 had no marker; its table `records` gives it away.
+            let legacy = txn.list_tables().map_err(db_err)?.any(|t| t.name() == "records");
             let mut meta = txn.open_table(META).map_err(db_err)?;
             let found = meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value().to_vec());
+            let bad = |found: String| IndexError::Schema { path: path.display().to_string(), found };
             match found {
                 Some(v) if v == SCHEMA_VERSION.to_be_bytes() => {}
                 Some(v) => {
-                    return Err(IndexError::Schema { path: path.display().to_string(), found: format!("{v:?}") });
+                    let n = <[u8; 4]>::try_from(v.as_slice())
+                        .map_or_else(|_| format!("{v:?}"), |b| u32::from_be_bytes(b).to_string());
+                    return Err(bad(n));
                 }
-                None if txn.open_table(RECORDS).map_err(db_err)?.is_empty().map_err(db_err)? => {
-                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().as_slice()).map_err(db_err)?;
-                }
-                None => {
-                    return Err(IndexError::Schema { path: path.display().to_string(), found: "1".into() });
-                }
+                None if legacy => return Err(bad("1".into())),
+                None => drop(meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().as_slice()).map_err(db_err)?),
             }
         }
         txn.commit().map_err(db_err)?;
@@ -392,12 +396,10 @@ impl Index {
                 scope.spawn(move || -> Result<(), IndexError> {
                     let txn = self.db.begin_read().map_err(db_err)?;
                     let recs = txn.open_table(RECORDS).map_err(db_err)?;
-                    let by_app = txn.open_table(BY_APP).map_err(db_err)?;
+                    let ids = txn.open_table(IDS).map_err(db_err)?;
                     for r in part {
-                        recs.get(r.id.0).map_err(db_err)?;
-                        by_app
-                            .get((r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms, r.id.0))
-                            .map_err(db_err)?;
+                        ids.get(r.id.0).map_err(db_err)?;
+                        recs.get((r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms, r.id.0)).map_err(db_err)?;
                     }
                     Ok(())
                 });
@@ -408,16 +410,16 @@ impl Index {
     /// Records by id (None where there is none). One read transaction.
     pub fn get_many(&self, ids: &[RecordId]) -> Result<Vec<Option<Record>>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(RECORDS).map_err(db_err)?;
-        ids.iter().map(|id| t.get(id.0).map_err(db_err)?.map(|v| decode_record(id.0, v.value())).transpose()).collect()
+        let (locs, recs) = (txn.open_table(IDS).map_err(db_err)?, txn.open_table(RECORDS).map_err(db_err)?);
+        ids.iter().map(|id| lookup(&locs, &recs, *id)).collect()
     }
 
     /// Up to `limit` record ids of a domain, oldest first (for deleting a domain).
     pub fn domain_record_ids(&self, domain: &str, limit: usize) -> Result<Vec<RecordId>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let by_app = txn.open_table(BY_APP).map_err(db_err)?;
+        let recs = txn.open_table(RECORDS).map_err(db_err)?;
         let mut out = Vec::new();
-        for item in by_app.range((domain, "", 0u64, 0u128)..).map_err(db_err)? {
+        for item in recs.range((domain, "", 0u64, 0u128)..).map_err(db_err)? {
             let (k, _) = item.map_err(db_err)?;
             let k = k.value();
             if k.0 != domain || out.len() >= limit {
@@ -436,8 +438,8 @@ impl Index {
 
     pub fn get(&self, id: RecordId) -> Result<Option<Record>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(RECORDS).map_err(db_err)?;
-        t.get(id.0).map_err(db_err)?.map(|v| decode_record(id.0, v.value())).transpose()
+        let (locs, recs) = (txn.open_table(IDS).map_err(db_err)?, txn.open_table(RECORDS).map_err(db_err)?);
+        lookup(&locs, &recs, id)
     }
 
     /// The newest record of a stream (its overwrite record counts).
@@ -478,22 +480,15 @@ impl Index {
                 }
             }
             None => {
-                // A whole app: ids in time order, then the records by id
-                // (ids grow with time, so these are adjacent too).
-                let t = txn.open_table(BY_APP).map_err(db_err)?;
-                let records = txn.open_table(RECORDS).map_err(db_err)?;
+                // A whole app: its records are clustered by time.
+                let t = txn.open_table(RECORDS).map_err(db_err)?;
                 let (d, a) = (q.domain.as_str(), q.app.as_str());
                 let range = t.range((d, a, lo.0, lo.1)..=(d, a, hi.0, hi.1)).map_err(db_err)?;
-                let keys: Box<dyn Iterator<Item = _>> =
+                let rows: Box<dyn Iterator<Item = _>> =
                     if q.descending { Box::new(range.rev()) } else { Box::new(range) };
-                for item in keys.take(q.limit + 1) {
-                    let (k, _) = item.map_err(db_err)?;
-                    let id = k.value().3;
-                    let v = records
-                        .get(id)
-                        .map_err(db_err)?
-                        .ok_or_else(|| IndexError::Corrupt(format!("by_app names missing record {id:032x}")))?;
-                    out.push(decode_record(id, v.value())?);
+                for item in rows.take(q.limit + 1) {
+                    let (k, v) = item.map_err(db_err)?;
+                    out.push(decode_record(k.value().3, v.value())?);
                 }
             }
         }
@@ -548,6 +543,21 @@ impl Index {
     pub fn close(self) {
         self.writer.close();
     }
+}
+
+/// A record by id: its place in `record_ids`, then its row.
+fn lookup(
+    locs: &impl ReadableTable<u128, (&'static str, &'static str, u64)>,
+    recs: &impl ReadableTable<(&'static str, &'static str, u64, u128), &'static [u8]>,
+    id: RecordId,
+) -> Result<Option<Record>, IndexError> {
+    let Some(loc) = locs.get(id.0).map_err(db_err)? else { return Ok(None) };
+    let (d, a, ts) = loc.value();
+    let row = recs
+        .get((d, a, ts, id.0))
+        .map_err(db_err)?
+        .ok_or_else(|| IndexError::Corrupt(format!("record_ids names missing record {:032x}", id.0)))?;
+    decode_record(id.0, row.value()).map(Some)
 }
 
 fn db_err<E: Into<redb::Error>>(e: E) -> IndexError {

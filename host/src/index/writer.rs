@@ -8,7 +8,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::{
-    BY_APP, BY_STREAM, CATALOG, CatalogKey, INTENTS, IndexError, Intent, OVERLAYS, PLUGIN_STATE, RECORDS, Record,
+    BY_STREAM, CATALOG, CatalogKey, IDS, INTENTS, IndexError, Intent, OVERLAYS, PLUGIN_STATE, RECORDS, Record,
     RecordId, SEQUENCES, TOMBSTONES, Tombstone, db, decode_record, encode_record,
 };
 
@@ -196,10 +196,30 @@ fn reserve(txn: &WriteTransaction, id: RecordId, intent: &Intent) -> Result<u64,
     Ok(next)
 }
 
+/// Removes a record by id from every table that holds it; returns it.
+fn remove_record(
+    recs: &mut redb::Table<(&'static str, &'static str, u64, u128), &'static [u8]>,
+    ids: &mut redb::Table<u128, (&'static str, &'static str, u64)>,
+    by_stream: &mut redb::Table<(&'static str, &'static str, &'static str, u64, u128), &'static [u8]>,
+    id: u128,
+) -> Result<Option<Record>, IndexError> {
+    let loc = ids.remove(id).map_err(db)?.map(|v| {
+        let (d, a, ts) = v.value();
+        (d.to_owned(), a.to_owned(), ts)
+    });
+    let Some((d, a, ts)) = loc else { return Ok(None) };
+    let row = recs.remove((d.as_str(), a.as_str(), ts, id)).map_err(db)?.map(|v| decode_record(id, v.value()));
+    let Some(r) = row.transpose()? else {
+        return Err(IndexError::Corrupt(format!("record_ids names missing record {id:032x}")));
+    };
+    by_stream.remove((r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.create_timestamp_ms, id)).map_err(db)?;
+    Ok(Some(r))
+}
+
 fn commit(txn: &WriteTransaction, intent: RecordId, records: Vec<Record>) -> Result<Vec<Record>, IndexError> {
     let mut recs = txn.open_table(RECORDS).map_err(db)?;
+    let mut ids = txn.open_table(IDS).map_err(db)?;
     let mut by_stream = txn.open_table(BY_STREAM).map_err(db)?;
-    let mut by_app = txn.open_table(BY_APP).map_err(db)?;
     let mut overlays = txn.open_table(OVERLAYS).map_err(db)?;
     let mut stored = Vec::with_capacity(records.len());
     for mut r in records {
@@ -207,34 +227,16 @@ fn commit(txn: &WriteTransaction, intent: RecordId, records: Vec<Record>) -> Res
             let okey = (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.key.as_str());
             let old_id = overlays.get(okey).map_err(db)?.map(|v| v.value());
             if let Some(old_id) = old_id {
-                let old = recs.remove(old_id).map_err(db)?.map(|v| decode_record(old_id, v.value())).transpose()?;
-                if let Some(old) = old {
-                    by_stream
-                        .remove((
-                            old.domain.as_str(),
-                            old.app.as_str(),
-                            old.stream.as_str(),
-                            old.create_timestamp_ms,
-                            old_id,
-                        ))
-                        .map_err(db)?;
-                    by_app
-                        .remove((old.domain.as_str(), old.app.as_str(), old.create_timestamp_ms, old_id))
-                        .map_err(db)?;
-                }
+                remove_record(&mut recs, &mut ids, &mut by_stream, old_id)?;
                 r.id = RecordId(old_id);
             }
             overlays.insert(okey, r.id.0).map_err(db)?;
         }
         let row = encode_record(&r);
-        recs.insert(r.id.0, row.as_slice()).map_err(db)?;
-        by_stream
-            .insert(
-                (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.create_timestamp_ms, r.id.0),
-                row.as_slice(),
-            )
-            .map_err(db)?;
-        by_app.insert((r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms, r.id.0), ()).map_err(db)?;
+        let (d, a, ts) = (r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms);
+        recs.insert((d, a, ts, r.id.0), row.as_slice()).map_err(db)?;
+        ids.insert(r.id.0, (d, a, ts)).map_err(db)?;
+        by_stream.insert((d, a, r.stream.as_str(), ts, r.id.0), row.as_slice()).map_err(db)?;
         stored.push(r);
     }
     txn.open_table(INTENTS).map_err(db)?.remove(intent.0).map_err(db)?;
@@ -288,19 +290,15 @@ fn catalog(
 
 fn delete(txn: &WriteTransaction, ids: &[RecordId], tombstone: bool) -> Result<Vec<Record>, IndexError> {
     let mut recs = txn.open_table(RECORDS).map_err(db)?;
+    let mut locs = txn.open_table(IDS).map_err(db)?;
     let mut by_stream = txn.open_table(BY_STREAM).map_err(db)?;
-    let mut by_app = txn.open_table(BY_APP).map_err(db)?;
     let mut overlays = txn.open_table(OVERLAYS).map_err(db)?;
     let mut tombs = txn.open_table(TOMBSTONES).map_err(db)?;
     let mut removed = Vec::with_capacity(ids.len());
     for id in ids {
-        let Some(r) = recs.remove(id.0).map_err(db)?.map(|v| decode_record(id.0, v.value())).transpose()? else {
+        let Some(r) = remove_record(&mut recs, &mut locs, &mut by_stream, id.0)? else {
             continue;
         };
-        by_stream
-            .remove((r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.create_timestamp_ms, id.0))
-            .map_err(db)?;
-        by_app.remove((r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms, id.0)).map_err(db)?;
         if r.is_overlay {
             let okey = (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.key.as_str());
             let current = overlays.get(okey).map_err(db)?.map(|v| v.value());
@@ -417,6 +415,22 @@ mod tests {
         let ts: Vec<u64> = page.records.iter().map(|r| r.create_timestamp_ms).collect();
         assert_eq!(ts, vec![3000, 3000, 2000, 2000, 2000, 1000]);
         index.close();
+    }
+
+    #[test]
+    fn an_index_of_the_first_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        {
+            // Layout 1: a `records` table keyed by id, and no marker.
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let t: redb::TableDefinition<u128, &[u8]> = redb::TableDefinition::new("records");
+            txn.open_table(t).unwrap().insert(1u128, b"x".as_slice()).unwrap();
+            txn.commit().unwrap();
+        }
+        let e = Index::open(&path).err().expect("refused");
+        assert!(e.to_string().contains("layout 1"), "{e}");
     }
 
     #[test]
