@@ -1,0 +1,23 @@
+//! A hostile plugin for the tests: `name` loops forever. The host must stop
+//! it (fuel, epoch deadline) and store the capture with the default policy.
+
+#![allow(clippy::too_many_arguments)]
+
+wit_bindgen::generate!({ world: "policy", path: "../../wit" });
+
+struct Spin;
+
+impl Guest for Spin {
+    fn name(_capture: Capture, _template: Template) -> Result<Vec<Placement>, String> {
+        let mut n = 0u64;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+
+    fn select_deletions(_stream: StreamRef, _page: Vec<StoredSnapshot>, _now_ms: u64) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+export!(Spin);
