@@ -109,7 +109,7 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let tenants = Tenants::start(config, &operator_token, index.clone())?;
     let (settings, storage) = (tenants.settings().clone(), tenants.storage().clone());
     remove_tombstoned(&index, &storage).await?;
-    let policies = Arc::new(policy::Policies::new(index.clone(), policy::Limits::default())?);
+    let policies = Arc::new(policy::Policies::new(index.clone(), policy::Limits::default(), metrics.clone())?);
     let url_key = index.secret("url-signing-key")?;
 
     let rtmp = tokio::net::TcpListener::bind(server.rtmp_listen)

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub stage_seconds: Family<Labels, Histogram>,
     /// Seconds from the keyframe's arrival to its index record being committed.
     pub lateness_seconds: Histogram,
+    /// Captures an uploaded plugin failed to name, stored by the default policy instead.
+    pub policy_fallbacks: Family<Vec<(&'static str, String)>, Counter>,
     /// HTTP requests by method, route pattern and status, with their latency.
     pub http_seconds: Family<Vec<(&'static str, String)>, Histogram>,
 }
@@ -54,6 +56,7 @@ impl Metrics {
             stage_seconds: Family::new_with_constructor(histogram),
             lateness_seconds: Histogram::new(LATENESS_BUCKETS.iter().copied()),
             http_seconds: Family::new_with_constructor(histogram),
+            policy_fallbacks: Family::default(),
             registry: Registry::default(),
         };
         registry.register("rtmp_connections", "Open RTMP connections", m.rtmp_connections.clone());
@@ -78,6 +81,11 @@ impl Metrics {
             "HTTP request latency by method, route and status",
             m.http_seconds.clone(),
         );
+        registry.register(
+            "policy_fallbacks",
+            "Captures named by the default policy because the domain's plugin failed",
+            m.policy_fallbacks.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -93,6 +101,10 @@ impl Metrics {
 
     pub fn failed(&self, stage: &'static str) {
         self.snapshots_failed.get_or_create(&vec![("stage", stage)]).inc();
+    }
+
+    pub fn policy_fallback(&self, domain: &str) {
+        self.policy_fallbacks.get_or_create(&vec![("domain", domain.to_owned())]).inc();
     }
 
     pub fn http(&self, method: &str, route: &'static str, status: u16, seconds: f64) {

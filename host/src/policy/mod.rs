@@ -7,16 +7,17 @@
 //! the WASI imports std needs are linked to a clock fixed at the capture time
 //! and a deterministic random source, so output depends only on input and state.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config as EngineConfig, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config as EngineConfig, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::config::Template;
 use crate::index::Index;
+use crate::metrics::Metrics;
 
 mod bindings {
     wasmtime::component::bindgen!({ world: "policy", path: "../wit" });
@@ -99,13 +100,58 @@ pub struct Policies {
     default: Arc<Plugin>,
     index: Arc<Index>,
     limits: Limits,
+    metrics: Arc<Metrics>,
+    /// Each domain's active uploaded plugin; absent: the default.
+    active: RwLock<HashMap<String, Arc<Plugin>>>,
+}
+
+/// What one call used, as measured by the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub fuel: u64,
+    pub peak_memory_bytes: usize,
+}
+
+/// Caps the guest's memories and tables, and remembers the peak memory.
+struct Limiter {
+    max_memory: usize,
+    memory: usize,
+    peak_memory: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory - current + desired;
+        if total > self.max_memory {
+            return Ok(false);
+        }
+        self.memory = total;
+        self.peak_memory = self.peak_memory.max(total);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        4
+    }
+
+    fn tables(&self) -> usize {
+        16
+    }
+
+    fn memories(&self) -> usize {
+        4
+    }
 }
 
 /// The store data of one call.
 struct Ctx {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     domain: String,
     index: Arc<Index>,
     staged: BTreeMap<String, Option<Vec<u8>>>,
@@ -183,7 +229,7 @@ impl wasmtime_wasi::HostMonotonicClock for FixedClock {
 }
 
 impl Policies {
-    pub fn new(index: Arc<Index>, limits: Limits) -> Result<Policies, PolicyError> {
+    pub fn new(index: Arc<Index>, limits: Limits, metrics: Arc<Metrics>) -> Result<Policies, PolicyError> {
         let mut config = EngineConfig::new();
         config.wasm_component_model(true).consume_fuel(true).epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(e.to_string()))?;
@@ -202,7 +248,52 @@ impl Policies {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PolicyError::Engine(e.to_string()))?;
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |c| c).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let default = Arc::new(load(&engine, &linker, "default", DEFAULT_PLUGIN)?);
-        Ok(Policies { engine, linker, default, index, limits })
+        Ok(Policies { engine, linker, default, index, limits, metrics, active: RwLock::default() })
+    }
+
+    /// Puts a domain's plugin in force (None: the default).
+    pub fn activate(&self, domain: &str, plugin: Option<Arc<Plugin>>) {
+        let mut active = self.active.write().unwrap();
+        match plugin {
+            Some(p) => drop(active.insert(domain.to_owned(), p)),
+            None => drop(active.remove(domain)),
+        }
+    }
+
+    /// Runs a plugin on golden inputs under production limits: it must name
+    /// a capture with both modes and answer a deletion question. Returns what
+    /// the naming call used.
+    pub fn conformance(&self, plugin: &Plugin) -> Result<Usage, PolicyError> {
+        let facts = CaptureFacts {
+            domain: "conformance.example",
+            app: "live",
+            stream: "cam1",
+            create_timestamp_ms: 1_764_057_600_123,
+            sequence: 7,
+            width: 1280,
+            height: 720,
+        };
+        let template = Template {
+            app_name: "*".into(),
+            time_interval_s: 5,
+            storage: "local".into(),
+            overwrite_object: Some("{AppName}/{StreamName}.jpg".into()),
+            sequence_object: Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg".into()),
+            callback: None,
+            jpeg_quality: 85,
+            origin: crate::config::Origin::Api,
+        };
+        let (_, usage) = self.call_name(plugin, &facts, &template, false)?;
+        let mut store = self.store(facts.domain, facts.create_timestamp_ms);
+        let version = &plugin.version;
+        let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
+        let instance = plugin.pre.instantiate(&mut store).map_err(call_err)?;
+        let stream = wit::StreamRef { domain: facts.domain.into(), app: facts.app.into(), stream: facts.stream.into() };
+        instance
+            .call_select_deletions(&mut store, &stream, &[], facts.create_timestamp_ms)
+            .map_err(call_err)?
+            .map_err(|message| PolicyError::Refused { version: version.clone(), message })?;
+        Ok(usage)
     }
 
     /// Compiles a component and checks it is of this world.
@@ -210,9 +301,21 @@ impl Policies {
         load(&self.engine, &self.linker, version, bytes)
     }
 
-    /// Names a capture with the domain's plugin (for now the default one).
+    /// Names a capture with the domain's plugin. A failure of an uploaded
+    /// plugin (trap, fuel, deadline, memory, bad output, refusal) falls back
+    /// to the default plugin: the capture is stored, never lost.
     /// Blocking: call it off the async runtime.
     pub fn name(&self, facts: &CaptureFacts<'_>, template: &Template) -> Result<Vec<Placement>, PolicyError> {
+        let plugin = self.active.read().unwrap().get(facts.domain).cloned();
+        if let Some(plugin) = plugin {
+            match self.call_name(&plugin, facts, template, true) {
+                Ok((placements, _)) => return Ok(placements),
+                Err(e) => {
+                    tracing::warn!(domain = %facts.domain, error = %e, "plugin failed; the default policy names this capture");
+                    self.metrics.policy_fallback(facts.domain);
+                }
+            }
+        }
         self.name_with(&self.default, facts, template)
     }
 
@@ -222,6 +325,16 @@ impl Policies {
         facts: &CaptureFacts<'_>,
         template: &Template,
     ) -> Result<Vec<Placement>, PolicyError> {
+        self.call_name(plugin, facts, template, true).map(|(p, _)| p)
+    }
+
+    fn call_name(
+        &self,
+        plugin: &Plugin,
+        facts: &CaptureFacts<'_>,
+        template: &Template,
+        commit_state: bool,
+    ) -> Result<(Vec<Placement>, Usage), PolicyError> {
         let version = &plugin.version;
         let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
         let mut store = self.store(facts.domain, facts.create_timestamp_ms);
@@ -260,8 +373,12 @@ impl Policies {
                     .map_err(|e| PolicyError::BadOutput { version: version.clone(), why: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let usage = Usage {
+            fuel: self.limits.fuel - store.get_fuel().unwrap_or(0),
+            peak_memory_bytes: store.data().limits.peak_memory,
+        };
         let staged = std::mem::take(&mut store.data_mut().staged);
-        if !staged.is_empty() {
+        if commit_state && !staged.is_empty() {
             // Staged state is committed only for a successful call.
             let index = self.index.clone();
             let domain = facts.domain.to_owned();
@@ -271,7 +388,7 @@ impl Policies {
                 .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?
                 .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?;
         }
-        Ok(placements)
+        Ok((placements, usage))
     }
 
     fn store(&self, domain: &str, now_ms: u64) -> Store<Ctx> {
@@ -286,12 +403,7 @@ impl Policies {
         let ctx = Ctx {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .instances(4)
-                .tables(16)
-                .memories(4)
-                .build(),
+            limits: Limiter { max_memory: self.limits.memory_bytes, memory: 0, peak_memory: 0 },
             domain: domain.to_owned(),
             index: self.index.clone(),
             staged: BTreeMap::new(),
@@ -336,7 +448,7 @@ mod tests {
     fn default_plugin_names_by_the_template() {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
-        let p = Policies::new(index, Limits::default()).unwrap();
+        let p = Policies::new(index, Limits::default(), Arc::new(Metrics::new())).unwrap();
         let facts = CaptureFacts {
             domain: "push.example.com",
             app: "live",
@@ -366,7 +478,53 @@ mod tests {
     fn bytes_that_are_not_a_component_do_not_load() {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
-        let p = Policies::new(index, Limits::default()).unwrap();
+        let p = Policies::new(index, Limits::default(), Arc::new(Metrics::new())).unwrap();
         assert!(matches!(p.load("x", b"\0asm garbage"), Err(PolicyError::Load { .. })));
+    }
+
+    fn example(name: &str) -> Vec<u8> {
+        std::fs::read(std::path::Path::new(env!("PLUGINS_WASM_DIR")).join(format!("{name}.wasm"))).unwrap()
+    }
+
+    #[test]
+    fn uploaded_plugins_name_and_a_failing_one_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let p = Policies::new(index, Limits::default(), metrics.clone()).unwrap();
+        let usage = p.conformance(&p.default).unwrap();
+        assert!(usage.fuel > 0 && usage.peak_memory_bytes >= 64 << 10, "{usage:?}");
+
+        let facts = CaptureFacts {
+            domain: "a.example",
+            app: "live",
+            stream: "cam1",
+            create_timestamp_ms: 1_764_057_600_123,
+            sequence: 9,
+            width: 1280,
+            height: 720,
+        };
+        let t = template(Some("{AppName}/{StreamName}.jpg"), None);
+        let dates = Arc::new(p.load("dates", &example("date_folders")).unwrap());
+        p.conformance(&dates).unwrap();
+        p.activate("a.example", Some(dates));
+        let want = vec![Placement { key: "live/cam1/2025/11/25/080000-9.jpg".into(), overwrite: false }];
+        assert_eq!(p.name(&facts, &t).unwrap(), want);
+        // Another domain keeps the default.
+        let other = CaptureFacts { domain: "b.example", ..facts.clone() };
+        assert_eq!(p.name(&other, &t).unwrap(), vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]);
+
+        // A plugin that never returns fails conformance, and if active anyway,
+        // is stopped and the default names the capture.
+        let spin = Arc::new(p.load("spin", &example("spin")).unwrap());
+        let e = p.conformance(&spin).unwrap_err();
+        assert!(matches!(e, PolicyError::Call { .. }), "{e}");
+        p.activate("a.example", Some(spin));
+        let started = std::time::Instant::now();
+        assert_eq!(p.name(&facts, &t).unwrap(), vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]);
+        assert!(started.elapsed() < Duration::from_secs(2), "stopped by fuel or the deadline");
+        assert!(metrics.render().contains("edgesnap_policy_fallbacks_total{domain=\"a.example\"} 1"));
+        p.activate("a.example", None);
+        assert_eq!(p.name(&facts, &t).unwrap(), vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]);
     }
 }
