@@ -128,10 +128,11 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let ingest_tasks = TaskTracker::new();
     let snapshot_tasks = TaskTracker::new();
     let ingest = ingest::Ingest::new(settings.clone(), jobs_tx, metrics.clone());
+    activate_plugins(&tenants, &policies, &server.data_dir).await;
     let path = Arc::new(snapshot::SnapshotPath {
         index: index.clone(),
         storage: storage.clone(),
-        policies,
+        policies: policies.clone(),
         metrics: metrics.clone(),
     });
     let api = Arc::new(api::Api {
@@ -141,6 +142,7 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
         storage,
         ingest: ingest.clone(),
         metrics,
+        policies,
         url_key,
     });
     let snapshots = tokio::spawn(path.run(decoded_rx, snapshot_tasks.clone()));
@@ -218,6 +220,23 @@ async fn shutdown_signal(path: &std::path::Path, tenants: &Tenants) {
                     Err(e) => tracing::error!(error = %e, "SIGHUP: config not reloaded; the old one stays in force"),
                 },
             },
+        }
+    }
+}
+
+/// Puts each domain's active plugin in force. One that no longer loads is
+/// logged and the domain runs the default policy.
+async fn activate_plugins(tenants: &Tenants, policies: &Arc<policy::Policies>, data_dir: &std::path::Path) {
+    for (domain, version) in tenants.active_plugins().await {
+        let path = data_dir.join("plugins").join(format!("{version}.wasm"));
+        let loaded = std::fs::read(&path)
+            .map_err(|e| format!("read {}: {e}", path.display()))
+            .and_then(|bytes| policies.load(&version, &bytes).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(plugin) => policies.activate(&domain, Some(Arc::new(plugin))),
+            Err(e) => {
+                tracing::error!(%domain, %version, error = %e, "active plugin does not load; the default policy runs")
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ const DOMAIN: &str = "domain";
 const TEMPLATE: &str = "template";
 const NOTIFY: &str = "notify";
 const TOKEN: &str = "token";
+const PLUGIN: &str = "plugin";
+const PLUGIN_ACTIVE: &str = "plugin-active";
 
 /// Fields a template update may name.
 const TEMPLATE_FIELDS: &[&str] = &[
@@ -65,6 +67,17 @@ struct TokenDoc {
     label: Option<String>,
 }
 
+/// An uploaded plugin version of a domain: its bytes are in
+/// `data_dir/plugins/{version}.wasm`, `version` being their sha256.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PluginDoc {
+    pub size: u64,
+    pub uploaded_ms: u64,
+    /// What its conformance run used.
+    pub fuel: u64,
+    pub peak_memory_bytes: u64,
+}
+
 /// A domain token as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenInfo {
@@ -96,6 +109,8 @@ struct Catalog {
     templates: BTreeMap<(String, String), RawTemplate>,
     notify: BTreeMap<String, RawNotify>,
     tokens: BTreeMap<(String, String), TokenDoc>,
+    plugins: BTreeMap<(String, String), PluginDoc>,
+    active_plugins: BTreeMap<String, String>,
 }
 
 impl Catalog {
@@ -108,6 +123,8 @@ impl Catalog {
                 TEMPLATE => drop(c.templates.insert((domain, name), decode(&what, &bytes)?)),
                 NOTIFY => drop(c.notify.insert(domain, decode(&what, &bytes)?)),
                 TOKEN => drop(c.tokens.insert((domain, name), decode(&what, &bytes)?)),
+                PLUGIN => drop(c.plugins.insert((domain, name), decode(&what, &bytes)?)),
+                PLUGIN_ACTIVE => drop(c.active_plugins.insert(domain, decode(&what, &bytes)?)),
                 other => tracing::warn!(kind = other, "unknown catalog entry kind; ignored"),
             }
         }
@@ -370,6 +387,8 @@ impl Tenants {
         next.templates.retain(|(d, _), _| d != name);
         next.notify.remove(name);
         next.tokens.retain(|(d, _), _| d != name);
+        next.plugins.retain(|(d, _), _| d != name);
+        next.active_plugins.remove(name);
         self.change(&mut state, next, Some(name.to_owned()), Vec::new()).await
     }
 
@@ -528,6 +547,93 @@ impl Tenants {
     pub async fn raw_notify(&self, domain: &str) -> Option<RawNotify> {
         self.state.lock().await.catalog.notify.get(domain).cloned()
     }
+}
+
+impl Tenants {
+    // ---- plugins ---------------------------------------------------------
+
+    /// Every domain's active plugin version (at start).
+    pub async fn active_plugins(&self) -> Vec<(String, String)> {
+        self.state.lock().await.catalog.active_plugins.iter().map(|(d, v)| (d.clone(), v.clone())).collect()
+    }
+
+    /// A domain's versions, and the active one (None: the default).
+    pub async fn plugins(&self, domain: &str) -> (Option<String>, Vec<(String, PluginDoc)>) {
+        let state = self.state.lock().await;
+        let versions = state
+            .catalog
+            .plugins
+            .iter()
+            .filter(|((d, _), _)| d == domain)
+            .map(|((_, v), doc)| (v.clone(), doc.clone()))
+            .collect();
+        (state.catalog.active_plugins.get(domain).cloned(), versions)
+    }
+
+    /// Records an uploaded version (its bytes already stored). Returns false
+    /// if the domain had it already.
+    pub async fn add_plugin(&self, domain: &str, version: &str, doc: PluginDoc) -> Result<bool, ChangeError> {
+        let mut state = self.state.lock().await;
+        self.domain_in_force(domain)?;
+        let key = (domain.to_owned(), version.to_owned());
+        if state.catalog.plugins.contains_key(&key) {
+            return Ok(false);
+        }
+        let mut next = state.catalog.clone();
+        next.plugins.insert(key, doc.clone());
+        let ckey = (PLUGIN.to_owned(), domain.to_owned(), version.to_owned());
+        self.change(&mut state, next, None, vec![(ckey, Some(json_bytes(&doc)))]).await?;
+        Ok(true)
+    }
+
+    /// Records which version is active (None: the default). The caller has
+    /// checked that it loads.
+    pub async fn activate_plugin(&self, domain: &str, version: Option<&str>) -> Result<(), ChangeError> {
+        let mut state = self.state.lock().await;
+        self.domain_in_force(domain)?;
+        if let Some(v) = version
+            && !state.catalog.plugins.contains_key(&(domain.to_owned(), v.to_owned()))
+        {
+            return Err(plugin_not_found(domain, v));
+        }
+        let mut next = state.catalog.clone();
+        let ckey = (PLUGIN_ACTIVE.to_owned(), domain.to_owned(), String::new());
+        let write = match version {
+            Some(v) => {
+                next.active_plugins.insert(domain.to_owned(), v.to_owned());
+                Some(json_bytes(&v))
+            }
+            None => {
+                next.active_plugins.remove(domain);
+                None
+            }
+        };
+        self.change(&mut state, next, None, vec![(ckey, write)]).await
+    }
+
+    /// Forgets an inactive version. Returns whether any domain still has it.
+    pub async fn delete_plugin(&self, domain: &str, version: &str) -> Result<bool, ChangeError> {
+        let mut state = self.state.lock().await;
+        let key = (domain.to_owned(), version.to_owned());
+        if !state.catalog.plugins.contains_key(&key) {
+            return Err(plugin_not_found(domain, version));
+        }
+        if state.catalog.active_plugins.get(domain).map(String::as_str) == Some(version) {
+            return Err(ChangeError::Conflict(
+                "PluginActive",
+                format!("version {version} is active in domain {domain:?}; activate another first"),
+            ));
+        }
+        let mut next = state.catalog.clone();
+        next.plugins.remove(&key);
+        let ckey = (PLUGIN.to_owned(), domain.to_owned(), version.to_owned());
+        self.change(&mut state, next, None, vec![(ckey, None)]).await?;
+        Ok(state.catalog.plugins.keys().any(|(_, v)| v == version))
+    }
+}
+
+fn plugin_not_found(domain: &str, version: &str) -> ChangeError {
+    ChangeError::NotFound("PluginNotFound", format!("domain {domain:?} has no plugin version {version:?}"))
 }
 
 fn not_found_template(domain: &str, app: &str) -> ChangeError {

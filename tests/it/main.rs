@@ -18,5 +18,6 @@ mod config;
 mod fuzz;
 mod isolation;
 mod pipeline;
+mod plugins;
 mod query;
 mod sessions;

@@ -129,6 +129,7 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &Call) -> Result<Respo
         targets.insert(name.clone(), api.storage.target(domain, name)?);
     }
     api.tenants.delete_domain(domain).await?;
+    api.policies.activate(domain, None);
     let disconnected = api.ingest.disconnect_domain(domain);
     let (mut records, mut files) = (0u64, 0u64);
     loop {

@@ -6,6 +6,7 @@
 mod configs;
 mod domains;
 mod error;
+mod plugins;
 mod snapshots;
 mod streams;
 
@@ -48,6 +49,7 @@ pub struct Api {
     pub storage: Arc<Storage>,
     pub ingest: Arc<Ingest>,
     pub metrics: Arc<Metrics>,
+    pub policies: Arc<crate::policy::Policies>,
     /// HMAC key of signed image URLs.
     pub url_key: Vec<u8>,
 }
@@ -96,6 +98,10 @@ enum Op {
     ListStreams,
     LatestImage,
     SnapshotNow,
+    ListPlugins,
+    UploadPlugin,
+    ActivatePlugin,
+    DeletePlugin,
 }
 
 #[derive(Debug)]
@@ -138,6 +144,10 @@ const ROUTES: &[RouteDef] = &[
     r("GET", "/v1/domains/{domain}/streams", Op::ListStreams, Access::Domain),
     r("GET", "/v1/domains/{domain}/streams/{app}/{stream}/latest.jpg", Op::LatestImage, Access::Domain),
     r("POST", "/v1/domains/{domain}/streams/{app}/{stream}/snapshot", Op::SnapshotNow, Access::Domain),
+    r("GET", "/v1/domains/{domain}/plugins", Op::ListPlugins, Access::Domain),
+    r("POST", "/v1/domains/{domain}/plugins", Op::UploadPlugin, Access::Domain),
+    r("POST", "/v1/domains/{domain}/plugins/{version}/activate", Op::ActivatePlugin, Access::Domain),
+    r("DELETE", "/v1/domains/{domain}/plugins/{version}", Op::DeletePlugin, Access::Domain),
 ];
 
 /// Path parameters of a matched route.
@@ -241,6 +251,23 @@ impl Call {
         Ok(out)
     }
 
+    /// The body, at most `limit` bytes (413 beyond).
+    pub(crate) async fn bytes(&mut self, limit: usize) -> Result<Bytes, ApiError> {
+        let body = self.body.take().ok_or_else(|| ApiError::bad("InvalidBody", "the body was already read"))?;
+        let collected = Limited::new(body, limit).collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PayloadTooLarge",
+                    format!("the body is over {limit} bytes"),
+                )
+            } else {
+                ApiError::bad("InvalidBody", format!("reading the body failed: {e}"))
+            }
+        })?;
+        Ok(collected.to_bytes())
+    }
+
     /// A JSON body: `application/json`, at most [`MAX_BODY`] bytes, and
     /// (through the types' `deny_unknown_fields`) no unknown fields.
     pub(crate) async fn json<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
@@ -253,19 +280,7 @@ impl Call {
                 format!("the body must be application/json, got {:?}", if ct.is_empty() { "nothing" } else { ct }),
             ));
         }
-        let body = self.body.take().ok_or_else(|| ApiError::bad("InvalidBody", "the body was already read"))?;
-        let bytes = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PayloadTooLarge",
-                    format!("the body is over {MAX_BODY} bytes"),
-                )
-            } else {
-                ApiError::bad("InvalidBody", format!("reading the body failed: {e}"))
-            }
-        })?;
-        let bytes = bytes.to_bytes();
+        let bytes = self.bytes(MAX_BODY).await?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -413,6 +428,10 @@ impl Api {
             Op::ListStreams => streams::list(self, d),
             Op::LatestImage => snapshots::latest_image(self, d, &call).await,
             Op::SnapshotNow => streams::snapshot_now(self, d, &call).await,
+            Op::ListPlugins => plugins::list(self, d).await,
+            Op::UploadPlugin => plugins::upload(self, d, &mut call).await,
+            Op::ActivatePlugin => plugins::activate(self, d, call.params.get("version")).await,
+            Op::DeletePlugin => plugins::delete(self, d, call.params.get("version")).await,
         }
     }
 

@@ -1,0 +1,156 @@
+//! A domain's policy plugins (SPEC §6): upload a component, list its
+//! versions, activate one (or `default`, the built-in; activating an older
+//! one is a rollback), delete an inactive one. A version is the sha256 of
+//! its bytes; an upload is accepted only if it compiles as a component of
+//! the `policy` world and passes a conformance run under production limits.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper::header::CONTENT_TYPE;
+use hyper::{Response, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::snapshots::iso_ms;
+use super::{Api, ApiError, Body, Call};
+use crate::policy::{Plugin, PolicyError};
+use crate::tenants::PluginDoc;
+
+/// The largest component accepted.
+pub(super) const MAX_PLUGIN_BYTES: usize = 8 << 20;
+
+/// What `activate` takes for the built-in policy.
+const DEFAULT: &str = "default";
+
+pub(super) fn plugin_dir(api: &Api) -> PathBuf {
+    api.settings.get().server.data_dir.join("plugins")
+}
+
+fn path_of(api: &Api, version: &str) -> PathBuf {
+    plugin_dir(api).join(format!("{version}.wasm"))
+}
+
+fn is_version(v: &str) -> bool {
+    v.len() == 64 && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Compiles a stored version (blocking work, off the runtime).
+pub(crate) async fn compile(
+    api_policies: Arc<crate::policy::Policies>,
+    path: PathBuf,
+    version: String,
+) -> Result<Plugin, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("read {}: {e}", path.display()))
+        })?;
+        api_policies.load(&version, &bytes).map_err(invalid)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
+}
+
+fn invalid(e: PolicyError) -> ApiError {
+    match e {
+        PolicyError::Load { .. } => ApiError::bad("InvalidPlugin", e.to_string()),
+        _ => ApiError::bad("PluginConformance", e.to_string()),
+    }
+}
+
+fn view(version: &str, doc: &PluginDoc, active: bool) -> Value {
+    json!({
+        "version": version,
+        "size": doc.size,
+        "uploaded_time": iso_ms(doc.uploaded_ms),
+        "conformance": {"fuel": doc.fuel, "peak_memory_bytes": doc.peak_memory_bytes},
+        "active": active,
+    })
+}
+
+pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<Response<Body>, ApiError> {
+    let ct = call.head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/wasm") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the body must be an application/wasm component, got {ct:?}"),
+        ));
+    }
+    let bytes = call.bytes(MAX_PLUGIN_BYTES).await?;
+    let version = hex::encode(Sha256::digest(&bytes));
+    let policies = api.policies.clone();
+    let v = version.clone();
+    let data = bytes.clone();
+    let usage = tokio::task::spawn_blocking(move || {
+        let plugin = policies.load(&v, &data)?;
+        policies.conformance(&plugin)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
+    .map_err(invalid)?;
+    let path = path_of(api, &version);
+    if !path.exists() {
+        let dir = plugin_dir(api);
+        let tmp = dir.join(format!("{version}.part"));
+        let write = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&tmp, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        write.map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("store {}: {e}", path.display()))
+        })?;
+    }
+    let doc = PluginDoc {
+        size: bytes.len() as u64,
+        uploaded_ms: crate::unix_ms(),
+        fuel: usage.fuel,
+        peak_memory_bytes: usage.peak_memory_bytes as u64,
+    };
+    let created = api.tenants.add_plugin(domain, &version, doc.clone()).await?;
+    let (active, versions) = api.tenants.plugins(domain).await;
+    let doc = versions.into_iter().find(|(v, _)| *v == version).map_or(doc, |(_, d)| d);
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(super::json(status, &view(&version, &doc, active.as_deref() == Some(version.as_str()))))
+}
+
+pub(super) async fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
+    let (active, versions) = api.tenants.plugins(domain).await;
+    let items: Vec<Value> = versions.iter().map(|(v, d)| view(v, d, active.as_deref() == Some(v.as_str()))).collect();
+    Ok(super::json(StatusCode::OK, &json!({"active": active.as_deref().unwrap_or(DEFAULT), "versions": items})))
+}
+
+pub(super) async fn activate(api: &Api, domain: &str, version: &str) -> Result<Response<Body>, ApiError> {
+    if version == DEFAULT {
+        api.tenants.activate_plugin(domain, None).await?;
+        api.policies.activate(domain, None);
+    } else {
+        if !is_version(version) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "PluginNotFound",
+                format!("{version:?} is not a plugin version (64 hex digits) nor \"default\""),
+            ));
+        }
+        let (_, versions) = api.tenants.plugins(domain).await;
+        if !versions.iter().any(|(v, _)| v == version) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "PluginNotFound",
+                format!("domain {domain:?} has no plugin version {version}"),
+            ));
+        }
+        let plugin = compile(api.policies.clone(), path_of(api, version), version.to_owned()).await?;
+        api.tenants.activate_plugin(domain, Some(version)).await?;
+        api.policies.activate(domain, Some(Arc::new(plugin)));
+    }
+    tracing::info!(%domain, %version, "plugin activated");
+    Ok(super::json(StatusCode::OK, &json!({ "active": version })))
+}
+
+pub(super) async fn delete(api: &Api, domain: &str, version: &str) -> Result<Response<Body>, ApiError> {
+    let still_used = api.tenants.delete_plugin(domain, version).await?;
+    if !still_used {
+        let _ = std::fs::remove_file(path_of(api, version));
+    }
+    Ok(super::no_content())
+}

@@ -1,0 +1,115 @@
+//! Tenant policy plugins through the real host: upload (validated and run
+//! on golden inputs), versions, activation deciding the names of a pushed
+//! stream's snapshots, persistence across a restart, rollback, deletion.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{DomainSpec, Host, TOKEN};
+use crate::media::{Clip, decode, ffmpeg_push};
+
+fn example(name: &str) -> Vec<u8> {
+    std::fs::read(std::path::Path::new(env!("PLUGINS_WASM_DIR")).join(format!("{name}.wasm"))).unwrap()
+}
+
+fn upload(host: &Host, bytes: Vec<u8>) -> (u16, Value) {
+    let (status, body) =
+        host.raw_request(Some(TOKEN), "POST", "/v1/domains/localhost/plugins", Some(("application/wasm", bytes)));
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// Pushes 12 s (GOP 1 s) to `live/{stream}` and returns its sequential
+/// objects' keys in capture order.
+fn push(host: &Host, stream: &str) -> Vec<String> {
+    let clip = Clip { bframes: false, ..Clip::new(320, 180, 12, 1) };
+    assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url(&format!("live/{stream}")), false).status.success());
+    host.wait_for("3 captures", Duration::from_secs(30), || {
+        host.snapshots("localhost", "live", Some(stream)).iter().filter(|r| r["is_overlay"] == false).count() >= 3
+    });
+    let mut records: Vec<Value> =
+        host.snapshots("localhost", "live", Some(stream)).into_iter().filter(|r| r["is_overlay"] == false).collect();
+    records.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
+    records.iter().map(|r| r["object"].as_str().unwrap().to_owned()).collect()
+}
+
+fn is_date_folder_key(key: &str, stream: &str) -> bool {
+    // live/{stream}/YYYY/MM/DD/HHmmss-{seq}.jpg
+    let parts: Vec<&str> = key.split('/').collect();
+    parts.len() == 6
+        && parts[0] == "live"
+        && parts[1] == stream
+        && parts[2].len() == 4
+        && parts[3].len() == 2
+        && parts[4].len() == 2
+        && parts[5].ends_with(".jpg")
+        && parts[5].chars().take(6).all(|c| c.is_ascii_digit())
+}
+
+#[test]
+fn upload_activate_restart_rollback_delete() {
+    let mut host = Host::start(&[DomainSpec::new("localhost")], 1);
+    let dates = example("date_folders");
+
+    // Refused uploads: not a component, a component that never returns, the wrong type, too big.
+    let (status, v) = upload(&host, b"\0asm\x01\0\0\0 not a component".to_vec());
+    assert_eq!((status, v["code"].as_str()), (400, Some("InvalidPlugin")), "{v}");
+    let (status, v) = upload(&host, example("spin"));
+    assert_eq!((status, v["code"].as_str()), (400, Some("PluginConformance")), "{v}");
+    let (status, _) = host.raw_request(
+        Some(TOKEN),
+        "POST",
+        "/v1/domains/localhost/plugins",
+        Some(("application/json", dates.clone())),
+    );
+    assert_eq!(status, 415);
+    let (status, _) = host.raw_request(
+        Some(TOKEN),
+        "POST",
+        "/v1/domains/localhost/plugins",
+        Some(("application/wasm", vec![0u8; 9 << 20])),
+    );
+    assert_eq!(status, 413);
+
+    // A good one: a version named by its sha256, with its conformance figures.
+    let (status, v) = upload(&host, dates.clone());
+    assert_eq!(status, 201, "{v}");
+    let version = v["version"].as_str().unwrap().to_owned();
+    assert_eq!(version.len(), 64);
+    assert!(
+        v["conformance"]["fuel"].as_u64().unwrap() > 0 && v["conformance"]["peak_memory_bytes"].as_u64().unwrap() > 0
+    );
+    assert_eq!(v["active"], false);
+    assert_eq!(upload(&host, dates.clone()).0, 200, "the same bytes again");
+    let (_, list) = host.api("GET", "/v1/domains/localhost/plugins", None);
+    assert_eq!((list["active"].as_str(), list["versions"].as_array().unwrap().len()), (Some("default"), 1));
+
+    // Active: the plugin names the snapshots; pixels are the stream's.
+    let (status, v) = host.api("POST", &format!("/v1/domains/localhost/plugins/{version}/activate"), None);
+    assert_eq!((status, v["active"].as_str()), (200, Some(version.as_str())), "{v}");
+    let keys = push(&host, "cam1");
+    assert!(keys.iter().all(|k| is_date_folder_key(k, "cam1")), "{keys:?}");
+    let seconds: Vec<u32> = keys.iter().map(|k| decode(&host.objects("localhost").get(k)).grey_second()).collect();
+    assert_eq!(seconds, vec![0, 5, 10]);
+    assert!(
+        host.snapshots("localhost", "live", Some("cam1")).iter().all(|r| r["is_overlay"] == false),
+        "no overwrite object"
+    );
+
+    // It stays active across a restart.
+    host.restart();
+    let keys = push(&host, "cam2");
+    assert!(keys.iter().all(|k| is_date_folder_key(k, "cam2")), "{keys:?}");
+
+    // The active version cannot be deleted; rollback to the built-in policy.
+    let (status, v) = host.api("DELETE", &format!("/v1/domains/localhost/plugins/{version}"), None);
+    assert_eq!((status, v["code"].as_str()), (409, Some("PluginActive")), "{v}");
+    assert_eq!(host.api("POST", "/v1/domains/localhost/plugins/default/activate", None).0, 200);
+    let keys = push(&host, "cam3");
+    assert!(keys.iter().all(|k| k.starts_with("live/cam3/") && k.split('/').count() == 3), "template names: {keys:?}");
+    assert_eq!(host.api("DELETE", &format!("/v1/domains/localhost/plugins/{version}"), None).0, 204);
+    let (_, list) = host.api("GET", "/v1/domains/localhost/plugins", None);
+    assert_eq!(list["versions"].as_array().unwrap().len(), 0);
+    let (status, v) = host.api("POST", &format!("/v1/domains/localhost/plugins/{version}/activate"), None);
+    assert_eq!((status, v["code"].as_str()), (404, Some("PluginNotFound")), "{v}");
+}
