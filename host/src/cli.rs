@@ -213,6 +213,36 @@ pub(crate) enum StreamsCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub(crate) enum PluginsCmd {
+    /// A domain's plugin versions and the active one.
+    Ls {
+        #[arg(long)]
+        domain: String,
+    },
+    /// Upload a component (a .wasm built for wasm32-wasip2 against wit/).
+    Upload {
+        #[arg(long)]
+        domain: String,
+        file: std::path::PathBuf,
+        /// Activate it once uploaded.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Put a version (or `default`) in force; an older version is a rollback.
+    Activate {
+        #[arg(long)]
+        domain: String,
+        version: String,
+    },
+    /// Delete an inactive version.
+    Rm {
+        #[arg(long)]
+        domain: String,
+        version: String,
+    },
+}
+
 /// A failed call: printed, then the exit code.
 struct Failure(String, u8);
 
@@ -220,6 +250,11 @@ type Outcome = Result<(), Failure>;
 
 impl Client {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        let body = body.map(|b| ("application/json", serde_json::to_vec(&b).expect("json serializes")));
+        self.call_raw(method, path, body)
+    }
+
+    fn call_raw(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Value, Failure> {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .allow_non_standard_methods(true)
@@ -233,11 +268,7 @@ impl Client {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
         let result = match body {
-            Some(b) => agent.run(
-                req.header("Content-Type", "application/json")
-                    .body(serde_json::to_vec(&b).expect("json serializes"))
-                    .expect("a valid request"),
-            ),
+            Some((ct, bytes)) => agent.run(req.header("Content-Type", ct).body(bytes).expect("a valid request")),
             None => agent.run(req.body(()).expect("a valid request")),
         };
         let mut resp = result.map_err(|e| Failure(format!("{method} {url}: {e}"), 3))?;
@@ -543,6 +574,55 @@ impl Client {
                         }
                     })
                 }),
+        })
+    }
+}
+
+impl Client {
+    pub(crate) fn plugins(&self, cmd: PluginsCmd) -> ExitCode {
+        let print_version = |v: &Value| {
+            println!(
+                "{}  {:>8} bytes  fuel {:>10}  peak memory {:>9}  {}{}",
+                v["version"].as_str().unwrap_or(""),
+                v["size"],
+                v["conformance"]["fuel"],
+                v["conformance"]["peak_memory_bytes"],
+                v["uploaded_time"].as_str().unwrap_or(""),
+                if v["active"] == true { "  ACTIVE" } else { "" }
+            )
+        };
+        finish(match cmd {
+            PluginsCmd::Ls { domain } => {
+                self.call("GET", &format!("/v1/domains/{}/plugins", enc(&domain)), None).map(|v| {
+                    self.show(&v, |v| {
+                        println!("active: {}", v["active"].as_str().unwrap_or("?"));
+                        v["versions"].as_array().into_iter().flatten().for_each(print_version);
+                    })
+                })
+            }
+            PluginsCmd::Upload { domain, file, activate } => std::fs::read(&file)
+                .map_err(|e| Failure(format!("read {}: {e}", file.display()), 2))
+                .and_then(|bytes| {
+                    self.call_raw(
+                        "POST",
+                        &format!("/v1/domains/{}/plugins", enc(&domain)),
+                        Some(("application/wasm", bytes)),
+                    )
+                })
+                .and_then(|v| {
+                    if activate {
+                        let version = v["version"].as_str().unwrap_or_default();
+                        self.call("POST", &format!("/v1/domains/{}/plugins/{version}/activate", enc(&domain)), None)?;
+                    }
+                    self.show(&v, print_version);
+                    Ok(())
+                }),
+            PluginsCmd::Activate { domain, version } => self
+                .call("POST", &format!("/v1/domains/{}/plugins/{}/activate", enc(&domain), enc(&version)), None)
+                .map(|v| self.show(&v, |v| println!("active: {}", v["active"].as_str().unwrap_or("?")))),
+            PluginsCmd::Rm { domain, version } => self
+                .call("DELETE", &format!("/v1/domains/{}/plugins/{}", enc(&domain), enc(&version)), None)
+                .map(|v| self.show(&v, |_| println!("deleted {version}"))),
         })
     }
 }

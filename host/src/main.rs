@@ -54,6 +54,9 @@ enum Command {
     /// Live streams.
     #[command(subcommand)]
     Streams(cli::StreamsCmd),
+    /// A domain's policy plugins.
+    #[command(subcommand)]
+    Plugins(cli::PluginsCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +73,7 @@ fn main() -> std::process::ExitCode {
         Command::Domains(cmd) => return client.domains(cmd),
         Command::Tokens(cmd) => return client.tokens(cmd),
         Command::Streams(cmd) => return client.streams(cmd),
+        Command::Plugins(cmd) => return client.plugins(cmd),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|c| {
                 println!("{}: ok ({} domains)", file.display(), c.domains.len());

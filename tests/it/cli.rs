@@ -113,6 +113,18 @@ fn client_subcommands_script_the_api() {
     assert_eq!(denied.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&denied.stderr).contains("403 Forbidden"));
 
+    let wasm = std::path::Path::new(env!("PLUGINS_WASM_DIR")).join("date_folders.wasm");
+    let v = ok_json(&run(
+        &host,
+        &["plugins", "upload", "--domain", "localhost", "--activate", "--json", wasm.to_str().unwrap()],
+    ));
+    let version = v["version"].as_str().unwrap().to_owned();
+    let v = ok_json(&run(&host, &["plugins", "ls", "--domain", "localhost", "--json"]));
+    assert_eq!(v["active"], version.as_str());
+    assert!(run(&host, &["plugins", "activate", "--domain", "localhost", "default"]).status.success());
+    assert!(run(&host, &["plugins", "rm", "--domain", "localhost", &version]).status.success());
+    assert_eq!(run(&host, &["plugins", "rm", "--domain", "localhost", &version]).status.code(), Some(1));
+
     let unreachable = Command::new(bin()).args(["whoami", "--server", "http://127.0.0.1:9"]).output().unwrap();
     assert_eq!(unreachable.status.code(), Some(3));
     let usage = Command::new(bin()).args(["snapshots", "ls"]).output().unwrap();
