@@ -107,7 +107,7 @@ impl SnapshotPath {
 
         let policies = self.policies.clone();
         let (domain, app, stream) = (info.domain.clone(), info.app.clone(), info.stream.clone());
-        let (width, height, create) = (jpeg.width, jpeg.height, job.create_timestamp_ms);
+        let (width, height, create, frame) = (jpeg.width, jpeg.height, job.create_timestamp_ms, jpeg.facts);
         let tpl = template.clone();
         let named = tokio::task::spawn_blocking(move || {
             let facts = CaptureFacts {
@@ -118,6 +118,7 @@ impl SnapshotPath {
                 sequence,
                 width,
                 height,
+                frame,
             };
             policies.name(&facts, &tpl)
         })

@@ -63,6 +63,11 @@ fn job(session: u64, annexb: Vec<u8>) -> CaptureJob {
 
 /// Runs jobs through a one-worker pool; the picture of each, if any.
 fn decode_jobs(jobs: Vec<CaptureJob>) -> Vec<Option<Picture>> {
+    run_jobs(jobs).into_iter().map(|j| j.map(|j| decode(&j.bytes))).collect()
+}
+
+/// Runs jobs through a one-worker pool; the JPEG of each, if any.
+fn run_jobs(jobs: Vec<CaptureJob>) -> Vec<Option<edgesnap::media::Jpeg>> {
     let (tx, rx) = crossbeam_channel::bounded(16);
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Decoded>(16);
     let n = jobs.len();
@@ -74,7 +79,7 @@ fn decode_jobs(jobs: Vec<CaptureJob>) -> Vec<Option<Picture>> {
     let mut out = Vec::new();
     for _ in 0..n {
         let d = out_rx.blocking_recv().unwrap();
-        out.push(d.result.ok().map(|j| decode(&j.bytes)));
+        out.push(d.result.ok());
     }
     for h in handles {
         h.join().unwrap();
@@ -106,6 +111,23 @@ fn crafted_grey_jobs() -> Vec<(String, Vec<u8>)> {
     nals.extend(p_slices);
     jobs.push(("cut IDR then P slice".into(), annexb_job(&cfg, &frame_tag(&key, &nals))));
     jobs
+}
+
+#[test]
+fn frame_facts_describe_the_picture() {
+    let red = red_clip();
+    let red_job = annexb_job(&first(&red, Tag::is_avc_config), &first(&red, Tag::is_video_keyframe));
+    let grey = read_flv(&gray_textured_flv());
+    let grey_job = annexb_job(&first(&grey, Tag::is_avc_config), &first(&grey, Tag::is_video_keyframe));
+    let out = run_jobs(vec![job(1, red_job.clone()), job(2, grey_job), job(3, red_job)]);
+    let facts: Vec<_> = out.iter().map(|j| j.as_ref().expect("a picture").facts).collect();
+    // Red (224, 32, 32): luma 0.299 R + 0.587 G + 0.114 B = 89; flat, so no cell is above the mean.
+    assert!((86..=92).contains(&facts[0].mean_luma), "{:?}", facts[0]);
+    assert_eq!(facts[0].ahash, 0);
+    // A textured picture has bright and dark cells; the same picture twice, the same facts.
+    assert_ne!(facts[1].ahash, 0);
+    assert_ne!(facts[1].ahash, u64::MAX);
+    assert_eq!(facts[2], facts[0]);
 }
 
 #[test]

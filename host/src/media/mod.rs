@@ -13,8 +13,11 @@
 //! different publish session, the worker flushes the decoder so nothing of the
 //! previous stream remains, and corrupted pictures are discarded.
 
+mod facts;
 mod pipeline;
 mod range;
+
+pub use facts::FrameFacts;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +36,8 @@ pub struct Jpeg {
     pub bytes: Bytes,
     pub width: u32,
     pub height: u32,
+    /// Facts about the picture for policy plugins.
+    pub facts: FrameFacts,
 }
 
 /// A job's outcome, handed to the snapshot path.

@@ -9,6 +9,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
+use super::facts::{self, FrameFacts};
 use super::range;
 
 use super::Jpeg;
@@ -30,6 +31,7 @@ pub enum MediaError {
 
 enum Out {
     Sample { pts: u64, bytes: Bytes, width: u32, height: u32 },
+    Facts { pts: u64, facts: FrameFacts },
     Done(u64),
 }
 
@@ -98,21 +100,31 @@ impl Pipeline {
         // JFIF is full range; H.264 is usually limited range, and videoconvert
         // (1.22) does not rescale between two I420s. Expand in place.
         let enc_sink = encoder.static_pad("sink").ok_or_else(|| MediaError::Pipeline("encoder sink pad".into()))?;
-        let format = std::sync::Mutex::new(None::<gst_video::VideoInfo>);
+        // The picture's facts for plugins are read here too, after the expansion.
+        let (tx, rx) = mpsc::channel();
+        let facts_tx = tx.clone();
+        let format = std::sync::Mutex::new(None::<(gst_video::VideoInfo, bool)>);
         enc_sink.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |_pad, info| {
             match info.data.take() {
                 Some(gst::PadProbeData::Event(ev)) => {
                     if let gst::EventView::Caps(c) = ev.view() {
-                        *format.lock().unwrap() = gst_video::VideoInfo::from_caps(c.caps())
-                            .ok()
-                            .filter(|i| i.colorimetry().range() != gst_video::VideoColorRange::Range0_255);
+                        *format.lock().unwrap() = gst_video::VideoInfo::from_caps(c.caps()).ok().map(|i| {
+                            let limited = i.colorimetry().range() != gst_video::VideoColorRange::Range0_255;
+                            (i, limited)
+                        });
                     }
                     info.data = Some(gst::PadProbeData::Event(ev));
                 }
                 Some(gst::PadProbeData::Buffer(buffer)) => {
-                    let limited = format.lock().unwrap().clone();
-                    let buffer = match limited {
-                        Some(vinfo) => range::to_full(buffer, &vinfo),
+                    let format = format.lock().unwrap().clone();
+                    let buffer = match format {
+                        Some((vinfo, limited)) => {
+                            let buffer = if limited { range::to_full(buffer, &vinfo) } else { buffer };
+                            if let (Some(pts), Some(f)) = (buffer.pts(), facts::of_frame(&buffer, &vinfo)) {
+                                let _ = facts_tx.send(Out::Facts { pts: pts.mseconds(), facts: f });
+                            }
+                            buffer
+                        }
                         None => buffer,
                     };
                     info.data = Some(gst::PadProbeData::Buffer(buffer));
@@ -122,7 +134,6 @@ impl Pipeline {
             gst::PadProbeReturn::Ok
         });
 
-        let (tx, rx) = mpsc::channel();
         let samples = tx.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -235,12 +246,15 @@ impl Worker {
         }
         let deadline = std::time::Instant::now() + JOB_TIMEOUT;
         let mut picture = None;
+        let mut facts = None;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.p.rx.recv_timeout(left) {
                 Ok(Out::Sample { pts, bytes, width, height }) if pts == id => {
-                    picture = Some(Jpeg { bytes, width, height });
+                    picture = Some(Jpeg { bytes, width, height, facts: facts.unwrap_or_default() });
                 }
+                Ok(Out::Facts { pts, facts: f }) if pts == id => facts = Some(f),
+                Ok(Out::Facts { .. }) => {}
                 Ok(Out::Sample { pts, .. }) => {
                     tracing::debug!(worker = self.index, pts, job = id, "dropping a picture of an earlier job");
                 }

@@ -85,6 +85,7 @@ pub struct CaptureFacts<'a> {
     pub sequence: u64,
     pub width: u32,
     pub height: u32,
+    pub frame: crate::media::FrameFacts,
 }
 
 /// A compiled plugin.
@@ -272,6 +273,7 @@ impl Policies {
             sequence: 7,
             width: 1280,
             height: 720,
+            frame: crate::media::FrameFacts { mean_luma: 120, ahash: 0xf0f0_f0f0_f0f0_f0f0 },
         };
         let template = Template {
             app_name: "*".into(),
@@ -347,6 +349,7 @@ impl Policies {
             sequence: facts.sequence,
             width: facts.width,
             height: facts.height,
+            frame: wit::FrameFacts { mean_luma: facts.frame.mean_luma, ahash: facts.frame.ahash },
         };
         let template = wit::Template {
             app_name: template.app_name.clone(),
@@ -457,6 +460,7 @@ mod tests {
             sequence: 42,
             width: 1280,
             height: 720,
+            frame: Default::default(),
         };
         let t =
             template(Some("{AppName}/{StreamName}.jpg"), Some("snapshot/{AppName}/{StreamName}/{UnixTimestamp}.jpg"));
@@ -503,6 +507,7 @@ mod tests {
             sequence: 9,
             width: 1280,
             height: 720,
+            frame: Default::default(),
         };
         let t = template(Some("{AppName}/{StreamName}.jpg"), None);
         let dates = Arc::new(p.load("dates", &example("date_folders")).unwrap());

@@ -7,6 +7,10 @@
 
 wit_bindgen::generate!({ world: "policy", path: "../../wit" });
 
+// The macro does not tell cargo it reads the WIT file; this does, so a
+// change of the contract rebuilds the component.
+const _: &[u8] = include_bytes!("../../../wit/policy.wit");
+
 use edgesnap::policy::types::Mode;
 
 struct DateFolders;

@@ -12,6 +12,10 @@ mod render;
 
 wit_bindgen::generate!({ world: "policy", path: "../../wit" });
 
+// The macro does not tell cargo it reads the WIT file; this does, so a
+// change of the contract rebuilds the component.
+const _: &[u8] = include_bytes!("../../../wit/policy.wit");
+
 use edgesnap::policy::types::Mode;
 
 struct DefaultPolicy;
