@@ -33,14 +33,22 @@ pub(super) fn of_luma(y: &[u8], stride: usize, width: usize, height: usize) -> F
     }
     let mut sums = [0u64; 64];
     let mut counts = [0u64; 64];
+    // Per row, the eight column bands as ranges: sum each band's samples.
+    let bands: Vec<(usize, usize)> = (0..8).map(|c| (c * width / 8, (c + 1) * width / 8)).collect();
     for row in (0..height).step_by(STEP) {
         let Some(rest) = y.get(row * stride..) else { break };
         let line = &rest[..width.min(rest.len())];
-        let cell_row = row * 8 / height;
-        for (col, &px) in line.iter().enumerate().step_by(STEP) {
-            let cell = cell_row * 8 + col * 8 / width;
-            sums[cell] += u64::from(px);
-            counts[cell] += 1;
+        let cell_row = row * 8 / height * 8;
+        for (c, &(from, to)) in bands.iter().enumerate() {
+            let Some(band) = line.get(from..to.min(line.len())) else { continue };
+            let mut sum = 0u64;
+            let mut n = 0u64;
+            for px in band.iter().step_by(STEP) {
+                sum += u64::from(*px);
+                n += 1;
+            }
+            sums[cell_row + c] += sum;
+            counts[cell_row + c] += n;
         }
     }
     let total: u64 = sums.iter().sum();
