@@ -2,6 +2,7 @@
 //! client subcommands over the HTTP API (`cli`).
 
 mod cli;
+mod runner;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ enum Command {
     },
     /// Validate a config file and exit (non-zero naming the field and rule).
     CheckConfig { file: PathBuf },
+    /// Run a policy plugin locally with production limits.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
     /// Which domains the token may see.
     Whoami,
     /// List and delete snapshots.
@@ -57,6 +61,19 @@ enum Command {
     /// A domain's policy plugins.
     #[command(subcommand)]
     Plugins(cli::PluginsCmd),
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// One naming call: prints placements, error, logs, fuel and peak memory
+    /// as JSON; exits 1 if the call failed.
+    Run {
+        file: PathBuf,
+        /// {"capture": {domain, app, stream, create_timestamp_ms, sequence?, width?, height?,
+        /// mean_luma?, ahash?}, "template": {overwrite_object?, sequence_object?, ...}, "state"?: {k: v}}
+        #[arg(long)]
+        input: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +97,11 @@ fn main() -> std::process::ExitCode {
             })
             .map_err(anyhow::Error::from),
         Command::Serve { config } => serve(config),
+        Command::Plugin(PluginCmd::Run { file, input }) => match runner::run(&file, &input) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -113,3 +113,42 @@ fn upload_activate_restart_rollback_delete() {
     let (status, v) = host.api("POST", &format!("/v1/domains/localhost/plugins/{version}/activate"), None);
     assert_eq!((status, v["code"].as_str()), (404, Some("PluginNotFound")), "{v}");
 }
+
+#[test]
+fn local_runner_reports_output_usage_and_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("ctx.json");
+    std::fs::write(
+        &input,
+        r#"{"capture": {"domain": "a.example", "app": "live", "stream": "cam1",
+            "create_timestamp_ms": 1764057600123, "sequence": 9},
+            "template": {"overwrite_object": "{AppName}/{StreamName}.jpg"}}"#,
+    )
+    .unwrap();
+    let wasm = |name: &str| std::path::Path::new(env!("PLUGINS_WASM_DIR")).join(format!("{name}.wasm"));
+    let run = |name: &str| {
+        std::process::Command::new(crate::harness::bin())
+            .args(["plugin", "run"])
+            .arg(wasm(name))
+            .arg("--input")
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    let out = run("date_folders");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["placements"][0]["key"], "live/cam1/2025/11/25/080000-9.jpg");
+    assert_eq!(v["placements"][0]["mode"], "sequential");
+    assert!(v["fuel"].as_u64().unwrap() > 0 && v["peak_memory_bytes"].as_u64().unwrap() > 0, "{v}");
+
+    let out = run("default_policy");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["placements"][0]["key"], "live/cam1.jpg");
+
+    let out = run("spin");
+    assert_eq!(out.status.code(), Some(1), "a call that fails exits 1");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("fuel"), "{v}");
+    assert_eq!(v["fuel"], v["fuel_limit"]);
+}

@@ -113,6 +113,16 @@ pub struct Usage {
     pub peak_memory_bytes: usize,
 }
 
+/// One naming call run on its own (`edgesnap plugin run`): what it
+/// returned, logged, used and would have written to its state.
+#[derive(Debug)]
+pub struct Run {
+    pub result: Result<Vec<Placement>, PolicyError>,
+    pub logs: Vec<String>,
+    pub usage: Usage,
+    pub state_writes: Vec<(String, Option<Vec<u8>>)>,
+}
+
 /// Caps the guest's memories and tables, and remembers the peak memory.
 struct Limiter {
     max_memory: usize,
@@ -158,6 +168,8 @@ struct Ctx {
     staged: BTreeMap<String, Option<Vec<u8>>>,
     log_lines: u32,
     max_log_lines: u32,
+    /// The call's log lines, kept (up to the cap) for its run record.
+    logs: Vec<String>,
 }
 
 impl WasiView for Ctx {
@@ -198,6 +210,13 @@ impl bindings::edgesnap::policy::log::Host for Ctx {
             return;
         }
         let message: String = message.chars().take(1024).collect();
+        let name = match level {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        self.logs.push(format!("{name}: {message}"));
         let domain = &self.domain;
         match level {
             Level::Debug => tracing::debug!(%domain, "plugin: {message}"),
@@ -303,6 +322,24 @@ impl Policies {
         load(&self.engine, &self.linker, version, bytes)
     }
 
+    /// Runs one naming call with production limits and reports everything,
+    /// committing nothing (the local runner).
+    pub fn run(&self, plugin: &Plugin, facts: &CaptureFacts<'_>, template: &Template) -> Run {
+        let mut store = self.store(facts.domain, facts.create_timestamp_ms);
+        let result = self.name_in(&mut store, plugin, facts, template);
+        let usage = Usage {
+            fuel: self.limits.fuel - store.get_fuel().unwrap_or(0),
+            peak_memory_bytes: store.data().limits.peak_memory,
+        };
+        let data = store.data_mut();
+        Run {
+            result,
+            logs: std::mem::take(&mut data.logs),
+            usage,
+            state_writes: std::mem::take(&mut data.staged).into_iter().collect(),
+        }
+    }
+
     /// Names a capture with the domain's plugin. A failure of an uploaded
     /// plugin (trap, fuel, deadline, memory, bad output, refusal) falls back
     /// to the default plugin: the capture is stored, never lost.
@@ -338,9 +375,37 @@ impl Policies {
         commit_state: bool,
     ) -> Result<(Vec<Placement>, Usage), PolicyError> {
         let version = &plugin.version;
-        let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
         let mut store = self.store(facts.domain, facts.create_timestamp_ms);
-        let instance = plugin.pre.instantiate(&mut store).map_err(call_err)?;
+        let placements = self.name_in(&mut store, plugin, facts, template)?;
+        let usage = Usage {
+            fuel: self.limits.fuel - store.get_fuel().unwrap_or(0),
+            peak_memory_bytes: store.data().limits.peak_memory,
+        };
+        let staged = std::mem::take(&mut store.data_mut().staged);
+        if commit_state && !staged.is_empty() {
+            // Staged state is committed only for a successful call.
+            let index = self.index.clone();
+            let domain = facts.domain.to_owned();
+            let writes: Vec<_> = staged.into_iter().collect();
+            tokio::runtime::Handle::try_current()
+                .map(|h| h.block_on(index.commit_plugin_state(domain, writes)))
+                .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?
+                .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?;
+        }
+        Ok((placements, usage))
+    }
+
+    /// One naming call in a given store: instantiate, call, check the output.
+    fn name_in(
+        &self,
+        store: &mut Store<Ctx>,
+        plugin: &Plugin,
+        facts: &CaptureFacts<'_>,
+        template: &Template,
+    ) -> Result<Vec<Placement>, PolicyError> {
+        let version = &plugin.version;
+        let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
+        let instance = plugin.pre.instantiate(&mut *store).map_err(call_err)?;
         let capture = wit::Capture {
             domain: facts.domain.to_owned(),
             app: facts.app.to_owned(),
@@ -359,7 +424,7 @@ impl Policies {
             sequence_object: template.sequence_object.clone(),
         };
         let out = instance
-            .call_name(&mut store, &capture, &template)
+            .call_name(&mut *store, &capture, &template)
             .map_err(call_err)?
             .map_err(|message| PolicyError::Refused { version: version.clone(), message })?;
         if out.len() > self.limits.max_placements {
@@ -376,22 +441,7 @@ impl Policies {
                     .map_err(|e| PolicyError::BadOutput { version: version.clone(), why: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let usage = Usage {
-            fuel: self.limits.fuel - store.get_fuel().unwrap_or(0),
-            peak_memory_bytes: store.data().limits.peak_memory,
-        };
-        let staged = std::mem::take(&mut store.data_mut().staged);
-        if commit_state && !staged.is_empty() {
-            // Staged state is committed only for a successful call.
-            let index = self.index.clone();
-            let domain = facts.domain.to_owned();
-            let writes: Vec<_> = staged.into_iter().collect();
-            tokio::runtime::Handle::try_current()
-                .map(|h| h.block_on(index.commit_plugin_state(domain, writes)))
-                .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?
-                .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?;
-        }
-        Ok((placements, usage))
+        Ok(placements)
     }
 
     fn store(&self, domain: &str, now_ms: u64) -> Store<Ctx> {
@@ -412,6 +462,7 @@ impl Policies {
             staged: BTreeMap::new(),
             log_lines: 0,
             max_log_lines: self.limits.max_log_lines,
+            logs: Vec::new(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
