@@ -162,6 +162,11 @@ pub fn solid_flv(name: &str, color: &str, width: u32, height: u32, seconds: u32)
 }
 
 /// A textured clip in shades of grey only.
+/// 12 s of ffmpeg's moving test pattern, 320x180, GOP 1 s.
+pub fn moving_flv() -> PathBuf {
+    lavfi_flv("testsrc2-320x180-12s.flv", "testsrc2=size=320x180:rate=25:duration=12".into())
+}
+
 pub fn gray_textured_flv() -> PathBuf {
     lavfi_flv("graytex-640x360-3s.flv", "testsrc2=size=640x360:rate=25:duration=3,format=gray".into())
 }

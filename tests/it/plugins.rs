@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{DomainSpec, Host, TOKEN};
-use crate::media::{Clip, decode, ffmpeg_push};
+use crate::media::{Clip, decode, ffmpeg_push, moving_flv, solid_flv};
 
 fn example(name: &str) -> Vec<u8> {
     std::fs::read(std::path::Path::new(env!("PLUGINS_WASM_DIR")).join(format!("{name}.wasm"))).unwrap()
@@ -151,4 +151,29 @@ fn local_runner_reports_output_usage_and_failure() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["error"].as_str().unwrap().contains("fuel"), "{v}");
     assert_eq!(v["fuel"], v["fuel_limit"]);
+}
+
+#[test]
+fn skip_static_uses_frame_facts_and_state() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 1);
+    let (status, v) = upload(&host, example("skip_static"));
+    assert_eq!(status, 201, "{v}");
+    let version = v["version"].as_str().unwrap();
+    assert_eq!(host.api("POST", &format!("/v1/domains/localhost/plugins/{version}/activate"), None).0, 200);
+    let sequential = |stream: &str| {
+        host.snapshots("localhost", "live", Some(stream)).iter().filter(|r| r["is_overlay"] == false).count()
+    };
+    // A moving picture: every due keyframe (0, 5, 10 s) differs, all are stored.
+    assert!(ffmpeg_push(&moving_flv(), &host.rtmp_url("live/moving"), false).status.success());
+    host.wait_for("3 captures", Duration::from_secs(30), || sequential("moving") >= 3);
+    // A static picture: the first capture is stored, the two that look the same are skipped.
+    let red = solid_flv("red", "0xE02020", 320, 180, 12);
+    assert!(ffmpeg_push(&red, &host.rtmp_url("live/static"), false).status.success());
+    host.wait_for("the first capture", Duration::from_secs(30), || sequential("static") >= 1);
+    host.wait_for("the stream's end", Duration::from_secs(30), || {
+        host.get_json("/v1/domains/localhost/streams")["streams"].as_array().is_some_and(|s| s.is_empty())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sequential("static"), 1, "{:#?}", host.snapshots("localhost", "live", Some("static")));
+    assert_eq!(sequential("moving"), 3);
 }

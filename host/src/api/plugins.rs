@@ -70,11 +70,12 @@ fn view(version: &str, doc: &PluginDoc, active: bool) -> Value {
 
 pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<Response<Body>, ApiError> {
     let ct = call.head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/wasm") {
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/wasm" && mime != "application/octet-stream" {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            format!("the body must be an application/wasm component, got {ct:?}"),
+            format!("the body must be a component as application/wasm or application/octet-stream, got {ct:?}"),
         ));
     }
     let bytes = call.bytes(MAX_PLUGIN_BYTES).await?;
