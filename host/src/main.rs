@@ -155,6 +155,20 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let snapshot_tasks = TaskTracker::new();
     let ingest = ingest::Ingest::new(settings.clone(), jobs_tx, metrics.clone());
     activate_plugins(&tenants, &policies, &server.data_dir).await;
+    // A demoted plugin stays demoted across restarts: the catalog follows.
+    let (demoted_tx, mut demoted_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    policies.on_demotion(demoted_tx);
+    let demotion_tenants = tenants.clone();
+    tokio::spawn(async move {
+        while let Some((domain, version)) = demoted_rx.recv().await {
+            let (active, _) = demotion_tenants.plugins(&domain).await;
+            if active.as_deref() == Some(version.as_str())
+                && let Err(e) = demotion_tenants.activate_plugin(&domain, None).await
+            {
+                tracing::error!(%domain, %version, error = %e, "recording a demotion failed");
+            }
+        }
+    });
     let path = Arc::new(snapshot::SnapshotPath {
         index: index.clone(),
         storage: storage.clone(),

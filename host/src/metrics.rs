@@ -24,6 +24,8 @@ pub struct Metrics {
     pub lateness_seconds: Histogram,
     /// Captures an uploaded plugin failed to name, stored by the default policy instead.
     pub policy_fallbacks: Family<Vec<(&'static str, String)>, Counter>,
+    /// Plugins demoted after consecutive failures.
+    pub policy_demotions: Family<Vec<(&'static str, String)>, Counter>,
     /// HTTP requests by method, route pattern and status, with their latency.
     pub http_seconds: Family<Vec<(&'static str, String)>, Histogram>,
 }
@@ -57,6 +59,7 @@ impl Metrics {
             lateness_seconds: Histogram::new(LATENESS_BUCKETS.iter().copied()),
             http_seconds: Family::new_with_constructor(histogram),
             policy_fallbacks: Family::default(),
+            policy_demotions: Family::default(),
             registry: Registry::default(),
         };
         registry.register("rtmp_connections", "Open RTMP connections", m.rtmp_connections.clone());
@@ -86,6 +89,11 @@ impl Metrics {
             "Captures named by the default policy because the domain's plugin failed",
             m.policy_fallbacks.clone(),
         );
+        registry.register(
+            "policy_demotions",
+            "Domain plugins demoted to the default policy after consecutive failures",
+            m.policy_demotions.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -105,6 +113,10 @@ impl Metrics {
 
     pub fn policy_fallback(&self, domain: &str) {
         self.policy_fallbacks.get_or_create(&vec![("domain", domain.to_owned())]).inc();
+    }
+
+    pub fn policy_demotion(&self, domain: &str) {
+        self.policy_demotions.get_or_create(&vec![("domain", domain.to_owned())]).inc();
     }
 
     pub fn http(&self, method: &str, route: &'static str, status: u16, seconds: f64) {

@@ -51,7 +51,7 @@ fn upload_activate_restart_rollback_delete() {
     let mut host = Host::start(&[DomainSpec::new("localhost")], 1);
     let dates = example("date_folders");
 
-    // Refused uploads: not a component, a component that never returns, the wrong type, too big.
+    // Refused uploads: not a component, a component that never returns, the wrong type, 100 MiB.
     let (status, v) = upload(&host, b"\0asm\x01\0\0\0 not a component".to_vec());
     assert_eq!((status, v["code"].as_str()), (400, Some("InvalidPlugin")), "{v}");
     let (status, v) = upload(&host, example("spin"));
@@ -67,7 +67,7 @@ fn upload_activate_restart_rollback_delete() {
         Some(TOKEN),
         "POST",
         "/v1/domains/localhost/plugins",
-        Some(("application/wasm", vec![0u8; 9 << 20])),
+        Some(("application/wasm", vec![0u8; 100 << 20])),
     );
     assert_eq!(status, 413);
 
@@ -176,4 +176,46 @@ fn skip_static_uses_frame_facts_and_state() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sequential("static"), 1, "{:#?}", host.snapshots("localhost", "live", Some("static")));
     assert_eq!(sequential("moving"), 3);
+}
+
+#[test]
+fn a_plugin_failing_on_real_captures_falls_back_then_is_demoted() {
+    let mut host = Host::start(&[DomainSpec::new("localhost")], 1);
+    let (status, v) = upload(&host, example("refuse_bad"));
+    assert_eq!(status, 201, "passes conformance: {v}");
+    let version = v["version"].as_str().unwrap().to_owned();
+    assert_eq!(host.api("POST", &format!("/v1/domains/localhost/plugins/{version}/activate"), None).0, 200);
+    // 30 s of content: six due keyframes, every one refused by the plugin.
+    let clip = Clip { bframes: false, ..Clip::new(320, 180, 30, 1) };
+    assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url("live/bad1"), false).status.success());
+    let sequential = || {
+        let mut r: Vec<Value> = host
+            .snapshots("localhost", "live", Some("bad1"))
+            .into_iter()
+            .filter(|r| r["is_overlay"] == false)
+            .collect();
+        r.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
+        r
+    };
+    host.wait_for("6 captures", Duration::from_secs(30), || sequential().len() >= 6);
+    // Nothing was lost: each stored under the template's names by the default policy.
+    let seconds: Vec<u32> = sequential()
+        .iter()
+        .map(|r| {
+            let key = r["object"].as_str().unwrap();
+            assert!(key.starts_with("live/bad1/") && !key.ends_with(&format!("/{}.jpg", r["sequence"])), "{key}");
+            decode(&host.objects("localhost").get(key)).grey_second()
+        })
+        .collect();
+    assert_eq!(seconds, vec![0, 5, 10, 15, 20, 25]);
+    // Five failures in a row demoted it, and the catalog followed.
+    host.wait_for("the demotion recorded", Duration::from_secs(5), || {
+        host.get_json("/v1/domains/localhost/plugins")["active"] == "default"
+    });
+    let (_, metrics) = host.raw_request(None, "GET", "/metrics", None);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains(r#"edgesnap_policy_demotions_total{domain="localhost"} 1"#), "{metrics}");
+    assert!(host.log().contains("plugin demoted after consecutive failures"));
+    host.restart();
+    assert_eq!(host.get_json("/v1/domains/localhost/plugins")["active"], "default", "demoted across a restart");
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
@@ -41,6 +41,9 @@ type Body = Full<Bytes>;
 
 /// Request bodies larger than this are refused (413).
 const MAX_BODY: usize = 1 << 20;
+
+/// How much of a refused body is read (and dropped) before the connection closes.
+const MAX_DRAIN: usize = 128 << 20;
 
 pub struct Api {
     pub settings: Arc<Settings>,
@@ -251,21 +254,32 @@ impl Call {
         Ok(out)
     }
 
-    /// The body, at most `limit` bytes (413 beyond).
+    /// The body, at most `limit` bytes (413 beyond). A body over the limit
+    /// is still read to its end (up to [`MAX_DRAIN`]) before the 413 is
+    /// sent, so a client that writes its whole request before reading the
+    /// answer gets the 413 rather than a broken connection.
     pub(crate) async fn bytes(&mut self, limit: usize) -> Result<Bytes, ApiError> {
-        let body = self.body.take().ok_or_else(|| ApiError::bad("InvalidBody", "the body was already read"))?;
-        let collected = Limited::new(body, limit).collect().await.map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PayloadTooLarge",
-                    format!("the body is over {limit} bytes"),
-                )
-            } else {
-                ApiError::bad("InvalidBody", format!("reading the body failed: {e}"))
+        let mut body = self.body.take().ok_or_else(|| ApiError::bad("InvalidBody", "the body was already read"))?;
+        let mut buf = bytes::BytesMut::new();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::bad("InvalidBody", format!("reading the body failed: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            total += data.len();
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            } else if total > MAX_DRAIN {
+                break;
             }
-        })?;
-        Ok(collected.to_bytes())
+        }
+        if total > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!("the body is over {limit} bytes"),
+            ));
+        }
+        Ok(buf.freeze())
     }
 
     /// A JSON body: `application/json`, at most [`MAX_BODY`] bytes, and

@@ -104,7 +104,15 @@ pub struct Policies {
     metrics: Arc<Metrics>,
     /// Each domain's active uploaded plugin; absent: the default.
     active: RwLock<HashMap<String, Arc<Plugin>>>,
+    /// Consecutive failures of each domain's active plugin.
+    failures: std::sync::Mutex<HashMap<String, u32>>,
+    /// Told of each demotion, (domain, version), so the catalog follows.
+    demotions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>>,
 }
+
+/// After this many consecutive failed naming calls, a domain's plugin is
+/// demoted: the default policy runs until the tenant activates a version again.
+pub const DEMOTE_AFTER: u32 = 5;
 
 /// What one call used, as measured by the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,7 +276,22 @@ impl Policies {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PolicyError::Engine(e.to_string()))?;
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |c| c).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let default = Arc::new(load(&engine, &linker, "default", DEFAULT_PLUGIN)?);
-        Ok(Policies { engine, linker, default, index, limits, metrics, active: RwLock::default() })
+        Ok(Policies {
+            engine,
+            linker,
+            default,
+            index,
+            limits,
+            metrics,
+            active: RwLock::default(),
+            failures: Default::default(),
+            demotions: Default::default(),
+        })
+    }
+
+    /// Where demotions are reported.
+    pub fn on_demotion(&self, tx: tokio::sync::mpsc::UnboundedSender<(String, String)>) {
+        *self.demotions.lock().unwrap() = Some(tx);
     }
 
     /// Puts a domain's plugin in force (None: the default).
@@ -277,6 +300,37 @@ impl Policies {
         match plugin {
             Some(p) => drop(active.insert(domain.to_owned(), p)),
             None => drop(active.remove(domain)),
+        }
+        self.failures.lock().unwrap().remove(domain);
+    }
+
+    /// Counts a failure of a domain's plugin; demotes it after [`DEMOTE_AFTER`] in a row.
+    fn failed(&self, domain: &str, plugin: &Arc<Plugin>) {
+        let count = {
+            let mut failures = self.failures.lock().unwrap();
+            let n = failures.entry(domain.to_owned()).or_default();
+            *n += 1;
+            *n
+        };
+        if count < DEMOTE_AFTER {
+            return;
+        }
+        {
+            let mut active = self.active.write().unwrap();
+            // Only the version that failed; the tenant may have activated another meanwhile.
+            if !active.get(domain).is_some_and(|p| Arc::ptr_eq(p, plugin)) {
+                return;
+            }
+            active.remove(domain);
+        }
+        self.failures.lock().unwrap().remove(domain);
+        tracing::error!(
+            %domain, version = %plugin.version, failures = count,
+            "plugin demoted after consecutive failures; the default policy runs until a version is activated again"
+        );
+        self.metrics.policy_demotion(domain);
+        if let Some(tx) = self.demotions.lock().unwrap().as_ref() {
+            let _ = tx.send((domain.to_owned(), plugin.version.clone()));
         }
     }
 
@@ -348,10 +402,14 @@ impl Policies {
         let plugin = self.active.read().unwrap().get(facts.domain).cloned();
         if let Some(plugin) = plugin {
             match self.call_name(&plugin, facts, template, true) {
-                Ok((placements, _)) => return Ok(placements),
+                Ok((placements, _)) => {
+                    self.failures.lock().unwrap().remove(facts.domain);
+                    return Ok(placements);
+                }
                 Err(e) => {
                     tracing::warn!(domain = %facts.domain, error = %e, "plugin failed; the default policy names this capture");
                     self.metrics.policy_fallback(facts.domain);
+                    self.failed(facts.domain, &plugin);
                 }
             }
         }
@@ -580,6 +638,17 @@ mod tests {
         assert_eq!(p.name(&facts, &t).unwrap(), vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]);
         assert!(started.elapsed() < Duration::from_secs(2), "stopped by fuel or the deadline");
         assert!(metrics.render().contains("edgesnap_policy_fallbacks_total{domain=\"a.example\"} 1"));
+        // Failures in a row demote it, once, and say so.
+        let (tx, mut demoted) = tokio::sync::mpsc::unbounded_channel();
+        p.on_demotion(tx);
+        for _ in 1..DEMOTE_AFTER {
+            p.name(&facts, &t).unwrap();
+        }
+        assert_eq!(demoted.try_recv().unwrap(), ("a.example".to_string(), "spin".to_string()));
+        assert!(p.active.read().unwrap().get("a.example").is_none(), "the default runs");
+        assert!(metrics.render().contains("edgesnap_policy_demotions_total{domain=\"a.example\"} 1"));
+        p.name(&facts, &t).unwrap();
+        assert!(demoted.try_recv().is_err());
         p.activate("a.example", None);
         assert_eq!(p.name(&facts, &t).unwrap(), vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]);
     }
