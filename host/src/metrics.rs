@@ -24,6 +24,12 @@ pub struct Metrics {
     pub lateness_seconds: Histogram,
     /// Captures an uploaded plugin failed to name, stored by the default policy instead.
     pub policy_fallbacks: Family<Vec<(&'static str, String)>, Counter>,
+    /// Naming calls of uploaded plugins by domain, version (12 hex digits) and outcome.
+    pub policy_calls: Family<Vec<(&'static str, String)>, Counter>,
+    /// Their duration, fuel and peak memory, by domain and version.
+    pub policy_call_seconds: Family<Vec<(&'static str, String)>, Histogram>,
+    pub policy_fuel: Family<Vec<(&'static str, String)>, Histogram>,
+    pub policy_peak_memory_bytes: Family<Vec<(&'static str, String)>, Histogram>,
     /// Plugins demoted after consecutive failures.
     pub policy_demotions: Family<Vec<(&'static str, String)>, Counter>,
     /// HTTP requests by method, route pattern and status, with their latency.
@@ -60,6 +66,12 @@ impl Metrics {
             http_seconds: Family::new_with_constructor(histogram),
             policy_fallbacks: Family::default(),
             policy_demotions: Family::default(),
+            policy_calls: Family::default(),
+            policy_call_seconds: Family::new_with_constructor(histogram),
+            policy_fuel: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1_000.0, 4.0, 12))),
+            policy_peak_memory_bytes: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(65_536.0, 2.0, 12))
+            }),
             registry: Registry::default(),
         };
         registry.register("rtmp_connections", "Open RTMP connections", m.rtmp_connections.clone());
@@ -94,6 +106,22 @@ impl Metrics {
             "Domain plugins demoted to the default policy after consecutive failures",
             m.policy_demotions.clone(),
         );
+        registry.register("policy_calls", "Naming calls of uploaded plugins, by outcome", m.policy_calls.clone());
+        registry.register(
+            "policy_call_seconds",
+            "Duration of uploaded plugins' naming calls",
+            m.policy_call_seconds.clone(),
+        );
+        registry.register(
+            "policy_fuel",
+            "Fuel used by uploaded plugins' successful naming calls",
+            m.policy_fuel.clone(),
+        );
+        registry.register(
+            "policy_peak_memory_bytes",
+            "Peak linear memory of uploaded plugins' successful naming calls",
+            m.policy_peak_memory_bytes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -113,6 +141,27 @@ impl Metrics {
 
     pub fn policy_fallback(&self, domain: &str) {
         self.policy_fallbacks.get_or_create(&vec![("domain", domain.to_owned())]).inc();
+    }
+
+    /// One naming call of an uploaded plugin; `usage` (fuel, peak memory) when it succeeded.
+    pub fn policy_call(
+        &self,
+        domain: &str,
+        version: &str,
+        outcome: &'static str,
+        seconds: f64,
+        usage: Option<(u64, usize)>,
+    ) {
+        let version: String = version.chars().take(12).collect();
+        let dv = vec![("domain", domain.to_owned()), ("version", version)];
+        let mut with_outcome = dv.clone();
+        with_outcome.push(("outcome", outcome.to_owned()));
+        self.policy_calls.get_or_create(&with_outcome).inc();
+        self.policy_call_seconds.get_or_create(&dv).observe(seconds);
+        if let Some((fuel, memory)) = usage {
+            self.policy_fuel.get_or_create(&dv).observe(fuel as f64);
+            self.policy_peak_memory_bytes.get_or_create(&dv).observe(memory as f64);
+        }
     }
 
     pub fn policy_demotion(&self, domain: &str) {

@@ -401,7 +401,17 @@ impl Policies {
     pub fn name(&self, facts: &CaptureFacts<'_>, template: &Template) -> Result<Vec<Placement>, PolicyError> {
         let plugin = self.active.read().unwrap().get(facts.domain).cloned();
         if let Some(plugin) = plugin {
-            match self.call_name(&plugin, facts, template, true) {
+            let started = std::time::Instant::now();
+            let result = self.call_name(&plugin, facts, template, true);
+            let seconds = started.elapsed().as_secs_f64();
+            let (outcome, usage) = match &result {
+                Ok((_, u)) => ("ok", Some((u.fuel, u.peak_memory_bytes))),
+                Err(PolicyError::Refused { .. }) => ("refused", None),
+                Err(PolicyError::BadOutput { .. }) => ("bad_output", None),
+                Err(_) => ("trap", None),
+            };
+            self.metrics.policy_call(facts.domain, &plugin.version, outcome, seconds, usage);
+            match result {
                 Ok((placements, _)) => {
                     self.failures.lock().unwrap().remove(facts.domain);
                     return Ok(placements);
@@ -638,6 +648,13 @@ mod tests {
         assert_eq!(p.name(&facts, &t).unwrap(), vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]);
         assert!(started.elapsed() < Duration::from_secs(2), "stopped by fuel or the deadline");
         assert!(metrics.render().contains("edgesnap_policy_fallbacks_total{domain=\"a.example\"} 1"));
+        let m = metrics.render();
+        assert!(m.contains(r#"edgesnap_policy_calls_total{domain="a.example",version="dates",outcome="ok"} 1"#), "{m}");
+        assert!(
+            m.contains(r#"edgesnap_policy_calls_total{domain="a.example",version="spin",outcome="trap"} 1"#),
+            "{m}"
+        );
+        assert!(m.contains(r#"edgesnap_policy_fuel_count{domain="a.example",version="dates"} 1"#), "{m}");
         // Failures in a row demote it, once, and say so.
         let (tx, mut demoted) = tokio::sync::mpsc::unbounded_channel();
         p.on_demotion(tx);
