@@ -216,6 +216,12 @@ fn a_plugin_failing_on_real_captures_falls_back_then_is_demoted() {
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains(r#"edgesnap_policy_demotions_total{domain="localhost"} 1"#), "{metrics}");
     assert!(host.log().contains("plugin demoted after consecutive failures"));
+    // The tenant can see why: the run records.
+    let runs = host.get_json("/v1/domains/localhost/plugins/runs");
+    let runs = runs["runs"].as_array().unwrap();
+    assert!(runs.len() >= 5, "{runs:?}");
+    assert!(runs.iter().all(|r| r["outcome"] == "refused" && r["fell_back"] == true), "{runs:?}");
+    assert!(runs[0]["error"].as_str().unwrap().contains("stream bad1 is refused"), "{:?}", runs[0]);
     host.restart();
     assert_eq!(host.get_json("/v1/domains/localhost/plugins")["active"], "default", "demoted across a restart");
 }

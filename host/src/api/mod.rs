@@ -102,6 +102,7 @@ enum Op {
     LatestImage,
     SnapshotNow,
     ListPlugins,
+    PluginRuns,
     UploadPlugin,
     ActivatePlugin,
     DeletePlugin,
@@ -149,6 +150,7 @@ const ROUTES: &[RouteDef] = &[
     r("POST", "/v1/domains/{domain}/streams/{app}/{stream}/snapshot", Op::SnapshotNow, Access::Domain),
     r("GET", "/v1/domains/{domain}/plugins", Op::ListPlugins, Access::Domain),
     r("POST", "/v1/domains/{domain}/plugins", Op::UploadPlugin, Access::Domain),
+    r("GET", "/v1/domains/{domain}/plugins/runs", Op::PluginRuns, Access::Domain),
     r("POST", "/v1/domains/{domain}/plugins/{version}/activate", Op::ActivatePlugin, Access::Domain),
     r("DELETE", "/v1/domains/{domain}/plugins/{version}", Op::DeletePlugin, Access::Domain),
 ];
@@ -444,6 +446,7 @@ impl Api {
             Op::SnapshotNow => streams::snapshot_now(self, d, &call).await,
             Op::ListPlugins => plugins::list(self, d).await,
             Op::UploadPlugin => plugins::upload(self, d, &mut call).await,
+            Op::PluginRuns => plugins::runs(self, d),
             Op::ActivatePlugin => plugins::activate(self, d, call.params.get("version")).await,
             Op::DeletePlugin => plugins::delete(self, d, call.params.get("version")).await,
         }

@@ -155,3 +155,31 @@ pub(super) async fn delete(api: &Api, domain: &str, version: &str) -> Result<Res
     }
     Ok(super::no_content())
 }
+
+/// The domain's recent naming calls of uploaded plugins, newest first.
+pub(super) fn runs(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
+    let runs: Vec<Value> = api
+        .policies
+        .runs(domain)
+        .iter()
+        .map(|r| {
+            json!({
+                "time": iso_ms(r.time_ms),
+                "version": r.version,
+                "app": r.app,
+                "stream": r.stream,
+                "create_timestamp": r.create_timestamp_ms,
+                "sequence": r.sequence,
+                "outcome": r.outcome,
+                "error": r.error,
+                "placements": r.placements.iter().map(|(k, m)| json!({"key": k, "mode": m})).collect::<Vec<_>>(),
+                "logs": r.logs,
+                "fuel": r.fuel,
+                "peak_memory_bytes": r.peak_memory_bytes,
+                "duration_ms": r.duration_ms,
+                "fell_back": r.fell_back,
+            })
+        })
+        .collect();
+    Ok(super::json(StatusCode::OK, &json!({ "runs": runs })))
+}

@@ -106,8 +106,34 @@ pub struct Policies {
     active: RwLock<HashMap<String, Arc<Plugin>>>,
     /// Consecutive failures of each domain's active plugin.
     failures: std::sync::Mutex<HashMap<String, u32>>,
+    /// Each domain's recent naming calls of uploaded plugins, newest last.
+    runs: std::sync::Mutex<HashMap<String, std::collections::VecDeque<RunRecord>>>,
     /// Told of each demotion, (domain, version), so the catalog follows.
     demotions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>>,
+}
+
+/// Run records kept per domain.
+pub const RUNS_KEPT: usize = 50;
+
+/// One naming call of an uploaded plugin, as the tenant can read it back.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub time_ms: u64,
+    pub version: String,
+    pub app: String,
+    pub stream: String,
+    pub create_timestamp_ms: u64,
+    pub sequence: u64,
+    pub outcome: &'static str,
+    pub error: Option<String>,
+    /// (key, mode) as the plugin returned them.
+    pub placements: Vec<(String, &'static str)>,
+    pub logs: Vec<String>,
+    pub fuel: u64,
+    pub peak_memory_bytes: usize,
+    pub duration_ms: f64,
+    /// True when a failure made the default policy name this capture.
+    pub fell_back: bool,
 }
 
 /// After this many consecutive failed naming calls, a domain's plugin is
@@ -285,6 +311,7 @@ impl Policies {
             metrics,
             active: RwLock::default(),
             failures: Default::default(),
+            runs: Default::default(),
             demotions: Default::default(),
         })
     }
@@ -302,6 +329,42 @@ impl Policies {
             None => drop(active.remove(domain)),
         }
         self.failures.lock().unwrap().remove(domain);
+    }
+
+    fn record(&self, facts: &CaptureFacts<'_>, version: &str, outcome: &'static str, seconds: f64, call: &Run) {
+        let record = RunRecord {
+            time_ms: crate::unix_ms(),
+            version: version.to_owned(),
+            app: facts.app.to_owned(),
+            stream: facts.stream.to_owned(),
+            create_timestamp_ms: facts.create_timestamp_ms,
+            sequence: facts.sequence,
+            outcome,
+            error: call.result.as_ref().err().map(ToString::to_string),
+            placements: call
+                .result
+                .as_ref()
+                .map(|p| {
+                    p.iter().map(|p| (p.key.clone(), if p.overwrite { "overwrite" } else { "sequential" })).collect()
+                })
+                .unwrap_or_default(),
+            logs: call.logs.clone(),
+            fuel: call.usage.fuel,
+            peak_memory_bytes: call.usage.peak_memory_bytes,
+            duration_ms: seconds * 1000.0,
+            fell_back: call.result.is_err(),
+        };
+        let mut runs = self.runs.lock().unwrap();
+        let q = runs.entry(facts.domain.to_owned()).or_default();
+        if q.len() == RUNS_KEPT {
+            q.pop_front();
+        }
+        q.push_back(record);
+    }
+
+    /// A domain's recent run records, newest first.
+    pub fn runs(&self, domain: &str) -> Vec<RunRecord> {
+        self.runs.lock().unwrap().get(domain).map(|q| q.iter().rev().cloned().collect()).unwrap_or_default()
     }
 
     /// Counts a failure of a domain's plugin; demotes it after [`DEMOTE_AFTER`] in a row.
@@ -358,7 +421,9 @@ impl Policies {
             jpeg_quality: 85,
             origin: crate::config::Origin::Api,
         };
-        let (_, usage) = self.call_name(plugin, &facts, &template, false)?;
+        let call = self.call_name(plugin, &facts, &template, false);
+        call.result?;
+        let usage = call.usage;
         let mut store = self.store(facts.domain, facts.create_timestamp_ms);
         let version = &plugin.version;
         let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
@@ -379,19 +444,7 @@ impl Policies {
     /// Runs one naming call with production limits and reports everything,
     /// committing nothing (the local runner).
     pub fn run(&self, plugin: &Plugin, facts: &CaptureFacts<'_>, template: &Template) -> Run {
-        let mut store = self.store(facts.domain, facts.create_timestamp_ms);
-        let result = self.name_in(&mut store, plugin, facts, template);
-        let usage = Usage {
-            fuel: self.limits.fuel - store.get_fuel().unwrap_or(0),
-            peak_memory_bytes: store.data().limits.peak_memory,
-        };
-        let data = store.data_mut();
-        Run {
-            result,
-            logs: std::mem::take(&mut data.logs),
-            usage,
-            state_writes: std::mem::take(&mut data.staged).into_iter().collect(),
-        }
+        self.call_name(plugin, facts, template, false)
     }
 
     /// Names a capture with the domain's plugin. A failure of an uploaded
@@ -402,17 +455,19 @@ impl Policies {
         let plugin = self.active.read().unwrap().get(facts.domain).cloned();
         if let Some(plugin) = plugin {
             let started = std::time::Instant::now();
-            let result = self.call_name(&plugin, facts, template, true);
+            let call = self.call_name(&plugin, facts, template, true);
             let seconds = started.elapsed().as_secs_f64();
-            let (outcome, usage) = match &result {
-                Ok((_, u)) => ("ok", Some((u.fuel, u.peak_memory_bytes))),
-                Err(PolicyError::Refused { .. }) => ("refused", None),
-                Err(PolicyError::BadOutput { .. }) => ("bad_output", None),
-                Err(_) => ("trap", None),
+            let outcome = match &call.result {
+                Ok(_) => "ok",
+                Err(PolicyError::Refused { .. }) => "refused",
+                Err(PolicyError::BadOutput { .. }) => "bad_output",
+                Err(_) => "trap",
             };
+            let usage = call.result.is_ok().then_some((call.usage.fuel, call.usage.peak_memory_bytes));
             self.metrics.policy_call(facts.domain, &plugin.version, outcome, seconds, usage);
-            match result {
-                Ok((placements, _)) => {
+            self.record(facts, &plugin.version, outcome, seconds, &call);
+            match call.result {
+                Ok(placements) => {
                     self.failures.lock().unwrap().remove(facts.domain);
                     return Ok(placements);
                 }
@@ -432,35 +487,32 @@ impl Policies {
         facts: &CaptureFacts<'_>,
         template: &Template,
     ) -> Result<Vec<Placement>, PolicyError> {
-        self.call_name(plugin, facts, template, true).map(|(p, _)| p)
+        self.call_name(plugin, facts, template, true).result
     }
 
-    fn call_name(
-        &self,
-        plugin: &Plugin,
-        facts: &CaptureFacts<'_>,
-        template: &Template,
-        commit_state: bool,
-    ) -> Result<(Vec<Placement>, Usage), PolicyError> {
-        let version = &plugin.version;
+    /// One naming call in a fresh store. With `commit_state`, the staged
+    /// state writes of a successful call are committed (and a failed commit
+    /// fails the call); otherwise they are returned.
+    fn call_name(&self, plugin: &Plugin, facts: &CaptureFacts<'_>, template: &Template, commit_state: bool) -> Run {
         let mut store = self.store(facts.domain, facts.create_timestamp_ms);
-        let placements = self.name_in(&mut store, plugin, facts, template)?;
+        let mut result = self.name_in(&mut store, plugin, facts, template);
         let usage = Usage {
             fuel: self.limits.fuel - store.get_fuel().unwrap_or(0),
             peak_memory_bytes: store.data().limits.peak_memory,
         };
-        let staged = std::mem::take(&mut store.data_mut().staged);
-        if commit_state && !staged.is_empty() {
-            // Staged state is committed only for a successful call.
-            let index = self.index.clone();
-            let domain = facts.domain.to_owned();
-            let writes: Vec<_> = staged.into_iter().collect();
-            tokio::runtime::Handle::try_current()
-                .map(|h| h.block_on(index.commit_plugin_state(domain, writes)))
-                .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?
-                .map_err(|e| PolicyError::Call { version: version.clone(), why: format!("commit state: {e}") })?;
+        let data = store.data_mut();
+        let logs = std::mem::take(&mut data.logs);
+        let mut state_writes: Vec<_> = std::mem::take(&mut data.staged).into_iter().collect();
+        if commit_state && result.is_ok() && !state_writes.is_empty() {
+            let writes = std::mem::take(&mut state_writes);
+            let committed = tokio::runtime::Handle::try_current().map_err(|e| e.to_string()).and_then(|h| {
+                h.block_on(self.index.commit_plugin_state(facts.domain.to_owned(), writes)).map_err(|e| e.to_string())
+            });
+            if let Err(e) = committed {
+                result = Err(PolicyError::Call { version: plugin.version.clone(), why: format!("commit state: {e}") });
+            }
         }
-        Ok((placements, usage))
+        Run { result, logs, usage, state_writes }
     }
 
     /// One naming call in a given store: instantiate, call, check the output.
