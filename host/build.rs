@@ -17,8 +17,8 @@ fn main() {
     for entry in std::fs::read_dir(&plugins).expect("read plugins/").flatten() {
         let crate_dir = entry.path();
         if crate_dir.join("Cargo.toml").exists() {
-            println!("cargo:rerun-if-changed={}", crate_dir.join("Cargo.toml").display());
-            println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
+            // The whole crate: its sources, manifest and any WIT of its own.
+            println!("cargo:rerun-if-changed={}", crate_dir.display());
         }
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());

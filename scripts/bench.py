@@ -74,14 +74,14 @@ def metrics(port):
 
 
 def lateness(m0, m1):
-    """p50, p99 upper bounds (s) of the window's lateness histogram."""
-    buckets = []
+    """p50, p99 upper bounds (s) of the window's lateness histogram, all domains."""
+    counts = {}
     for k, v in m1.items():
-        r = re.match(r'edgesnap_lateness_seconds_bucket\{le="([^"]+)"\}', k)
+        r = re.match(r'edgesnap_lateness_seconds_bucket\{.*le="([^"]+)"\}', k)
         if r:
             le = float("inf") if r.group(1) == "+Inf" else float(r.group(1))
-            buckets.append((le, v - m0.get(k, 0)))
-    buckets.sort()
+            counts[le] = counts.get(le, 0) + v - m0.get(k, 0)
+    buckets = sorted(counts.items())
     total = buckets[-1][1] if buckets else 0
     def q(p):
         for le, c in buckets:

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod policy;
+pub mod retention;
 pub mod snapshot;
 pub mod storage;
 pub mod tenants;

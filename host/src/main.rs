@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use edgesnap::config::Config;
 use edgesnap::tenants::Tenants;
-use edgesnap::{api, index, ingest, media, metrics, policy, snapshot};
+use edgesnap::{api, index, ingest, media, metrics, policy, retention, snapshot};
 
 #[derive(Parser)]
 #[command(
@@ -135,7 +135,10 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let tenants = Tenants::start(config, &operator_token, index.clone())?;
     let (settings, storage) = (tenants.settings().clone(), tenants.storage().clone());
     remove_tombstoned(&index, &storage).await?;
-    let policies = Arc::new(policy::Policies::new(index.clone(), policy::Limits::default(), metrics.clone())?);
+    let compiled = server.data_dir.join("plugins/compiled");
+    let policies =
+        Arc::new(policy::Policies::new(index.clone(), settings.get().plugin_limits, metrics.clone(), Some(&compiled))?);
+    policies.follow(settings.clone());
     let url_key = index.secret("url-signing-key")?;
 
     let rtmp = tokio::net::TcpListener::bind(server.rtmp_listen)
@@ -155,24 +158,43 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let snapshot_tasks = TaskTracker::new();
     let ingest = ingest::Ingest::new(settings.clone(), jobs_tx, metrics.clone());
     activate_plugins(&tenants, &policies, &server.data_dir).await;
-    // A demoted plugin stays demoted across restarts: the catalog follows.
-    let (demoted_tx, mut demoted_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    // A demoted plugin stays demoted across restarts: the catalog follows,
+    // and the previous version (or the default) takes over.
+    let (demoted_tx, mut demoted_rx) = tokio::sync::mpsc::unbounded_channel::<policy::Demoted>();
     policies.on_demotion(demoted_tx);
-    let demotion_tenants = tenants.clone();
+    let (demotion_tenants, demotion_policies) = (tenants.clone(), policies.clone());
+    let plugins_dir = server.data_dir.join("plugins");
     tokio::spawn(async move {
-        while let Some((domain, version)) = demoted_rx.recv().await {
-            let (active, _) = demotion_tenants.plugins(&domain).await;
-            if active.as_deref() == Some(version.as_str())
-                && let Err(e) = demotion_tenants.activate_plugin(&domain, None).await
-            {
-                tracing::error!(%domain, %version, error = %e, "recording a demotion failed");
+        while let Some(d) = demoted_rx.recv().await {
+            match demotion_tenants.demote_plugin(&d.domain, &d.version, &d.reason).await {
+                Ok(Some(back)) => {
+                    let path = plugins_dir.join(format!("{back}.wasm"));
+                    match load_plugin(&demotion_policies, &path, &back) {
+                        Ok(plugin) => {
+                            demotion_policies.activate(&d.domain, Some(Arc::new(plugin)));
+                            tracing::warn!(domain = %d.domain, demoted = %d.version, active = %back, "the previous plugin version is active again");
+                        }
+                        Err(e) => {
+                            tracing::error!(domain = %d.domain, version = %back, error = %e, "the previous plugin version does not load; the default policy runs")
+                        }
+                    }
+                }
+                Ok(None) => tracing::warn!(domain = %d.domain, demoted = %d.version, "the default policy is active"),
+                Err(e) => {
+                    tracing::error!(domain = %d.domain, version = %d.version, error = %e, "recording a demotion failed")
+                }
             }
         }
     });
+    let (retention, retention_rx) =
+        retention::Retention::new(index.clone(), storage.clone(), policies.clone(), metrics.clone());
+    let retention_stop = CancellationToken::new();
+    let retention_loop = tokio::spawn(retention.clone().run(retention_rx, retention_stop.clone()));
     let path = Arc::new(snapshot::SnapshotPath {
         index: index.clone(),
         storage: storage.clone(),
         policies: policies.clone(),
+        retention,
         metrics: metrics.clone(),
     });
     let api = Arc::new(api::Api {
@@ -207,8 +229,11 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let _ = snapshots.await;
     snapshot_tasks.close();
     snapshot_tasks.wait().await;
+    // 4. A deletion pass under way finishes; no new one starts.
+    retention_stop.cancel();
+    let _ = retention_loop.await;
     let _ = http_loop.await;
-    // 4. Close redb cleanly: the last holder of the index is this function.
+    // 5. Close redb cleanly: the last holder of the index is this function.
     drop(tenants);
     close_index(index).await;
     tracing::info!("stopped");
@@ -269,16 +294,19 @@ async fn shutdown_signal(path: &std::path::Path, tenants: &Tenants) {
 async fn activate_plugins(tenants: &Tenants, policies: &Arc<policy::Policies>, data_dir: &std::path::Path) {
     for (domain, version) in tenants.active_plugins().await {
         let path = data_dir.join("plugins").join(format!("{version}.wasm"));
-        let loaded = std::fs::read(&path)
-            .map_err(|e| format!("read {}: {e}", path.display()))
-            .and_then(|bytes| policies.load(&version, &bytes).map_err(|e| e.to_string()));
-        match loaded {
+        match load_plugin(policies, &path, &version) {
             Ok(plugin) => policies.activate(&domain, Some(Arc::new(plugin))),
             Err(e) => {
                 tracing::error!(%domain, %version, error = %e, "active plugin does not load; the default policy runs")
             }
         }
     }
+}
+
+/// Reads and compiles (or takes from the compiled cache) an uploaded version.
+fn load_plugin(policies: &policy::Policies, path: &std::path::Path, version: &str) -> Result<policy::Plugin, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    policies.load(version, &bytes).map_err(|e| e.to_string())
 }
 
 /// Removes objects whose records were deleted before a crash or an outage.

@@ -20,16 +20,19 @@ pub struct Metrics {
     pub snapshots_failed: Family<Labels, Counter>,
     /// Seconds per stage of the snapshot path (`stage` = decode, policy, store, index).
     pub stage_seconds: Family<Labels, Histogram>,
-    /// Seconds from the keyframe's arrival to its index record being committed.
-    pub lateness_seconds: Histogram,
+    /// Seconds from the keyframe's arrival to its index record being committed, by domain.
+    pub lateness_seconds: Family<Vec<(&'static str, String)>, Histogram>,
     /// Captures an uploaded plugin failed to name, stored by the default policy instead.
     pub policy_fallbacks: Family<Vec<(&'static str, String)>, Counter>,
-    /// Naming calls of uploaded plugins by domain, version (12 hex digits) and outcome.
+    /// Calls of uploaded plugins by domain, version (12 hex digits), call
+    /// (`name`, `select_deletions`) and outcome.
     pub policy_calls: Family<Vec<(&'static str, String)>, Counter>,
     /// Their duration, fuel and peak memory, by domain and version.
     pub policy_call_seconds: Family<Vec<(&'static str, String)>, Histogram>,
     pub policy_fuel: Family<Vec<(&'static str, String)>, Histogram>,
     pub policy_peak_memory_bytes: Family<Vec<(&'static str, String)>, Histogram>,
+    /// Snapshots deleted because a domain's plugin selected them.
+    pub policy_deletions: Family<Vec<(&'static str, String)>, Counter>,
     /// Plugins demoted after consecutive failures.
     pub policy_demotions: Family<Vec<(&'static str, String)>, Counter>,
     /// HTTP requests by method, route pattern and status, with their latency.
@@ -62,10 +65,11 @@ impl Metrics {
             snapshots_stored: Counter::default(),
             snapshots_failed: Family::default(),
             stage_seconds: Family::new_with_constructor(histogram),
-            lateness_seconds: Histogram::new(LATENESS_BUCKETS.iter().copied()),
+            lateness_seconds: Family::new_with_constructor(|| Histogram::new(LATENESS_BUCKETS.iter().copied())),
             http_seconds: Family::new_with_constructor(histogram),
             policy_fallbacks: Family::default(),
             policy_demotions: Family::default(),
+            policy_deletions: Family::default(),
             policy_calls: Family::default(),
             policy_call_seconds: Family::new_with_constructor(histogram),
             policy_fuel: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1_000.0, 4.0, 12))),
@@ -106,7 +110,12 @@ impl Metrics {
             "Domain plugins demoted to the default policy after consecutive failures",
             m.policy_demotions.clone(),
         );
-        registry.register("policy_calls", "Naming calls of uploaded plugins, by outcome", m.policy_calls.clone());
+        registry.register("policy_calls", "Calls of uploaded plugins, by call and outcome", m.policy_calls.clone());
+        registry.register(
+            "policy_deletions",
+            "Snapshots deleted because the domain's plugin selected them",
+            m.policy_deletions.clone(),
+        );
         registry.register(
             "policy_call_seconds",
             "Duration of uploaded plugins' naming calls",
@@ -143,11 +152,13 @@ impl Metrics {
         self.policy_fallbacks.get_or_create(&vec![("domain", domain.to_owned())]).inc();
     }
 
-    /// One naming call of an uploaded plugin; `usage` (fuel, peak memory) when it succeeded.
+    /// One call (`name`, `select_deletions`) of an uploaded plugin; `usage`
+    /// (fuel, peak memory) when it succeeded.
     pub fn policy_call(
         &self,
         domain: &str,
         version: &str,
+        call: &'static str,
         outcome: &'static str,
         seconds: f64,
         usage: Option<(u64, usize)>,
@@ -155,6 +166,7 @@ impl Metrics {
         let version: String = version.chars().take(12).collect();
         let dv = vec![("domain", domain.to_owned()), ("version", version)];
         let mut with_outcome = dv.clone();
+        with_outcome.push(("call", call.to_owned()));
         with_outcome.push(("outcome", outcome.to_owned()));
         self.policy_calls.get_or_create(&with_outcome).inc();
         self.policy_call_seconds.get_or_create(&dv).observe(seconds);
@@ -162,6 +174,14 @@ impl Metrics {
             self.policy_fuel.get_or_create(&dv).observe(fuel as f64);
             self.policy_peak_memory_bytes.get_or_create(&dv).observe(memory as f64);
         }
+    }
+
+    pub fn policy_deleted(&self, domain: &str, n: u64) {
+        self.policy_deletions.get_or_create(&vec![("domain", domain.to_owned())]).inc_by(n);
+    }
+
+    pub fn lateness(&self, domain: &str, seconds: f64) {
+        self.lateness_seconds.get_or_create(&vec![("domain", domain.to_owned())]).observe(seconds);
     }
 
     pub fn policy_demotion(&self, domain: &str) {

@@ -34,6 +34,7 @@ pub struct SnapshotPath {
     pub index: Arc<Index>,
     pub storage: Arc<Storage>,
     pub policies: Arc<Policies>,
+    pub retention: Arc<crate::retention::Retention>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -61,8 +62,9 @@ impl SnapshotPath {
                 match &result {
                     Ok(records) => {
                         path.metrics.snapshots_stored.inc();
-                        path.metrics.lateness_seconds.observe(job.received.elapsed().as_secs_f64());
+                        path.metrics.lateness(&domain, job.received.elapsed().as_secs_f64());
                         if !records.is_empty() {
+                            path.retention.after_snapshot(&domain, &app, &stream);
                             let stats = &job.info.stats;
                             stats.stored.fetch_add(1, Ordering::Relaxed);
                             stats.last_snapshot_ms.fetch_max(job.create_timestamp_ms, Ordering::Relaxed);

@@ -27,6 +27,7 @@ const NOTIFY: &str = "notify";
 const TOKEN: &str = "token";
 const PLUGIN: &str = "plugin";
 const PLUGIN_ACTIVE: &str = "plugin-active";
+const PLUGIN_PREVIOUS: &str = "plugin-previous";
 
 /// Fields a template update may name.
 const TEMPLATE_FIELDS: &[&str] = &[
@@ -76,6 +77,15 @@ pub struct PluginDoc {
     /// What its conformance run used.
     pub fuel: u64,
     pub peak_memory_bytes: u64,
+    /// Why and when it was last demoted, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demoted: Option<Demotion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Demotion {
+    pub time_ms: u64,
+    pub reason: String,
 }
 
 /// A domain token as listed.
@@ -111,6 +121,9 @@ struct Catalog {
     tokens: BTreeMap<(String, String), TokenDoc>,
     plugins: BTreeMap<(String, String), PluginDoc>,
     active_plugins: BTreeMap<String, String>,
+    /// The version active before the active one, per domain: where a
+    /// demotion goes (absent: the default).
+    previous_plugins: BTreeMap<String, String>,
 }
 
 impl Catalog {
@@ -125,6 +138,7 @@ impl Catalog {
                 TOKEN => drop(c.tokens.insert((domain, name), decode(&what, &bytes)?)),
                 PLUGIN => drop(c.plugins.insert((domain, name), decode(&what, &bytes)?)),
                 PLUGIN_ACTIVE => drop(c.active_plugins.insert(domain, decode(&what, &bytes)?)),
+                PLUGIN_PREVIOUS => drop(c.previous_plugins.insert(domain, decode(&what, &bytes)?)),
                 other => tracing::warn!(kind = other, "unknown catalog entry kind; ignored"),
             }
         }
@@ -192,7 +206,7 @@ fn effective(file: &Config, cat: &Catalog) -> (Config, Vec<String>) {
     for d in domains.values_mut() {
         d.templates.sort_by(|a, b| a.app_name.cmp(&b.app_name));
     }
-    (Config { server: file.server.clone(), domains }, warnings)
+    (Config { server: file.server.clone(), plugin_limits: file.plugin_limits, domains }, warnings)
 }
 
 pub struct Tenants {
@@ -276,14 +290,14 @@ impl Tenants {
                     .into(),
             );
         }
-        // What can change live: the domains, and how URLs and domains resolve.
+        // What can change live: the domains, the plugin limits, and how URLs and domains resolve.
         let server = crate::config::Server {
             default_domain: new.default_domain.clone(),
             public_url: new.public_url.clone(),
             url_ttl: new.url_ttl,
             ..old.clone()
         };
-        let file = Config { server, domains: file.domains };
+        let file = Config { server, plugin_limits: file.plugin_limits, domains: file.domains };
         let (config, w) = effective(&file, &state.catalog);
         warnings.extend(w);
         let prepared = self.storage.prepare(&config).map_err(ChangeError::Storage)?;
@@ -389,6 +403,7 @@ impl Tenants {
         next.tokens.retain(|(d, _), _| d != name);
         next.plugins.retain(|(d, _), _| d != name);
         next.active_plugins.remove(name);
+        next.previous_plugins.remove(name);
         self.change(&mut state, next, Some(name.to_owned()), Vec::new()).await
     }
 
@@ -570,6 +585,11 @@ impl Tenants {
         (state.catalog.active_plugins.get(domain).cloned(), versions)
     }
 
+    /// Where a demotion of the domain's active version would go (None: the default).
+    pub async fn previous_plugin(&self, domain: &str) -> Option<String> {
+        self.state.lock().await.catalog.previous_plugins.get(domain).cloned()
+    }
+
     /// Records an uploaded version (its bytes already stored). Returns false
     /// if the domain had it already.
     pub async fn add_plugin(&self, domain: &str, version: &str, doc: PluginDoc) -> Result<bool, ChangeError> {
@@ -587,7 +607,8 @@ impl Tenants {
     }
 
     /// Records which version is active (None: the default). The caller has
-    /// checked that it loads.
+    /// checked that it loads. The version it replaces becomes the one a
+    /// demotion returns to.
     pub async fn activate_plugin(&self, domain: &str, version: Option<&str>) -> Result<(), ChangeError> {
         let mut state = self.state.lock().await;
         self.domain_in_force(domain)?;
@@ -596,19 +617,51 @@ impl Tenants {
         {
             return Err(plugin_not_found(domain, v));
         }
+        let current = state.catalog.active_plugins.get(domain).cloned();
+        if current.as_deref() == version {
+            return Ok(());
+        }
         let mut next = state.catalog.clone();
-        let ckey = (PLUGIN_ACTIVE.to_owned(), domain.to_owned(), String::new());
-        let write = match version {
-            Some(v) => {
-                next.active_plugins.insert(domain.to_owned(), v.to_owned());
-                Some(json_bytes(&v))
-            }
-            None => {
-                next.active_plugins.remove(domain);
-                None
-            }
-        };
-        self.change(&mut state, next, None, vec![(ckey, write)]).await
+        let writes = vec![
+            set_plugin_slot(&mut next.active_plugins, PLUGIN_ACTIVE, domain, version),
+            set_plugin_slot(&mut next.previous_plugins, PLUGIN_PREVIOUS, domain, current.as_deref()),
+        ];
+        self.change(&mut state, next, None, writes).await
+    }
+
+    /// Demotes a domain's active version after repeated failures: the
+    /// previous version (if it is still there) or the default becomes
+    /// active, and the demoted version records why. Returns what is active
+    /// now; nothing changes if `version` is no longer the active one.
+    pub async fn demote_plugin(
+        &self,
+        domain: &str,
+        version: &str,
+        reason: &str,
+    ) -> Result<Option<String>, ChangeError> {
+        let mut state = self.state.lock().await;
+        let current = state.catalog.active_plugins.get(domain).cloned();
+        if current.as_deref() != Some(version) {
+            return Ok(current);
+        }
+        let key = (domain.to_owned(), version.to_owned());
+        let back = state
+            .catalog
+            .previous_plugins
+            .get(domain)
+            .filter(|p| *p != version && state.catalog.plugins.contains_key(&(domain.to_owned(), (*p).clone())))
+            .cloned();
+        let mut next = state.catalog.clone();
+        let mut writes = vec![
+            set_plugin_slot(&mut next.active_plugins, PLUGIN_ACTIVE, domain, back.as_deref()),
+            set_plugin_slot(&mut next.previous_plugins, PLUGIN_PREVIOUS, domain, None),
+        ];
+        if let Some(doc) = next.plugins.get_mut(&key) {
+            doc.demoted = Some(Demotion { time_ms: crate::unix_ms(), reason: reason.to_owned() });
+            writes.push(((PLUGIN.to_owned(), key.0.clone(), key.1.clone()), Some(json_bytes(&*doc))));
+        }
+        self.change(&mut state, next, None, writes).await?;
+        Ok(back)
     }
 
     /// Forgets an inactive version. Returns whether any domain still has it.
@@ -626,9 +679,33 @@ impl Tenants {
         }
         let mut next = state.catalog.clone();
         next.plugins.remove(&key);
-        let ckey = (PLUGIN.to_owned(), domain.to_owned(), version.to_owned());
-        self.change(&mut state, next, None, vec![(ckey, None)]).await?;
+        let mut writes = vec![((PLUGIN.to_owned(), domain.to_owned(), version.to_owned()), None)];
+        if next.previous_plugins.get(domain).map(String::as_str) == Some(version) {
+            writes.push(set_plugin_slot(&mut next.previous_plugins, PLUGIN_PREVIOUS, domain, None));
+        }
+        self.change(&mut state, next, None, writes).await?;
         Ok(state.catalog.plugins.keys().any(|(_, v)| v == version))
+    }
+}
+
+/// Sets or clears a domain's version slot (active, previous), returning
+/// the catalog write.
+fn set_plugin_slot(
+    slot: &mut BTreeMap<String, String>,
+    kind: &str,
+    domain: &str,
+    version: Option<&str>,
+) -> (CatalogKey, Option<Vec<u8>>) {
+    let key = (kind.to_owned(), domain.to_owned(), String::new());
+    match version {
+        Some(v) => {
+            slot.insert(domain.to_owned(), v.to_owned());
+            (key, Some(json_bytes(&v)))
+        }
+        None => {
+            slot.remove(domain);
+            (key, None)
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub struct DomainSpec {
     pub s3: Option<(u16, &'static str)>,
     /// The `publish_auth` value, as TOML.
     pub publish_auth: Option<String>,
+    /// The body of `[domains."name".plugin_limits]`, as TOML.
+    pub plugin_limits: Option<&'static str>,
 }
 
 impl DomainSpec {
@@ -37,6 +39,7 @@ impl DomainSpec {
             sequence: Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg"),
             s3: None,
             publish_auth: None,
+            plugin_limits: None,
         }
     }
 }
@@ -164,6 +167,9 @@ impl Host {
         for d in domains {
             if let Some(auth) = &d.publish_auth {
                 config += &format!("[domains.\"{n}\"]\npublish_auth = {auth}\n", n = d.name);
+            }
+            if let Some(limits) = d.plugin_limits {
+                config += &format!("[domains.\"{n}\".plugin_limits]\n{limits}\n", n = d.name);
             }
             match d.s3 {
                 None => {

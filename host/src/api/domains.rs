@@ -60,6 +60,7 @@ fn view(api: &Api, d: &Domain) -> Value {
             (name, v)
         })
         .collect();
+    let limits = api.settings.get().plugin_limits_for(&d.name);
     json!({
         "domain": d.name,
         "origin": d.origin.as_str(),
@@ -67,6 +68,14 @@ fn view(api: &Api, d: &Domain) -> Value {
         "storage": storage,
         "snapshot_configs": d.templates.len(),
         "live_streams": api.ingest.live_streams(&d.name).len(),
+        "plugin_limits": {
+            "fuel": limits.fuel,
+            "deadline": humantime::format_duration(limits.deadline).to_string(),
+            "memory_mib": limits.memory_bytes >> 20,
+            "max_placements": limits.max_placements,
+            "max_log_lines": limits.max_log_lines,
+            "demote_after": limits.demote_after,
+        },
     })
 }
 
@@ -140,7 +149,7 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &Call) -> Result<Respo
         let removed = api.index.delete(ids, remove_files).await?;
         records += removed.len() as u64;
         if remove_files {
-            files += super::snapshots::remove_objects(api, &removed, |_, s| {
+            files += crate::retention::remove_objects(&api.index, &removed, |_, s| {
                 targets.get(s).cloned().ok_or_else(|| crate::storage::StorageError::NoTarget {
                     domain: domain.to_owned(),
                     target: s.to_owned(),

@@ -65,6 +65,7 @@ fn view(version: &str, doc: &PluginDoc, active: bool) -> Value {
         "uploaded_time": iso_ms(doc.uploaded_ms),
         "conformance": {"fuel": doc.fuel, "peak_memory_bytes": doc.peak_memory_bytes},
         "active": active,
+        "demoted": doc.demoted.as_ref().map(|d| json!({"time": iso_ms(d.time_ms), "reason": d.reason})),
     })
 }
 
@@ -106,6 +107,7 @@ pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<R
         uploaded_ms: crate::unix_ms(),
         fuel: usage.fuel,
         peak_memory_bytes: usage.peak_memory_bytes as u64,
+        demoted: None,
     };
     let created = api.tenants.add_plugin(domain, &version, doc.clone()).await?;
     let (active, versions) = api.tenants.plugins(domain).await;
@@ -116,8 +118,16 @@ pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<R
 
 pub(super) async fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
     let (active, versions) = api.tenants.plugins(domain).await;
+    let previous = api.tenants.previous_plugin(domain).await;
     let items: Vec<Value> = versions.iter().map(|(v, d)| view(v, d, active.as_deref() == Some(v.as_str()))).collect();
-    Ok(super::json(StatusCode::OK, &json!({"active": active.as_deref().unwrap_or(DEFAULT), "versions": items})))
+    Ok(super::json(
+        StatusCode::OK,
+        &json!({
+            "active": active.as_deref().unwrap_or(DEFAULT),
+            "previous": previous.as_deref().unwrap_or(DEFAULT),
+            "versions": items,
+        }),
+    ))
 }
 
 pub(super) async fn activate(api: &Api, domain: &str, version: &str) -> Result<Response<Body>, ApiError> {
@@ -156,7 +166,7 @@ pub(super) async fn delete(api: &Api, domain: &str, version: &str) -> Result<Res
     Ok(super::no_content())
 }
 
-/// The domain's recent naming calls of uploaded plugins, newest first.
+/// The domain's recent calls of uploaded plugins (and demotions), newest first.
 pub(super) fn runs(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
     let runs: Vec<Value> = api
         .policies
@@ -166,10 +176,12 @@ pub(super) fn runs(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
             json!({
                 "time": iso_ms(r.time_ms),
                 "version": r.version,
+                "call": r.call,
                 "app": r.app,
                 "stream": r.stream,
                 "create_timestamp": r.create_timestamp_ms,
                 "sequence": r.sequence,
+                "deletion": r.deletion,
                 "outcome": r.outcome,
                 "error": r.error,
                 "placements": r.placements.iter().map(|(k, m)| json!({"key": k, "mode": m})).collect::<Vec<_>>(),

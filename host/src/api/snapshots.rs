@@ -143,46 +143,6 @@ pub(super) async fn latest_image(api: &Api, domain: &str, call: &Call) -> Result
     image(api, record, &call.head.headers, true).await
 }
 
-/// Objects removed at once.
-const REMOVE_CONCURRENCY: usize = 32;
-
-/// Removes the objects of deleted (tombstoned) records, several at once,
-/// then has their tombstones cleared with the index's next commit: a
-/// tombstone left behind only makes the next start try a removal again.
-/// Returns how many were removed.
-pub(super) async fn remove_objects(
-    api: &Api,
-    removed: &[Record],
-    target: impl Fn(&str, &str) -> Result<std::sync::Arc<crate::storage::Target>, crate::storage::StorageError>,
-) -> u64 {
-    use futures::StreamExt;
-    let jobs: Vec<_> = removed
-        .iter()
-        .map(|r| {
-            let (id, key, target) = (r.id, r.key.clone(), target(&r.domain, &r.storage));
-            async move {
-                match target {
-                    // The target is gone (its domain deleted): nothing to remove from.
-                    Err(_) => (id, false, true),
-                    Ok(t) => match t.delete(&key).await {
-                        Ok(_) => (id, true, true),
-                        Err(e) => {
-                            tracing::warn!(error = %e, %key, "object not removed now; retried at next start");
-                            (id, false, false)
-                        }
-                    },
-                }
-            }
-        })
-        .collect();
-    let outcomes: Vec<(RecordId, bool, bool)> =
-        futures::stream::iter(jobs).buffer_unordered(REMOVE_CONCURRENCY).collect().await;
-    let files = outcomes.iter().filter(|o| o.1).count() as u64;
-    let done: Vec<RecordId> = outcomes.iter().filter(|o| o.2).map(|o| o.0).collect();
-    api.index.clear_tombstones_later(done);
-    files
-}
-
 /// Most items one delete may name (the reference's limit).
 const MAX_DELETE: usize = 200;
 
@@ -265,8 +225,11 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &mut Call) -> Result<R
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
     let removed = if ids.is_empty() { Vec::new() } else { api.index.delete(ids, body.remove_file).await? };
-    let files_removed =
-        if body.remove_file { remove_objects(api, &removed, |d, s| api.storage.target(d, s)).await } else { 0 };
+    let files_removed = if body.remove_file {
+        crate::retention::remove_objects(&api.index, &removed, |d, s| api.storage.target(d, s)).await
+    } else {
+        0
+    };
     let mut results = Vec::with_capacity(items.len());
     let mut ok = 0usize;
     for (item, records) in items.iter().zip(&found) {

@@ -21,7 +21,63 @@ pub use template::RuleError;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: Server,
+    /// Limits of every uploaded plugin's calls, unless its domain overrides them.
+    pub plugin_limits: PluginLimits,
     pub domains: BTreeMap<String, Domain>,
+}
+
+/// Limits of one plugin call (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Wasm fuel (about one unit per instruction).
+    pub fuel: u64,
+    /// Wall-clock deadline (epoch interruption).
+    pub deadline: Duration,
+    /// Linear memory of the instance.
+    pub memory_bytes: usize,
+    /// Placements one naming call may return.
+    pub max_placements: usize,
+    /// Log lines one call may write (more are dropped).
+    pub max_log_lines: u32,
+    /// Failed calls in a row after which the active version is demoted.
+    pub demote_after: u32,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            fuel: 20_000_000,
+            deadline: Duration::from_millis(200),
+            memory_bytes: 16 << 20,
+            max_placements: 16,
+            max_log_lines: 32,
+            demote_after: 5,
+        }
+    }
+}
+
+/// An operator's per-domain changes to the plugin limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginOverrides {
+    pub fuel: Option<u64>,
+    pub deadline: Option<Duration>,
+    pub memory_bytes: Option<usize>,
+    pub max_placements: Option<usize>,
+    pub max_log_lines: Option<u32>,
+    pub demote_after: Option<u32>,
+}
+
+impl PluginLimits {
+    pub fn with(self, o: &PluginOverrides) -> PluginLimits {
+        PluginLimits {
+            fuel: o.fuel.unwrap_or(self.fuel),
+            deadline: o.deadline.unwrap_or(self.deadline),
+            memory_bytes: o.memory_bytes.unwrap_or(self.memory_bytes),
+            max_placements: o.max_placements.unwrap_or(self.max_placements),
+            max_log_lines: o.max_log_lines.unwrap_or(self.max_log_lines),
+            demote_after: o.demote_after.unwrap_or(self.demote_after),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +141,8 @@ pub struct Domain {
     pub storage: BTreeMap<String, StorageTarget>,
     pub templates: Vec<Arc<Template>>,
     pub notify: Option<Notify>,
+    /// The operator's changes to this domain's plugin limits.
+    pub plugin_limits: PluginOverrides,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +266,15 @@ impl Config {
     }
 
     /// The template in force for an app: an exact app name wins over `*`.
+    /// The limits of a domain's plugin calls: the defaults with the
+    /// domain's overrides.
+    pub fn plugin_limits_for(&self, domain: &str) -> PluginLimits {
+        match self.domains.get(domain) {
+            Some(d) => self.plugin_limits.with(&d.plugin_limits),
+            None => self.plugin_limits,
+        }
+    }
+
     pub fn template_for(&self, domain: &str, app: &str) -> Option<Arc<Template>> {
         let d = self.domains.get(domain)?;
         d.templates
@@ -233,6 +300,8 @@ pub enum ParseError {
 struct RawConfig {
     version: u32,
     server: RawServer,
+    #[serde(default)]
+    plugins: RawPluginLimits,
     #[serde(default)]
     domains: BTreeMap<String, RawDomain>,
 }
@@ -264,6 +333,9 @@ pub struct RawDomain {
     pub storage: BTreeMap<String, RawStorage>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshot_configs: Vec<RawTemplate>,
+    /// The operator's changes to the plugin limits for this domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_limits: Option<RawPluginLimits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -612,7 +684,63 @@ pub fn validate_domain(name: &str, d: &RawDomain, path: &str, origin: Origin) ->
         }
         templates.push(Arc::new(validate_template(t, &storage, name, origin).map_err(|e| at(&tpath, e))?));
     }
-    Ok(Domain { name: name.to_owned(), origin, publish_auth, storage, templates, notify: None })
+    let plugin_limits = match &d.plugin_limits {
+        None => PluginOverrides::default(),
+        Some(raw) => validate_plugin_limits(raw, &join(path, "plugin_limits"))?,
+    };
+    Ok(Domain { name: name.to_owned(), origin, publish_auth, storage, templates, notify: None, plugin_limits })
+}
+
+/// Plugin limits as written (`[plugins]`, or a domain's `plugin_limits`);
+/// every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_placements: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_lines: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demote_after: Option<i64>,
+}
+
+/// Checks plugin limits against the bounds the host can keep (a wasm call
+/// is stopped by fuel or the deadline, whichever comes first).
+pub fn validate_plugin_limits(raw: &RawPluginLimits, path: &str) -> Result<PluginOverrides, ConfigError> {
+    fn within(v: Option<i64>, lo: i64, hi: i64, field: String) -> Result<Option<i64>, ConfigError> {
+        match v {
+            Some(n) if !(lo..=hi).contains(&n) => {
+                Err(ConfigError::new(field, format!("must be from {lo} to {hi}, got {n}")))
+            }
+            v => Ok(v),
+        }
+    }
+    let deadline = match &raw.deadline {
+        None => None,
+        Some(t) => {
+            let field = join(path, "deadline");
+            let d = humantime::parse_duration(t)
+                .map_err(|e| ConfigError::new(&field, format!("must be a duration like \"200ms\": {e}")))?;
+            if d < Duration::from_millis(10) || d > Duration::from_secs(10) {
+                return Err(ConfigError::new(field, "must be from 10ms to 10s"));
+            }
+            Some(d)
+        }
+    };
+    Ok(PluginOverrides {
+        fuel: within(raw.fuel, 100_000, 10_000_000_000, join(path, "fuel"))?.map(|n| n as u64),
+        deadline,
+        memory_bytes: within(raw.memory_mib, 1, 1024, join(path, "memory_mib"))?.map(|n| (n as usize) << 20),
+        max_placements: within(raw.max_placements, 1, 256, join(path, "max_placements"))?.map(|n| n as usize),
+        max_log_lines: within(raw.max_log_lines, 0, 1000, join(path, "max_log_lines"))?.map(|n| n as u32),
+        demote_after: within(raw.demote_after, 1, 1_000_000, join(path, "demote_after"))?.map(|n| n as u32),
+    })
 }
 
 fn is_target_name(s: &str) -> bool {
@@ -719,7 +847,9 @@ impl RawConfig {
         {
             return Err(ConfigError::new("server.default_domain", format!("names no configured domain: {d:?}")));
         }
+        let plugin_limits = PluginLimits::default().with(&validate_plugin_limits(&self.plugins, "plugins")?);
         Ok(Config {
+            plugin_limits,
             server: Server {
                 rtmp_listen,
                 http_listen,

@@ -16,7 +16,7 @@ use wasmtime::{Config as EngineConfig, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::config::Template;
-use crate::index::Index;
+use crate::index::{Index, Record, RecordId};
 use crate::metrics::Metrics;
 
 mod bindings {
@@ -30,27 +30,8 @@ use bindings::{Policy, PolicyPre};
 /// The default plugin, built from `plugins/default-policy` by build.rs.
 pub const DEFAULT_PLUGIN: &[u8] = include_bytes!(env!("DEFAULT_POLICY_WASM"));
 
-/// Limits of one plugin call.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub fuel: u64,
-    pub deadline: Duration,
-    pub memory_bytes: usize,
-    pub max_placements: usize,
-    pub max_log_lines: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            fuel: 20_000_000,
-            deadline: Duration::from_millis(200),
-            memory_bytes: 16 << 20,
-            max_placements: 16,
-            max_log_lines: 32,
-        }
-    }
-}
+/// Limits of one plugin call: config defaults, per-domain overrides.
+pub use crate::config::PluginLimits as Limits;
 
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -100,7 +81,12 @@ pub struct Policies {
     linker: Linker<Ctx>,
     default: Arc<Plugin>,
     index: Arc<Index>,
+    /// The compiled-plugin cache on disk, if any.
+    cache: Option<wasmtime::Cache>,
+    /// Limits when no config is followed (tests, the local runner).
     limits: Limits,
+    /// The config in force, for the limits of each domain's calls.
+    settings: std::sync::OnceLock<Arc<crate::config::Settings>>,
     metrics: Arc<Metrics>,
     /// Each domain's active uploaded plugin; absent: the default.
     active: RwLock<HashMap<String, Arc<Plugin>>>,
@@ -108,22 +94,35 @@ pub struct Policies {
     failures: std::sync::Mutex<HashMap<String, u32>>,
     /// Each domain's recent naming calls of uploaded plugins, newest last.
     runs: std::sync::Mutex<HashMap<String, std::collections::VecDeque<RunRecord>>>,
-    /// Told of each demotion, (domain, version), so the catalog follows.
-    demotions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>>,
+    /// Told of each demotion, so the catalog follows.
+    demotions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Demoted>>>,
+}
+
+/// A domain's plugin version demoted after consecutive failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demoted {
+    pub domain: String,
+    pub version: String,
+    pub reason: String,
 }
 
 /// Run records kept per domain.
 pub const RUNS_KEPT: usize = 50;
 
-/// One naming call of an uploaded plugin, as the tenant can read it back.
+/// One call of an uploaded plugin (or its demotion), as the tenant can read it back.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunRecord {
     pub time_ms: u64,
     pub version: String,
+    /// `name`, `select_deletions`, or `demotion` (the host's own record).
+    pub call: &'static str,
     pub app: String,
     pub stream: String,
-    pub create_timestamp_ms: u64,
-    pub sequence: u64,
+    /// The capture named (naming calls).
+    pub create_timestamp_ms: Option<u64>,
+    pub sequence: Option<u64>,
+    /// The page asked about and the answer (deletion calls).
+    pub deletion: Option<DeletionRun>,
     pub outcome: &'static str,
     pub error: Option<String>,
     /// (key, mode) as the plugin returned them.
@@ -136,9 +135,37 @@ pub struct RunRecord {
     pub fell_back: bool,
 }
 
-/// After this many consecutive failed naming calls, a domain's plugin is
-/// demoted: the default policy runs until the tenant activates a version again.
-pub const DEMOTE_AFTER: u32 = 5;
+/// A deletion call's page and answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeletionRun {
+    pub offset: u64,
+    pub items: usize,
+    pub selected: Vec<String>,
+    pub done: bool,
+}
+
+/// A deletion answer for one page: the records to delete (all from the
+/// page), and whether older pages may be skipped in this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletions {
+    pub ids: Vec<RecordId>,
+    pub done: bool,
+}
+
+/// A deletion question about one page of a stream's sequential snapshots,
+/// newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct DeletionQuestion<'a> {
+    pub domain: &'a str,
+    pub app: &'a str,
+    pub stream: &'a str,
+    /// How many of the stream's snapshots are newer than `items[0]`.
+    pub offset: u64,
+    pub items: &'a [Record],
+    /// The snapshot just newer than `items[0]`.
+    pub newer: Option<&'a Record>,
+    pub now_ms: u64,
+}
 
 /// What one call used, as measured by the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +224,8 @@ struct Ctx {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: Limiter,
+    /// The limits this call runs under.
+    budget: Limits,
     domain: String,
     index: Arc<Index>,
     staged: BTreeMap<String, Option<Vec<u8>>>,
@@ -283,9 +312,31 @@ impl wasmtime_wasi::HostMonotonicClock for FixedClock {
 }
 
 impl Policies {
-    pub fn new(index: Arc<Index>, limits: Limits, metrics: Arc<Metrics>) -> Result<Policies, PolicyError> {
+    /// The engine, the linker and the default plugin. With `compiled_cache`,
+    /// compiled plugins are kept in that directory, keyed by the engine's
+    /// compatibility hash and the component's bytes (wasmtime's cache): a
+    /// restart or another version of edgesnap with the same engine loads them
+    /// without compiling again.
+    pub fn new(
+        index: Arc<Index>,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        compiled_cache: Option<&std::path::Path>,
+    ) -> Result<Policies, PolicyError> {
         let mut config = EngineConfig::new();
         config.wasm_component_model(true).consume_fuel(true).epoch_interruption(true);
+        let cache =
+            match compiled_cache {
+                None => None,
+                Some(dir) => {
+                    let mut cache = wasmtime::CacheConfig::new();
+                    cache.with_directory(dir);
+                    Some(wasmtime::Cache::new(cache).map_err(|e| {
+                        PolicyError::Engine(format!("compiled plugin cache in {}: {e:#}", dir.display()))
+                    })?)
+                }
+            };
+        config.cache(cache.clone());
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -307,7 +358,9 @@ impl Policies {
             linker,
             default,
             index,
+            cache,
             limits,
+            settings: Default::default(),
             metrics,
             active: RwLock::default(),
             failures: Default::default(),
@@ -316,8 +369,24 @@ impl Policies {
         })
     }
 
+    /// Takes each call's limits from the config in force: its `[plugins]`
+    /// defaults with the domain's `plugin_limits`.
+    pub fn follow(&self, settings: Arc<crate::config::Settings>) {
+        let _ = self.settings.set(settings);
+    }
+
+    /// The limits of a call of `plugin` for `domain`. The built-in plugin
+    /// runs with the defaults, whatever a domain's overrides say.
+    fn limits_for(&self, domain: &str, plugin: &Plugin) -> Limits {
+        match self.settings.get() {
+            None => self.limits,
+            Some(s) if plugin.version == "default" => s.get().plugin_limits,
+            Some(s) => s.get().plugin_limits_for(domain),
+        }
+    }
+
     /// Where demotions are reported.
-    pub fn on_demotion(&self, tx: tokio::sync::mpsc::UnboundedSender<(String, String)>) {
+    pub fn on_demotion(&self, tx: tokio::sync::mpsc::UnboundedSender<Demoted>) {
         *self.demotions.lock().unwrap() = Some(tx);
     }
 
@@ -332,30 +401,40 @@ impl Policies {
     }
 
     fn record(&self, facts: &CaptureFacts<'_>, version: &str, outcome: &'static str, seconds: f64, call: &Run) {
-        let record = RunRecord {
-            time_ms: crate::unix_ms(),
-            version: version.to_owned(),
-            app: facts.app.to_owned(),
-            stream: facts.stream.to_owned(),
-            create_timestamp_ms: facts.create_timestamp_ms,
-            sequence: facts.sequence,
-            outcome,
-            error: call.result.as_ref().err().map(ToString::to_string),
-            placements: call
-                .result
-                .as_ref()
-                .map(|p| {
-                    p.iter().map(|p| (p.key.clone(), if p.overwrite { "overwrite" } else { "sequential" })).collect()
-                })
-                .unwrap_or_default(),
-            logs: call.logs.clone(),
-            fuel: call.usage.fuel,
-            peak_memory_bytes: call.usage.peak_memory_bytes,
-            duration_ms: seconds * 1000.0,
-            fell_back: call.result.is_err(),
-        };
+        self.keep_run(
+            facts.domain,
+            RunRecord {
+                time_ms: crate::unix_ms(),
+                version: version.to_owned(),
+                call: "name",
+                app: facts.app.to_owned(),
+                stream: facts.stream.to_owned(),
+                create_timestamp_ms: Some(facts.create_timestamp_ms),
+                sequence: Some(facts.sequence),
+                deletion: None,
+                outcome,
+                error: call.result.as_ref().err().map(ToString::to_string),
+                placements: call
+                    .result
+                    .as_ref()
+                    .map(|p| {
+                        p.iter()
+                            .map(|p| (p.key.clone(), if p.overwrite { "overwrite" } else { "sequential" }))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                logs: call.logs.clone(),
+                fuel: call.usage.fuel,
+                peak_memory_bytes: call.usage.peak_memory_bytes,
+                duration_ms: seconds * 1000.0,
+                fell_back: call.result.is_err(),
+            },
+        );
+    }
+
+    fn keep_run(&self, domain: &str, record: RunRecord) {
         let mut runs = self.runs.lock().unwrap();
-        let q = runs.entry(facts.domain.to_owned()).or_default();
+        let q = runs.entry(domain.to_owned()).or_default();
         if q.len() == RUNS_KEPT {
             q.pop_front();
         }
@@ -367,15 +446,16 @@ impl Policies {
         self.runs.lock().unwrap().get(domain).map(|q| q.iter().rev().cloned().collect()).unwrap_or_default()
     }
 
-    /// Counts a failure of a domain's plugin; demotes it after [`DEMOTE_AFTER`] in a row.
-    fn failed(&self, domain: &str, plugin: &Arc<Plugin>) {
+    /// Counts a failure of a domain's plugin; demotes it after its limits'
+    /// `demote_after` failures in a row.
+    fn failed(&self, domain: &str, plugin: &Arc<Plugin>, why: &PolicyError) {
         let count = {
             let mut failures = self.failures.lock().unwrap();
             let n = failures.entry(domain.to_owned()).or_default();
             *n += 1;
             *n
         };
-        if count < DEMOTE_AFTER {
+        if count < self.limits_for(domain, plugin).demote_after {
             return;
         }
         {
@@ -387,13 +467,35 @@ impl Policies {
             active.remove(domain);
         }
         self.failures.lock().unwrap().remove(domain);
+        let reason = format!("{count} failures in a row, the last: {why}");
         tracing::error!(
-            %domain, version = %plugin.version, failures = count,
-            "plugin demoted after consecutive failures; the default policy runs until a version is activated again"
+            %domain, version = %plugin.version, %reason,
+            "plugin demoted after consecutive failures; the previous version or the default takes over"
         );
         self.metrics.policy_demotion(domain);
+        self.keep_run(
+            domain,
+            RunRecord {
+                time_ms: crate::unix_ms(),
+                version: plugin.version.clone(),
+                call: "demotion",
+                app: String::new(),
+                stream: String::new(),
+                create_timestamp_ms: None,
+                sequence: None,
+                deletion: None,
+                outcome: "demoted",
+                error: Some(reason.clone()),
+                placements: Vec::new(),
+                logs: Vec::new(),
+                fuel: 0,
+                peak_memory_bytes: 0,
+                duration_ms: 0.0,
+                fell_back: false,
+            },
+        );
         if let Some(tx) = self.demotions.lock().unwrap().as_ref() {
-            let _ = tx.send((domain.to_owned(), plugin.version.clone()));
+            let _ = tx.send(Demoted { domain: domain.to_owned(), version: plugin.version.clone(), reason });
         }
     }
 
@@ -424,21 +526,28 @@ impl Policies {
         let call = self.call_name(plugin, &facts, &template, false);
         call.result?;
         let usage = call.usage;
-        let mut store = self.store(facts.domain, facts.create_timestamp_ms);
+        let mut store = self.store(facts.domain, facts.create_timestamp_ms, self.limits_for(facts.domain, plugin));
         let version = &plugin.version;
         let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
         let instance = plugin.pre.instantiate(&mut store).map_err(call_err)?;
         let stream = wit::StreamRef { domain: facts.domain.into(), app: facts.app.into(), stream: facts.stream.into() };
+        let page = wit::DeletionPage { offset: 0, items: Vec::new(), newer: None };
         instance
-            .call_select_deletions(&mut store, &stream, &[], facts.create_timestamp_ms)
+            .call_select_deletions(&mut store, &stream, &page, facts.create_timestamp_ms)
             .map_err(call_err)?
-            .map_err(|message| PolicyError::Refused { version: version.clone(), message })?;
+            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message) })?;
         Ok(usage)
     }
 
-    /// Compiles a component and checks it is of this world.
+    /// Compiles a component (or takes it from the compiled cache) and checks
+    /// it is of this world.
     pub fn load(&self, version: &str, bytes: &[u8]) -> Result<Plugin, PolicyError> {
-        load(&self.engine, &self.linker, version, bytes)
+        let hits = self.cache.as_ref().map(|c| c.cache_hits());
+        let started = std::time::Instant::now();
+        let plugin = load(&self.engine, &self.linker, version, bytes)?;
+        let from_cache = hits.is_some() && self.cache.as_ref().map(|c| c.cache_hits()) > hits;
+        tracing::info!(%version, from_cache, ms = started.elapsed().as_millis() as u64, "plugin loaded");
+        Ok(plugin)
     }
 
     /// Runs one naming call with production limits and reports everything,
@@ -457,14 +566,9 @@ impl Policies {
             let started = std::time::Instant::now();
             let call = self.call_name(&plugin, facts, template, true);
             let seconds = started.elapsed().as_secs_f64();
-            let outcome = match &call.result {
-                Ok(_) => "ok",
-                Err(PolicyError::Refused { .. }) => "refused",
-                Err(PolicyError::BadOutput { .. }) => "bad_output",
-                Err(_) => "trap",
-            };
+            let outcome = outcome_of(&call.result);
             let usage = call.result.is_ok().then_some((call.usage.fuel, call.usage.peak_memory_bytes));
-            self.metrics.policy_call(facts.domain, &plugin.version, outcome, seconds, usage);
+            self.metrics.policy_call(facts.domain, &plugin.version, "name", outcome, seconds, usage);
             self.record(facts, &plugin.version, outcome, seconds, &call);
             match call.result {
                 Ok(placements) => {
@@ -474,11 +578,129 @@ impl Policies {
                 Err(e) => {
                     tracing::warn!(domain = %facts.domain, error = %e, "plugin failed; the default policy names this capture");
                     self.metrics.policy_fallback(facts.domain);
-                    self.failed(facts.domain, &plugin);
+                    self.failed(facts.domain, &plugin, &e);
                 }
             }
         }
         self.name_with(&self.default, facts, template)
+    }
+
+    /// Whether a domain has an uploaded plugin in force. The default policy
+    /// keeps everything, so only such a domain is asked about deletions.
+    pub fn has_plugin(&self, domain: &str) -> bool {
+        self.active.read().unwrap().contains_key(domain)
+    }
+
+    /// Asks the domain's plugin which of a page of snapshots to delete.
+    /// None: the domain runs the default policy, which deletes nothing. A
+    /// failure counts toward demotion; the caller deletes nothing of its pass.
+    /// Blocking: call it off the async runtime.
+    pub fn select_deletions(&self, q: &DeletionQuestion<'_>) -> Option<Result<Deletions, PolicyError>> {
+        let plugin = self.active.read().unwrap().get(q.domain).cloned()?;
+        let started = std::time::Instant::now();
+        let (result, logs, usage) = self.ask(&plugin, q);
+        let seconds = started.elapsed().as_secs_f64();
+        let outcome = outcome_of(&result);
+        let ok_usage = result.is_ok().then_some((usage.fuel, usage.peak_memory_bytes));
+        self.metrics.policy_call(q.domain, &plugin.version, "select_deletions", outcome, seconds, ok_usage);
+        self.keep_run(
+            q.domain,
+            RunRecord {
+                time_ms: crate::unix_ms(),
+                version: plugin.version.clone(),
+                call: "select_deletions",
+                app: q.app.to_owned(),
+                stream: q.stream.to_owned(),
+                create_timestamp_ms: None,
+                sequence: None,
+                deletion: Some(DeletionRun {
+                    offset: q.offset,
+                    items: q.items.len(),
+                    selected: result
+                        .as_ref()
+                        .map(|d| d.ids.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default(),
+                    done: result.as_ref().is_ok_and(|d| d.done),
+                }),
+                outcome,
+                error: result.as_ref().err().map(ToString::to_string),
+                placements: Vec::new(),
+                logs,
+                fuel: usage.fuel,
+                peak_memory_bytes: usage.peak_memory_bytes,
+                duration_ms: seconds * 1000.0,
+                fell_back: false,
+            },
+        );
+        match &result {
+            Ok(_) => drop(self.failures.lock().unwrap().remove(q.domain)),
+            Err(e) => {
+                tracing::warn!(domain = %q.domain, app = %q.app, stream = %q.stream, error = %e, "plugin failed a deletion question; nothing of this pass is deleted");
+                self.failed(q.domain, &plugin, e);
+            }
+        }
+        Some(result)
+    }
+
+    /// One deletion call of a given plugin, active or not (the local
+    /// runner): its answer, logs and usage.
+    pub fn ask(
+        &self,
+        plugin: &Plugin,
+        q: &DeletionQuestion<'_>,
+    ) -> (Result<Deletions, PolicyError>, Vec<String>, Usage) {
+        let mut store = self.store(q.domain, q.now_ms, self.limits_for(q.domain, plugin));
+        let result = self.deletions_in(&mut store, plugin, q);
+        let usage = Usage {
+            fuel: store.data().budget.fuel - store.get_fuel().unwrap_or(0),
+            peak_memory_bytes: store.data().limits.peak_memory,
+        };
+        (result, std::mem::take(&mut store.data_mut().logs), usage)
+    }
+
+    /// One deletion call in a given store; the answer must name only the
+    /// page's items. State writes of a deletion call are discarded.
+    fn deletions_in(
+        &self,
+        store: &mut Store<Ctx>,
+        plugin: &Plugin,
+        q: &DeletionQuestion<'_>,
+    ) -> Result<Deletions, PolicyError> {
+        let version = &plugin.version;
+        let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
+        let instance = plugin.pre.instantiate(&mut *store).map_err(call_err)?;
+        let shown = |r: &Record| wit::StoredSnapshot {
+            id: r.id.to_string(),
+            create_timestamp_ms: r.create_timestamp_ms,
+            key: r.key.clone(),
+            sequence: r.sequence,
+            size: r.size,
+        };
+        let stream = wit::StreamRef { domain: q.domain.into(), app: q.app.into(), stream: q.stream.into() };
+        let page = wit::DeletionPage {
+            offset: q.offset,
+            items: q.items.iter().map(shown).collect(),
+            newer: q.newer.map(shown),
+        };
+        let out = instance
+            .call_select_deletions(&mut *store, &stream, &page, q.now_ms)
+            .map_err(call_err)?
+            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message) })?;
+        let mut ids = Vec::with_capacity(out.ids.len());
+        for id in &out.ids {
+            match RecordId::parse(id).filter(|id| q.items.iter().any(|r| r.id == *id)) {
+                Some(id) => ids.push(id),
+                None => {
+                    return Err(PolicyError::BadOutput {
+                        version: version.clone(),
+                        why: format!("id {:?} is not one of the page's snapshots", clip(id)),
+                    });
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(Deletions { ids, done: out.done })
     }
 
     pub fn name_with(
@@ -494,10 +716,10 @@ impl Policies {
     /// state writes of a successful call are committed (and a failed commit
     /// fails the call); otherwise they are returned.
     fn call_name(&self, plugin: &Plugin, facts: &CaptureFacts<'_>, template: &Template, commit_state: bool) -> Run {
-        let mut store = self.store(facts.domain, facts.create_timestamp_ms);
+        let mut store = self.store(facts.domain, facts.create_timestamp_ms, self.limits_for(facts.domain, plugin));
         let mut result = self.name_in(&mut store, plugin, facts, template);
         let usage = Usage {
-            fuel: self.limits.fuel - store.get_fuel().unwrap_or(0),
+            fuel: store.data().budget.fuel - store.get_fuel().unwrap_or(0),
             peak_memory_bytes: store.data().limits.peak_memory,
         };
         let data = store.data_mut();
@@ -546,11 +768,12 @@ impl Policies {
         let out = instance
             .call_name(&mut *store, &capture, &template)
             .map_err(call_err)?
-            .map_err(|message| PolicyError::Refused { version: version.clone(), message })?;
-        if out.len() > self.limits.max_placements {
+            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message) })?;
+        let max = store.data().budget.max_placements;
+        if out.len() > max {
             return Err(PolicyError::BadOutput {
                 version: version.clone(),
-                why: format!("{} placements, at most {}", out.len(), self.limits.max_placements),
+                why: format!("{} placements, at most {max}", out.len()),
             });
         }
         let placements = out
@@ -564,7 +787,7 @@ impl Policies {
         Ok(placements)
     }
 
-    fn store(&self, domain: &str, now_ms: u64) -> Store<Ctx> {
+    fn store(&self, domain: &str, now_ms: u64, limits: Limits) -> Store<Ctx> {
         let clock = Duration::from_millis(now_ms);
         let wasi = WasiCtxBuilder::new()
             .wall_clock(FixedClock(clock))
@@ -576,21 +799,37 @@ impl Policies {
         let ctx = Ctx {
             wasi,
             table: ResourceTable::new(),
-            limits: Limiter { max_memory: self.limits.memory_bytes, memory: 0, peak_memory: 0 },
+            limits: Limiter { max_memory: limits.memory_bytes, memory: 0, peak_memory: 0 },
+            budget: limits,
             domain: domain.to_owned(),
             index: self.index.clone(),
             staged: BTreeMap::new(),
             log_lines: 0,
-            max_log_lines: self.limits.max_log_lines,
+            max_log_lines: limits.max_log_lines,
             logs: Vec::new(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
-        store.set_fuel(self.limits.fuel).expect("fuel is enabled");
-        let ticks = self.limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_fuel(limits.fuel).expect("fuel is enabled");
+        let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store
     }
+}
+
+/// The outcome label of a call.
+fn outcome_of<T>(result: &Result<T, PolicyError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(PolicyError::Refused { .. }) => "refused",
+        Err(PolicyError::BadOutput { .. }) => "bad_output",
+        Err(_) => "trap",
+    }
+}
+
+/// At most 100 characters of a plugin's string, for an error message.
+fn clip(s: &str) -> String {
+    s.chars().take(100).collect()
 }
 
 fn load(engine: &Engine, linker: &Linker<Ctx>, version: &str, bytes: &[u8]) -> Result<Plugin, PolicyError> {
@@ -622,7 +861,7 @@ mod tests {
     fn default_plugin_names_by_the_template() {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
-        let p = Policies::new(index, Limits::default(), Arc::new(Metrics::new())).unwrap();
+        let p = Policies::new(index, Limits::default(), Arc::new(Metrics::new()), None).unwrap();
         let facts = CaptureFacts {
             domain: "push.example.com",
             app: "live",
@@ -653,7 +892,7 @@ mod tests {
     fn bytes_that_are_not_a_component_do_not_load() {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
-        let p = Policies::new(index, Limits::default(), Arc::new(Metrics::new())).unwrap();
+        let p = Policies::new(index, Limits::default(), Arc::new(Metrics::new()), None).unwrap();
         assert!(matches!(p.load("x", b"\0asm garbage"), Err(PolicyError::Load { .. })));
     }
 
@@ -666,7 +905,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
         let metrics = Arc::new(Metrics::new());
-        let p = Policies::new(index, Limits::default(), metrics.clone()).unwrap();
+        let p = Policies::new(index, Limits::default(), metrics.clone(), None).unwrap();
         let usage = p.conformance(&p.default).unwrap();
         assert!(usage.fuel > 0 && usage.peak_memory_bytes >= 64 << 10, "{usage:?}");
 
@@ -701,19 +940,26 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2), "stopped by fuel or the deadline");
         assert!(metrics.render().contains("edgesnap_policy_fallbacks_total{domain=\"a.example\"} 1"));
         let m = metrics.render();
-        assert!(m.contains(r#"edgesnap_policy_calls_total{domain="a.example",version="dates",outcome="ok"} 1"#), "{m}");
         assert!(
-            m.contains(r#"edgesnap_policy_calls_total{domain="a.example",version="spin",outcome="trap"} 1"#),
+            m.contains(r#"edgesnap_policy_calls_total{domain="a.example",version="dates",call="name",outcome="ok"} 1"#),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                r#"edgesnap_policy_calls_total{domain="a.example",version="spin",call="name",outcome="trap"} 1"#
+            ),
             "{m}"
         );
         assert!(m.contains(r#"edgesnap_policy_fuel_count{domain="a.example",version="dates"} 1"#), "{m}");
         // Failures in a row demote it, once, and say so.
         let (tx, mut demoted) = tokio::sync::mpsc::unbounded_channel();
         p.on_demotion(tx);
-        for _ in 1..DEMOTE_AFTER {
+        for _ in 1..Limits::default().demote_after {
             p.name(&facts, &t).unwrap();
         }
-        assert_eq!(demoted.try_recv().unwrap(), ("a.example".to_string(), "spin".to_string()));
+        let d = demoted.try_recv().unwrap();
+        assert_eq!((d.domain.as_str(), d.version.as_str()), ("a.example", "spin"));
+        assert!(d.reason.starts_with("5 failures in a row, the last: plugin spin failed"), "{}", d.reason);
         assert!(p.active.read().unwrap().get("a.example").is_none(), "the default runs");
         assert!(metrics.render().contains("edgesnap_policy_demotions_total{domain=\"a.example\"} 1"));
         p.name(&facts, &t).unwrap();

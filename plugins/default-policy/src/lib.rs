@@ -8,8 +8,6 @@
 // The generated guest bindings take one argument per flattened field.
 #![allow(clippy::too_many_arguments)]
 
-mod render;
-
 wit_bindgen::generate!({ world: "policy", path: "../../wit" });
 
 // The macro does not tell cargo it reads the WIT file; this does, so a
@@ -22,7 +20,7 @@ struct DefaultPolicy;
 
 impl Guest for DefaultPolicy {
     fn name(capture: Capture, template: Template) -> Result<Vec<Placement>, String> {
-        let vars = render::Vars {
+        let vars = template_vars::Vars {
             domain: &capture.domain,
             app: &capture.app,
             stream: &capture.stream,
@@ -31,16 +29,16 @@ impl Guest for DefaultPolicy {
         };
         let mut placements = Vec::with_capacity(2);
         if let Some(t) = &template.overwrite_object {
-            placements.push(Placement { key: render::render(t, &vars), mode: Mode::Overwrite });
+            placements.push(Placement { key: template_vars::render(t, &vars), mode: Mode::Overwrite });
         }
         if let Some(t) = &template.sequence_object {
-            placements.push(Placement { key: render::render(t, &vars), mode: Mode::Sequential });
+            placements.push(Placement { key: template_vars::render(t, &vars), mode: Mode::Sequential });
         }
         Ok(placements)
     }
 
-    fn select_deletions(_stream: StreamRef, _page: Vec<StoredSnapshot>, _now_ms: u64) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
+    fn select_deletions(_stream: StreamRef, _page: DeletionPage, _now_ms: u64) -> Result<Deletions, String> {
+        Ok(Deletions { ids: Vec::new(), done: true })
     }
 }
 

@@ -22,8 +22,8 @@ impl Guest for RefuseBad {
         Ok(vec![Placement { key, mode: Mode::Sequential }])
     }
 
-    fn select_deletions(_stream: StreamRef, _page: Vec<StoredSnapshot>, _now_ms: u64) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
+    fn select_deletions(_stream: StreamRef, _page: DeletionPage, _now_ms: u64) -> Result<Deletions, String> {
+        Ok(Deletions { ids: Vec::new(), done: true })
     }
 }
 

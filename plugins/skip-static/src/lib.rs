@@ -26,14 +26,14 @@ impl Guest for SkipStatic {
             return Ok(Vec::new());
         }
         state::set(&key, &hash);
-        let render = |t: &str| {
-            t.replace("{AppName}", &capture.app)
-                .replace("{StreamName}", &capture.stream)
-                .replace("{Domain}", &capture.domain)
-                .replace("{UnixTimestamp}", &(capture.create_timestamp_ms / 1000).to_string())
-                .replace("{UnixTimestampMs}", &capture.create_timestamp_ms.to_string())
-                .replace("{Sequence}", &capture.sequence.to_string())
+        let vars = template_vars::Vars {
+            domain: &capture.domain,
+            app: &capture.app,
+            stream: &capture.stream,
+            create_timestamp_ms: capture.create_timestamp_ms,
+            sequence: capture.sequence,
         };
+        let render = |t: &str| template_vars::render(t, &vars);
         let mut out = Vec::new();
         if let Some(t) = &template.overwrite_object {
             out.push(Placement { key: render(t), mode: Mode::Overwrite });
@@ -44,8 +44,8 @@ impl Guest for SkipStatic {
         Ok(out)
     }
 
-    fn select_deletions(_stream: StreamRef, _page: Vec<StoredSnapshot>, _now_ms: u64) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
+    fn select_deletions(_stream: StreamRef, _page: DeletionPage, _now_ms: u64) -> Result<Deletions, String> {
+        Ok(Deletions { ids: Vec::new(), done: true })
     }
 }
 

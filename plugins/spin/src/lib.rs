@@ -19,8 +19,8 @@ impl Guest for Spin {
         }
     }
 
-    fn select_deletions(_stream: StreamRef, _page: Vec<StoredSnapshot>, _now_ms: u64) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
+    fn select_deletions(_stream: StreamRef, _page: DeletionPage, _now_ms: u64) -> Result<Deletions, String> {
+        Ok(Deletions { ids: Vec::new(), done: true })
     }
 }
 

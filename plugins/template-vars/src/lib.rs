@@ -1,4 +1,5 @@
-//! Template variable substitution (SPEC §2), pure and host-independent.
+//! Template variable substitution (SPEC §2), pure and host-independent:
+//! the default policy's naming, and a library for tenants' own plugins.
 
 pub struct Vars<'a> {
     pub domain: &'a str,
@@ -44,9 +45,15 @@ pub fn render(template: &str, v: &Vars<'_>) -> String {
     out
 }
 
+/// A template's two object names for a capture: (overwrite, sequential),
+/// each present when the template names it.
+pub fn names(overwrite: Option<&str>, sequence: Option<&str>, v: &Vars<'_>) -> (Option<String>, Option<String>) {
+    (overwrite.map(|t| render(t, v)), sequence.map(|t| render(t, v)))
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), UTC
 /// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -87,6 +94,8 @@ mod tests {
         assert_eq!(render("{Date}", &vars(0, 0)), "1970-01-01");
         // 2024-02-29T23:59:59Z
         assert_eq!(render("{Date} {Time}", &vars(1_709_251_199_000, 0)), "2024-02-29 235959");
+        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 
     #[test]

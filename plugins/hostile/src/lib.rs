@@ -1,0 +1,80 @@
+//! A hostile plugin for the tests. It passes its conformance run (stream
+//! `cam1` is named politely), then misbehaves by stream name, so one upload
+//! shows the host containing each attack:
+//!
+//! | stream | `name` does |
+//! |---|---|
+//! | `loop` | loops forever |
+//! | `bomb` | allocates until memory runs out |
+//! | `recurse` | recurses without end |
+//! | `panic` | panics |
+//! | `huge` | returns 100 000 placements |
+//! | `longkey` | returns one key of 1 MiB |
+//! | `dotdot` | a key with `..` into another tenant's folder |
+//! | `abs` | an absolute path |
+//! | `ctrl` | a key with control characters |
+//! | `backslash` | a key with `\` separators |
+//!
+//! Its deletion answer for stream `faildel` selects everything, then panics;
+//! for `notmine` it names an id that is not on the page. Any other stream is
+//! named `{app}/{stream}/{sequence}.jpg`, sequential.
+
+#![allow(clippy::too_many_arguments)]
+
+wit_bindgen::generate!({ world: "policy", path: "../../wit" });
+
+// The macro does not tell cargo it reads the WIT file; this does.
+const _: &[u8] = include_bytes!("../../../wit/policy.wit");
+
+use edgesnap::policy::types::Mode;
+
+struct Hostile;
+
+fn seq(key: String) -> Vec<Placement> {
+    vec![Placement { key, mode: Mode::Sequential }]
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(n: u64) -> u64 {
+    std::hint::black_box(recurse(std::hint::black_box(n + 1)) + 1)
+}
+
+impl Guest for Hostile {
+    fn name(capture: Capture, _template: Template) -> Result<Vec<Placement>, String> {
+        Ok(match capture.stream.as_str() {
+            "loop" => loop {
+                std::hint::black_box(&capture);
+            },
+            "bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recurse" => seq(recurse(0).to_string()),
+            "panic" => panic!("hostile plugin panics on purpose"),
+            "huge" => (0..100_000).flat_map(|i| seq(format!("{}/{i}.jpg", capture.app))).collect(),
+            "longkey" => seq("a".repeat(1 << 20)),
+            "dotdot" => seq("../other.example/live/cam1.jpg".into()),
+            "abs" => seq("/etc/passwd".into()),
+            "ctrl" => seq("live/a\u{7}\nb.jpg".into()),
+            "backslash" => seq("live\\..\\..\\x.jpg".into()),
+            _ => seq(format!("{}/{}/{}.jpg", capture.app, capture.stream, capture.sequence)),
+        })
+    }
+
+    fn select_deletions(stream: StreamRef, page: DeletionPage, _now_ms: u64) -> Result<Deletions, String> {
+        match stream.stream.as_str() {
+            "faildel" => {
+                let all: Vec<String> = page.items.iter().map(|s| s.id.clone()).collect();
+                std::hint::black_box(&all);
+                panic!("hostile plugin panics after selecting everything");
+            }
+            "notmine" => Ok(Deletions { ids: vec!["0".repeat(32)], done: true }),
+            _ => Ok(Deletions { ids: Vec::new(), done: true }),
+        }
+    }
+}
+
+export!(Hostile);
