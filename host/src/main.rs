@@ -162,12 +162,15 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     // and the previous version (or the default) takes over.
     let (demoted_tx, mut demoted_rx) = tokio::sync::mpsc::unbounded_channel::<policy::Demoted>();
     policies.on_demotion(demoted_tx);
-    let (demotion_tenants, demotion_policies) = (tenants.clone(), policies.clone());
+    // Weak: the policies hold the channel's sender, so a strong handle here
+    // would keep both alive past shutdown.
+    let (demotion_tenants, demotion_policies) = (tenants.clone(), Arc::downgrade(&policies));
     let plugins_dir = server.data_dir.join("plugins");
     tokio::spawn(async move {
         while let Some(d) = demoted_rx.recv().await {
             match demotion_tenants.demote_plugin(&d.domain, &d.version, &d.reason).await {
                 Ok(Some(back)) => {
+                    let Some(demotion_policies) = demotion_policies.upgrade() else { break };
                     let path = plugins_dir.join(format!("{back}.wasm"));
                     match load_plugin(&demotion_policies, &path, &back) {
                         Ok(plugin) => {

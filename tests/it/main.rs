@@ -16,6 +16,7 @@ mod capacity;
 mod cli;
 mod config;
 mod fuzz;
+mod hostile;
 mod isolation;
 mod pipeline;
 mod plugins;

@@ -219,9 +219,136 @@ fn a_plugin_failing_on_real_captures_falls_back_then_is_demoted() {
     // The tenant can see why: the run records.
     let runs = host.get_json("/v1/domains/localhost/plugins/runs");
     let runs = runs["runs"].as_array().unwrap();
-    assert!(runs.len() >= 5, "{runs:?}");
-    assert!(runs.iter().all(|r| r["outcome"] == "refused" && r["fell_back"] == true), "{runs:?}");
-    assert!(runs[0]["error"].as_str().unwrap().contains("stream bad1 is refused"), "{:?}", runs[0]);
+    let named: Vec<&Value> = runs.iter().filter(|r| r["call"] == "name").collect();
+    assert!(named.len() >= 5, "{runs:?}");
+    assert!(named.iter().all(|r| r["outcome"] == "refused" && r["fell_back"] == true), "{runs:?}");
+    assert!(named[0]["error"].as_str().unwrap().contains("stream bad1 is refused"), "{:?}", named[0]);
+    let demotion = runs.iter().find(|r| r["call"] == "demotion").expect("a run record of the demotion");
+    assert_eq!(demotion["outcome"], "demoted");
+    assert!(demotion["error"].as_str().unwrap().starts_with("5 failures in a row"), "{demotion}");
+    let list = host.get_json("/v1/domains/localhost/plugins");
+    let reason = list["versions"][0]["demoted"]["reason"].as_str().unwrap();
+    assert!(reason.contains("stream bad1 is refused"), "the operator sees why: {list}");
     host.restart();
     assert_eq!(host.get_json("/v1/domains/localhost/plugins")["active"], "default", "demoted across a restart");
+
+    // With a good version active before it, a demotion goes back to that one.
+    let (_, good) = upload(&host, example("date_folders"));
+    let good = good["version"].as_str().unwrap().to_owned();
+    for v in [&good, &version] {
+        assert_eq!(host.api("POST", &format!("/v1/domains/localhost/plugins/{v}/activate"), None).0, 200);
+    }
+    assert_eq!(host.get_json("/v1/domains/localhost/plugins")["previous"], good.as_str());
+    assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url("live/bad2"), false).status.success());
+    host.wait_for("the previous version back", Duration::from_secs(30), || {
+        host.get_json("/v1/domains/localhost/plugins")["active"] == good.as_str()
+    });
+    let keys = push(&host, "good1");
+    assert!(keys.iter().all(|k| is_date_folder_key(k, "good1")), "named by the previous version: {keys:?}");
+    let (_, metrics) = host.raw_request(None, "GET", "/metrics", None);
+    let metrics = String::from_utf8(metrics).unwrap();
+    // Counted since the restart.
+    assert!(metrics.contains(r#"edgesnap_policy_demotions_total{domain="localhost"} 1"#), "{metrics}");
+}
+
+/// The sequential records of a stream, oldest first.
+fn sequential(host: &Host, stream: &str) -> Vec<Value> {
+    let mut r: Vec<Value> =
+        host.snapshots("localhost", "live", Some(stream)).into_iter().filter(|r| r["is_overlay"] == false).collect();
+    r.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
+    r
+}
+
+#[test]
+fn keep_last_deletes_older_snapshots_with_their_files_after_each_new_one() {
+    let mut host = Host::start(&[DomainSpec::new("localhost")], 1);
+    let (status, v) = upload(&host, example("keep_last"));
+    assert_eq!(status, 201, "{v}");
+    let keep = v["version"].as_str().unwrap().to_owned();
+    assert_eq!(host.api("POST", &format!("/v1/domains/localhost/plugins/{keep}/activate"), None).0, 200);
+    // Three laps of 30 s (captures at 0, 5, ... 25 s each): 18 captured, the newest 10 kept.
+    let clip = Clip { bframes: false, ..Clip::new(320, 180, 30, 1) };
+    for lap in 1..=3 {
+        assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url("live/cam1"), false).status.success());
+        host.wait_for("the lap's captures", Duration::from_secs(30), || {
+            let (_, m) = host.raw_request(None, "GET", "/metrics", None);
+            String::from_utf8(m).unwrap().contains(&format!("edgesnap_snapshots_stored_total {}", 6 * lap))
+        });
+    }
+    host.wait_for("10 left", Duration::from_secs(30), || sequential(&host, "cam1").len() == 10);
+    std::thread::sleep(Duration::from_millis(500));
+    let kept = sequential(&host, "cam1");
+    let seconds: Vec<u32> = kept
+        .iter()
+        .map(|r| decode(&host.objects("localhost").get(r["object"].as_str().unwrap())).grey_second())
+        .collect();
+    assert_eq!(seconds, vec![10, 15, 20, 25, 0, 5, 10, 15, 20, 25], "the newest 10: the last 4 of lap 2 and lap 3");
+    // Files of the 8 deleted are gone; the overwrite object stays.
+    let files = crate::harness::files(&host.dir.path().join("objects/localhost"));
+    assert_eq!(files.len(), 11, "{files:?}");
+    assert!(files.contains(&"live/cam1.jpg".to_string()));
+    let (_, metrics) = host.raw_request(None, "GET", "/metrics", None);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains(r#"edgesnap_policy_deletions_total{domain="localhost"} 8"#), "{metrics}");
+    let runs = host.get_json("/v1/domains/localhost/plugins/runs");
+    let asked: Vec<&Value> =
+        runs["runs"].as_array().unwrap().iter().filter(|r| r["call"] == "select_deletions").collect();
+    assert!(!asked.is_empty() && asked.iter().all(|r| r["outcome"] == "ok" && r["deletion"]["offset"] == 0), "{runs}");
+
+    // Thin by age keeps everything younger than an hour: nothing more goes.
+    let (_, v) = upload(&host, example("thin_by_age"));
+    let thin = v["version"].as_str().unwrap().to_owned();
+    assert_eq!(host.api("POST", &format!("/v1/domains/localhost/plugins/{thin}/activate"), None).0, 200);
+    assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url("live/cam1"), false).status.success());
+    host.wait_for("16 kept", Duration::from_secs(30), || sequential(&host, "cam1").len() == 16);
+    let runs = host.get_json("/v1/domains/localhost/plugins/runs");
+    let last = runs["runs"].as_array().unwrap().iter().find(|r| r["call"] == "select_deletions").unwrap().clone();
+    assert_eq!((last["version"].as_str(), last["outcome"].as_str()), (Some(thin.as_str()), Some("ok")), "{last}");
+    assert_eq!(last["deletion"]["selected"].as_array().unwrap().len(), 0);
+
+    // Compiled once: a restart loads the active plugin from the compiled cache.
+    host.restart();
+    assert!(
+        host.log().lines().any(|l| l.contains("plugin loaded") && l.contains(&thin) && l.contains("from_cache=true")),
+        "{}",
+        host.log()
+    );
+}
+
+#[test]
+fn thin_by_age_through_the_local_runner() {
+    // Two days of snapshots a minute apart, newest first, asked at an hour's turn.
+    let now: u64 = 1_764_057_600_000;
+    let items: Vec<Value> = (0..2880u64)
+        .map(|m| serde_json::json!({"create_timestamp_ms": now - m * 60_000, "sequence": 2880 - m}))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("ask.json");
+    let ask = serde_json::json!({"select_deletions": {
+        "domain": "a.example", "app": "live", "stream": "cam1", "now_ms": now, "items": items}});
+    std::fs::write(&input, ask.to_string()).unwrap();
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["plugin", "run"])
+        .arg(std::path::Path::new(env!("PLUGINS_WASM_DIR")).join("thin_by_age.wasm"))
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let selected: std::collections::HashSet<u64> =
+        v["selected_timestamps"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect();
+    let kept: Vec<u64> = (0..2880u64).filter(|m| !selected.contains(&(now - m * 60_000))).collect();
+    // The last hour: all 60. A day: one per 10-minute slot (the snapshot
+    // exactly an hour old opens its own), newest in each. Older: one per hour.
+    let hour: Vec<u64> = kept.iter().copied().filter(|m| *m < 60).collect();
+    let day: Vec<u64> = kept.iter().copied().filter(|m| (60..1440).contains(m)).collect();
+    let older: Vec<u64> = kept.iter().copied().filter(|m| *m >= 1440).collect();
+    assert_eq!(hour.len(), 60);
+    assert_eq!(day.len(), 1 + 138, "{day:?}");
+    assert!(day.iter().skip(1).all(|m| m % 10 == 1), "newest of each slot: {day:?}");
+    assert_eq!(older.len(), 1 + 24, "{older:?}");
+    assert!(older.iter().skip(1).all(|m| m % 60 == 1), "{older:?}");
+    assert_eq!(v["done"], false);
+    assert!(v["fuel"].as_u64().unwrap() > 0);
 }

@@ -90,8 +90,9 @@ pub struct Policies {
     metrics: Arc<Metrics>,
     /// Each domain's active uploaded plugin; absent: the default.
     active: RwLock<HashMap<String, Arc<Plugin>>>,
-    /// Consecutive failures of each domain's active plugin.
-    failures: std::sync::Mutex<HashMap<String, u32>>,
+    /// Consecutive failures of each domain's active plugin, by call
+    /// (`name`, `select_deletions`): either kind failing in a row demotes it.
+    failures: std::sync::Mutex<HashMap<(String, &'static str), u32>>,
     /// Each domain's recent naming calls of uploaded plugins, newest last.
     runs: std::sync::Mutex<HashMap<String, std::collections::VecDeque<RunRecord>>>,
     /// Told of each demotion, so the catalog follows.
@@ -189,12 +190,15 @@ struct Limiter {
     max_memory: usize,
     memory: usize,
     peak_memory: usize,
+    /// A growth past the cap was refused (the guest usually traps next).
+    refused: bool,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let total = self.memory - current + desired;
         if total > self.max_memory {
+            self.refused = true;
             return Ok(false);
         }
         self.memory = total;
@@ -397,7 +401,7 @@ impl Policies {
             Some(p) => drop(active.insert(domain.to_owned(), p)),
             None => drop(active.remove(domain)),
         }
-        self.failures.lock().unwrap().remove(domain);
+        self.failures.lock().unwrap().retain(|(d, _), _| d != domain);
     }
 
     fn record(&self, facts: &CaptureFacts<'_>, version: &str, outcome: &'static str, seconds: f64, call: &Run) {
@@ -448,10 +452,10 @@ impl Policies {
 
     /// Counts a failure of a domain's plugin; demotes it after its limits'
     /// `demote_after` failures in a row.
-    fn failed(&self, domain: &str, plugin: &Arc<Plugin>, why: &PolicyError) {
+    fn failed(&self, domain: &str, call: &'static str, plugin: &Arc<Plugin>, why: &PolicyError) {
         let count = {
             let mut failures = self.failures.lock().unwrap();
-            let n = failures.entry(domain.to_owned()).or_default();
+            let n = failures.entry((domain.to_owned(), call)).or_default();
             *n += 1;
             *n
         };
@@ -466,7 +470,7 @@ impl Policies {
             }
             active.remove(domain);
         }
-        self.failures.lock().unwrap().remove(domain);
+        self.failures.lock().unwrap().retain(|(d, _), _| d != domain);
         let reason = format!("{count} failures in a row, the last: {why}");
         tracing::error!(
             %domain, version = %plugin.version, %reason,
@@ -528,14 +532,14 @@ impl Policies {
         let usage = call.usage;
         let mut store = self.store(facts.domain, facts.create_timestamp_ms, self.limits_for(facts.domain, plugin));
         let version = &plugin.version;
-        let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
+        let call_err = |e: wasmtime::Error| call_error(version, &e);
         let instance = plugin.pre.instantiate(&mut store).map_err(call_err)?;
         let stream = wit::StreamRef { domain: facts.domain.into(), app: facts.app.into(), stream: facts.stream.into() };
         let page = wit::DeletionPage { offset: 0, items: Vec::new(), newer: None };
         instance
             .call_select_deletions(&mut store, &stream, &page, facts.create_timestamp_ms)
             .map_err(call_err)?
-            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message) })?;
+            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message, 1000) })?;
         Ok(usage)
     }
 
@@ -572,13 +576,13 @@ impl Policies {
             self.record(facts, &plugin.version, outcome, seconds, &call);
             match call.result {
                 Ok(placements) => {
-                    self.failures.lock().unwrap().remove(facts.domain);
+                    self.failures.lock().unwrap().remove(&(facts.domain.to_owned(), "name"));
                     return Ok(placements);
                 }
                 Err(e) => {
                     tracing::warn!(domain = %facts.domain, error = %e, "plugin failed; the default policy names this capture");
                     self.metrics.policy_fallback(facts.domain);
-                    self.failed(facts.domain, &plugin, &e);
+                    self.failed(facts.domain, "name", &plugin, &e);
                 }
             }
         }
@@ -633,10 +637,10 @@ impl Policies {
             },
         );
         match &result {
-            Ok(_) => drop(self.failures.lock().unwrap().remove(q.domain)),
+            Ok(_) => drop(self.failures.lock().unwrap().remove(&(q.domain.to_owned(), "select_deletions"))),
             Err(e) => {
                 tracing::warn!(domain = %q.domain, app = %q.app, stream = %q.stream, error = %e, "plugin failed a deletion question; nothing of this pass is deleted");
-                self.failed(q.domain, &plugin, e);
+                self.failed(q.domain, "select_deletions", &plugin, e);
             }
         }
         Some(result)
@@ -650,7 +654,7 @@ impl Policies {
         q: &DeletionQuestion<'_>,
     ) -> (Result<Deletions, PolicyError>, Vec<String>, Usage) {
         let mut store = self.store(q.domain, q.now_ms, self.limits_for(q.domain, plugin));
-        let result = self.deletions_in(&mut store, plugin, q);
+        let result = with_memory_note(self.deletions_in(&mut store, plugin, q), &store);
         let usage = Usage {
             fuel: store.data().budget.fuel - store.get_fuel().unwrap_or(0),
             peak_memory_bytes: store.data().limits.peak_memory,
@@ -667,7 +671,7 @@ impl Policies {
         q: &DeletionQuestion<'_>,
     ) -> Result<Deletions, PolicyError> {
         let version = &plugin.version;
-        let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
+        let call_err = |e: wasmtime::Error| call_error(version, &e);
         let instance = plugin.pre.instantiate(&mut *store).map_err(call_err)?;
         let shown = |r: &Record| wit::StoredSnapshot {
             id: r.id.to_string(),
@@ -685,7 +689,7 @@ impl Policies {
         let out = instance
             .call_select_deletions(&mut *store, &stream, &page, q.now_ms)
             .map_err(call_err)?
-            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message) })?;
+            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message, 1000) })?;
         let mut ids = Vec::with_capacity(out.ids.len());
         for id in &out.ids {
             match RecordId::parse(id).filter(|id| q.items.iter().any(|r| r.id == *id)) {
@@ -693,7 +697,7 @@ impl Policies {
                 None => {
                     return Err(PolicyError::BadOutput {
                         version: version.clone(),
-                        why: format!("id {:?} is not one of the page's snapshots", clip(id)),
+                        why: format!("id {:?} is not one of the page's snapshots", clip(id, 100)),
                     });
                 }
             }
@@ -717,7 +721,7 @@ impl Policies {
     /// fails the call); otherwise they are returned.
     fn call_name(&self, plugin: &Plugin, facts: &CaptureFacts<'_>, template: &Template, commit_state: bool) -> Run {
         let mut store = self.store(facts.domain, facts.create_timestamp_ms, self.limits_for(facts.domain, plugin));
-        let mut result = self.name_in(&mut store, plugin, facts, template);
+        let mut result = with_memory_note(self.name_in(&mut store, plugin, facts, template), &store);
         let usage = Usage {
             fuel: store.data().budget.fuel - store.get_fuel().unwrap_or(0),
             peak_memory_bytes: store.data().limits.peak_memory,
@@ -746,7 +750,7 @@ impl Policies {
         template: &Template,
     ) -> Result<Vec<Placement>, PolicyError> {
         let version = &plugin.version;
-        let call_err = |e: wasmtime::Error| PolicyError::Call { version: version.clone(), why: format!("{e:#}") };
+        let call_err = |e: wasmtime::Error| call_error(version, &e);
         let instance = plugin.pre.instantiate(&mut *store).map_err(call_err)?;
         let capture = wit::Capture {
             domain: facts.domain.to_owned(),
@@ -768,7 +772,7 @@ impl Policies {
         let out = instance
             .call_name(&mut *store, &capture, &template)
             .map_err(call_err)?
-            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message) })?;
+            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message, 1000) })?;
         let max = store.data().budget.max_placements;
         if out.len() > max {
             return Err(PolicyError::BadOutput {
@@ -799,7 +803,7 @@ impl Policies {
         let ctx = Ctx {
             wasi,
             table: ResourceTable::new(),
-            limits: Limiter { max_memory: limits.memory_bytes, memory: 0, peak_memory: 0 },
+            limits: Limiter { max_memory: limits.memory_bytes, memory: 0, peak_memory: 0, refused: false },
             budget: limits,
             domain: domain.to_owned(),
             index: self.index.clone(),
@@ -817,6 +821,29 @@ impl Policies {
     }
 }
 
+/// A failed call as the tenant reads it: a trap by its name (the wasm
+/// backtrace is left out), anything else with its causes.
+fn call_error(version: &str, e: &wasmtime::Error) -> PolicyError {
+    let why = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => clip(&format!("{e:#}"), 1000),
+    };
+    PolicyError::Call { version: version.to_owned(), why }
+}
+
+/// Names the memory cap in a failed call's error when the guest was
+/// refused memory (its allocator then usually aborts with `unreachable`).
+fn with_memory_note<T>(result: Result<T, PolicyError>, store: &Store<Ctx>) -> Result<T, PolicyError> {
+    let limiter = &store.data().limits;
+    match result {
+        Err(PolicyError::Call { version, why }) if limiter.refused => Err(PolicyError::Call {
+            version,
+            why: format!("{why} (after its memory limit of {} MiB was reached)", limiter.max_memory >> 20),
+        }),
+        other => other,
+    }
+}
+
 /// The outcome label of a call.
 fn outcome_of<T>(result: &Result<T, PolicyError>) -> &'static str {
     match result {
@@ -827,9 +854,9 @@ fn outcome_of<T>(result: &Result<T, PolicyError>) -> &'static str {
     }
 }
 
-/// At most 100 characters of a plugin's string, for an error message.
-fn clip(s: &str) -> String {
-    s.chars().take(100).collect()
+/// At most `n` characters of a string from or about a plugin, for an error message.
+fn clip(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
 }
 
 fn load(engine: &Engine, linker: &Linker<Ctx>, version: &str, bytes: &[u8]) -> Result<Plugin, PolicyError> {

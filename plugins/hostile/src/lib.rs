@@ -8,7 +8,7 @@
 //! | `bomb` | allocates until memory runs out |
 //! | `recurse` | recurses without end |
 //! | `panic` | panics |
-//! | `huge` | returns 100 000 placements |
+//! | `huge` | returns 10 000 placements |
 //! | `longkey` | returns one key of 1 MiB |
 //! | `dotdot` | a key with `..` into another tenant's folder |
 //! | `abs` | an absolute path |
@@ -54,7 +54,7 @@ impl Guest for Hostile {
             }
             "recurse" => seq(recurse(0).to_string()),
             "panic" => panic!("hostile plugin panics on purpose"),
-            "huge" => (0..100_000).flat_map(|i| seq(format!("{}/{i}.jpg", capture.app))).collect(),
+            "huge" => (0..10_000).flat_map(|i| seq(i.to_string())).collect(),
             "longkey" => seq("a".repeat(1 << 20)),
             "dotdot" => seq("../other.example/live/cam1.jpg".into()),
             "abs" => seq("/etc/passwd".into()),
