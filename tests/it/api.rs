@@ -220,7 +220,20 @@ fn domains_tokens_isolation_and_restart() {
     let (status, v) = host.api("PUT", "/v1/domains/b.example", Some(b.clone()));
     assert_eq!(status, 201, "{v}");
     assert_eq!((v["origin"].as_str(), v["storage"]["s"]["type"].as_str()), (Some("api"), Some("local")));
-    assert_eq!(host.api("PUT", "/v1/domains/b.example", Some(b)).0, 200);
+    assert_eq!(host.api("PUT", "/v1/domains/b.example", Some(b.clone())).0, 200);
+    assert_eq!(v["plugin_limits"]["memory_mib"], 16, "the defaults: {v}");
+    // The operator's plugin limits for the domain, checked like the file's.
+    let mut limited = b.clone();
+    limited["plugin_limits"] = json!({"memory_mib": 0});
+    let refused = host.api("PUT", "/v1/domains/b.example", Some(limited.clone()));
+    assert!(refused.1["message"].as_str().unwrap().contains("plugin_limits.memory_mib: must be from 1 to 1024"));
+    assert_error(refused, 400, "InvalidParameter");
+    limited["plugin_limits"] = json!({"memory_mib": 8, "deadline": "50ms"});
+    let (status, v) = host.api("PUT", "/v1/domains/b.example", Some(limited));
+    assert_eq!(
+        (status, &v["plugin_limits"]["memory_mib"], &v["plugin_limits"]["deadline"]),
+        (200, &json!(8), &json!("50ms"))
+    );
     // Two domains may not share a directory; the file's domain is the file's.
     let inside = host.dir.path().join("objects/localhost/sub");
     let overlap = json!({"storage": {"s": {"type": "local", "path": inside}}});

@@ -146,6 +146,15 @@ fn local_runner_reports_output_usage_and_failure() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["placements"][0]["key"], "live/cam1.jpg");
 
+    // What a plugin sees of the world: the clock is the capture time, no
+    // environment, no filesystem, and randomness seeded by the host, so the
+    // same input gives the same output.
+    std::fs::write(&input, std::fs::read_to_string(&input).unwrap().replace("\"cam1\"", "\"peek\"")).unwrap();
+    let peeks: Vec<Value> = (0..2).map(|_| serde_json::from_slice(&run("hostile").stdout).unwrap()).collect();
+    let key = peeks[0]["placements"][0]["key"].as_str().unwrap();
+    assert!(key.starts_with("peek/1764057600123-0-false-"), "{key}");
+    assert_eq!(peeks[0]["placements"], peeks[1]["placements"]);
+
     let out = run("spin");
     assert_eq!(out.status.code(), Some(1), "a call that fails exits 1");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -84,9 +84,10 @@ pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<R
     let policies = api.policies.clone();
     let v = version.clone();
     let data = bytes.clone();
+    let d = domain.to_owned();
     let usage = tokio::task::spawn_blocking(move || {
         let plugin = policies.load(&v, &data)?;
-        policies.conformance(&plugin)
+        policies.conformance(&plugin, &d)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?

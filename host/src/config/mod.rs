@@ -927,6 +927,46 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
     }
 
     #[test]
+    fn plugin_limits_defaults_and_per_domain_overrides() {
+        let c = Config::parse(BASE).unwrap();
+        assert_eq!(c.plugin_limits_for("localhost"), PluginLimits::default());
+        let text = BASE.replace(
+            "[domains.\"localhost\".storage.local]",
+            "[plugins]\nfuel = 5000000\ndeadline = \"50ms\"\n\
+             [domains.\"localhost\".plugin_limits]\nmemory_mib = 32\ndemote_after = 100\n\
+             [domains.\"localhost\".storage.local]",
+        );
+        let c = Config::parse(&text).unwrap();
+        let l = c.plugin_limits_for("localhost");
+        assert_eq!(
+            (l.fuel, l.deadline, l.memory_bytes, l.demote_after),
+            (5_000_000, Duration::from_millis(50), 32 << 20, 100)
+        );
+        assert_eq!(c.plugin_limits_for("other").memory_bytes, 16 << 20, "the defaults for a domain without overrides");
+        let at = "[domains.\"localhost\".storage.local]";
+        for (add, want) in [
+            ("[plugins]\nfuel = 10", "plugins.fuel: must be from 100000 to 10000000000, got 10"),
+            ("[plugins]\ndeadline = \"1h\"", "plugins.deadline: must be from 10ms to 10s"),
+            ("[plugins]\ndeadline = \"soon\"", "plugins.deadline: must be a duration"),
+            ("[plugins]\ncpu = 1", "unknown field `cpu`"),
+            (
+                "[domains.\"localhost\".plugin_limits]\nmemory_mib = 0",
+                "domains.\"localhost\".plugin_limits.memory_mib: must be from 1 to 1024, got 0",
+            ),
+            (
+                "[domains.\"localhost\".plugin_limits]\nmax_placements = 1000",
+                "plugin_limits.max_placements: must be from 1 to 256",
+            ),
+        ] {
+            let got = match Config::parse(&BASE.replace(at, &format!("{add}\n{at}"))) {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(got.contains(want), "{add}: {got}");
+        }
+    }
+
+    #[test]
     fn errors_name_field_and_rule() {
         for (from, to, want) in [
             ("version = 1", "version = 2", "version: must be 1"),

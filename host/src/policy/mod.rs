@@ -503,12 +503,13 @@ impl Policies {
         }
     }
 
-    /// Runs a plugin on golden inputs under production limits: it must name
-    /// a capture with both modes and answer a deletion question. Returns what
+    /// Runs a plugin on golden inputs under the domain's production limits:
+    /// it must name a capture with both modes and answer a deletion question
+    /// about a page of three snapshots with ids of that page. Returns what
     /// the naming call used.
-    pub fn conformance(&self, plugin: &Plugin) -> Result<Usage, PolicyError> {
+    pub fn conformance(&self, plugin: &Plugin, domain: &str) -> Result<Usage, PolicyError> {
         let facts = CaptureFacts {
-            domain: "conformance.example",
+            domain,
             app: "live",
             stream: "cam1",
             create_timestamp_ms: 1_764_057_600_123,
@@ -530,16 +531,37 @@ impl Policies {
         let call = self.call_name(plugin, &facts, &template, false);
         call.result?;
         let usage = call.usage;
-        let mut store = self.store(facts.domain, facts.create_timestamp_ms, self.limits_for(facts.domain, plugin));
-        let version = &plugin.version;
-        let call_err = |e: wasmtime::Error| call_error(version, &e);
-        let instance = plugin.pre.instantiate(&mut store).map_err(call_err)?;
-        let stream = wit::StreamRef { domain: facts.domain.into(), app: facts.app.into(), stream: facts.stream.into() };
-        let page = wit::DeletionPage { offset: 0, items: Vec::new(), newer: None };
-        instance
-            .call_select_deletions(&mut store, &stream, &page, facts.create_timestamp_ms)
-            .map_err(call_err)?
-            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message, 1000) })?;
+        let items: Vec<Record> = (0..3u64)
+            .map(|i| {
+                let ts = facts.create_timestamp_ms - i * 5000;
+                Record {
+                    id: RecordId(u128::from(ts) << 64 | u128::from(i)),
+                    domain: domain.to_owned(),
+                    app: facts.app.to_owned(),
+                    stream: facts.stream.to_owned(),
+                    create_timestamp_ms: ts,
+                    key: format!("live/cam1/{}.jpg", ts / 1000),
+                    storage: "local".into(),
+                    endpoint: String::new(),
+                    bucket: String::new(),
+                    size: 50_000,
+                    width: facts.width,
+                    height: facts.height,
+                    is_overlay: false,
+                    sequence: facts.sequence - i,
+                }
+            })
+            .collect();
+        let q = DeletionQuestion {
+            domain,
+            app: facts.app,
+            stream: facts.stream,
+            offset: 0,
+            items: &items,
+            newer: None,
+            now_ms: facts.create_timestamp_ms,
+        };
+        self.ask(plugin, &q).0?;
         Ok(usage)
     }
 
@@ -933,7 +955,7 @@ mod tests {
         let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
         let metrics = Arc::new(Metrics::new());
         let p = Policies::new(index, Limits::default(), metrics.clone(), None).unwrap();
-        let usage = p.conformance(&p.default).unwrap();
+        let usage = p.conformance(&p.default, "a.example").unwrap();
         assert!(usage.fuel > 0 && usage.peak_memory_bytes >= 64 << 10, "{usage:?}");
 
         let facts = CaptureFacts {
@@ -948,7 +970,7 @@ mod tests {
         };
         let t = template(Some("{AppName}/{StreamName}.jpg"), None);
         let dates = Arc::new(p.load("dates", &example("date_folders")).unwrap());
-        p.conformance(&dates).unwrap();
+        p.conformance(&dates, "a.example").unwrap();
         p.activate("a.example", Some(dates));
         let want = vec![Placement { key: "live/cam1/2025/11/25/080000-9.jpg".into(), overwrite: false }];
         assert_eq!(p.name(&facts, &t).unwrap(), want);
@@ -959,7 +981,7 @@ mod tests {
         // A plugin that never returns fails conformance, and if active anyway,
         // is stopped and the default names the capture.
         let spin = Arc::new(p.load("spin", &example("spin")).unwrap());
-        let e = p.conformance(&spin).unwrap_err();
+        let e = p.conformance(&spin, "a.example").unwrap_err();
         assert!(matches!(e, PolicyError::Call { .. }), "{e}");
         p.activate("a.example", Some(spin));
         let started = std::time::Instant::now();

@@ -14,6 +14,7 @@
 //! | `abs` | an absolute path |
 //! | `ctrl` | a key with control characters |
 //! | `backslash` | a key with `\` separators |
+//! | `peek` | reads the clock, the environment, the filesystem and randomness into its key |
 //!
 //! Its deletion answer for stream `faildel` selects everything, then panics;
 //! for `notmine` it names an id that is not on the page. Any other stream is
@@ -39,6 +40,19 @@ fn recurse(n: u64) -> u64 {
     std::hint::black_box(recurse(std::hint::black_box(n + 1)) + 1)
 }
 
+/// What the plugin can see of the world: the clock (the host fixes it at
+/// the capture time), the environment and the filesystem (none), and
+/// randomness (seeded by the host, so the same input gives the same key).
+fn peek() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let env = std::env::vars().count();
+    let fs = std::fs::read_dir("/").is_ok() || std::fs::read_dir(".").is_ok();
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(1);
+    format!("peek/{now}-{env}-{fs}-{:016x}.jpg", h.finish())
+}
+
 impl Guest for Hostile {
     fn name(capture: Capture, _template: Template) -> Result<Vec<Placement>, String> {
         Ok(match capture.stream.as_str() {
@@ -60,6 +74,7 @@ impl Guest for Hostile {
             "abs" => seq("/etc/passwd".into()),
             "ctrl" => seq("live/a\u{7}\nb.jpg".into()),
             "backslash" => seq("live\\..\\..\\x.jpg".into()),
+            "peek" => seq(peek()),
             _ => seq(format!("{}/{}/{}.jpg", capture.app, capture.stream, capture.sequence)),
         })
     }
