@@ -6,6 +6,11 @@ table. Run through `just bench` (which builds the binaries first).
   bench.py --bin EDGESNAP --loadgen LOADGEN --floor FLOOR --out DIR
            [--edgesnap 50,100,250,500] [--full 10,25] [--expert 25,50,100]
            [--window 40] [--clip 720p|480p] [--soak MINUTES [--soak-streams 200]]
+           [--plugin COMPONENT.wasm]
+
+With --plugin, the edgesnap runs have that plugin uploaded and active for
+their domain: every capture is named by it (with its run record) and every
+new snapshot asks it a deletion question.
 """
 import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -159,12 +164,25 @@ def stop_host(host, d):
     shutil.rmtree(d, ignore_errors=True)
 
 
+def activate_plugin(http, path):
+    """Uploads a plugin to the bench domain and activates it."""
+    auth = {"Authorization": "Bearer bench-operator-token-0123"}
+    req = urllib.request.Request(f"http://127.0.0.1:{http}/v1/domains/bench/plugins", data=open(path, "rb").read(),
+                                 headers={**auth, "Content-Type": "application/wasm"}, method="POST")
+    version = json.load(urllib.request.urlopen(req))["version"]
+    req = urllib.request.Request(f"http://127.0.0.1:{http}/v1/domains/bench/plugins/{version}/activate",
+                                 headers=auth, method="POST")
+    urllib.request.urlopen(req).read()
+
+
 def edgesnap(args, n):
     d = tempfile.mkdtemp(prefix="edgesnap-bench-")
     rtmp, http = free_port(), free_port()
     write_config(d, rtmp, http)
     host = start_host(args, d, http)
     try:
+        if args.plugin:
+            activate_plugin(http, args.plugin)
         time.sleep(1)
         _, base_rss, base_pss, _ = sample(host.pid)
         m0 = metrics(http)
@@ -179,7 +197,8 @@ def edgesnap(args, n):
         missed = m1.get("edgesnap_snapshots_missed_total", 0)
         failed = sum(v for k, v in m1.items() if k.startswith("edgesnap_snapshots_failed_total"))
         expected = n * r["window"] / INTERVAL
-        return dict(system="edgesnap", n=n, **r, base_rss=base_rss, base_pss=base_pss, expected=expected,
+        system = "edgesnap" + (f" + {os.path.basename(args.plugin)}" if args.plugin else "")
+        return dict(system=system, n=n, **r, base_rss=base_rss, base_pss=base_pss, expected=expected,
                     missed=missed, failed=failed, lateness_p50=p50, lateness_p99=p99,
                     publish_failed=out["failed"])
     finally:
@@ -271,6 +290,7 @@ def main():
                     help="720p30 at 2.5 Mb/s (the targets), or 480p30 at 1 Mb/s (the stretch)")
     ap.add_argument("--soak", type=int, default=0, help="minutes of a soak at --soak-streams instead of the sweep")
     ap.add_argument("--soak-streams", type=int, default=200)
+    ap.add_argument("--plugin", help="a policy component uploaded and active for the edgesnap runs")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     size, rate = {"720p": ("1280x720", "2500k"), "480p": ("854x480", "1000k")}[args.clip]

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
-use crate::index::{Index, Intent, Record, RecordId};
+use crate::index::{Index, Intent, Record, RecordId, StateWrites};
 use crate::media::{Decoded, Jpeg};
 use crate::metrics::Metrics;
 use crate::policy::{CaptureFacts, Placement, Policies};
@@ -127,12 +127,12 @@ impl SnapshotPath {
         .await
         .map_err(|e| SnapshotError::Join(e.to_string()))
         .and_then(|r| r.map_err(SnapshotError::from));
-        let placements: Vec<Placement> = match named {
-            Ok(p) => p,
+        let (placements, state): (Vec<Placement>, _) = match named {
+            Ok(n) => (n.placements, Some(StateWrites { domain: info.domain.clone(), writes: n.state })),
             Err(e) => {
                 // Nothing was stored: the capture is not in flight any more.
                 self.metrics.failed("policy");
-                let _ = self.index.abandon(id).await;
+                let _ = self.index.abandon(id, None).await;
                 return Err(e);
             }
         };
@@ -159,8 +159,9 @@ impl SnapshotPath {
                 Err(e) => {
                     self.metrics.failed("store");
                     // What was stored so far still gets its records.
+                    // Nothing stored: the plugin's state writes are dropped with it.
                     if records.is_empty() {
-                        let _ = self.index.abandon(id).await;
+                        let _ = self.index.abandon(id, None).await;
                         return Err(e.into());
                     }
                     tracing::error!(domain = %info.domain, error = %e, "one placement of a snapshot was not stored");
@@ -186,12 +187,13 @@ impl SnapshotPath {
         }
         self.metrics.stage("store", t.elapsed().as_secs_f64());
         if records.is_empty() {
-            // The policy chose to skip this capture.
-            self.index.abandon(id).await?;
+            // The policy chose to skip this capture; its state says so.
+            self.index.abandon(id, state).await?;
             return Ok(records);
         }
         let t = Instant::now();
-        let stored = self.index.commit(id, records).await.inspect_err(|_| self.metrics.failed("index"))?;
+        let stored =
+            self.index.commit_with_state(id, records, state).await.inspect_err(|_| self.metrics.failed("index"))?;
         self.metrics.stage("index", t.elapsed().as_secs_f64());
         Ok(stored)
     }

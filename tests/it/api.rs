@@ -226,7 +226,7 @@ fn domains_tokens_isolation_and_restart() {
     let mut limited = b.clone();
     limited["plugin_limits"] = json!({"memory_mib": 0});
     let refused = host.api("PUT", "/v1/domains/b.example", Some(limited.clone()));
-    assert!(refused.1["message"].as_str().unwrap().contains("plugin_limits.memory_mib: must be from 1 to 1024"));
+    assert!(refused.1["message"].as_str().unwrap().contains("plugin_limits.memory_mib: must be from 1 to 256"));
     assert_error(refused, 400, "InvalidParameter");
     limited["plugin_limits"] = json!({"memory_mib": 8, "deadline": "50ms"});
     let (status, v) = host.api("PUT", "/v1/domains/b.example", Some(limited));

@@ -56,6 +56,9 @@ impl Default for PluginLimits {
     }
 }
 
+/// The largest memory limit of a plugin call (the size of an instance slot).
+pub const MAX_PLUGIN_MEMORY_MIB: usize = 256;
+
 /// An operator's per-domain changes to the plugin limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PluginOverrides {
@@ -736,7 +739,8 @@ pub fn validate_plugin_limits(raw: &RawPluginLimits, path: &str) -> Result<Plugi
     Ok(PluginOverrides {
         fuel: within(raw.fuel, 100_000, 10_000_000_000, join(path, "fuel"))?.map(|n| n as u64),
         deadline,
-        memory_bytes: within(raw.memory_mib, 1, 1024, join(path, "memory_mib"))?.map(|n| (n as usize) << 20),
+        memory_bytes: within(raw.memory_mib, 1, MAX_PLUGIN_MEMORY_MIB as i64, join(path, "memory_mib"))?
+            .map(|n| (n as usize) << 20),
         max_placements: within(raw.max_placements, 1, 256, join(path, "max_placements"))?.map(|n| n as usize),
         max_log_lines: within(raw.max_log_lines, 0, 1000, join(path, "max_log_lines"))?.map(|n| n as u32),
         demote_after: within(raw.demote_after, 1, 1_000_000, join(path, "demote_after"))?.map(|n| n as u32),
@@ -951,7 +955,7 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
             ("[plugins]\ncpu = 1", "unknown field `cpu`"),
             (
                 "[domains.\"localhost\".plugin_limits]\nmemory_mib = 0",
-                "domains.\"localhost\".plugin_limits.memory_mib: must be from 1 to 1024, got 0",
+                "domains.\"localhost\".plugin_limits.memory_mib: must be from 1 to 256, got 0",
             ),
             (
                 "[domains.\"localhost\".plugin_limits]\nmax_placements = 1000",

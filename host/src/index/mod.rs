@@ -110,6 +110,13 @@ pub struct Tombstone {
     pub key: String,
 }
 
+/// A plugin's staged state writes for its domain (`None` deletes a key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateWrites {
+    pub domain: String,
+    pub writes: Vec<(String, Option<Vec<u8>>)>,
+}
+
 /// A catalog entry's key: (kind, domain, name).
 pub type CatalogKey = (String, String, String);
 
@@ -272,15 +279,27 @@ impl Index {
     /// record replaces the stream's previous record of the same key, keeping
     /// its id. Returns the records as stored.
     pub async fn commit(&self, intent: RecordId, records: Vec<Record>) -> Result<Vec<Record>, IndexError> {
+        self.commit_with_state(intent, records, None).await
+    }
+
+    /// [`Index::commit`], with the state writes of the plugin that named
+    /// the capture in the same transaction.
+    pub async fn commit_with_state(
+        &self,
+        intent: RecordId,
+        records: Vec<Record>,
+        state: Option<StateWrites>,
+    ) -> Result<Vec<Record>, IndexError> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(writer::Op::Commit { intent, records, reply })?;
+        self.writer.send(writer::Op::Commit { intent, records, state, reply })?;
         rx.await.map_err(|_| IndexError::Stopped)?
     }
 
-    /// Clears an intent whose capture stored nothing.
-    pub async fn abandon(&self, intent: RecordId) -> Result<(), IndexError> {
+    /// Clears an intent whose capture stored nothing; with `state`, the
+    /// writes of the plugin that chose to skip it, in the same transaction.
+    pub async fn abandon(&self, intent: RecordId, state: Option<StateWrites>) -> Result<(), IndexError> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(writer::Op::Abandon { intent, reply })?;
+        self.writer.send(writer::Op::Abandon { intent, state, reply })?;
         rx.await.map_err(|_| IndexError::Stopped)?
     }
 

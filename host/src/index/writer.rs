@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::{
     BY_STREAM, CATALOG, CatalogKey, IDS, INTENTS, IndexError, Intent, OVERLAYS, PLUGIN_STATE, RECORDS, Record,
-    RecordId, SEQUENCES, TOMBSTONES, Tombstone, db, decode_record, encode_record,
+    RecordId, SEQUENCES, StateWrites, TOMBSTONES, Tombstone, db, decode_record, encode_record,
 };
 
 /// Operations per commit at most.
@@ -28,10 +28,12 @@ pub(super) enum Op {
     Commit {
         intent: RecordId,
         records: Vec<Record>,
+        state: Option<StateWrites>,
         reply: oneshot::Sender<Result<Vec<Record>, IndexError>>,
     },
     Abandon {
         intent: RecordId,
+        state: Option<StateWrites>,
         reply: oneshot::Sender<Result<(), IndexError>>,
     },
     State {
@@ -137,8 +139,13 @@ fn run_batch(db: &Database, batch: Vec<Op>, clears: &[RecordId]) {
         let savepoint = txn.ephemeral_savepoint().ok();
         let d = match op {
             Op::Reserve { id, intent, reply } => Done::Reserve(reply, reserve(&txn, id, &intent)),
-            Op::Commit { intent, records, reply } => Done::Commit(reply, commit(&txn, intent, records)),
-            Op::Abandon { intent, reply } => Done::Unit(reply, abandon(&txn, intent)),
+            Op::Commit { intent, records, state: st, reply } => Done::Commit(
+                reply,
+                commit(&txn, intent, records).and_then(|r| with_state(&txn, st.as_ref()).map(|()| r)),
+            ),
+            Op::Abandon { intent, state: st, reply } => {
+                Done::Unit(reply, abandon(&txn, intent).and_then(|()| with_state(&txn, st.as_ref())))
+            }
             Op::State { domain, writes, reply } => Done::Unit(reply, state(&txn, &domain, &writes)),
             Op::Catalog { clear_domain, writes, reply } => {
                 Done::Unit(reply, catalog(&txn, clear_domain.as_deref(), &writes))
@@ -182,6 +189,14 @@ fn fail(op: Op, msg: &str) {
         | Op::State { reply, .. }
         | Op::Catalog { reply, .. }
         | Op::ClearTombstones { reply, .. } => drop(reply.send(Err(e()))),
+    }
+}
+
+/// A plugin's state writes riding with a capture's commit (or abandon).
+fn with_state(txn: &WriteTransaction, st: Option<&StateWrites>) -> Result<(), IndexError> {
+    match st {
+        Some(st) if !st.writes.is_empty() => state(txn, &st.domain, &st.writes),
+        _ => Ok(()),
     }
 }
 

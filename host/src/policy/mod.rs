@@ -33,6 +33,10 @@ pub const DEFAULT_PLUGIN: &[u8] = include_bytes!(env!("DEFAULT_POLICY_WASM"));
 /// Limits of one plugin call: config defaults, per-domain overrides.
 pub use crate::config::PluginLimits as Limits;
 
+/// Plugin instances alive at once: a call holds one for its duration; the
+/// snapshot path runs at most 64 calls at once, deletion passes one.
+const POOL_INSTANCES: u32 = 256;
+
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +170,15 @@ pub struct DeletionQuestion<'a> {
     /// The snapshot just newer than `items[0]`.
     pub newer: Option<&'a Record>,
     pub now_ms: u64,
+}
+
+/// A capture's placements, and the state writes of the plugin that named it
+/// (committed with the capture's records, or with its intent's end if it
+/// is skipped; dropped if nothing could be stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub placements: Vec<Placement>,
+    pub state: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// What one call used, as measured by the host.
@@ -329,6 +342,15 @@ impl Policies {
     ) -> Result<Policies, PolicyError> {
         let mut config = EngineConfig::new();
         config.wasm_component_model(true).consume_fuel(true).epoch_interruption(true);
+        // Instances come from a pool of pre-reserved slots: a fresh instance
+        // per call costs about 20 µs instead of 35 (BENCHMARKS.md).
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 8)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .max_memory_size(crate::config::MAX_PLUGIN_MEMORY_MIB << 20);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let cache =
             match compiled_cache {
                 None => None,
@@ -528,7 +550,7 @@ impl Policies {
             jpeg_quality: 85,
             origin: crate::config::Origin::Api,
         };
-        let call = self.call_name(plugin, &facts, &template, false);
+        let call = self.call_name(plugin, &facts, &template);
         call.result?;
         let usage = call.usage;
         let items: Vec<Record> = (0..3u64)
@@ -579,18 +601,20 @@ impl Policies {
     /// Runs one naming call with production limits and reports everything,
     /// committing nothing (the local runner).
     pub fn run(&self, plugin: &Plugin, facts: &CaptureFacts<'_>, template: &Template) -> Run {
-        self.call_name(plugin, facts, template, false)
+        self.call_name(plugin, facts, template)
     }
 
     /// Names a capture with the domain's plugin. A failure of an uploaded
     /// plugin (trap, fuel, deadline, memory, bad output, refusal) falls back
-    /// to the default plugin: the capture is stored, never lost.
+    /// to the default plugin: the capture is stored, never lost. The state
+    /// writes of a successful call are returned, for the caller to commit
+    /// with the capture's records.
     /// Blocking: call it off the async runtime.
-    pub fn name(&self, facts: &CaptureFacts<'_>, template: &Template) -> Result<Vec<Placement>, PolicyError> {
+    pub fn name(&self, facts: &CaptureFacts<'_>, template: &Template) -> Result<Named, PolicyError> {
         let plugin = self.active.read().unwrap().get(facts.domain).cloned();
         if let Some(plugin) = plugin {
             let started = std::time::Instant::now();
-            let call = self.call_name(&plugin, facts, template, true);
+            let call = self.call_name(&plugin, facts, template);
             let seconds = started.elapsed().as_secs_f64();
             let outcome = outcome_of(&call.result);
             let usage = call.result.is_ok().then_some((call.usage.fuel, call.usage.peak_memory_bytes));
@@ -599,7 +623,7 @@ impl Policies {
             match call.result {
                 Ok(placements) => {
                     self.failures.lock().unwrap().remove(&(facts.domain.to_owned(), "name"));
-                    return Ok(placements);
+                    return Ok(Named { placements, state: call.state_writes });
                 }
                 Err(e) => {
                     tracing::warn!(domain = %facts.domain, error = %e, "plugin failed; the default policy names this capture");
@@ -608,7 +632,7 @@ impl Policies {
                 }
             }
         }
-        self.name_with(&self.default, facts, template)
+        Ok(Named { placements: self.name_with(&self.default, facts, template)?, state: Vec::new() })
     }
 
     /// Whether a domain has an uploaded plugin in force. The default policy
@@ -735,31 +759,22 @@ impl Policies {
         facts: &CaptureFacts<'_>,
         template: &Template,
     ) -> Result<Vec<Placement>, PolicyError> {
-        self.call_name(plugin, facts, template, true).result
+        self.call_name(plugin, facts, template).result
     }
 
-    /// One naming call in a fresh store. With `commit_state`, the staged
-    /// state writes of a successful call are committed (and a failed commit
-    /// fails the call); otherwise they are returned.
-    fn call_name(&self, plugin: &Plugin, facts: &CaptureFacts<'_>, template: &Template, commit_state: bool) -> Run {
+    /// One naming call in a fresh store: its result, logs, usage and staged
+    /// state writes (none when it failed).
+    fn call_name(&self, plugin: &Plugin, facts: &CaptureFacts<'_>, template: &Template) -> Run {
         let mut store = self.store(facts.domain, facts.create_timestamp_ms, self.limits_for(facts.domain, plugin));
-        let mut result = with_memory_note(self.name_in(&mut store, plugin, facts, template), &store);
+        let result = with_memory_note(self.name_in(&mut store, plugin, facts, template), &store);
         let usage = Usage {
             fuel: store.data().budget.fuel - store.get_fuel().unwrap_or(0),
             peak_memory_bytes: store.data().limits.peak_memory,
         };
         let data = store.data_mut();
         let logs = std::mem::take(&mut data.logs);
-        let mut state_writes: Vec<_> = std::mem::take(&mut data.staged).into_iter().collect();
-        if commit_state && result.is_ok() && !state_writes.is_empty() {
-            let writes = std::mem::take(&mut state_writes);
-            let committed = tokio::runtime::Handle::try_current().map_err(|e| e.to_string()).and_then(|h| {
-                h.block_on(self.index.commit_plugin_state(facts.domain.to_owned(), writes)).map_err(|e| e.to_string())
-            });
-            if let Err(e) = committed {
-                result = Err(PolicyError::Call { version: plugin.version.clone(), why: format!("commit state: {e}") });
-            }
-        }
+        let staged = std::mem::take(&mut data.staged);
+        let state_writes = if result.is_ok() { staged.into_iter().collect() } else { Vec::new() };
         Run { result, logs, usage, state_writes }
     }
 
@@ -924,7 +939,7 @@ mod tests {
         let t =
             template(Some("{AppName}/{StreamName}.jpg"), Some("snapshot/{AppName}/{StreamName}/{UnixTimestamp}.jpg"));
         assert_eq!(
-            p.name(&facts, &t).unwrap(),
+            p.name(&facts, &t).unwrap().placements,
             vec![
                 Placement { key: "live/cam1.jpg".into(), overwrite: true },
                 Placement { key: "snapshot/live/cam1/1764057600.jpg".into(), overwrite: false },
@@ -932,7 +947,7 @@ mod tests {
         );
         let t = template(None, Some("{Domain}/{Date}/{Time}-{Sequence}-{UnixTimestampMs}.jpg"));
         assert_eq!(
-            p.name(&facts, &t).unwrap(),
+            p.name(&facts, &t).unwrap().placements,
             vec![Placement { key: "push.example.com/2025-11-25/080000-42-1764057600123.jpg".into(), overwrite: false }]
         );
     }
@@ -973,10 +988,13 @@ mod tests {
         p.conformance(&dates, "a.example").unwrap();
         p.activate("a.example", Some(dates));
         let want = vec![Placement { key: "live/cam1/2025/11/25/080000-9.jpg".into(), overwrite: false }];
-        assert_eq!(p.name(&facts, &t).unwrap(), want);
+        assert_eq!(p.name(&facts, &t).unwrap().placements, want);
         // Another domain keeps the default.
         let other = CaptureFacts { domain: "b.example", ..facts.clone() };
-        assert_eq!(p.name(&other, &t).unwrap(), vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]);
+        assert_eq!(
+            p.name(&other, &t).unwrap().placements,
+            vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]
+        );
 
         // A plugin that never returns fails conformance, and if active anyway,
         // is stopped and the default names the capture.
@@ -985,7 +1003,10 @@ mod tests {
         assert!(matches!(e, PolicyError::Call { .. }), "{e}");
         p.activate("a.example", Some(spin));
         let started = std::time::Instant::now();
-        assert_eq!(p.name(&facts, &t).unwrap(), vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]);
+        assert_eq!(
+            p.name(&facts, &t).unwrap().placements,
+            vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]
+        );
         assert!(started.elapsed() < Duration::from_secs(2), "stopped by fuel or the deadline");
         assert!(metrics.render().contains("edgesnap_policy_fallbacks_total{domain=\"a.example\"} 1"));
         let m = metrics.render();
@@ -1004,16 +1025,19 @@ mod tests {
         let (tx, mut demoted) = tokio::sync::mpsc::unbounded_channel();
         p.on_demotion(tx);
         for _ in 1..Limits::default().demote_after {
-            p.name(&facts, &t).unwrap();
+            p.name(&facts, &t).unwrap().placements;
         }
         let d = demoted.try_recv().unwrap();
         assert_eq!((d.domain.as_str(), d.version.as_str()), ("a.example", "spin"));
         assert!(d.reason.starts_with("5 failures in a row, the last: plugin spin failed"), "{}", d.reason);
         assert!(p.active.read().unwrap().get("a.example").is_none(), "the default runs");
         assert!(metrics.render().contains("edgesnap_policy_demotions_total{domain=\"a.example\"} 1"));
-        p.name(&facts, &t).unwrap();
+        p.name(&facts, &t).unwrap().placements;
         assert!(demoted.try_recv().is_err());
         p.activate("a.example", None);
-        assert_eq!(p.name(&facts, &t).unwrap(), vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]);
+        assert_eq!(
+            p.name(&facts, &t).unwrap().placements,
+            vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]
+        );
     }
 }
