@@ -1025,14 +1025,14 @@ mod tests {
         let (tx, mut demoted) = tokio::sync::mpsc::unbounded_channel();
         p.on_demotion(tx);
         for _ in 1..Limits::default().demote_after {
-            p.name(&facts, &t).unwrap().placements;
+            p.name(&facts, &t).unwrap();
         }
         let d = demoted.try_recv().unwrap();
         assert_eq!((d.domain.as_str(), d.version.as_str()), ("a.example", "spin"));
         assert!(d.reason.starts_with("5 failures in a row, the last: plugin spin failed"), "{}", d.reason);
         assert!(p.active.read().unwrap().get("a.example").is_none(), "the default runs");
         assert!(metrics.render().contains("edgesnap_policy_demotions_total{domain=\"a.example\"} 1"));
-        p.name(&facts, &t).unwrap().placements;
+        p.name(&facts, &t).unwrap();
         assert!(demoted.try_recv().is_err());
         p.activate("a.example", None);
         assert_eq!(
