@@ -35,6 +35,11 @@ bench-query *ARGS: build
     cargo build --release --locked --examples
     {{CARGO_TARGET_DIR}}/release/examples/query_bench --bin {{bin}} --dir {{CARGO_TARGET_DIR}}/../bench/query-10m {{ARGS}}
 
+# The cost of a plugin decision (issue 5): the default and uploaded plugins vs. the same rules native; see BENCHMARKS.md.
+bench-policy *ARGS:
+    cargo build --release --locked --examples
+    {{CARGO_TARGET_DIR}}/release/examples/policy_bench {{ARGS}}
+
 # The capacity benchmark (issue 3): edgesnap vs nginx-rtmp + ffmpeg; see BENCHMARKS.md.
 bench *ARGS: build
     cargo build --release --locked --examples

@@ -82,7 +82,7 @@ def lateness(m0, m1):
     """p50, p99 upper bounds (s) of the window's lateness histogram, all domains."""
     counts = {}
     for k, v in m1.items():
-        r = re.match(r'edgesnap_lateness_seconds_bucket\{.*le="([^"]+)"\}', k)
+        r = re.match(r'edgesnap_lateness_seconds_bucket\{(?:.*,)?le="([^"]+)"', k)
         if r:
             le = float("inf") if r.group(1) == "+Inf" else float(r.group(1))
             counts[le] = counts.get(le, 0) + v - m0.get(k, 0)
