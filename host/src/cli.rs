@@ -589,13 +589,17 @@ impl Client {
                 v["conformance"]["peak_memory_bytes"],
                 v["uploaded_time"].as_str().unwrap_or(""),
                 if v["active"] == true { "  ACTIVE" } else { "" }
-            )
+            );
+            if let Some(reason) = v["demoted"]["reason"].as_str() {
+                println!("    demoted {}: {reason}", v["demoted"]["time"].as_str().unwrap_or(""));
+            }
         };
         finish(match cmd {
             PluginsCmd::Ls { domain } => {
                 self.call("GET", &format!("/v1/domains/{}/plugins", enc(&domain)), None).map(|v| {
                     self.show(&v, |v| {
                         println!("active: {}", v["active"].as_str().unwrap_or("?"));
+                        println!("previous: {}", v["previous"].as_str().unwrap_or("?"));
                         v["versions"].as_array().into_iter().flatten().for_each(print_version);
                     })
                 })

@@ -228,6 +228,9 @@ fn domains_tokens_isolation_and_restart() {
     let refused = host.api("PUT", "/v1/domains/b.example", Some(limited.clone()));
     assert!(refused.1["message"].as_str().unwrap().contains("plugin_limits.memory_mib: must be from 1 to 256"));
     assert_error(refused, 400, "InvalidParameter");
+    limited["plugin_limits"] = json!([]);
+    assert_error(host.api("PUT", "/v1/domains/b.example", Some(limited.clone())), 400, "InvalidBody");
+    assert_error(host.api("POST", "/v1/domains/b.example/tokens", Some(json!([]))), 400, "InvalidBody");
     limited["plugin_limits"] = json!({"memory_mib": 8, "deadline": "50ms"});
     let (status, v) = host.api("PUT", "/v1/domains/b.example", Some(limited));
     assert_eq!(

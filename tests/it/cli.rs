@@ -122,6 +122,9 @@ fn client_subcommands_script_the_api() {
     let v = ok_json(&run(&host, &["plugins", "ls", "--domain", "localhost", "--json"]));
     assert_eq!(v["active"], version.as_str());
     assert!(run(&host, &["plugins", "activate", "--domain", "localhost", "default"]).status.success());
+    let table = String::from_utf8(run(&host, &["plugins", "ls", "--domain", "localhost"]).stdout).unwrap();
+    assert!(table.contains("active: default\nprevious: ") && table.contains(&version), "{table}");
+    assert!(table.contains(&format!("previous: {version}")), "the version it replaced: {table}");
     assert!(run(&host, &["plugins", "rm", "--domain", "localhost", &version]).status.success());
     assert_eq!(run(&host, &["plugins", "rm", "--domain", "localhost", &version]).status.code(), Some(1));
 

@@ -297,6 +297,10 @@ impl Call {
             ));
         }
         let bytes = self.bytes(MAX_BODY).await?;
+        // serde accepts a struct written as an array of its fields; the API does not.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad("InvalidBody", "the body must be a JSON object"));
+        }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();

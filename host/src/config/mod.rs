@@ -337,7 +337,7 @@ pub struct RawDomain {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshot_configs: Vec<RawTemplate>,
     /// The operator's changes to the plugin limits for this domain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "object_only")]
     pub plugin_limits: Option<RawPluginLimits>,
 }
 
@@ -692,6 +692,21 @@ pub fn validate_domain(name: &str, d: &RawDomain, path: &str, origin: Origin) ->
         Some(raw) => validate_plugin_limits(raw, &join(path, "plugin_limits"))?,
     };
     Ok(Domain { name: name.to_owned(), origin, publish_auth, storage, templates, notify: None, plugin_limits })
+}
+
+/// A table written as a table: serde would also take a struct written as an
+/// array of its fields, which the file and the API do not.
+fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        v @ serde_json::Value::Object(_) => T::deserialize(v).map(Some).map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!("expected a table of limits, got {other}"))),
+    }
 }
 
 /// Plugin limits as written (`[plugins]`, or a domain's `plugin_limits`);
