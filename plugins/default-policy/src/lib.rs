@@ -20,21 +20,7 @@ struct DefaultPolicy;
 
 impl Guest for DefaultPolicy {
     fn name(capture: Capture, template: Template) -> Result<Vec<Placement>, String> {
-        let vars = template_vars::Vars {
-            domain: &capture.domain,
-            app: &capture.app,
-            stream: &capture.stream,
-            create_timestamp_ms: capture.create_timestamp_ms,
-            sequence: capture.sequence,
-        };
-        let mut placements = Vec::with_capacity(2);
-        if let Some(t) = &template.overwrite_object {
-            placements.push(Placement { key: template_vars::render(t, &vars), mode: Mode::Overwrite });
-        }
-        if let Some(t) = &template.sequence_object {
-            placements.push(Placement { key: template_vars::render(t, &vars), mode: Mode::Sequential });
-        }
-        Ok(placements)
+        Ok(template_vars::by_template!(capture, template, Placement, Mode))
     }
 
     fn select_deletions(_stream: StreamRef, _page: DeletionPage, _now_ms: u64) -> Result<Deletions, String> {

@@ -20,7 +20,7 @@ struct KeepLast;
 
 impl Guest for KeepLast {
     fn name(capture: Capture, template: Template) -> Result<Vec<Placement>, String> {
-        Ok(by_template(&capture, &template))
+        Ok(template_vars::by_template!(capture, template, Placement, Mode))
     }
 
     fn select_deletions(_stream: StreamRef, page: DeletionPage, _now_ms: u64) -> Result<Deletions, String> {
@@ -32,21 +32,6 @@ impl Guest for KeepLast {
 fn beyond(keep: u64, offset: u64, items: &[StoredSnapshot]) -> Vec<String> {
     let skip = keep.saturating_sub(offset).min(items.len() as u64) as usize;
     items[skip..].iter().map(|s| s.id.clone()).collect()
-}
-
-/// The template's placements, as the default policy makes them.
-fn by_template(capture: &Capture, template: &Template) -> Vec<Placement> {
-    let vars = template_vars::Vars {
-        domain: &capture.domain,
-        app: &capture.app,
-        stream: &capture.stream,
-        create_timestamp_ms: capture.create_timestamp_ms,
-        sequence: capture.sequence,
-    };
-    let (over, seq) =
-        template_vars::names(template.overwrite_object.as_deref(), template.sequence_object.as_deref(), &vars);
-    let over = over.map(|key| Placement { key, mode: Mode::Overwrite });
-    over.into_iter().chain(seq.map(|key| Placement { key, mode: Mode::Sequential })).collect()
 }
 
 export!(KeepLast);

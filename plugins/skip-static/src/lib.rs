@@ -26,22 +26,7 @@ impl Guest for SkipStatic {
             return Ok(Vec::new());
         }
         state::set(&key, &hash);
-        let vars = template_vars::Vars {
-            domain: &capture.domain,
-            app: &capture.app,
-            stream: &capture.stream,
-            create_timestamp_ms: capture.create_timestamp_ms,
-            sequence: capture.sequence,
-        };
-        let render = |t: &str| template_vars::render(t, &vars);
-        let mut out = Vec::new();
-        if let Some(t) = &template.overwrite_object {
-            out.push(Placement { key: render(t), mode: Mode::Overwrite });
-        }
-        if let Some(t) = &template.sequence_object {
-            out.push(Placement { key: render(t), mode: Mode::Sequential });
-        }
-        Ok(out)
+        Ok(template_vars::by_template!(capture, template, Placement, Mode))
     }
 
     fn select_deletions(_stream: StreamRef, _page: DeletionPage, _now_ms: u64) -> Result<Deletions, String> {

@@ -45,6 +45,27 @@ pub fn render(template: &str, v: &Vars<'_>) -> String {
     out
 }
 
+/// The placements a template asks for, built in the calling plugin's own
+/// generated WIT types: `by_template!(capture, template, Placement, Mode)`
+/// gives the overwrite placement (if the template names one), then the
+/// sequential one.
+#[macro_export]
+macro_rules! by_template {
+    ($capture:expr, $template:expr, $placement:ident, $mode:ident) => {{
+        let (c, t) = (&$capture, &$template);
+        let vars = $crate::Vars {
+            domain: &c.domain,
+            app: &c.app,
+            stream: &c.stream,
+            create_timestamp_ms: c.create_timestamp_ms,
+            sequence: c.sequence,
+        };
+        let (over, seq) = $crate::names(t.overwrite_object.as_deref(), t.sequence_object.as_deref(), &vars);
+        let over = over.map(|key| $placement { key, mode: $mode::Overwrite });
+        over.into_iter().chain(seq.map(|key| $placement { key, mode: $mode::Sequential })).collect::<Vec<_>>()
+    }};
+}
+
 /// A template's two object names for a capture: (overwrite, sequential),
 /// each present when the template names it.
 pub fn names(overwrite: Option<&str>, sequence: Option<&str>, v: &Vars<'_>) -> (Option<String>, Option<String>) {

@@ -22,17 +22,7 @@ struct ThinByAge;
 
 impl Guest for ThinByAge {
     fn name(capture: Capture, template: Template) -> Result<Vec<Placement>, String> {
-        let vars = template_vars::Vars {
-            domain: &capture.domain,
-            app: &capture.app,
-            stream: &capture.stream,
-            create_timestamp_ms: capture.create_timestamp_ms,
-            sequence: capture.sequence,
-        };
-        let (over, seq) =
-            template_vars::names(template.overwrite_object.as_deref(), template.sequence_object.as_deref(), &vars);
-        let over = over.map(|key| Placement { key, mode: Mode::Overwrite });
-        Ok(over.into_iter().chain(seq.map(|key| Placement { key, mode: Mode::Sequential })).collect())
+        Ok(template_vars::by_template!(capture, template, Placement, Mode))
     }
 
     fn select_deletions(_stream: StreamRef, page: DeletionPage, now_ms: u64) -> Result<Deletions, String> {
