@@ -15,11 +15,20 @@ pub mod index;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod retention;
 pub mod snapshot;
 pub mod storage;
 pub mod tenants;
+pub mod urls;
+
+/// Unix milliseconds as ISO-8601 UTC with milliseconds (`2026-11-25T08:00:00.123Z`).
+pub fn iso_ms(ms: u64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
 
 /// Wall-clock time, unix milliseconds.
 pub fn unix_ms() -> u64 {

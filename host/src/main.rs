@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use edgesnap::config::Config;
 use edgesnap::tenants::Tenants;
-use edgesnap::{api, index, ingest, media, metrics, policy, retention, snapshot};
+use edgesnap::{api, index, ingest, media, metrics, notify, policy, retention, snapshot};
 
 #[derive(Parser)]
 #[command(
@@ -139,7 +139,7 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let policies =
         Arc::new(policy::Policies::new(index.clone(), settings.get().plugin_limits, metrics.clone(), Some(&compiled))?);
     policies.follow(settings.clone());
-    let url_key = index.secret("url-signing-key")?;
+    let urls = Arc::new(edgesnap::urls::UrlSigner::new(settings.clone(), index.secret("url-signing-key")?));
 
     let rtmp = tokio::net::TcpListener::bind(server.rtmp_listen)
         .await
@@ -189,8 +189,11 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
             }
         }
     });
+    let notifier = notify::Notifier::new(index.clone(), settings.clone(), urls.clone(), metrics.clone())?;
+    let notifier_stop = CancellationToken::new();
+    let notifier_loop = tokio::spawn(notifier.clone().run(notifier_stop.clone()));
     let (retention, retention_rx) =
-        retention::Retention::new(index.clone(), storage.clone(), policies.clone(), metrics.clone());
+        retention::Retention::new(index.clone(), storage.clone(), policies.clone(), notifier.clone(), metrics.clone());
     let retention_stop = CancellationToken::new();
     let retention_loop = tokio::spawn(retention.clone().run(retention_rx, retention_stop.clone()));
     let path = Arc::new(snapshot::SnapshotPath {
@@ -198,6 +201,7 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
         storage: storage.clone(),
         policies: policies.clone(),
         retention,
+        notifier: notifier.clone(),
         metrics: metrics.clone(),
     });
     let api = Arc::new(api::Api {
@@ -208,7 +212,8 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
         ingest: ingest.clone(),
         metrics,
         policies,
-        url_key,
+        urls,
+        notifier,
     });
     let snapshots = tokio::spawn(path.run(decoded_rx, snapshot_tasks.clone()));
     let ingest_loop = tokio::spawn(ingest.clone().run(rtmp, cancel.clone(), ingest_tasks.clone()));
@@ -235,8 +240,12 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     // 4. A deletion pass under way finishes; no new one starts.
     retention_stop.cancel();
     let _ = retention_loop.await;
+    // 5. Callbacks not delivered yet stay in the outbox for the next start;
+    //    a round under way ends within the delivery timeout.
+    notifier_stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(6), notifier_loop).await;
     let _ = http_loop.await;
-    // 5. Close redb cleanly: the last holder of the index is this function.
+    // 6. Close redb cleanly: the last holder of the index is this function.
     drop(tenants);
     close_index(index).await;
     tracing::info!("stopped");

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub policy_deletions: Family<Vec<(&'static str, String)>, Counter>,
     /// Plugins demoted after consecutive failures.
     pub policy_demotions: Family<Vec<(&'static str, String)>, Counter>,
+    /// Callback deliveries by domain and outcome (delivered, retried, failed, dropped).
+    pub callbacks: Family<Vec<(&'static str, String)>, Counter>,
+    /// Callbacks waiting in the outbox.
+    pub outbox_pending: Gauge,
     /// HTTP requests by method, route pattern and status, with their latency.
     pub http_seconds: Family<Vec<(&'static str, String)>, Histogram>,
 }
@@ -70,6 +74,8 @@ impl Metrics {
             policy_fallbacks: Family::default(),
             policy_demotions: Family::default(),
             policy_deletions: Family::default(),
+            callbacks: Family::default(),
+            outbox_pending: Gauge::default(),
             policy_calls: Family::default(),
             policy_call_seconds: Family::new_with_constructor(histogram),
             policy_fuel: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1_000.0, 4.0, 12))),
@@ -111,6 +117,8 @@ impl Metrics {
             m.policy_demotions.clone(),
         );
         registry.register("policy_calls", "Calls of uploaded plugins, by call and outcome", m.policy_calls.clone());
+        registry.register("callbacks", "Callback deliveries, by domain and outcome", m.callbacks.clone());
+        registry.register("outbox_pending", "Callbacks waiting in the outbox", m.outbox_pending.clone());
         registry.register(
             "policy_deletions",
             "Snapshots deleted because the domain's plugin selected them",
@@ -174,6 +182,10 @@ impl Metrics {
             self.policy_fuel.get_or_create(&dv).observe(fuel as f64);
             self.policy_peak_memory_bytes.get_or_create(&dv).observe(memory as f64);
         }
+    }
+
+    pub fn callback(&self, domain: &str, outcome: &'static str) {
+        self.callbacks.get_or_create(&vec![("domain", domain.to_owned()), ("outcome", outcome.to_owned())]).inc();
     }
 
     pub fn policy_deleted(&self, domain: &str, n: u64) {

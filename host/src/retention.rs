@@ -70,6 +70,7 @@ pub struct Retention {
     index: Arc<Index>,
     storage: Arc<Storage>,
     policies: Arc<Policies>,
+    notifier: Arc<crate::notify::Notifier>,
     metrics: Arc<Metrics>,
     tx: mpsc::Sender<StreamKey>,
     /// Streams queued for a pass (a stream is queued once).
@@ -89,10 +90,11 @@ impl Retention {
         index: Arc<Index>,
         storage: Arc<Storage>,
         policies: Arc<Policies>,
+        notifier: Arc<crate::notify::Notifier>,
         metrics: Arc<Metrics>,
     ) -> (Arc<Retention>, mpsc::Receiver<StreamKey>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Arc::new(Retention { index, storage, policies, metrics, tx, pending: Mutex::default() }), rx)
+        (Arc::new(Retention { index, storage, policies, notifier, metrics, tx, pending: Mutex::default() }), rx)
     }
 
     /// Asks for a pass over a stream that has a new snapshot, if its domain
@@ -143,7 +145,9 @@ impl Retention {
             .map_err(|e| RetentionError::Join(e.to_string()))??;
         let mut deleted = 0;
         for batch in selected.chunks(DELETE_BATCH) {
-            let removed = self.index.delete(batch.to_vec(), true).await?;
+            let events = self.notifier.events_of(crate::notify::DELETED);
+            let removed = self.index.delete_with_events(batch.to_vec(), true, Some(events)).await?;
+            self.notifier.poke();
             remove_objects(&self.index, &removed, |d, s| self.storage.target(d, s)).await;
             deleted += removed.len();
         }
@@ -275,7 +279,10 @@ mod tests {
         let index = Arc::new(Index::open(&dir.path().join("index.redb")).unwrap());
         let metrics = Arc::new(Metrics::new());
         let policies = Arc::new(Policies::new(index.clone(), Limits::default(), metrics.clone(), None).unwrap());
-        let (retention, _rx) = Retention::new(index.clone(), storage, policies.clone(), metrics.clone());
+        let settings = crate::config::Settings::new(config);
+        let urls = Arc::new(crate::urls::UrlSigner::new(settings.clone(), b"key".to_vec()));
+        let notifier = crate::notify::Notifier::new(index.clone(), settings, urls, metrics.clone()).unwrap();
+        let (retention, _rx) = Retention::new(index.clone(), storage, policies.clone(), notifier, metrics.clone());
         captures(&index, "cam1", 600).await;
         captures(&index, "faildel", 300).await;
         captures(&index, "notmine", 20).await;

@@ -35,6 +35,7 @@ pub struct SnapshotPath {
     pub storage: Arc<Storage>,
     pub policies: Arc<Policies>,
     pub retention: Arc<crate::retention::Retention>,
+    pub notifier: Arc<crate::notify::Notifier>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -192,8 +193,13 @@ impl SnapshotPath {
             return Ok(records);
         }
         let t = Instant::now();
-        let stored =
-            self.index.commit_with_state(id, records, state).await.inspect_err(|_| self.metrics.failed("index"))?;
+        let events = self.notifier.events_of(crate::notify::SNAPSHOT);
+        let stored = self
+            .index
+            .commit_capture(id, records, state, Some(events))
+            .await
+            .inspect_err(|_| self.metrics.failed("index"))?;
+        self.notifier.poke();
         self.metrics.stage("index", t.elapsed().as_secs_f64());
         Ok(stored)
     }

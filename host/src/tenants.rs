@@ -295,6 +295,9 @@ impl Tenants {
             default_domain: new.default_domain.clone(),
             public_url: new.public_url.clone(),
             url_ttl: new.url_ttl,
+            allow_private_callbacks: new.allow_private_callbacks,
+            callback_retry_for: new.callback_retry_for,
+            outbox_quota: new.outbox_quota,
             ..old.clone()
         };
         let file = Config { server, plugin_limits: file.plugin_limits, domains: file.domains };
@@ -420,6 +423,7 @@ impl Tenants {
             ));
         }
         let t = config::validate_template(&raw, &d.storage, domain, Origin::Api).map_err(ChangeError::Rule)?;
+        self.check_callback(t.callback.as_deref(), "InvalidParameter.Callback", "callback")?;
         let mut next = state.catalog.clone();
         next.templates.insert((domain.to_owned(), raw.app_name.clone()), raw.clone());
         let key = (TEMPLATE.to_owned(), domain.to_owned(), raw.app_name.clone());
@@ -470,6 +474,7 @@ impl Tenants {
         let updated: RawTemplate = serde_json::from_value(serde_json::Value::Object(doc))
             .map_err(|e| ChangeError::Invalid(ConfigError::new("body", e.to_string())))?;
         let t = config::validate_template(&updated, &d.storage, domain, Origin::Api).map_err(ChangeError::Rule)?;
+        self.check_callback(t.callback.as_deref(), "InvalidParameter.Callback", "callback")?;
         let mut next = state.catalog.clone();
         next.templates.insert((domain.to_owned(), app.to_owned()), updated.clone());
         let key = (TEMPLATE.to_owned(), domain.to_owned(), app.to_owned());
@@ -496,6 +501,7 @@ impl Tenants {
         let mut state = self.state.lock().await;
         self.domain_in_force(domain)?;
         config::validate_notify(&raw).map_err(ChangeError::Rule)?;
+        self.check_callback(Some(&raw.notify_url), "InvalidParameter.NotifyUrl", "notify_url")?;
         let mut next = state.catalog.clone();
         let created = next.notify.insert(domain.to_owned(), raw.clone()).is_none();
         let key = (NOTIFY.to_owned(), domain.to_owned(), String::new());
@@ -705,6 +711,21 @@ fn set_plugin_slot(
         None => {
             slot.remove(domain);
             (key, None)
+        }
+    }
+}
+
+impl Tenants {
+    /// Refuses a callback URL naming a loopback, link-local or private
+    /// address unless the operator allows them (names are checked again
+    /// when they resolve, at each delivery).
+    fn check_callback(&self, url: Option<&str>, code: &'static str, field: &'static str) -> Result<(), ChangeError> {
+        if self.settings.get().server.allow_private_callbacks {
+            return Ok(());
+        }
+        match url.and_then(crate::notify::private_literal) {
+            Some(message) => Err(ChangeError::Rule(RuleError { code, field, message })),
+            None => Ok(()),
         }
     }
 }

@@ -153,13 +153,18 @@ pub struct Host {
 impl Host {
     /// Starts a host serving `domains`; the first is the default domain.
     pub fn start(domains: &[DomainSpec], decoder_workers: usize) -> Host {
+        Host::start_with(domains, decoder_workers, "")
+    }
+
+    /// [`Host::start`] with more `[server]` lines.
+    pub fn start_with(domains: &[DomainSpec], decoder_workers: usize, server_extra: &str) -> Host {
         let dir = tempfile::tempdir().unwrap();
         let rtmp_port = free_port();
         let http_port = free_port();
         let mut config = format!(
             "version = 1\n[server]\nrtmp_listen = \"127.0.0.1:{rtmp_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\n\
              data_dir = \"{data}\"\noperator_token = \"{TOKEN}\"\ndefault_domain = \"{default}\"\n\
-             decoder_workers = {decoder_workers}\n",
+             decoder_workers = {decoder_workers}\n{server_extra}\n",
             data = dir.path().join("data").display(),
             default = domains[0].name,
         );

@@ -12,6 +12,7 @@ mod publisher;
 
 mod api;
 mod bad_input;
+mod callbacks;
 mod capacity;
 mod cli;
 mod config;

@@ -141,6 +141,54 @@ pub(super) async fn get_notify(api: &Api, domain: &str) -> Result<Response<Body>
     Ok(super::json(StatusCode::OK, &notify_view(&raw)))
 }
 
+/// Callbacks given up on after `server.callback_retry_for`, oldest first.
+pub(super) fn failed_callbacks(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
+    let failed: Vec<Value> = api
+        .index
+        .outbox_failed(domain)?
+        .into_iter()
+        .map(|(id, d)| {
+            json!({
+                "id": format!("{id:032x}"),
+                "event": d.event,
+                "record_id": d.record_id,
+                "url": d.url,
+                "attempts": d.attempts,
+                "last_error": d.last_error,
+                "created_time": crate::iso_ms(d.created_ms),
+            })
+        })
+        .collect();
+    Ok(super::json(StatusCode::OK, &json!({ "failed": failed })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+}
+
+/// Puts failed callbacks (all, or those named) back in the outbox.
+pub(super) async fn replay_callbacks(api: &Api, domain: &str, call: &mut Call) -> Result<Response<Body>, ApiError> {
+    let body: ReplayBody = call.json().await?;
+    let ids = match body.ids {
+        None => None,
+        Some(ids) => Some(
+            ids.iter()
+                .map(|i| {
+                    (i.len() == 32).then(|| u128::from_str_radix(i, 16).ok()).flatten().ok_or_else(|| {
+                        ApiError::bad("InvalidParameter.Ids", format!("{i:?} is not a delivery id (32 hex digits)"))
+                    })
+                })
+                .collect::<Result<Vec<u128>, ApiError>>()?,
+        ),
+    };
+    let replayed = api.index.outbox_replay(domain.to_owned(), ids).await?;
+    api.notifier.requeued(domain, replayed);
+    Ok(super::json(StatusCode::OK, &json!({ "replayed": replayed })))
+}
+
 pub(super) async fn delete_notify(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
     api.tenants.delete_notify(domain).await?;
     Ok(super::no_content())

@@ -24,7 +24,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::de::DeserializeOwned;
-use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +53,8 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     pub policies: Arc<crate::policy::Policies>,
     /// HMAC key of signed image URLs.
-    pub url_key: Vec<u8>,
+    pub urls: Arc<crate::urls::UrlSigner>,
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -95,6 +95,8 @@ enum Op {
     PutNotify,
     GetNotify,
     DeleteNotify,
+    FailedCallbacks,
+    ReplayCallbacks,
     QuerySnapshots,
     DeleteSnapshots,
     SnapshotImage,
@@ -142,6 +144,8 @@ const ROUTES: &[RouteDef] = &[
     r("PUT", "/v1/domains/{domain}/notify", Op::PutNotify, Access::Domain),
     r("GET", "/v1/domains/{domain}/notify", Op::GetNotify, Access::Domain),
     r("DELETE", "/v1/domains/{domain}/notify", Op::DeleteNotify, Access::Domain),
+    r("GET", "/v1/domains/{domain}/notify/failed", Op::FailedCallbacks, Access::Domain),
+    r("POST", "/v1/domains/{domain}/notify/failed/replay", Op::ReplayCallbacks, Access::Domain),
     r("GET", "/v1/domains/{domain}/snapshots", Op::QuerySnapshots, Access::Domain),
     r("POST", "/v1/domains/{domain}/snapshots/delete", Op::DeleteSnapshots, Access::Domain),
     r("GET", "/v1/domains/{domain}/snapshots/{id}.jpg", Op::SnapshotImage, Access::SignedOrDomain),
@@ -442,6 +446,8 @@ impl Api {
             Op::PutNotify => configs::put_notify(self, d, &mut call).await,
             Op::GetNotify => configs::get_notify(self, d).await,
             Op::DeleteNotify => configs::delete_notify(self, d).await,
+            Op::FailedCallbacks => configs::failed_callbacks(self, d),
+            Op::ReplayCallbacks => configs::replay_callbacks(self, d, &mut call).await,
             Op::QuerySnapshots => snapshots::list(self, d, &call).await,
             Op::DeleteSnapshots => snapshots::delete(self, d, &mut call).await,
             Op::SnapshotImage => snapshots::image_by_id(self, d, &call).await,
@@ -473,17 +479,11 @@ impl Api {
 
     /// A signed URL for an image path, valid for the configured TTL.
     pub fn sign(&self, path: &str) -> String {
-        let config = self.settings.get();
-        let exp = crate::unix_ms() / 1000 + config.server.url_ttl.as_secs();
-        let sig = self.signature(path, exp);
-        format!("{}{path}?exp={exp}&sig={sig}", config.server.public_url)
+        self.urls.sign(path)
     }
 
     fn signature(&self, path: &str, exp: u64) -> String {
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.url_key).expect("hmac takes any key length");
-        mac.update(format!("{path}?exp={exp}").as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..16])
+        self.urls.signature(path, exp)
     }
 
     fn signature_ok(&self, path: &str, query: Option<&str>) -> bool {

@@ -2,7 +2,7 @@
 //! (DeleteSnapshotFiles), and images through the host.
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::DateTime;
 use http_body_util::Full;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use hyper::{Response, StatusCode};
@@ -13,11 +13,7 @@ use serde::Deserialize;
 use super::{Api, ApiError, Body, Call};
 use crate::index::{Query, Record, RecordId};
 
-pub(crate) fn iso_ms(ms: u64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms as i64)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+pub(crate) use crate::iso_ms;
 
 fn parse_time(field: &'static str, v: &str) -> Result<u64, ApiError> {
     let code = if field == "start_time" { "InvalidParameter.StartTime" } else { "InvalidParameter.EndTime" };
@@ -28,7 +24,7 @@ fn parse_time(field: &'static str, v: &str) -> Result<u64, ApiError> {
 }
 
 pub(super) fn item(api: &Api, r: &Record) -> Value {
-    let path = format!("/v1/domains/{}/snapshots/{}.jpg", r.domain, r.id);
+    let path = crate::urls::UrlSigner::image_path(r);
     json!({
         "id": r.id.to_string(),
         "app": r.app,
@@ -224,7 +220,14 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &mut Call) -> Result<R
     tokio::task::spawn_blocking(move || index.prefetch_for_delete(&all))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
-    let removed = if ids.is_empty() { Vec::new() } else { api.index.delete(ids, body.remove_file).await? };
+    let removed = if ids.is_empty() {
+        Vec::new()
+    } else {
+        let events = api.notifier.events_of(crate::notify::DELETED);
+        let removed = api.index.delete_with_events(ids, body.remove_file, Some(events)).await?;
+        api.notifier.poke();
+        removed
+    };
     let files_removed = if body.remove_file {
         crate::retention::remove_objects(&api.index, &removed, |d, s| api.storage.target(d, s)).await
     } else {

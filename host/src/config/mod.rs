@@ -96,6 +96,12 @@ pub struct Server {
     pub capture_queue: usize,
     /// How long a snapshot's signed image URL stays valid.
     pub url_ttl: Duration,
+    /// Whether callbacks may go to loopback, link-local and private addresses.
+    pub allow_private_callbacks: bool,
+    /// How long a callback is retried before it is kept as failed.
+    pub callback_retry_for: Duration,
+    /// Callbacks waiting for delivery per domain; more are dropped (counted).
+    pub outbox_quota: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,6 +328,10 @@ struct RawServer {
     decoder_workers: Option<i64>,
     capture_queue: Option<i64>,
     url_ttl: Option<String>,
+    #[serde(default)]
+    allow_private_callbacks: bool,
+    callback_retry_for: Option<String>,
+    outbox_quota: Option<i64>,
 }
 
 /// A domain as written in the file or sent to `PUT /v1/domains/{domain}`.
@@ -842,6 +852,25 @@ impl RawConfig {
             Some(t) => humantime::parse_duration(&t)
                 .map_err(|e| ConfigError::new("server.url_ttl", format!("must be a duration like \"24h\": {e}")))?,
         };
+        let callback_retry_for = match s.callback_retry_for {
+            None => Duration::from_secs(24 * 3600),
+            Some(t) => {
+                let d = humantime::parse_duration(&t).map_err(|e| {
+                    ConfigError::new("server.callback_retry_for", format!("must be a duration like \"24h\": {e}"))
+                })?;
+                if d < Duration::from_secs(1) || d > Duration::from_secs(30 * 24 * 3600) {
+                    return Err(ConfigError::new("server.callback_retry_for", "must be from 1s to 30d"));
+                }
+                d
+            }
+        };
+        let outbox_quota = match s.outbox_quota {
+            None => 100_000,
+            Some(n) if (1..=10_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ConfigError::new("server.outbox_quota", format!("must be from 1 to 10000000, got {n}")));
+            }
+        };
         let public_url = s.public_url.unwrap_or_else(|| format!("http://{http_listen}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(ConfigError::new("server.public_url", "must start with http:// or https://"));
@@ -879,6 +908,9 @@ impl RawConfig {
                 decoder_workers,
                 capture_queue,
                 url_ttl,
+                allow_private_callbacks: s.allow_private_callbacks,
+                callback_retry_for,
+                outbox_quota,
             },
             domains,
         })

@@ -19,6 +19,7 @@
 
 mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,6 +41,10 @@ pub(crate) const PLUGIN_STATE: TableDefinition<(&str, &str), &[u8]> = TableDefin
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const CATALOG: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("catalog");
 pub(crate) const TOMBSTONES: TableDefinition<u128, &[u8]> = TableDefinition::new("tombstones");
+/// Callbacks to deliver: (due ms, delivery id) → delivery (JSON).
+pub(crate) const OUTBOX: TableDefinition<(u64, u128), &[u8]> = TableDefinition::new("outbox");
+/// Callbacks given up on, kept for inspection and replay: delivery id → delivery (JSON).
+pub(crate) const OUTBOX_FAILED: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox_failed");
 
 /// The table layout this code reads and writes (`meta` key `schema`).
 /// 2: `stream_records` holds a copy of each record.
@@ -109,6 +114,40 @@ pub struct Tombstone {
     pub storage: String,
     pub key: String,
 }
+
+/// One callback to deliver (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub domain: String,
+    pub url: String,
+    /// `live_snapshot` or `live_snapshot_deleted`.
+    pub event: String,
+    pub record_id: String,
+    /// The JSON body, as sent every time.
+    pub body: String,
+    pub created_ms: u64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// Where a delivery sits in the outbox: (due ms, delivery id).
+pub type OutboxKey = (u64, u128);
+
+/// Deliveries due now, and when the next one after them is due.
+pub type OutboxDue = (Vec<(OutboxKey, Delivery)>, Option<u64>);
+
+/// What happened to a delivery the worker tried.
+#[derive(Debug, Clone)]
+pub enum OutboxChange {
+    Delivered(OutboxKey),
+    Retry(OutboxKey, u64, Delivery),
+    Failed(OutboxKey, Delivery),
+}
+
+/// Makes the callbacks telling of a stored or deleted record, inside the
+/// transaction that stores or deletes it (so they are committed with it,
+/// and see the record's final id).
+pub type RecordEvents = Box<dyn Fn(&Record) -> Vec<Delivery> + Send>;
 
 /// A plugin's staged state writes for its domain (`None` deletes a key).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +233,10 @@ pub enum IndexError {
     Schema { path: String, found: String },
 }
 
+pub(crate) fn decode_delivery(bytes: &[u8]) -> Result<Delivery, IndexError> {
+    serde_json::from_slice(bytes).map_err(|e| IndexError::Corrupt(format!("outbox entry: {e}")))
+}
+
 pub(crate) fn db<E: Into<redb::Error>>(e: E) -> IndexError {
     IndexError::Db(e.into())
 }
@@ -244,6 +287,8 @@ impl Index {
             txn.open_table(META).map_err(db_err)?;
             txn.open_table(CATALOG).map_err(db_err)?;
             txn.open_table(TOMBSTONES).map_err(db_err)?;
+            txn.open_table(OUTBOX).map_err(db_err)?;
+            txn.open_table(OUTBOX_FAILED).map_err(db_err)?;
             // The table layout's version: an index of another layout is refused, not misread.
             // Layout 1 had no marker; its table `records` gives it away.
             let legacy = txn.list_tables().map_err(db_err)?.any(|t| t.name() == "records");
@@ -290,8 +335,20 @@ impl Index {
         records: Vec<Record>,
         state: Option<StateWrites>,
     ) -> Result<Vec<Record>, IndexError> {
+        self.commit_capture(intent, records, state, None).await
+    }
+
+    /// [`Index::commit_with_state`], with each stored record's `events` put
+    /// in the outbox in the same transaction.
+    pub async fn commit_capture(
+        &self,
+        intent: RecordId,
+        records: Vec<Record>,
+        state: Option<StateWrites>,
+        events: Option<RecordEvents>,
+    ) -> Result<Vec<Record>, IndexError> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(writer::Op::Commit { intent, records, state, reply })?;
+        self.writer.send(writer::Op::Commit { intent, records, state, events, reply })?;
         rx.await.map_err(|_| IndexError::Stopped)?
     }
 
@@ -343,9 +400,78 @@ impl Index {
     /// `tombstone`, each removed record's object is queued for removal in
     /// the same commit. Returns the records that existed.
     pub async fn delete(&self, ids: Vec<RecordId>, tombstone: bool) -> Result<Vec<Record>, IndexError> {
+        self.delete_with_events(ids, tombstone, None).await
+    }
+
+    /// [`Index::delete`], putting each deleted record's `events` in the
+    /// outbox in the same transaction.
+    pub async fn delete_with_events(
+        &self,
+        ids: Vec<RecordId>,
+        tombstone: bool,
+        events: Option<RecordEvents>,
+    ) -> Result<Vec<Record>, IndexError> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(writer::Op::Delete { ids, tombstone, reply })?;
+        self.writer.send(writer::Op::Delete { ids, tombstone, events, reply })?;
         rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Applies what the delivery worker did, in one commit.
+    pub async fn outbox_apply(&self, changes: Vec<OutboxChange>) -> Result<(), IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::Outbox { changes, reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Puts a domain's failed deliveries (all, or those named) back in the
+    /// outbox, due now, with their attempts reset. Returns how many.
+    pub async fn outbox_replay(&self, domain: String, ids: Option<Vec<u128>>) -> Result<usize, IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::Replay { domain, ids, now_ms: crate::unix_ms(), reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Deliveries due by `now_ms`, soonest first, and when the next one after them is due.
+    pub fn outbox_due(&self, now_ms: u64, limit: usize) -> Result<OutboxDue, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(OUTBOX).map_err(db_err)?;
+        let mut due = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let key = k.value();
+            if key.0 > now_ms || due.len() == limit {
+                return Ok((due, Some(key.0)));
+            }
+            due.push((key, decode_delivery(v.value())?));
+        }
+        Ok((due, None))
+    }
+
+    /// Deliveries waiting per domain.
+    pub fn outbox_pending(&self) -> Result<HashMap<String, usize>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(OUTBOX).map_err(db_err)?;
+        let mut out = HashMap::new();
+        for item in t.iter().map_err(db_err)? {
+            let (_, v) = item.map_err(db_err)?;
+            *out.entry(decode_delivery(v.value())?.domain).or_default() += 1;
+        }
+        Ok(out)
+    }
+
+    /// A domain's failed deliveries, oldest first.
+    pub fn outbox_failed(&self, domain: &str) -> Result<Vec<(u128, Delivery)>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(OUTBOX_FAILED).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let d = decode_delivery(v.value())?;
+            if d.domain == domain {
+                out.push((k.value(), d));
+            }
+        }
+        Ok(out)
     }
 
     /// Clears tombstones whose objects are gone.

@@ -8,8 +8,9 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::{
-    BY_STREAM, CATALOG, CatalogKey, IDS, INTENTS, IndexError, Intent, OVERLAYS, PLUGIN_STATE, RECORDS, Record,
-    RecordId, SEQUENCES, StateWrites, TOMBSTONES, Tombstone, db, decode_record, encode_record,
+    BY_STREAM, CATALOG, CatalogKey, Delivery, IDS, INTENTS, IndexError, Intent, OUTBOX, OUTBOX_FAILED, OVERLAYS,
+    OutboxChange, PLUGIN_STATE, RECORDS, Record, RecordEvents, RecordId, SEQUENCES, StateWrites, TOMBSTONES, Tombstone,
+    db, decode_record, encode_record,
 };
 
 /// Operations per commit at most.
@@ -29,6 +30,7 @@ pub(super) enum Op {
         intent: RecordId,
         records: Vec<Record>,
         state: Option<StateWrites>,
+        events: Option<RecordEvents>,
         reply: oneshot::Sender<Result<Vec<Record>, IndexError>>,
     },
     Abandon {
@@ -49,7 +51,18 @@ pub(super) enum Op {
     Delete {
         ids: Vec<RecordId>,
         tombstone: bool,
+        events: Option<RecordEvents>,
         reply: oneshot::Sender<Result<Vec<Record>, IndexError>>,
+    },
+    Outbox {
+        changes: Vec<OutboxChange>,
+        reply: oneshot::Sender<Result<(), IndexError>>,
+    },
+    Replay {
+        domain: String,
+        ids: Option<Vec<u128>>,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<usize, IndexError>>,
     },
     ClearTombstones {
         ids: Vec<RecordId>,
@@ -112,6 +125,7 @@ pub(super) fn start(db: Arc<Database>) -> Handle {
 
 enum Done {
     Reserve(oneshot::Sender<Result<u64, IndexError>>, Result<u64, IndexError>),
+    Count(oneshot::Sender<Result<usize, IndexError>>, Result<usize, IndexError>),
     Commit(oneshot::Sender<Result<Vec<Record>, IndexError>>, Result<Vec<Record>, IndexError>),
     Unit(oneshot::Sender<Result<(), IndexError>>, Result<(), IndexError>),
 }
@@ -139,9 +153,11 @@ fn run_batch(db: &Database, batch: Vec<Op>, clears: &[RecordId]) {
         let savepoint = txn.ephemeral_savepoint().ok();
         let d = match op {
             Op::Reserve { id, intent, reply } => Done::Reserve(reply, reserve(&txn, id, &intent)),
-            Op::Commit { intent, records, state: st, reply } => Done::Commit(
+            Op::Commit { intent, records, state: st, events, reply } => Done::Commit(
                 reply,
-                commit(&txn, intent, records).and_then(|r| with_state(&txn, st.as_ref()).map(|()| r)),
+                commit(&txn, intent, records)
+                    .and_then(|r| with_state(&txn, st.as_ref()).map(|()| r))
+                    .and_then(|r| with_events(&txn, &r, events.as_ref()).map(|()| r)),
             ),
             Op::Abandon { intent, state: st, reply } => {
                 Done::Unit(reply, abandon(&txn, intent).and_then(|()| with_state(&txn, st.as_ref())))
@@ -150,11 +166,19 @@ fn run_batch(db: &Database, batch: Vec<Op>, clears: &[RecordId]) {
             Op::Catalog { clear_domain, writes, reply } => {
                 Done::Unit(reply, catalog(&txn, clear_domain.as_deref(), &writes))
             }
-            Op::Delete { ids, tombstone, reply } => Done::Commit(reply, delete(&txn, &ids, tombstone)),
+            Op::Delete { ids, tombstone, events, reply } => Done::Commit(
+                reply,
+                delete(&txn, &ids, tombstone).and_then(|r| with_events(&txn, &r, events.as_ref()).map(|()| r)),
+            ),
+            Op::Outbox { changes, reply } => Done::Unit(reply, outbox_apply(&txn, changes)),
+            Op::Replay { domain, ids, now_ms, reply } => {
+                Done::Count(reply, replay(&txn, &domain, ids.as_deref(), now_ms))
+            }
             Op::ClearTombstones { ids, reply } => Done::Unit(reply, clear_tombstones(&txn, &ids)),
         };
         let failed = match &d {
             Done::Reserve(_, r) => r.is_err(),
+            Done::Count(_, r) => r.is_err(),
             Done::Commit(_, r) => r.is_err(),
             Done::Unit(_, r) => r.is_err(),
         };
@@ -167,6 +191,8 @@ fn run_batch(db: &Database, batch: Vec<Op>, clears: &[RecordId]) {
     for d in done {
         match (d, &committed) {
             (Done::Reserve(reply, r), Ok(())) => drop(reply.send(r)),
+            (Done::Count(reply, r), Ok(())) => drop(reply.send(r)),
+            (Done::Count(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
             (Done::Commit(reply, r), Ok(())) => drop(reply.send(r)),
             (Done::Unit(reply, r), Ok(())) => drop(reply.send(r)),
             (Done::Reserve(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
@@ -185,11 +211,72 @@ fn fail(op: Op, msg: &str) {
     match op {
         Op::Reserve { reply, .. } => drop(reply.send(Err(e()))),
         Op::Commit { reply, .. } | Op::Delete { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Replay { reply, .. } => drop(reply.send(Err(e()))),
         Op::Abandon { reply, .. }
+        | Op::Outbox { reply, .. }
         | Op::State { reply, .. }
         | Op::Catalog { reply, .. }
         | Op::ClearTombstones { reply, .. } => drop(reply.send(Err(e()))),
     }
+}
+
+/// Puts the callbacks telling of `records` in the outbox.
+fn with_events(txn: &WriteTransaction, records: &[Record], events: Option<&RecordEvents>) -> Result<(), IndexError> {
+    match events {
+        Some(events) => enqueue(txn, &records.iter().flat_map(events).collect::<Vec<_>>()),
+        None => Ok(()),
+    }
+}
+
+/// Puts deliveries in the outbox, due now.
+fn enqueue(txn: &WriteTransaction, outbox: &[Delivery]) -> Result<(), IndexError> {
+    if outbox.is_empty() {
+        return Ok(());
+    }
+    let mut t = txn.open_table(OUTBOX).map_err(db)?;
+    for d in outbox {
+        let key = (d.created_ms, rand::random::<u128>());
+        t.insert(key, serde_json::to_vec(d).expect("encode delivery").as_slice()).map_err(db)?;
+    }
+    Ok(())
+}
+
+fn outbox_apply(txn: &WriteTransaction, changes: Vec<OutboxChange>) -> Result<(), IndexError> {
+    let mut t = txn.open_table(OUTBOX).map_err(db)?;
+    let mut failed = txn.open_table(OUTBOX_FAILED).map_err(db)?;
+    for c in changes {
+        match c {
+            OutboxChange::Delivered(key) => drop(t.remove(key).map_err(db)?),
+            OutboxChange::Retry(key, due, d) => {
+                t.remove(key).map_err(db)?;
+                t.insert((due, key.1), serde_json::to_vec(&d).expect("encode delivery").as_slice()).map_err(db)?;
+            }
+            OutboxChange::Failed(key, d) => {
+                t.remove(key).map_err(db)?;
+                failed.insert(key.1, serde_json::to_vec(&d).expect("encode delivery").as_slice()).map_err(db)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn replay(txn: &WriteTransaction, domain: &str, ids: Option<&[u128]>, now_ms: u64) -> Result<usize, IndexError> {
+    let mut t = txn.open_table(OUTBOX).map_err(db)?;
+    let mut failed = txn.open_table(OUTBOX_FAILED).map_err(db)?;
+    let mut chosen = Vec::new();
+    for item in failed.iter().map_err(db)? {
+        let (k, v) = item.map_err(db)?;
+        let d = super::decode_delivery(v.value())?;
+        if d.domain == domain && ids.is_none_or(|ids| ids.contains(&k.value())) {
+            chosen.push((k.value(), d));
+        }
+    }
+    for (id, mut d) in chosen.iter().cloned() {
+        failed.remove(id).map_err(db)?;
+        (d.attempts, d.created_ms) = (0, now_ms);
+        t.insert((now_ms, id), serde_json::to_vec(&d).expect("encode delivery").as_slice()).map_err(db)?;
+    }
+    Ok(chosen.len())
 }
 
 /// A plugin's state writes riding with a capture's commit (or abandon).

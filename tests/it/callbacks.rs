@@ -1,0 +1,256 @@
+//! Callbacks (SPEC §5) to a real HTTP receiver in the test: every stored and
+//! deleted snapshot is told, signed (the reference's headers and the body
+//! HMAC), at least once, across a host restart while the receiver was down;
+//! what cannot be delivered is kept as failed and can be replayed; private
+//! targets are refused unless the operator allows them.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hmac::Mac;
+use md5::Digest;
+use serde_json::{Value, json};
+
+use crate::harness::{DomainSpec, Host};
+use crate::media::{Clip, ffmpeg_push};
+
+const KEY: &str = "0123456789abcdefXYZ";
+
+/// One request the receiver got: lower-cased headers, the body, the answer.
+#[derive(Clone, Debug)]
+struct Hit {
+    headers: HashMap<String, String>,
+    body: Value,
+    raw: String,
+    status: u16,
+}
+
+/// A real HTTP/1.1 server on loopback that records each request and answers
+/// with the status it is told.
+struct Receiver {
+    port: u16,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    answer: Arc<AtomicU16>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (hits, answer) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU16::new(200)));
+        let (h, a) = (hits.clone(), answer.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (h, a) = (h.clone(), a.clone());
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        let n = conn.read(&mut chunk).unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let headers: HashMap<String, String> = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let n = conn.read(&mut chunk).unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let raw = String::from_utf8_lossy(&buf[head_end..]).to_string();
+                    let status = a.load(Ordering::SeqCst);
+                    let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+                    h.lock().unwrap().push(Hit { headers, body, raw, status });
+                    let _ = write!(conn, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                });
+            }
+        });
+        Receiver { port, hits, answer }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    /// Event ids answered 200, with how many times each.
+    fn delivered(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for h in self.hits().iter().filter(|h| h.status == 200) {
+            *out.entry(h.body["id"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// Checks both signatures of a request against the body it carried.
+fn assert_signed(hit: &Hit, authority: &str) {
+    let ts = hit.headers["ali-live-timestamp"].clone();
+    let md5 = hex::encode(md5::Md5::digest(format!("{authority}|{ts}|{KEY}").as_bytes()));
+    assert_eq!(hit.headers["ali-live-signature"], md5, "{hit:?}");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+    mac.update(format!("{ts}.{}", hit.raw).as_bytes());
+    let want = format!("t={ts},v1={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(hit.headers["x-edgesnap-signature"], want, "{hit:?}");
+}
+
+fn sequential(host: &Host, stream: &str) -> Vec<Value> {
+    host.snapshots("localhost", "live", Some(stream)).into_iter().filter(|r| r["is_overlay"] == false).collect()
+}
+
+fn push(host: &Host, path: &str) {
+    let clip = Clip { bframes: false, ..Clip::new(320, 180, 12, 1) };
+    assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url(path), false).status.success());
+}
+
+#[test]
+fn every_snapshot_and_deletion_is_told_signed_at_least_once_across_a_restart() {
+    let rx = Receiver::start();
+    let mut host = Host::start_with(&[DomainSpec::new("localhost")], 1, "allow_private_callbacks = true");
+    let notify = json!({"notify_url": rx.url(), "notify_req_auth": "yes", "notify_auth_key": KEY});
+    assert_eq!(host.api("PUT", "/v1/domains/localhost/notify", Some(notify)).0, 201);
+    // App `cb` names the same URL as its template callback: one delivery each.
+    let tpl = json!({"app_name": "cb", "time_interval": 5, "storage": "store",
+                     "sequence_object": "{AppName}/{StreamName}/{Sequence}.jpg", "callback": rx.url()});
+    assert_eq!(host.api("POST", "/v1/domains/localhost/snapshot-configs", Some(tpl)).0, 201);
+
+    push(&host, "live/cam1");
+    push(&host, "cb/cam2");
+    let records = || {
+        let mut all = sequential(&host, "cam1");
+        all.extend(host.snapshots("localhost", "cb", Some("cam2")));
+        all
+    };
+    host.wait_for("every snapshot told", Duration::from_secs(30), || {
+        let got = rx.delivered();
+        let rs = records();
+        rs.len() == 6 && rs.iter().all(|r| got.contains_key(r["id"].as_str().unwrap()))
+    });
+    let authority = format!("127.0.0.1:{}", rx.port);
+    for hit in rx.hits() {
+        assert_signed(&hit, &authority);
+        assert_eq!(hit.headers["content-type"], "application/json");
+    }
+    let got = rx.delivered();
+    for r in records() {
+        let id = r["id"].as_str().unwrap();
+        assert_eq!(got[id], 1, "answered 200 once: {id}");
+        let hit = rx.hits().into_iter().find(|h| h.body["id"] == id).unwrap();
+        let b = &hit.body;
+        assert_eq!(b["event"], "live_snapshot");
+        for f in [
+            "object",
+            "size",
+            "sequence",
+            "create_timestamp",
+            "create_time",
+            "width",
+            "height",
+            "is_overlay",
+            "app",
+            "stream",
+        ] {
+            assert_eq!(b[f], r[f], "{f}: {b} vs {r}");
+        }
+        assert_eq!(b["domain"], "localhost");
+        let url = b["url"].as_str().unwrap();
+        let path = url.split_once("127.0.0.1").unwrap().1.split_once('/').unwrap().1;
+        let (status, jpg) = host.try_get(&format!("/{path}")).unwrap();
+        assert_eq!((status, jpg.len() as u64), (200, r["size"].as_u64().unwrap()), "the signed URL serves it");
+    }
+    // The overwrite object's replacements are events of their own (one id each).
+    let overlay: Vec<String> = rx
+        .hits()
+        .iter()
+        .filter(|h| h.body["is_overlay"] == true && h.body["stream"] == "cam1")
+        .map(|h| h.body["id"].as_str().unwrap().to_owned())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = overlay.iter().collect();
+    assert!(!overlay.is_empty() && distinct.len() == overlay.len(), "{overlay:?}");
+
+    // The receiver goes down; three more captures wait; the host restarts meanwhile.
+    rx.answer.store(503, Ordering::SeqCst);
+    push(&host, "live/cam3");
+    host.wait_for("attempts while down", Duration::from_secs(30), || {
+        rx.hits().iter().filter(|h| h.status == 503 && h.body["stream"] == "cam3").count() >= 3
+    });
+    host.restart();
+    rx.answer.store(200, Ordering::SeqCst);
+    host.wait_for("delivered after the restart", Duration::from_secs(40), || {
+        let got = rx.delivered();
+        let rs = sequential(&host, "cam3");
+        rs.len() == 3 && rs.iter().all(|r| got.contains_key(r["id"].as_str().unwrap()))
+    });
+
+    // A deletion is told too.
+    let victim = sequential(&host, "cam1")[0].clone();
+    let del = json!({"app": "live", "stream": "cam1", "create_timestamps": [victim["create_timestamp"]], "remove_file": true});
+    assert_eq!(host.api("POST", "/v1/domains/localhost/snapshots/delete", Some(del)).0, 200);
+    let deleted_id = format!("{}-deleted", victim["id"].as_str().unwrap());
+    host.wait_for("the deletion told", Duration::from_secs(30), || rx.delivered().contains_key(&deleted_id));
+    let hit = rx.hits().into_iter().find(|h| h.body["id"] == deleted_id.as_str()).unwrap();
+    assert_eq!((hit.body["event"].as_str(), &hit.body["object"]), (Some("live_snapshot_deleted"), &victim["object"]));
+    let metrics = String::from_utf8(host.raw_request(None, "GET", "/metrics", None).1).unwrap();
+    assert!(metrics.contains(r#"edgesnap_callbacks_total{domain="localhost",outcome="delivered"}"#), "{metrics}");
+}
+
+#[test]
+fn undeliverable_callbacks_are_kept_then_replayed_and_private_targets_need_the_operator() {
+    let rx = Receiver::start();
+    // Without the operator's leave, loopback targets are refused.
+    let host = Host::start(&[DomainSpec::new("localhost")], 1);
+    let (status, v) = host.api("PUT", "/v1/domains/localhost/notify", Some(json!({"notify_url": rx.url()})));
+    assert_eq!((status, v["code"].as_str()), (400, Some("InvalidParameter.NotifyUrl")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("server.allow_private_callbacks"), "{v}");
+    drop(host);
+
+    let host = Host::start_with(
+        &[DomainSpec::new("localhost")],
+        1,
+        "allow_private_callbacks = true\ncallback_retry_for = \"2s\"",
+    );
+    assert_eq!(host.api("PUT", "/v1/domains/localhost/notify", Some(json!({"notify_url": rx.url()}))).0, 201);
+    rx.answer.store(500, Ordering::SeqCst);
+    push(&host, "live/cam1");
+    host.wait_for("kept as failed", Duration::from_secs(30), || {
+        host.get_json("/v1/domains/localhost/notify/failed")["failed"].as_array().is_some_and(|f| f.len() == 6)
+    });
+    let failed = host.get_json("/v1/domains/localhost/notify/failed");
+    for f in failed["failed"].as_array().unwrap() {
+        assert_eq!(f["last_error"], "answered 500 Internal Server Error", "{f}");
+        assert!(f["attempts"].as_u64().unwrap() >= 1);
+    }
+    assert!(rx.delivered().is_empty());
+    // Replay one by id, then the rest.
+    rx.answer.store(200, Ordering::SeqCst);
+    let one = failed["failed"][0]["id"].as_str().unwrap();
+    let (status, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({"ids": [one]})));
+    assert_eq!((status, &v["replayed"]), (200, &json!(1)));
+    let (_, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({})));
+    assert_eq!(v["replayed"], 5);
+    host.wait_for("all delivered", Duration::from_secs(30), || rx.delivered().len() == 6);
+    assert_eq!(host.get_json("/v1/domains/localhost/notify/failed")["failed"].as_array().unwrap().len(), 0);
+    let (status, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({"ids": ["x"]})));
+    assert_eq!((status, v["code"].as_str()), (400, Some("InvalidParameter.Ids")));
+}
