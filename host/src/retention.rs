@@ -65,6 +65,68 @@ pub async fn remove_objects(
     files
 }
 
+/// Records looked at per reconcile page.
+const RECONCILE_PAGE: usize = 500;
+
+/// What a reconcile pass found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub checked: u64,
+    pub removed: u64,
+}
+
+/// Finds a domain's records whose objects were removed outside edgesnap
+/// (bucket lifecycle rules, an operator) and drops them, each with a
+/// `live_snapshot_deleted` event. An object that cannot be checked (the
+/// target is down) keeps its record.
+pub async fn reconcile(
+    index: &Index,
+    storage: &Storage,
+    notifier: &Arc<crate::notify::Notifier>,
+    domain: &str,
+) -> Result<Reconciled, RetentionError> {
+    let mut out = Reconciled::default();
+    let mut after: Option<Record> = None;
+    loop {
+        let page = index.domain_records(domain, after.as_ref(), RECONCILE_PAGE)?;
+        let Some(last) = page.last().cloned() else { break };
+        out.checked += page.len() as u64;
+        let checks: Vec<_> = page
+            .iter()
+            .map(|r| {
+                let (id, key, target) = (r.id, r.key.clone(), storage.target(&r.domain, &r.storage));
+                async move {
+                    let there = match target {
+                        Ok(t) => t.exists(&key).await,
+                        Err(e) => Err(e),
+                    };
+                    match there {
+                        Ok(there) => (id, there),
+                        Err(e) => {
+                            tracing::warn!(%key, error = %e, "reconcile: object not checked; its record is kept");
+                            (id, true)
+                        }
+                    }
+                }
+            })
+            .collect();
+        let checked: Vec<(RecordId, bool)> =
+            futures::stream::iter(checks).buffer_unordered(REMOVE_CONCURRENCY).collect().await;
+        let gone: Vec<RecordId> = checked.into_iter().filter(|c| !c.1).map(|c| c.0).collect();
+        if !gone.is_empty() {
+            let events = notifier.events_of(crate::notify::DELETED);
+            let removed = index.delete_with_events(gone, false, Some(events)).await?;
+            notifier.poke();
+            for r in &removed {
+                tracing::warn!(domain = %r.domain, key = %r.key, "reconcile: the object is gone; its record is dropped");
+            }
+            out.removed += removed.len() as u64;
+        }
+        after = Some(last);
+    }
+    Ok(out)
+}
+
 /// Runs deletion passes, one stream at a time.
 pub struct Retention {
     index: Arc<Index>,

@@ -233,9 +233,22 @@ fn undeliverable_callbacks_are_kept_then_replayed_and_private_targets_need_the_o
     assert_eq!(host.api("PUT", "/v1/domains/localhost/notify", Some(json!({"notify_url": rx.url()}))).0, 201);
     rx.answer.store(500, Ordering::SeqCst);
     push(&host, "live/cam1");
+    host.wait_for("3 captures", Duration::from_secs(30), || sequential(&host, "cam1").len() == 3);
+    // Every event the receiver was sent (3 captures, and the overwrite
+    // object's replacements) ends up kept as failed.
+    let told = || {
+        rx.hits().iter().map(|h| h.body["id"].as_str().unwrap().to_owned()).collect::<std::collections::HashSet<_>>()
+    };
+    let n = std::cell::Cell::new(0);
     host.wait_for("kept as failed", Duration::from_secs(30), || {
-        host.get_json("/v1/domains/localhost/notify/failed")["failed"].as_array().is_some_and(|f| f.len() == 6)
+        let failed = host.get_json("/v1/domains/localhost/notify/failed")["failed"].as_array().map_or(0, Vec::len);
+        n.set(failed);
+        failed >= 3 && failed == told().len()
     });
+    let n = n.get();
+    for r in sequential(&host, "cam1") {
+        assert!(told().contains(r["id"].as_str().unwrap()), "{r}");
+    }
     let failed = host.get_json("/v1/domains/localhost/notify/failed");
     for f in failed["failed"].as_array().unwrap() {
         assert_eq!(f["last_error"], "answered 500 Internal Server Error", "{f}");
@@ -248,9 +261,30 @@ fn undeliverable_callbacks_are_kept_then_replayed_and_private_targets_need_the_o
     let (status, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({"ids": [one]})));
     assert_eq!((status, &v["replayed"]), (200, &json!(1)));
     let (_, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({})));
-    assert_eq!(v["replayed"], 5);
-    host.wait_for("all delivered", Duration::from_secs(30), || rx.delivered().len() == 6);
+    assert_eq!(v["replayed"], n - 1);
+    host.wait_for("all delivered", Duration::from_secs(30), || rx.delivered().len() == n);
     assert_eq!(host.get_json("/v1/domains/localhost/notify/failed")["failed"].as_array().unwrap().len(), 0);
     let (status, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({"ids": ["x"]})));
     assert_eq!((status, v["code"].as_str()), (400, Some("InvalidParameter.Ids")));
+}
+
+#[test]
+fn reconcile_drops_records_whose_objects_vanished_and_tells() {
+    let rx = Receiver::start();
+    let host = Host::start_with(&[DomainSpec::new("localhost")], 1, "allow_private_callbacks = true");
+    assert_eq!(host.api("PUT", "/v1/domains/localhost/notify", Some(json!({"notify_url": rx.url()}))).0, 201);
+    push(&host, "live/cam1");
+    host.wait_for("3 captures", Duration::from_secs(30), || sequential(&host, "cam1").len() == 3);
+    // A bucket lifecycle rule (here: a hand) removes one object.
+    let gone = sequential(&host, "cam1")[1].clone();
+    std::fs::remove_file(host.dir.path().join("objects/localhost").join(gone["object"].as_str().unwrap())).unwrap();
+    let (status, v) = host.api("POST", "/v1/domains/localhost/snapshots/reconcile", None);
+    assert_eq!((status, &v["checked"], &v["removed"]), (200, &json!(4), &json!(1)), "{v}");
+    let left: Vec<String> = sequential(&host, "cam1").iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(left.len(), 2);
+    assert!(!left.contains(&gone["id"].as_str().unwrap().to_owned()));
+    let told = format!("{}-deleted", gone["id"].as_str().unwrap());
+    host.wait_for("the deletion told", Duration::from_secs(30), || rx.delivered().contains_key(&told));
+    let (_, v) = host.api("POST", "/v1/domains/localhost/snapshots/reconcile", None);
+    assert_eq!((&v["checked"], &v["removed"]), (&json!(3), &json!(0)));
 }

@@ -139,6 +139,14 @@ pub(super) async fn latest_image(api: &Api, domain: &str, call: &Call) -> Result
     image(api, record, &call.head.headers, true).await
 }
 
+/// Drops the domain's records whose objects were removed outside edgesnap.
+pub(super) async fn reconcile(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
+    let found = crate::retention::reconcile(&api.index, &api.storage, &api.notifier, domain)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+    Ok(super::json(StatusCode::OK, &json!({"checked": found.checked, "removed": found.removed})))
+}
+
 /// Most items one delete may name (the reference's limit).
 const MAX_DELETE: usize = 200;
 

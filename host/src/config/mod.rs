@@ -435,10 +435,11 @@ fn at(path: &str, e: RuleError) -> ConfigError {
     ConfigError::new(join(path, e.field), e.message)
 }
 
+/// An absolute http(s) URL with a host, written as such (no whitespace).
 fn is_http_url(s: &str) -> bool {
     (s.starts_with("http://") || s.starts_with("https://"))
-        && s.len() > "https://".len()
         && !s.contains(char::is_whitespace)
+        && url::Url::parse(s).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
 }
 
 /// Validates a template against its domain's storage target names.

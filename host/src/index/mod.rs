@@ -575,6 +575,32 @@ impl Index {
         Ok(out)
     }
 
+    /// A page of a domain's records in (app, time, id) order, after `after`.
+    pub fn domain_records(
+        &self,
+        domain: &str,
+        after: Option<&Record>,
+        limit: usize,
+    ) -> Result<Vec<Record>, IndexError> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let recs = txn.open_table(RECORDS).map_err(db_err)?;
+        let start = match after {
+            Some(r) => Bound::Excluded((domain, r.app.as_str(), r.create_timestamp_ms, r.id.0)),
+            None => Bound::Included((domain, "", 0u64, 0u128)),
+        };
+        let mut out = Vec::new();
+        for item in recs.range::<(&str, &str, u64, u128)>((start, Bound::Unbounded)).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let key = k.value();
+            if key.0 != domain || out.len() >= limit {
+                break;
+            }
+            out.push(decode_record(key.3, v.value())?);
+        }
+        Ok(out)
+    }
+
     pub fn plugin_state(&self, domain: &str, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(PLUGIN_STATE).map_err(db_err)?;

@@ -225,6 +225,16 @@ impl Target {
         }
     }
 
+    /// Whether an object is there (a HEAD).
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let path = check_key(key)?;
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.backend("head", key, e)),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         let path = check_key(key)?;
         let r = self.store.get(&path).await.map_err(|e| self.backend("get", key, e))?;
