@@ -150,25 +150,11 @@ impl Notifier {
             (_, true) => format!("{}-{}", r.id, r.create_timestamp_ms),
             (_, false) => r.id.to_string(),
         };
-        json!({
-            "event": event,
-            "id": id,
-            "domain": r.domain,
-            "app": r.app,
-            "stream": r.stream,
-            "create_timestamp": r.create_timestamp_ms,
-            "create_time": crate::iso_ms(r.create_timestamp_ms),
-            "endpoint": r.endpoint,
-            "bucket": r.bucket,
-            "object": r.key,
-            "is_overlay": r.is_overlay,
-            "size": r.size,
-            "width": r.width,
-            "height": r.height,
-            "sequence": r.sequence,
-            "url": self.urls.sign(&UrlSigner::image_path(r)),
-        })
-        .to_string()
+        let mut v = self.urls.record_view(r);
+        v.insert("event".into(), json!(event));
+        v.insert("id".into(), json!(id));
+        v.insert("domain".into(), json!(r.domain));
+        serde_json::Value::Object(v).to_string()
     }
 
     /// Delivers until `cancel`; what is not delivered stays in the outbox.

@@ -32,6 +32,29 @@ impl UrlSigner {
         format!("{}{path}?exp={exp}&sig={sig}", config.server.public_url)
     }
 
+    /// A record as the API and the callbacks show it: its fields and a
+    /// signed URL of its image. Callers add what is theirs (`id`, `event`, ...).
+    pub fn record_view(&self, r: &Record) -> serde_json::Map<String, serde_json::Value> {
+        let serde_json::Value::Object(map) = serde_json::json!({
+            "app": r.app,
+            "stream": r.stream,
+            "create_time": crate::iso_ms(r.create_timestamp_ms),
+            "create_timestamp": r.create_timestamp_ms,
+            "endpoint": r.endpoint,
+            "bucket": r.bucket,
+            "object": r.key,
+            "is_overlay": r.is_overlay,
+            "size": r.size,
+            "width": r.width,
+            "height": r.height,
+            "sequence": r.sequence,
+            "url": self.sign(&Self::image_path(r)),
+        }) else {
+            unreachable!("an object literal")
+        };
+        map
+    }
+
     /// The signature of a path valid until `exp` (unix s).
     pub fn signature(&self, path: &str, exp: u64) -> String {
         let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.key).expect("hmac takes any key length");

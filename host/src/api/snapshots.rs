@@ -24,24 +24,10 @@ fn parse_time(field: &'static str, v: &str) -> Result<u64, ApiError> {
 }
 
 pub(super) fn item(api: &Api, r: &Record) -> Value {
-    let path = crate::urls::UrlSigner::image_path(r);
-    json!({
-        "id": r.id.to_string(),
-        "app": r.app,
-        "stream": r.stream,
-        "create_time": iso_ms(r.create_timestamp_ms),
-        "create_timestamp": r.create_timestamp_ms,
-        "storage": r.storage,
-        "endpoint": r.endpoint,
-        "bucket": r.bucket,
-        "object": r.key,
-        "is_overlay": r.is_overlay,
-        "size": r.size,
-        "width": r.width,
-        "height": r.height,
-        "sequence": r.sequence,
-        "url": api.sign(&path),
-    })
+    let mut v = api.urls.record_view(r);
+    v.insert("id".into(), json!(r.id.to_string()));
+    v.insert("storage".into(), json!(r.storage));
+    Value::Object(v)
 }
 
 pub(super) async fn list(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
