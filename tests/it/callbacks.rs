@@ -223,6 +223,8 @@ fn undeliverable_callbacks_are_kept_then_replayed_and_private_targets_need_the_o
     let (status, v) = host.api("PUT", "/v1/domains/localhost/notify", Some(json!({"notify_url": rx.url()})));
     assert_eq!((status, v["code"].as_str()), (400, Some("InvalidParameter.NotifyUrl")), "{v}");
     assert!(v["message"].as_str().unwrap().contains("server.allow_private_callbacks"), "{v}");
+    let (status, v) = host.api("PUT", "/v1/domains/localhost/notify", Some(json!({"notify_url": "http://["})));
+    assert_eq!((status, v["code"].as_str()), (400, Some("InvalidParameter.NotifyUrl")), "not a URL: {v}");
     drop(host);
 
     let host = Host::start_with(
@@ -287,4 +289,28 @@ fn reconcile_drops_records_whose_objects_vanished_and_tells() {
     host.wait_for("the deletion told", Duration::from_secs(30), || rx.delivered().contains_key(&told));
     let (_, v) = host.api("POST", "/v1/domains/localhost/snapshots/reconcile", None);
     assert_eq!((&v["checked"], &v["removed"]), (&json!(3), &json!(0)));
+}
+
+#[test]
+fn a_domain_outbox_over_its_quota_drops_and_counts() {
+    let rx = Receiver::start();
+    rx.answer.store(503, Ordering::SeqCst);
+    let host = Host::start_with(&[DomainSpec::new("localhost")], 1, "allow_private_callbacks = true\noutbox_quota = 2");
+    assert_eq!(host.api("PUT", "/v1/domains/localhost/notify", Some(json!({"notify_url": rx.url()}))).0, 201);
+    push(&host, "live/cam1");
+    host.wait_for("3 captures", Duration::from_secs(30), || sequential(&host, "cam1").len() == 3);
+    host.wait_for("the admitted ones tried", Duration::from_secs(30), || {
+        rx.hits().iter().map(|h| h.body["id"].clone()).collect::<std::collections::HashSet<_>>().len() == 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let ids: std::collections::HashSet<Value> = rx.hits().iter().map(|h| h.body["id"].clone()).collect();
+    assert_eq!(ids.len(), 2, "only the quota's worth waits: {ids:?}");
+    let metrics = String::from_utf8(host.raw_request(None, "GET", "/metrics", None).1).unwrap();
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"edgesnap_callbacks_total{domain="localhost",outcome="dropped"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(dropped >= 1, "{metrics}");
+    assert!(host.log().contains("the domain's callback outbox is full; event dropped"));
 }

@@ -324,22 +324,12 @@ impl Index {
     /// record replaces the stream's previous record of the same key, keeping
     /// its id. Returns the records as stored.
     pub async fn commit(&self, intent: RecordId, records: Vec<Record>) -> Result<Vec<Record>, IndexError> {
-        self.commit_with_state(intent, records, None).await
+        self.commit_capture(intent, records, None, None).await
     }
 
-    /// [`Index::commit`], with the state writes of the plugin that named
-    /// the capture in the same transaction.
-    pub async fn commit_with_state(
-        &self,
-        intent: RecordId,
-        records: Vec<Record>,
-        state: Option<StateWrites>,
-    ) -> Result<Vec<Record>, IndexError> {
-        self.commit_capture(intent, records, state, None).await
-    }
-
-    /// [`Index::commit_with_state`], with each stored record's `events` put
-    /// in the outbox in the same transaction.
+    /// [`Index::commit`], with the state writes of the plugin that named the
+    /// capture and each stored record's `events` (callbacks into the outbox)
+    /// in the same transaction.
     pub async fn commit_capture(
         &self,
         intent: RecordId,

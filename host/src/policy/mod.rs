@@ -140,6 +140,30 @@ pub struct RunRecord {
     pub fell_back: bool,
 }
 
+impl RunRecord {
+    /// A record of `call` with `outcome`, now; the rest empty.
+    fn new(version: &str, call: &'static str, outcome: &'static str) -> RunRecord {
+        RunRecord {
+            time_ms: crate::unix_ms(),
+            version: version.to_owned(),
+            call,
+            app: String::new(),
+            stream: String::new(),
+            create_timestamp_ms: None,
+            sequence: None,
+            deletion: None,
+            outcome,
+            error: None,
+            placements: Vec::new(),
+            logs: Vec::new(),
+            fuel: 0,
+            peak_memory_bytes: 0,
+            duration_ms: 0.0,
+            fell_back: false,
+        }
+    }
+}
+
 /// A deletion call's page and answer.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeletionRun {
@@ -430,15 +454,10 @@ impl Policies {
         self.keep_run(
             facts.domain,
             RunRecord {
-                time_ms: crate::unix_ms(),
-                version: version.to_owned(),
-                call: "name",
                 app: facts.app.to_owned(),
                 stream: facts.stream.to_owned(),
                 create_timestamp_ms: Some(facts.create_timestamp_ms),
                 sequence: Some(facts.sequence),
-                deletion: None,
-                outcome,
                 error: call.result.as_ref().err().map(ToString::to_string),
                 placements: call
                     .result
@@ -454,6 +473,7 @@ impl Policies {
                 peak_memory_bytes: call.usage.peak_memory_bytes,
                 duration_ms: seconds * 1000.0,
                 fell_back: call.result.is_err(),
+                ..RunRecord::new(version, "name", outcome)
             },
         );
     }
@@ -499,27 +519,9 @@ impl Policies {
             "plugin demoted after consecutive failures; the previous version or the default takes over"
         );
         self.metrics.policy_demotion(domain);
-        self.keep_run(
-            domain,
-            RunRecord {
-                time_ms: crate::unix_ms(),
-                version: plugin.version.clone(),
-                call: "demotion",
-                app: String::new(),
-                stream: String::new(),
-                create_timestamp_ms: None,
-                sequence: None,
-                deletion: None,
-                outcome: "demoted",
-                error: Some(reason.clone()),
-                placements: Vec::new(),
-                logs: Vec::new(),
-                fuel: 0,
-                peak_memory_bytes: 0,
-                duration_ms: 0.0,
-                fell_back: false,
-            },
-        );
+        let record =
+            RunRecord { error: Some(reason.clone()), ..RunRecord::new(&plugin.version, "demotion", "demoted") };
+        self.keep_run(domain, record);
         if let Some(tx) = self.demotions.lock().unwrap().as_ref() {
             let _ = tx.send(Demoted { domain: domain.to_owned(), version: plugin.version.clone(), reason });
         }
@@ -656,13 +658,8 @@ impl Policies {
         self.keep_run(
             q.domain,
             RunRecord {
-                time_ms: crate::unix_ms(),
-                version: plugin.version.clone(),
-                call: "select_deletions",
                 app: q.app.to_owned(),
                 stream: q.stream.to_owned(),
-                create_timestamp_ms: None,
-                sequence: None,
                 deletion: Some(DeletionRun {
                     offset: q.offset,
                     items: q.items.len(),
@@ -672,14 +669,12 @@ impl Policies {
                         .unwrap_or_default(),
                     done: result.as_ref().is_ok_and(|d| d.done),
                 }),
-                outcome,
                 error: result.as_ref().err().map(ToString::to_string),
-                placements: Vec::new(),
                 logs,
                 fuel: usage.fuel,
                 peak_memory_bytes: usage.peak_memory_bytes,
                 duration_ms: seconds * 1000.0,
-                fell_back: false,
+                ..RunRecord::new(&plugin.version, "select_deletions", outcome)
             },
         );
         match &result {
