@@ -14,9 +14,17 @@ demo: build
     bash scripts/demo.sh "{{bin}}"
 
 # Lint, then every test: unit, plugin and integration.
-test: lint
+test: lint build-failpoints
     cd plugins && cargo test --locked
     cargo test --release --locked --workspace
+
+# The crash tests' host: the same code with its fail points compiled in
+# (`--features failpoints`), copied beside the release binary. Release
+# builds never carry them.
+build-failpoints:
+    cargo build --release --locked --bin edgesnap --features failpoints
+    cp {{bin}} {{bin}}-failpoints
+    cargo build --release --locked --bin edgesnap
 
 # rustfmt and clippy, warnings as errors.
 lint:

@@ -3,7 +3,7 @@
 //!
 //! cargo run --release --example index_growth -- DIR [CAPTURES]
 
-use edgesnap::index::{Index, Intent, Record, RecordId};
+use edgesnap::index::{Index, Intent, Planned, Record, RecordId};
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -41,15 +41,25 @@ async fn capture(index: std::sync::Arc<Index>, i: u64) {
         let stream = format!("s{}", i % 200);
         let ts = 1_800_000_000_000 + i * 25;
         let id = RecordId::new(ts);
+        let seq = index.next_sequence("bench", "live", &stream).unwrap();
+        let planned = |key: String, overwrite| Planned { key, overwrite };
         let intent = Intent {
             domain: "bench".into(),
             app: "live".into(),
             stream: stream.clone(),
             create_timestamp_ms: ts,
-            sequence: 0,
+            sequence: seq,
             storage: "local".into(),
+            placements: vec![
+                planned(format!("live/{stream}.jpg"), true),
+                planned(format!("live/{stream}/{ts}.jpg"), false),
+            ],
+            size: 60_000,
+            md5: [0; 16],
+            width: 1280,
+            height: 720,
         };
-        let seq = index.reserve(id, intent).await.unwrap();
+        index.reserve(id, intent).await.unwrap();
         let rec = |id, key: String, overlay| Record {
             id,
             domain: "bench".into(),

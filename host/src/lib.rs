@@ -3,7 +3,8 @@
 //! Modules follow a snapshot's life: [`ingest`] (RTMP, FLV/AVC) →
 //! [`capture`] (the per-stream media-clock grid) → [`media`] (the shared
 //! decoder pool, JPEG) → [`snapshot`] (the path that calls [`policy`] (Wasm
-//! plugins), [`storage`] (object stores) and [`index`] (redb) in order).
+//! plugins), [`storage`] (object stores) and [`index`] (redb) in order;
+//! [`spool`] holds what a down target cannot take yet).
 //! [`api`] reads and steers them; [`config`] is the operator's file and
 //! [`tenants`] the domains in force (the file plus what the API made).
 //! ARCHITECTURE.md states the invariants between them.
@@ -19,6 +20,7 @@ pub mod notify;
 pub mod policy;
 pub mod retention;
 pub mod snapshot;
+pub mod spool;
 pub mod storage;
 pub mod tenants;
 pub mod urls;
@@ -33,4 +35,19 @@ pub fn iso_ms(ms: u64) -> String {
 /// Wall-clock time, unix milliseconds.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A crash point of the write path. In a build with the `failpoints`
+/// feature (the crash tests' binary, never a release), the process aborts
+/// here when `FAILPOINTS` names the point with `return` (e.g.
+/// `capture-after-put=2*off->return`: the third time); otherwise nothing.
+#[macro_export]
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        if fail::eval($name, |_| ()).is_some() {
+            eprintln!("failpoint {} reached: aborting", $name);
+            std::process::abort();
+        }
+    };
 }

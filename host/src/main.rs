@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use edgesnap::config::Config;
 use edgesnap::tenants::Tenants;
-use edgesnap::{api, index, ingest, media, metrics, notify, policy, retention, snapshot};
+use edgesnap::{api, index, ingest, media, metrics, notify, policy, retention, snapshot, spool};
 
 #[derive(Parser)]
 #[command(
@@ -77,6 +77,8 @@ enum PluginCmd {
 }
 
 fn main() -> std::process::ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -125,13 +127,6 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
         .with_context(|| format!("create data_dir {}", server.data_dir.display()))?;
     let metrics = Arc::new(metrics::Metrics::new());
     let index = Arc::new(index::Index::open(&server.data_dir.join("index.redb"))?);
-    let pending = index.pending_intents()?;
-    if !pending.is_empty() {
-        tracing::warn!(
-            count = pending.len(),
-            "captures were in flight at the last stop; their records were not committed"
-        );
-    }
     let tenants = Tenants::start(config, &operator_token, index.clone())?;
     let (settings, storage) = (tenants.settings().clone(), tenants.storage().clone());
     remove_tombstoned(&index, &storage).await?;
@@ -192,18 +187,38 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let notifier = notify::Notifier::new(index.clone(), settings.clone(), urls.clone(), metrics.clone())?;
     let notifier_stop = CancellationToken::new();
     let notifier_loop = tokio::spawn(notifier.clone().run(notifier_stop.clone()));
+    let spool = spool::Spool::new(
+        server.data_dir.join("spool"),
+        index.clone(),
+        storage.clone(),
+        notifier.clone(),
+        settings.clone(),
+        metrics.clone(),
+    )?;
+    // Before ingest: spooled captures are queued first, so new ones line up behind them.
+    spool.recover().await?;
+    storage.probe_all();
     let (retention, retention_rx) =
         retention::Retention::new(index.clone(), storage.clone(), policies.clone(), notifier.clone(), metrics.clone());
     let retention_stop = CancellationToken::new();
     let retention_loop = tokio::spawn(retention.clone().run(retention_rx, retention_stop.clone()));
+    let reconcile_loop = tokio::spawn(retention::reconcile_schedule(
+        index.clone(),
+        storage.clone(),
+        notifier.clone(),
+        settings.clone(),
+        retention_stop.clone(),
+    ));
     let path = Arc::new(snapshot::SnapshotPath {
         index: index.clone(),
         storage: storage.clone(),
         policies: policies.clone(),
         retention,
         notifier: notifier.clone(),
+        spool: spool.clone(),
         metrics: metrics.clone(),
     });
+    let (totals, spool_handle) = (metrics.clone(), spool.clone());
     let api = Arc::new(api::Api {
         settings: settings.clone(),
         tenants: tenants.clone(),
@@ -214,6 +229,7 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
         policies,
         urls,
         notifier,
+        spool,
     });
     let snapshots = tokio::spawn(path.run(decoded_rx, snapshot_tasks.clone()));
     let ingest_loop = tokio::spawn(ingest.clone().run(rtmp, cancel.clone(), ingest_tasks.clone()));
@@ -240,15 +256,25 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     // 4. A deletion pass under way finishes; no new one starts.
     retention_stop.cancel();
     let _ = retention_loop.await;
+    let _ = reconcile_loop.await;
     // 5. Callbacks not delivered yet stay in the outbox for the next start;
     //    a round under way ends within the delivery timeout.
     notifier_stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(6), notifier_loop).await;
     let _ = http_loop.await;
-    // 6. Close redb cleanly: the last holder of the index is this function.
+    // 6. Spooled captures stay on disk; an upload under way ends first.
+    spool_handle.shutdown().await;
+    let spool_totals = spool_handle.status();
+    drop(spool_handle);
+    // 7. Close redb cleanly: the last holder of the index is this function.
     drop(tenants);
     close_index(index).await;
-    tracing::info!("stopped");
+    tracing::info!(
+        queued = totals.snapshots_queued.get(),
+        stored = totals.snapshots_stored.get(),
+        spooled = spool_totals.entries,
+        "stopped"
+    );
     Ok(())
 }
 

@@ -39,6 +39,18 @@ pub struct Metrics {
     pub callbacks: Family<Vec<(&'static str, String)>, Counter>,
     /// Callbacks waiting in the outbox.
     pub outbox_pending: Gauge,
+    /// Captures waiting in the local spool for their target, and their bytes, by domain.
+    pub spool_entries: Family<Vec<(&'static str, String)>, Gauge>,
+    pub spool_bytes: Family<Vec<(&'static str, String)>, Gauge>,
+    /// The most bytes the spool held since start.
+    pub spool_peak_bytes: Gauge,
+    /// Captures spooled because their target was down, and those skipped because the spool was full.
+    pub snapshots_spooled: Family<Vec<(&'static str, String)>, Counter>,
+    pub snapshots_skipped: Family<Vec<(&'static str, String)>, Counter>,
+    /// 1 while a storage target answers, 0 while it is down, by domain and target.
+    pub target_up: Family<Vec<(&'static str, String)>, Gauge>,
+    /// Captures in flight at a crash, settled at the next start, by outcome (recorded, nothing).
+    pub recovered: Family<Vec<(&'static str, String)>, Counter>,
     /// HTTP requests by method, route pattern and status, with their latency.
     pub http_seconds: Family<Vec<(&'static str, String)>, Histogram>,
 }
@@ -76,6 +88,13 @@ impl Metrics {
             policy_deletions: Family::default(),
             callbacks: Family::default(),
             outbox_pending: Gauge::default(),
+            spool_entries: Family::default(),
+            spool_bytes: Family::default(),
+            spool_peak_bytes: Gauge::default(),
+            snapshots_spooled: Family::default(),
+            snapshots_skipped: Family::default(),
+            target_up: Family::default(),
+            recovered: Family::default(),
             policy_calls: Family::default(),
             policy_call_seconds: Family::new_with_constructor(histogram),
             policy_fuel: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1_000.0, 4.0, 12))),
@@ -119,6 +138,29 @@ impl Metrics {
         registry.register("policy_calls", "Calls of uploaded plugins, by call and outcome", m.policy_calls.clone());
         registry.register("callbacks", "Callback deliveries, by domain and outcome", m.callbacks.clone());
         registry.register("outbox_pending", "Callbacks waiting in the outbox", m.outbox_pending.clone());
+        registry.register("spool_entries", "Captures waiting in the local spool, by domain", m.spool_entries.clone());
+        registry.register("spool_bytes", "Bytes in the local spool, by domain", m.spool_bytes.clone());
+        registry.register(
+            "spool_peak_bytes",
+            "Most bytes the local spool held since start",
+            m.spool_peak_bytes.clone(),
+        );
+        registry.register(
+            "snapshots_spooled",
+            "Captures spooled locally because their storage target was down",
+            m.snapshots_spooled.clone(),
+        );
+        registry.register(
+            "snapshots_skipped",
+            "Captures skipped because the spool (or the domain's share of it) was full",
+            m.snapshots_skipped.clone(),
+        );
+        registry.register("target_up", "1 while a storage target answers, 0 while it is down", m.target_up.clone());
+        registry.register(
+            "recovered",
+            "Captures in flight at a crash, settled at the next start, by outcome",
+            m.recovered.clone(),
+        );
         registry.register(
             "policy_deletions",
             "Snapshots deleted because the domain's plugin selected them",

@@ -192,6 +192,7 @@ impl Notifier {
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
+            crate::failpoint!("notify-after-send");
             if let Err(e) = self.index.outbox_apply(changes).await {
                 tracing::error!(error = %e, "recording callback deliveries failed; they will be sent again");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -65,6 +65,34 @@ pub async fn remove_objects(
     files
 }
 
+/// Reconciles every domain each `server.reconcile_every` (read anew each
+/// round; `off` checks again in a minute) until `stop`.
+pub async fn reconcile_schedule(
+    index: Arc<Index>,
+    storage: Arc<Storage>,
+    notifier: Arc<crate::notify::Notifier>,
+    settings: Arc<crate::config::Settings>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let every = settings.get().server.reconcile_every;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every.unwrap_or(std::time::Duration::from_secs(60))) => {}
+        }
+        if every.is_none() || settings.get().server.reconcile_every != every {
+            continue;
+        }
+        let domains: Vec<String> = settings.get().domains.keys().cloned().collect();
+        for domain in domains {
+            match reconcile(&index, &storage, &notifier, &domain).await {
+                Ok(r) => tracing::info!(%domain, checked = r.checked, removed = r.removed, "scheduled reconcile"),
+                Err(e) => tracing::warn!(%domain, error = %e, "scheduled reconcile failed"),
+            }
+        }
+    }
+}
+
 /// Records looked at per reconcile page.
 const RECONCILE_PAGE: usize = 500;
 
@@ -296,8 +324,13 @@ mod tests {
                 app: "live".into(),
                 stream: stream.into(),
                 create_timestamp_ms: ts,
-                sequence: 0,
+                sequence: i,
                 storage: "local".into(),
+                placements: Vec::new(),
+                size: 10,
+                md5: [0; 16],
+                width: 64,
+                height: 48,
             };
             index.reserve(id, intent).await.unwrap();
             let mut records = vec![record(id, stream, ts, false)];

@@ -1,19 +1,22 @@
-//! The snapshot path after decoding: reserve a `{Sequence}` (with an intent),
-//! ask the policy for placements, store the JPG, commit the records. A record
-//! is committed only after its object is stored.
+//! The snapshot path after decoding: take a `{Sequence}`, ask the policy for
+//! placements, record the intent, store the JPG (or spool it while the
+//! target is down), commit the records. A record is committed only after
+//! its object is stored.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use md5::Digest;
+
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
-use crate::index::{Index, Intent, Record, RecordId, StateWrites};
+use crate::index::{Index, Intent, Planned, Record, RecordId, StateWrites};
 use crate::media::{Decoded, Jpeg};
 use crate::metrics::Metrics;
 use crate::policy::{CaptureFacts, Placement, Policies};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError, Target};
 
 /// Snapshots being stored at once.
 const IN_FLIGHT: usize = 64;
@@ -28,6 +31,10 @@ pub enum SnapshotError {
     Policy(#[from] crate::policy::PolicyError),
     #[error("policy task: {0}")]
     Join(String),
+    #[error("storage target {target} is down: the snapshot is spooled and stored when it answers again")]
+    Spooled { target: String },
+    #[error("storage target {target} is down and the snapshot was skipped: {why}")]
+    Skipped { target: String, why: String },
 }
 
 pub struct SnapshotPath {
@@ -36,6 +43,7 @@ pub struct SnapshotPath {
     pub policies: Arc<Policies>,
     pub retention: Arc<crate::retention::Retention>,
     pub notifier: Arc<crate::notify::Notifier>,
+    pub spool: Arc<crate::spool::Spool>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -52,13 +60,23 @@ impl SnapshotPath {
                     continue;
                 }
             };
+            // Numbered here, in the order captures leave the decoders: the
+            // tasks below may take the stream's lock in another order.
+            let sequence = match self.index.next_sequence(&job.info.domain, &job.info.app, &job.info.stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.metrics.failed("index");
+                    job.fail_waiters(&format!("no sequence number: {e}"));
+                    continue;
+                }
+            };
             let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let path = self.clone();
             tracker.spawn(async move {
                 let mut newest_overwrite = job.info.order.lock().await;
                 let (domain, app, stream) = (job.info.domain.clone(), job.info.app.clone(), job.info.stream.clone());
                 let (width, height) = (jpeg.width, jpeg.height);
-                let result = path.store(&job, jpeg, &mut newest_overwrite).await;
+                let result = path.store(&job, jpeg, sequence, &mut newest_overwrite).await;
                 drop(newest_overwrite);
                 match &result {
                     Ok(records) => {
@@ -76,6 +94,8 @@ impl SnapshotPath {
                             tracing::debug!(%domain, %app, %stream, key = %r.key, size = r.size, "snapshot stored");
                         }
                     }
+                    Err(SnapshotError::Spooled { .. }) => {}
+                    Err(e @ SnapshotError::Skipped { .. }) => tracing::warn!(%domain, %app, %stream, error = %e),
                     Err(e) => tracing::error!(%domain, %app, %stream, error = %e, "snapshot not stored"),
                 }
                 for w in job.waiters.drain(..) {
@@ -90,6 +110,7 @@ impl SnapshotPath {
         &self,
         job: &crate::capture::CaptureJob,
         jpeg: Jpeg,
+        sequence: u64,
         newest_overwrite: &mut u64,
     ) -> Result<Vec<Record>, SnapshotError> {
         let info = &job.info;
@@ -97,16 +118,7 @@ impl SnapshotPath {
         let target =
             self.storage.target(&info.domain, &template.storage).inspect_err(|_| self.metrics.failed("store"))?;
         let id = RecordId::new(job.create_timestamp_ms);
-        let intent = Intent {
-            domain: info.domain.clone(),
-            app: info.app.clone(),
-            stream: info.stream.clone(),
-            create_timestamp_ms: job.create_timestamp_ms,
-            sequence: 0,
-            storage: template.storage.clone(),
-        };
         let t = Instant::now();
-        let sequence = self.index.reserve(id, intent).await.inspect_err(|_| self.metrics.failed("index"))?;
 
         let policies = self.policies.clone();
         let (domain, app, stream) = (info.domain.clone(), info.app.clone(), info.stream.clone());
@@ -131,17 +143,13 @@ impl SnapshotPath {
         let (placements, state): (Vec<Placement>, _) = match named {
             Ok(n) => (n.placements, Some(StateWrites { domain: info.domain.clone(), writes: n.state })),
             Err(e) => {
-                // Nothing was stored: the capture is not in flight any more.
                 self.metrics.failed("policy");
-                let _ = self.index.abandon(id, None).await;
                 return Err(e);
             }
         };
-        let t_policy = t.elapsed();
-        self.metrics.stage("policy", t_policy.as_secs_f64());
+        self.metrics.stage("policy", t.elapsed().as_secs_f64());
 
-        let mut records = Vec::with_capacity(placements.len());
-        let t = Instant::now();
+        let mut planned = Vec::with_capacity(placements.len());
         for p in placements {
             if p.overwrite {
                 if job.create_timestamp_ms < *newest_overwrite {
@@ -150,48 +158,80 @@ impl SnapshotPath {
                 }
                 *newest_overwrite = job.create_timestamp_ms;
             }
-            let key = if p.overwrite {
-                target.put_overwrite(&p.key, jpeg.bytes.clone()).await.map(|()| p.key)
-            } else {
-                target.put_sequential(&p.key, jpeg.bytes.clone()).await
-            };
-            let key = match key {
-                Ok(k) => k,
+            planned.push(Planned { key: p.key, overwrite: p.overwrite });
+        }
+        if planned.is_empty() {
+            // The policy chose to skip this capture; its state says so.
+            self.index.abandon(id, state).await?;
+            return Ok(Vec::new());
+        }
+        let intent = Intent {
+            domain: info.domain.clone(),
+            app: info.app.clone(),
+            stream: info.stream.clone(),
+            create_timestamp_ms: job.create_timestamp_ms,
+            sequence,
+            storage: template.storage.clone(),
+            placements: planned,
+            size: jpeg.bytes.len() as u64,
+            md5: md5::Md5::digest(&jpeg.bytes).into(),
+            width: jpeg.width,
+            height: jpeg.height,
+        };
+        // The intent is durable before any object is written: recovery finds them by it.
+        self.index.reserve(id, intent.clone()).await.inspect_err(|_| self.metrics.failed("index"))?;
+        crate::failpoint!("capture-after-reserve");
+
+        let t = Instant::now();
+        let mut stored: Vec<Option<String>> = vec![None; intent.placements.len()];
+        let down = if self.spool.backlog(&info.domain, &template.storage) {
+            // Older captures of this target wait in the spool: this one joins them.
+            Some(None)
+        } else {
+            match put_all(&target, &intent, &jpeg.bytes, &mut stored).await {
+                Ok(()) => None,
+                Err(e @ StorageError::Backend { .. }) => Some(Some(e)),
                 Err(e) => {
                     self.metrics.failed("store");
-                    // What was stored so far still gets its records.
-                    // Nothing stored: the plugin's state writes are dropped with it.
-                    if records.is_empty() {
+                    // Nothing stored: the plugin's state writes are dropped with the capture.
+                    if stored.iter().all(Option::is_none) {
                         let _ = self.index.abandon(id, None).await;
                         return Err(e.into());
                     }
+                    // What was stored so far still gets its records.
                     tracing::error!(domain = %info.domain, error = %e, "one placement of a snapshot was not stored");
-                    break;
+                    None
                 }
-            };
-            records.push(Record {
-                id: if records.is_empty() { id } else { RecordId::new(job.create_timestamp_ms) },
-                domain: info.domain.clone(),
-                app: info.app.clone(),
-                stream: info.stream.clone(),
-                create_timestamp_ms: job.create_timestamp_ms,
-                key,
-                storage: template.storage.clone(),
-                endpoint: target.endpoint.clone(),
-                bucket: target.bucket.clone(),
-                size: jpeg.bytes.len() as u64,
-                width: jpeg.width,
-                height: jpeg.height,
-                is_overlay: p.overwrite,
-                sequence,
-            });
-        }
+            }
+        };
+        crate::failpoint!("capture-after-put");
         self.metrics.stage("store", t.elapsed().as_secs_f64());
-        if records.is_empty() {
-            // The policy chose to skip this capture; its state says so.
-            self.index.abandon(id, state).await?;
-            return Ok(records);
+        if let Some(error) = down {
+            if let Some(e) = &error {
+                self.spool.target_failed(&info.domain, &template.storage, &e.to_string());
+            }
+            let target_name = format!("{}/{}", info.domain, template.storage);
+            match self.spool.add(id, intent.clone(), jpeg.bytes.clone(), stored.clone()).await {
+                Ok(()) => {
+                    // The plugin's decision stands; the records follow once stored.
+                    if let Some(st) = state.filter(|s| !s.writes.is_empty()) {
+                        self.index.commit_plugin_state(st.domain, st.writes).await?;
+                    }
+                    return Err(SnapshotError::Spooled { target: target_name });
+                }
+                Err(full) if stored.iter().all(Option::is_none) => {
+                    self.metrics.snapshots_skipped.get_or_create(&vec![("domain", info.domain.clone())]).inc();
+                    info.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.index.abandon(id, state).await;
+                    return Err(SnapshotError::Skipped { target: target_name, why: full.to_string() });
+                }
+                Err(full) => {
+                    tracing::error!(domain = %info.domain, error = %full, "part of a snapshot was stored; the rest is skipped");
+                }
+            }
         }
+
+        let records = crate::spool::records_of(id, &intent, &stored, &target);
         let t = Instant::now();
         let events = self.notifier.events_of(crate::notify::SNAPSHOT);
         let stored = self
@@ -199,8 +239,31 @@ impl SnapshotPath {
             .commit_capture(id, records, state, Some(events))
             .await
             .inspect_err(|_| self.metrics.failed("index"))?;
+        crate::failpoint!("capture-after-commit");
         self.notifier.poke();
         self.metrics.stage("index", t.elapsed().as_secs_f64());
         Ok(stored)
     }
+}
+
+/// Stores a capture's placements not stored yet, in order, recording the
+/// key each one got; stops at the first failure.
+pub async fn put_all(
+    target: &Target,
+    intent: &Intent,
+    jpg: &bytes::Bytes,
+    stored: &mut [Option<String>],
+) -> Result<(), StorageError> {
+    for (p, slot) in intent.placements.iter().zip(stored.iter_mut()) {
+        if slot.is_some() {
+            continue;
+        }
+        let key = if p.overwrite {
+            target.put_overwrite(&p.key, jpg.clone()).await.map(|()| p.key.clone())?
+        } else {
+            target.put_sequential(&p.key, jpg.clone()).await?
+        };
+        *slot = Some(key);
+    }
+    Ok(())
 }

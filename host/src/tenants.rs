@@ -298,6 +298,9 @@ impl Tenants {
             allow_private_callbacks: new.allow_private_callbacks,
             callback_retry_for: new.callback_retry_for,
             outbox_quota: new.outbox_quota,
+            spool_max_bytes: new.spool_max_bytes,
+            spool_domain_share: new.spool_domain_share,
+            reconcile_every: new.reconcile_every,
             ..old.clone()
         };
         let file = Config { server, plugin_limits: file.plugin_limits, domains: file.domains };

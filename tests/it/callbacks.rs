@@ -4,105 +4,17 @@
 //! what cannot be delivered is kept as failed and can be replayed; private
 //! targets are refused unless the operator allows them.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hmac::Mac;
 use md5::Digest;
 use serde_json::{Value, json};
 
-use crate::harness::{DomainSpec, Host};
+use crate::harness::{DomainSpec, Hit, Host, Receiver};
 use crate::media::{Clip, ffmpeg_push};
 
 const KEY: &str = "0123456789abcdefXYZ";
-
-/// One request the receiver got: lower-cased headers, the body, the answer.
-#[derive(Clone, Debug)]
-struct Hit {
-    headers: HashMap<String, String>,
-    body: Value,
-    raw: String,
-    status: u16,
-}
-
-/// A real HTTP/1.1 server on loopback that records each request and answers
-/// with the status it is told.
-struct Receiver {
-    port: u16,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    answer: Arc<AtomicU16>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (hits, answer) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU16::new(200)));
-        let (h, a) = (hits.clone(), answer.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let (h, a) = (h.clone(), a.clone());
-                std::thread::spawn(move || {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let head_end = loop {
-                        let n = conn.read(&mut chunk).unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let headers: HashMap<String, String> = head
-                        .lines()
-                        .skip(1)
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                        .collect();
-                    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        let n = conn.read(&mut chunk).unwrap_or(0);
-                        if n == 0 {
-                            break;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let raw = String::from_utf8_lossy(&buf[head_end..]).to_string();
-                    let status = a.load(Ordering::SeqCst);
-                    let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
-                    h.lock().unwrap().push(Hit { headers, body, raw, status });
-                    let _ = write!(conn, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                });
-            }
-        });
-        Receiver { port, hits, answer }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
-    }
-
-    fn hits(&self) -> Vec<Hit> {
-        self.hits.lock().unwrap().clone()
-    }
-
-    /// Event ids answered 200, with how many times each.
-    fn delivered(&self) -> HashMap<String, usize> {
-        let mut out = HashMap::new();
-        for h in self.hits().iter().filter(|h| h.status == 200) {
-            *out.entry(h.body["id"].as_str().unwrap_or("").to_owned()).or_default() += 1;
-        }
-        out
-    }
-}
 
 /// Checks both signatures of a request against the body it carried.
 fn assert_signed(hit: &Hit, authority: &str) {

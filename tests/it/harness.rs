@@ -1,8 +1,12 @@
 //! Starting the host and talking to it.
 
-use std::net::TcpListener;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "it-operator-token-0123456789";
@@ -60,6 +64,20 @@ impl Objects {
                     use object_store::ObjectStoreExt;
                     let path = object_store::path::Path::from(key);
                     store.get(&path).await.unwrap_or_else(|e| panic!("get {key}: {e}")).bytes().await.unwrap().to_vec()
+                })
+            }
+        }
+    }
+
+    pub fn delete(&self, key: &str) {
+        match self {
+            Objects::Dir(d) => std::fs::remove_file(d.join(key)).unwrap(),
+            Objects::S3 { port, bucket } => {
+                let store = s3_client(*port, bucket);
+                let path = object_store::path::Path::from(key);
+                block_on(async move {
+                    use object_store::ObjectStoreExt;
+                    store.delete(&path).await.unwrap()
                 })
             }
         }
@@ -148,6 +166,9 @@ pub struct Host {
     child: Option<Child>,
     pub config_path: PathBuf,
     objects: Vec<(String, Objects)>,
+    /// The binary the next start runs, and extra environment for it.
+    pub bin: PathBuf,
+    pub env: Vec<(String, String)>,
 }
 
 impl Host {
@@ -210,14 +231,25 @@ impl Host {
         }
         let config_path = dir.path().join("edgesnap.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut host = Host { dir, rtmp_port, http_port, child: None, config_path, objects };
+        let mut host = Host {
+            dir,
+            rtmp_port,
+            http_port,
+            child: None,
+            config_path,
+            objects,
+            bin: PathBuf::from(bin()),
+            env: Vec::new(),
+        };
         host.spawn();
         host
     }
 
-    fn spawn(&mut self) {
+    /// Starts the host (again) on the same config and data.
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let child = Command::new(bin())
+        let child = Command::new(&self.bin)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["serve", "--config"])
             .arg(&self.config_path)
             .env("RUST_LOG", "info,edgesnap=debug")
@@ -385,6 +417,28 @@ impl Host {
         panic!("timed out waiting for {what}; host log:\n{}", self.log());
     }
 
+    /// Kills the host with SIGKILL (no shutdown at all) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the host to exit by itself (a fail point aborting it).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("host is running");
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(Instant::now() < deadline, "host did not exit:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops with SIGTERM and waits; returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
@@ -426,4 +480,162 @@ pub fn files(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// One request the receiver got: lower-cased headers, the body, the answer.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub headers: HashMap<String, String>,
+    pub body: serde_json::Value,
+    pub raw: String,
+    pub status: u16,
+}
+
+/// A real HTTP/1.1 server on loopback that records each request and answers
+/// with the status it is told.
+pub struct Receiver {
+    pub port: u16,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    pub answer: Arc<AtomicU16>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (hits, answer) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU16::new(200)));
+        let (h, a) = (hits.clone(), answer.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (h, a) = (h.clone(), a.clone());
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        let n = conn.read(&mut chunk).unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let headers: HashMap<String, String> = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let n = conn.read(&mut chunk).unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let raw = String::from_utf8_lossy(&buf[head_end..]).to_string();
+                    let status = a.load(Ordering::SeqCst);
+                    let body = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
+                    h.lock().unwrap().push(Hit { headers, body, raw, status });
+                    let _ = write!(conn, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                });
+            }
+        });
+        Receiver { port, hits, answer }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    /// Event ids answered 200, with how many times each.
+    pub fn delivered(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for h in self.hits().iter().filter(|h| h.status == 200) {
+            *out.entry(h.body["id"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// A TCP forwarder on loopback in front of a server (moto), that can be
+/// taken down: while down it closes new and open connections, as a storage
+/// outage does.
+pub struct Gate {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+}
+
+impl Gate {
+    pub fn start(to: u16) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else { continue };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        from.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            if !flag.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Gate { port, up }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+/// The crash tests' build of the host, with fail points (`just test` builds it).
+pub fn failpoints_bin() -> PathBuf {
+    let p = Path::new(bin()).with_file_name("edgesnap-failpoints");
+    assert!(
+        p.exists(),
+        "{} is missing: `just test` builds it (cargo build --release --features failpoints, then copies the binary)",
+        p.display()
+    );
+    p
 }

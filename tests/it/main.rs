@@ -16,6 +16,7 @@ mod callbacks;
 mod capacity;
 mod cli;
 mod config;
+mod durability;
 mod fuzz;
 mod hostile;
 mod isolation;

@@ -45,6 +45,7 @@ fn view(api: &Api, d: &Domain) -> Value {
                     prefix,
                     access_key_id_env,
                     secret_access_key_env,
+                    credentials_file,
                     virtual_hosted_style,
                 } => json!({
                     "type": "s3",
@@ -54,6 +55,7 @@ fn view(api: &Api, d: &Domain) -> Value {
                     "prefix": prefix,
                     "access_key_id_env": access_key_id_env,
                     "secret_access_key_env": secret_access_key_env,
+                    "credentials_file": credentials_file,
                     "virtual_hosted_style": virtual_hosted_style,
                 }),
             };

@@ -55,9 +55,22 @@ pub struct Api {
     /// HMAC key of signed image URLs.
     pub urls: Arc<crate::urls::UrlSigner>,
     pub notifier: Arc<crate::notify::Notifier>,
+    pub spool: Arc<crate::spool::Spool>,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
+
+/// Ready means serving: a down target degrades (its captures are spooled)
+/// but does not stop ingest, so readiness stays 200 and names what is down.
+fn readyz(api: &Api) -> serde_json::Value {
+    let spool = api.spool.status();
+    serde_json::json!({
+        "ready": true,
+        "degraded": !spool.targets_down.is_empty(),
+        "targets_down": spool.targets_down,
+        "spool": {"bytes": spool.bytes, "max_bytes": spool.max_bytes, "peak_bytes": spool.peak_bytes, "entries": spool.entries},
+    })
+}
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,7 +442,7 @@ impl Api {
         let d = domain.as_str();
         match def.op {
             Op::Healthz => Ok(text("ok\n", "text/plain")),
-            Op::Readyz => Ok(json(StatusCode::OK, &serde_json::json!({"ready": true}))),
+            Op::Readyz => Ok(json(StatusCode::OK, &readyz(self))),
             Op::Metrics => Ok(text(&self.metrics.render(), "text/plain; version=0.0.4")),
             Op::OpenApi => Ok(text(OPENAPI, "application/json")),
             Op::Whoami => domains::whoami(self, &call),

@@ -37,11 +37,14 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
                 "keyframes": st.keyframes.load(Ordering::Relaxed),
                 "snapshots_queued": st.queued.load(Ordering::Relaxed),
                 "snapshots_missed": st.missed.load(Ordering::Relaxed),
+                "snapshots_skipped": st.skipped.load(Ordering::Relaxed),
                 "keyframes_rejected": st.rejected.load(Ordering::Relaxed),
             })
         })
         .collect();
-    Ok(super::json(StatusCode::OK, &json!({ "streams": streams })))
+    // Captures of this domain waiting in the spool for a down target.
+    let spooled = api.spool.domain_entries(domain);
+    Ok(super::json(StatusCode::OK, &json!({ "streams": streams, "spooled": spooled })))
 }
 
 /// Takes a snapshot of the stream's next keyframe (the grid does not move;

@@ -114,6 +114,8 @@ pub struct StreamStats {
     pub missed: AtomicU64,
     /// Keyframes that were due but not decodable (no IDR, bad lengths, no config).
     pub rejected: AtomicU64,
+    /// Captures skipped because their target was down and the spool full.
+    pub skipped: AtomicU64,
     /// Media ms between the last two keyframes.
     pub gop_ms: AtomicU64,
     /// Captures stored, and the newest one's time and size.

@@ -102,6 +102,12 @@ pub struct Server {
     pub callback_retry_for: Duration,
     /// Callbacks waiting for delivery per domain; more are dropped (counted).
     pub outbox_quota: usize,
+    /// Bytes the local spool may hold while storage targets are down.
+    pub spool_max_bytes: u64,
+    /// The part of the spool one domain may fill, in percent.
+    pub spool_domain_share: u8,
+    /// How often every record's object is checked (reconcile); `None`: only on demand.
+    pub reconcile_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +215,8 @@ pub enum StorageTarget {
         prefix: String,
         access_key_id_env: Option<String>,
         secret_access_key_env: Option<String>,
+        /// An AWS-style credentials file (`aws_access_key_id = ...`), read when the target is built.
+        credentials_file: Option<PathBuf>,
         virtual_hosted_style: bool,
     },
 }
@@ -332,6 +340,9 @@ struct RawServer {
     allow_private_callbacks: bool,
     callback_retry_for: Option<String>,
     outbox_quota: Option<i64>,
+    spool_max_mib: Option<i64>,
+    spool_domain_share: Option<i64>,
+    reconcile_every: Option<String>,
 }
 
 /// A domain as written in the file or sent to `PUT /v1/domains/{domain}`.
@@ -369,6 +380,8 @@ pub enum RawStorage {
         access_key_id_env: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret_access_key_env: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials_file: Option<PathBuf>,
         #[serde(default)]
         virtual_hosted_style: bool,
     },
@@ -661,8 +674,15 @@ pub fn validate_domain(name: &str, d: &RawDomain, path: &str, origin: Origin) ->
                 prefix,
                 access_key_id_env,
                 secret_access_key_env,
+                credentials_file,
                 virtual_hosted_style,
             } => {
+                if credentials_file.is_some() && (access_key_id_env.is_some() || secret_access_key_env.is_some()) {
+                    return Err(ConfigError::new(
+                        join(&tpath, "credentials_file"),
+                        "set either credentials_file or access_key_id_env / secret_access_key_env, not both",
+                    ));
+                }
                 if bucket.is_empty() {
                     return Err(ConfigError::new(join(&tpath, "bucket"), "must not be empty"));
                 }
@@ -681,6 +701,7 @@ pub fn validate_domain(name: &str, d: &RawDomain, path: &str, origin: Origin) ->
                     prefix: prefix.trim_end_matches('/').to_string(),
                     access_key_id_env,
                     secret_access_key_env,
+                    credentials_file,
                     virtual_hosted_style,
                 }
             }
@@ -872,6 +893,39 @@ impl RawConfig {
                 return Err(ConfigError::new("server.outbox_quota", format!("must be from 1 to 10000000, got {n}")));
             }
         };
+        let spool_max_bytes = match s.spool_max_mib {
+            None => 1024 << 20,
+            Some(n) if (1..=1 << 20).contains(&n) => (n as u64) << 20,
+            Some(n) => {
+                return Err(ConfigError::new("server.spool_max_mib", format!("must be from 1 to 1048576, got {n}")));
+            }
+        };
+        let spool_domain_share = match s.spool_domain_share {
+            None => 50,
+            Some(n) if (1..=100).contains(&n) => n as u8,
+            Some(n) => {
+                return Err(ConfigError::new(
+                    "server.spool_domain_share",
+                    format!("must be a percentage from 1 to 100, got {n}"),
+                ));
+            }
+        };
+        let reconcile_every = match s.reconcile_every.as_deref() {
+            None => Some(Duration::from_secs(24 * 3600)),
+            Some("off") => None,
+            Some(t) => {
+                let d = humantime::parse_duration(t).map_err(|e| {
+                    ConfigError::new(
+                        "server.reconcile_every",
+                        format!("must be \"off\" or a duration like \"24h\": {e}"),
+                    )
+                })?;
+                if d < Duration::from_secs(60) {
+                    return Err(ConfigError::new("server.reconcile_every", "must be at least 1m (or \"off\")"));
+                }
+                Some(d)
+            }
+        };
         let public_url = s.public_url.unwrap_or_else(|| format!("http://{http_listen}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(ConfigError::new("server.public_url", "must start with http:// or https://"));
@@ -912,6 +966,9 @@ impl RawConfig {
                 allow_private_callbacks: s.allow_private_callbacks,
                 callback_retry_for,
                 outbox_quota,
+                spool_max_bytes,
+                spool_domain_share,
+                reconcile_every,
             },
             domains,
         })

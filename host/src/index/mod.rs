@@ -12,6 +12,7 @@
 //! - `meta`:      name → bytes  host secrets and settings
 //! - `catalog`:   (kind, domain, name) → JSON   what the API made: domains, templates, notify, tokens
 //! - `tombstones`: id → (domain, storage, key)  objects whose records are deleted but which are not yet removed
+//! - `object_keys`: (domain, storage, key) → id   which record holds an object (recovery's suffix walk)
 //!
 //! Writes go through one writer thread that commits whatever is waiting as
 //! one transaction, at most one commit per 20 ms, so under load the commit
@@ -45,11 +46,14 @@ pub(crate) const TOMBSTONES: TableDefinition<u128, &[u8]> = TableDefinition::new
 pub(crate) const OUTBOX: TableDefinition<(u64, u128), &[u8]> = TableDefinition::new("outbox");
 /// Callbacks given up on, kept for inspection and replay: delivery id → delivery (JSON).
 pub(crate) const OUTBOX_FAILED: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox_failed");
+/// The record holding each object: (domain, storage, key) → id.
+pub(crate) const OBJECT_KEYS: TableDefinition<(&str, &str, &str), u128> = TableDefinition::new("object_keys");
 
 /// The table layout this code reads and writes (`meta` key `schema`).
 /// 2: `stream_records` holds a copy of each record.
 /// 3: records are clustered by app and time (`app_records`), found by id through `record_ids`.
-pub(crate) const SCHEMA_VERSION: u32 = 3;
+/// 4: intents carry the planned placements; `object_keys` (built from the records when opening layout 3).
+pub(crate) const SCHEMA_VERSION: u32 = 4;
 pub(crate) const SCHEMA_KEY: &str = "schema";
 
 /// redb's page cache: bounded, so the index's memory does not follow the
@@ -96,7 +100,8 @@ pub struct Record {
 }
 
 /// A capture whose objects may be written but whose records are not yet
-/// committed. Recovery finds its objects by these planned keys.
+/// committed: committed before the first object is written, so recovery
+/// finds its objects by these planned keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
     pub domain: String,
@@ -105,6 +110,32 @@ pub struct Intent {
     pub create_timestamp_ms: u64,
     pub sequence: u64,
     pub storage: String,
+    /// What the policy chose, in order.
+    pub placements: Vec<Planned>,
+    /// The JPG's length and MD5: an object found at recovery is this
+    /// capture's only if both match.
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub width: u32,
+    pub height: u32,
+}
+
+/// One object a capture is to write: a sequential key may end up suffixed (SPEC §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planned {
+    pub key: String,
+    pub overwrite: bool,
+}
+
+/// Layout 3's intent, converted when opening a layout-3 index.
+#[derive(Deserialize)]
+struct IntentV3 {
+    domain: String,
+    app: String,
+    stream: String,
+    create_timestamp_ms: u64,
+    sequence: u64,
+    storage: String,
 }
 
 /// An object to remove from storage: its record is already deleted.
@@ -266,6 +297,9 @@ pub struct Page {
 pub struct Index {
     db: Arc<Database>,
     writer: writer::Handle,
+    /// The next `{Sequence}` of each stream that allocated one since start;
+    /// others start from `sequences`.
+    sequences: std::sync::Mutex<HashMap<(String, String, String), u64>>,
 }
 
 impl Index {
@@ -289,6 +323,7 @@ impl Index {
             txn.open_table(TOMBSTONES).map_err(db_err)?;
             txn.open_table(OUTBOX).map_err(db_err)?;
             txn.open_table(OUTBOX_FAILED).map_err(db_err)?;
+            txn.open_table(OBJECT_KEYS).map_err(db_err)?;
             // The table layout's version: an index of another layout is refused, not misread.
             // Layout 1 had no marker; its table `records` gives it away.
             let legacy = txn.list_tables().map_err(db_err)?.any(|t| t.name() == "records");
@@ -297,6 +332,12 @@ impl Index {
             let bad = |found: String| IndexError::Schema { path: path.display().to_string(), found };
             match found {
                 Some(v) if v == SCHEMA_VERSION.to_be_bytes() => {}
+                Some(v) if v == 3u32.to_be_bytes() => {
+                    drop(meta);
+                    migrate_from_3(&txn)?;
+                    let mut meta = txn.open_table(META).map_err(db_err)?;
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes().as_slice()).map_err(db_err)?;
+                }
                 Some(v) => {
                     let n = <[u8; 4]>::try_from(v.as_slice())
                         .map_or_else(|_| format!("{v:?}"), |b| u32::from_be_bytes(b).to_string());
@@ -309,15 +350,40 @@ impl Index {
         txn.commit().map_err(db_err)?;
         let db = Arc::new(db);
         let writer = writer::start(db.clone());
-        Ok(Index { db, writer })
+        Ok(Index { db, writer, sequences: Default::default() })
     }
 
-    /// Reserves the next `{Sequence}` of a stream and records the intent,
-    /// in one commit. Returns the sequence number.
-    pub async fn reserve(&self, id: RecordId, intent: Intent) -> Result<u64, IndexError> {
+    /// Allocates the next `{Sequence}` of a stream. It becomes durable with
+    /// the intent that uses it ([`Index::reserve`]); one allocated but never
+    /// reserved stored nothing, so reusing it after a crash is harmless.
+    pub fn next_sequence(&self, domain: &str, app: &str, stream: &str) -> Result<u64, IndexError> {
+        let mut seqs = self.sequences.lock().unwrap();
+        let key = (domain.to_owned(), app.to_owned(), stream.to_owned());
+        let next = match seqs.get(&key) {
+            Some(n) => *n,
+            None => {
+                let txn = self.db.begin_read().map_err(db_err)?;
+                let t = txn.open_table(SEQUENCES).map_err(db_err)?;
+                t.get((domain, app, stream)).map_err(db_err)?.map_or(0, |v| v.value())
+            }
+        };
+        seqs.insert(key, next + 1);
+        Ok(next)
+    }
+
+    /// Records a capture's intent (its sequence and planned placements) in
+    /// one commit, before any of its objects is written.
+    pub async fn reserve(&self, id: RecordId, intent: Intent) -> Result<(), IndexError> {
         let (reply, rx) = oneshot::channel();
         self.writer.send(writer::Op::Reserve { id, intent, reply })?;
         rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// The record holding the object at `key` of a domain's target.
+    pub fn key_owner(&self, domain: &str, storage: &str, key: &str) -> Result<Option<RecordId>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(OBJECT_KEYS).map_err(db_err)?;
+        Ok(t.get((domain, storage, key)).map_err(db_err)?.map(|v| RecordId(v.value())))
     }
 
     /// Commits the records of a capture and clears its intent. An overwrite
@@ -704,6 +770,43 @@ impl Index {
     pub fn close(self) {
         self.writer.close();
     }
+}
+
+/// Layout 3 → 4: converts pending intents (no placements: recovery logs
+/// and drops them, as layout 3 did) and builds `object_keys` from the records.
+fn migrate_from_3(txn: &redb::WriteTransaction) -> Result<(), IndexError> {
+    let mut intents = txn.open_table(INTENTS).map_err(db_err)?;
+    let mut converted = Vec::new();
+    for item in intents.iter().map_err(db_err)? {
+        let (k, v) = item.map_err(db_err)?;
+        let old: IntentV3 =
+            postcard::from_bytes(v.value()).map_err(|e| IndexError::Corrupt(format!("layout-3 intent: {e}")))?;
+        let new = Intent {
+            domain: old.domain,
+            app: old.app,
+            stream: old.stream,
+            create_timestamp_ms: old.create_timestamp_ms,
+            sequence: old.sequence,
+            storage: old.storage,
+            placements: Vec::new(),
+            size: 0,
+            md5: [0; 16],
+            width: 0,
+            height: 0,
+        };
+        converted.push((k.value(), postcard::to_stdvec(&new).expect("encode intent")));
+    }
+    for (k, v) in converted {
+        intents.insert(k, v.as_slice()).map_err(db_err)?;
+    }
+    let recs = txn.open_table(RECORDS).map_err(db_err)?;
+    let mut keys = txn.open_table(OBJECT_KEYS).map_err(db_err)?;
+    for item in recs.iter().map_err(db_err)? {
+        let (k, v) = item.map_err(db_err)?;
+        let r = decode_record(k.value().3, v.value())?;
+        keys.insert((r.domain.as_str(), r.storage.as_str(), r.key.as_str()), r.id.0).map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// A record by id: its place in `record_ids`, then its row.

@@ -8,9 +8,9 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::{
-    BY_STREAM, CATALOG, CatalogKey, Delivery, IDS, INTENTS, IndexError, Intent, OUTBOX, OUTBOX_FAILED, OVERLAYS,
-    OutboxChange, PLUGIN_STATE, RECORDS, Record, RecordEvents, RecordId, SEQUENCES, StateWrites, TOMBSTONES, Tombstone,
-    db, decode_record, encode_record,
+    BY_STREAM, CATALOG, CatalogKey, Delivery, IDS, INTENTS, IndexError, Intent, OBJECT_KEYS, OUTBOX, OUTBOX_FAILED,
+    OVERLAYS, OutboxChange, PLUGIN_STATE, RECORDS, Record, RecordEvents, RecordId, SEQUENCES, StateWrites, TOMBSTONES,
+    Tombstone, db, decode_record, encode_record,
 };
 
 /// Operations per commit at most.
@@ -24,7 +24,7 @@ pub(super) enum Op {
     Reserve {
         id: RecordId,
         intent: Intent,
-        reply: oneshot::Sender<Result<u64, IndexError>>,
+        reply: oneshot::Sender<Result<(), IndexError>>,
     },
     Commit {
         intent: RecordId,
@@ -124,7 +124,6 @@ pub(super) fn start(db: Arc<Database>) -> Handle {
 }
 
 enum Done {
-    Reserve(oneshot::Sender<Result<u64, IndexError>>, Result<u64, IndexError>),
     Count(oneshot::Sender<Result<usize, IndexError>>, Result<usize, IndexError>),
     Commit(oneshot::Sender<Result<Vec<Record>, IndexError>>, Result<Vec<Record>, IndexError>),
     Unit(oneshot::Sender<Result<(), IndexError>>, Result<(), IndexError>),
@@ -152,7 +151,7 @@ fn run_batch(db: &Database, batch: Vec<Op>, clears: &[RecordId]) {
         // Each op applies fully or not at all: a failed op rolls back to a savepoint.
         let savepoint = txn.ephemeral_savepoint().ok();
         let d = match op {
-            Op::Reserve { id, intent, reply } => Done::Reserve(reply, reserve(&txn, id, &intent)),
+            Op::Reserve { id, intent, reply } => Done::Unit(reply, reserve(&txn, id, &intent)),
             Op::Commit { intent, records, state: st, events, reply } => Done::Commit(
                 reply,
                 commit(&txn, intent, records)
@@ -177,7 +176,6 @@ fn run_batch(db: &Database, batch: Vec<Op>, clears: &[RecordId]) {
             Op::ClearTombstones { ids, reply } => Done::Unit(reply, clear_tombstones(&txn, &ids)),
         };
         let failed = match &d {
-            Done::Reserve(_, r) => r.is_err(),
             Done::Count(_, r) => r.is_err(),
             Done::Commit(_, r) => r.is_err(),
             Done::Unit(_, r) => r.is_err(),
@@ -190,12 +188,10 @@ fn run_batch(db: &Database, batch: Vec<Op>, clears: &[RecordId]) {
     let committed = txn.commit().map_err(|e| e.to_string());
     for d in done {
         match (d, &committed) {
-            (Done::Reserve(reply, r), Ok(())) => drop(reply.send(r)),
             (Done::Count(reply, r), Ok(())) => drop(reply.send(r)),
             (Done::Count(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
             (Done::Commit(reply, r), Ok(())) => drop(reply.send(r)),
             (Done::Unit(reply, r), Ok(())) => drop(reply.send(r)),
-            (Done::Reserve(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
             (Done::Commit(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
             (Done::Unit(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
         }
@@ -209,10 +205,10 @@ fn commit_failed(e: &str) -> IndexError {
 fn fail(op: Op, msg: &str) {
     let e = || IndexError::Corrupt(format!("begin write: {msg}"));
     match op {
-        Op::Reserve { reply, .. } => drop(reply.send(Err(e()))),
         Op::Commit { reply, .. } | Op::Delete { reply, .. } => drop(reply.send(Err(e()))),
         Op::Replay { reply, .. } => drop(reply.send(Err(e()))),
         Op::Abandon { reply, .. }
+        | Op::Reserve { reply, .. }
         | Op::Outbox { reply, .. }
         | Op::State { reply, .. }
         | Op::Catalog { reply, .. }
@@ -287,15 +283,18 @@ fn with_state(txn: &WriteTransaction, st: Option<&StateWrites>) -> Result<(), In
     }
 }
 
-fn reserve(txn: &WriteTransaction, id: RecordId, intent: &Intent) -> Result<u64, IndexError> {
+/// Records an intent and makes its `{Sequence}` durable: the stream's
+/// next sequence is at least one past it.
+fn reserve(txn: &WriteTransaction, id: RecordId, intent: &Intent) -> Result<(), IndexError> {
     let mut seqs = txn.open_table(SEQUENCES).map_err(db)?;
     let key = (intent.domain.as_str(), intent.app.as_str(), intent.stream.as_str());
     let next = seqs.get(key).map_err(db)?.map_or(0, |v| v.value());
-    seqs.insert(key, next + 1).map_err(db)?;
-    let intent = Intent { sequence: next, ..intent.clone() };
+    if intent.sequence >= next {
+        seqs.insert(key, intent.sequence + 1).map_err(db)?;
+    }
     let mut intents = txn.open_table(INTENTS).map_err(db)?;
-    intents.insert(id.0, postcard::to_stdvec(&intent).expect("encode intent").as_slice()).map_err(db)?;
-    Ok(next)
+    intents.insert(id.0, postcard::to_stdvec(intent).expect("encode intent").as_slice()).map_err(db)?;
+    Ok(())
 }
 
 /// Removes a record by id from every table that holds it; returns it.
@@ -323,6 +322,7 @@ fn commit(txn: &WriteTransaction, intent: RecordId, records: Vec<Record>) -> Res
     let mut ids = txn.open_table(IDS).map_err(db)?;
     let mut by_stream = txn.open_table(BY_STREAM).map_err(db)?;
     let mut overlays = txn.open_table(OVERLAYS).map_err(db)?;
+    let mut keys = txn.open_table(OBJECT_KEYS).map_err(db)?;
     let mut stored = Vec::with_capacity(records.len());
     for mut r in records {
         if r.is_overlay {
@@ -339,6 +339,7 @@ fn commit(txn: &WriteTransaction, intent: RecordId, records: Vec<Record>) -> Res
         recs.insert((d, a, ts, r.id.0), row.as_slice()).map_err(db)?;
         ids.insert(r.id.0, (d, a, ts)).map_err(db)?;
         by_stream.insert((d, a, r.stream.as_str(), ts, r.id.0), row.as_slice()).map_err(db)?;
+        keys.insert((d, r.storage.as_str(), r.key.as_str()), r.id.0).map_err(db)?;
         stored.push(r);
     }
     txn.open_table(INTENTS).map_err(db)?.remove(intent.0).map_err(db)?;
@@ -396,6 +397,7 @@ fn delete(txn: &WriteTransaction, ids: &[RecordId], tombstone: bool) -> Result<V
     let mut by_stream = txn.open_table(BY_STREAM).map_err(db)?;
     let mut overlays = txn.open_table(OVERLAYS).map_err(db)?;
     let mut tombs = txn.open_table(TOMBSTONES).map_err(db)?;
+    let mut keys = txn.open_table(OBJECT_KEYS).map_err(db)?;
     let mut removed = Vec::with_capacity(ids.len());
     for id in ids {
         let Some(r) = remove_record(&mut recs, &mut locs, &mut by_stream, id.0)? else {
@@ -407,6 +409,10 @@ fn delete(txn: &WriteTransaction, ids: &[RecordId], tombstone: bool) -> Result<V
             if current == Some(id.0) {
                 overlays.remove(okey).map_err(db)?;
             }
+        }
+        let kkey = (r.domain.as_str(), r.storage.as_str(), r.key.as_str());
+        if keys.get(kkey).map_err(db)?.map(|v| v.value()) == Some(id.0) {
+            keys.remove(kkey).map_err(db)?;
         }
         if tombstone {
             let t = Tombstone { domain: r.domain.clone(), storage: r.storage.clone(), key: r.key.clone() };
@@ -456,6 +462,11 @@ mod tests {
             create_timestamp_ms: ts,
             sequence: 0,
             storage: "local".into(),
+            placements: vec![Planned { key: "live/cam1.jpg".into(), overwrite: true }],
+            size: 10,
+            md5: [0; 16],
+            width: 64,
+            height: 48,
         }
     }
 
@@ -467,8 +478,9 @@ mod tests {
         // Five captures; three share one millisecond.
         for (i, ts) in [1000u64, 2000, 2000, 2000, 3000].into_iter().enumerate() {
             let id = RecordId::new(ts);
-            let seq = index.reserve(id, intent(ts)).await.unwrap();
+            let seq = index.next_sequence("d", "live", "cam1").unwrap();
             assert_eq!(seq, i as u64);
+            index.reserve(id, Intent { sequence: seq, ..intent(ts) }).await.unwrap();
             assert_eq!(index.pending_intents().unwrap().len(), 1);
             let stored = index
                 .commit(
@@ -487,6 +499,8 @@ mod tests {
         assert!(overlay_ids.windows(2).all(|w| w[0] == w[1]));
         let latest = index.latest("d", "live", "cam1").unwrap().unwrap();
         assert_eq!(latest.create_timestamp_ms, 3000);
+        // Each object names its record; the overwrite object the one that stays.
+        assert_eq!(index.key_owner("d", "local", "live/cam1.jpg").unwrap(), Some(overlay_ids[0]));
 
         // Page through 6 records two at a time: no gaps, no repeats, ties included.
         let mut q = Query {
@@ -516,6 +530,41 @@ mod tests {
             index.query(&Query { stream: None, descending: true, limit: 10, cursor: None, ..q.clone() }).unwrap();
         let ts: Vec<u64> = page.records.iter().map(|r| r.create_timestamp_ms).collect();
         assert_eq!(ts, vec![3000, 3000, 2000, 2000, 2000, 1000]);
+        let seq4 = index.key_owner("d", "local", "live/cam1/4.jpg").unwrap().expect("recorded");
+        index.delete(vec![seq4], false).await.unwrap();
+        assert_eq!(index.key_owner("d", "local", "live/cam1/4.jpg").unwrap(), None);
+        index.close();
+        // A restart continues each stream's sequence from the last reserved one.
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        assert_eq!(index.next_sequence("d", "live", "cam1").unwrap(), 5);
+        assert_eq!(index.next_sequence("d", "live", "other").unwrap(), 0);
+        index.close();
+    }
+
+    #[test]
+    fn a_layout_3_index_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        Index::open(&path).unwrap().close();
+        {
+            // Layout 3: one record, one intent of the old shape, no `object_keys`.
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(OBJECT_KEYS).unwrap();
+            txn.open_table(META).unwrap().insert(SCHEMA_KEY, 3u32.to_be_bytes().as_slice()).unwrap();
+            let r = record(RecordId(7), 1000, "live/cam1/0.jpg", false);
+            txn.open_table(RECORDS).unwrap().insert(("d", "live", 1000, 7u128), encode_record(&r).as_slice()).unwrap();
+            #[derive(serde::Serialize)]
+            struct Old<'a>(&'a str, &'a str, &'a str, u64, u64, &'a str);
+            let old = postcard::to_stdvec(&Old("d", "live", "cam1", 2000, 1, "local")).unwrap();
+            txn.open_table(INTENTS).unwrap().insert(9u128, old.as_slice()).unwrap();
+            txn.commit().unwrap();
+        }
+        let index = Index::open(&path).unwrap();
+        assert_eq!(index.key_owner("d", "local", "live/cam1/0.jpg").unwrap(), Some(RecordId(7)));
+        let pending = index.pending_intents().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].1.sequence, pending[0].1.placements.len()), (1, 0));
         index.close();
     }
 

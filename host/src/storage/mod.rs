@@ -2,6 +2,12 @@
 //! buckets through object_store. Overwrite objects replace atomically;
 //! sequential objects never replace: a taken key becomes `NAME-1.jpg`,
 //! `NAME-2.jpg`, ... (first free).
+//!
+//! Sequential writes use conditional create (`If-None-Match: *` on S3). A
+//! target is probed once, before its first sequential write: a backend that
+//! accepts a second create of the same key lacks it, is logged as such, and
+//! gets the fallback of SPEC §7: HEAD each candidate key, write the first
+//! free one (a writer outside edgesnap racing for that key could be replaced).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +44,8 @@ pub struct Target {
     pub bucket: String,
     /// Whether the backend stores a Content-Type (local files do not).
     content_type: bool,
+    /// Conditional create: unknown until probed, then supported or not.
+    conditional: tokio::sync::OnceCell<bool>,
 }
 
 /// All targets, by (domain, target name). Domains made through the API add
@@ -109,6 +117,20 @@ impl Storage {
         Ok(())
     }
 
+    /// Probes every target for conditional create in the background, so the
+    /// log says at start which ones lack it (a target that does not answer
+    /// is probed before its first sequential write instead).
+    pub fn probe_all(&self) {
+        for (_, target) in self.targets.read().unwrap().values() {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Err(e) = target.ensure_probed().await {
+                    tracing::warn!(target = %target.name, error = %e, "storage target not probed yet");
+                }
+            });
+        }
+    }
+
     pub fn target(&self, domain: &str, name: &str) -> Result<Arc<Target>, StorageError> {
         self.targets
             .read()
@@ -135,6 +157,7 @@ fn build(full: &str, t: &StorageTarget) -> Result<Target, StorageError> {
                 endpoint: format!("file://{}", abs.display()),
                 bucket: String::new(),
                 content_type: false,
+                conditional: tokio::sync::OnceCell::new(),
             })
         }
         StorageTarget::S3 {
@@ -144,9 +167,22 @@ fn build(full: &str, t: &StorageTarget) -> Result<Target, StorageError> {
             prefix,
             access_key_id_env,
             secret_access_key_env,
+            credentials_file,
             virtual_hosted_style,
         } => {
+            // object_store's own retries are kept short: while a target is
+            // down, captures go to the spool instead of waiting minutes.
+            let retry = object_store::RetryConfig {
+                max_retries: 2,
+                retry_timeout: std::time::Duration::from_secs(5),
+                ..Default::default()
+            };
+            let client = object_store::ClientOptions::new()
+                .with_connect_timeout(std::time::Duration::from_secs(2))
+                .with_timeout(std::time::Duration::from_secs(10));
             let mut b = AmazonS3Builder::new()
+                .with_retry(retry)
+                .with_client_options(client)
                 .with_bucket_name(bucket)
                 .with_region(region)
                 .with_virtual_hosted_style_request(*virtual_hosted_style);
@@ -159,6 +195,13 @@ fn build(full: &str, t: &StorageTarget) -> Result<Target, StorageError> {
                     b = if is_key { b.with_access_key_id(v) } else { b.with_secret_access_key(v) };
                 }
             }
+            if let Some(file) = credentials_file {
+                let c = read_credentials(file).map_err(setup)?;
+                b = b.with_access_key_id(c.key_id).with_secret_access_key(c.secret);
+                if let Some(t) = c.token {
+                    b = b.with_token(t);
+                }
+            }
             let s3 = b.build().map_err(|e| setup(e.to_string()))?;
             let store: Arc<dyn ObjectStore> =
                 if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix.as_str())) };
@@ -168,8 +211,54 @@ fn build(full: &str, t: &StorageTarget) -> Result<Target, StorageError> {
                 endpoint: endpoint.clone().unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com")),
                 bucket: bucket.clone(),
                 content_type: true,
+                conditional: tokio::sync::OnceCell::new(),
             })
         }
+    }
+}
+
+/// The keys a sequential write of `key` tries, in order: `key`, then
+/// `NAME-1.ext`, `NAME-2.ext`, ...
+pub fn candidates(key: &str) -> impl Iterator<Item = String> + '_ {
+    let (stem, ext) = match key.rfind('.') {
+        Some(dot) if !key[dot..].contains('/') => key.split_at(dot),
+        _ => (key, ""),
+    };
+    (0..).map(move |n| if n == 0 { key.to_owned() } else { format!("{stem}-{n}{ext}") })
+}
+
+struct Credentials {
+    key_id: String,
+    secret: String,
+    token: Option<String>,
+}
+
+/// Reads an AWS-style credentials file: `key = value` lines, the
+/// `[default]` profile (or the only one); `aws_` prefixes optional.
+fn read_credentials(path: &std::path::Path) -> Result<Credentials, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("read credentials_file {}: {e}", path.display()))?;
+    let mut profiles: Vec<(String, HashMap<String, String>)> = vec![(String::new(), HashMap::new())];
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';')) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            profiles.push((name.trim().to_owned(), HashMap::new()));
+        } else if let Some((k, v)) = line.split_once('=') {
+            let k = k.trim().to_ascii_lowercase();
+            let k = k.strip_prefix("aws_").unwrap_or(&k).to_owned();
+            profiles.last_mut().expect("one profile at least").1.insert(k, v.trim().trim_matches('"').to_owned());
+        } else {
+            return Err(format!("credentials_file {}: a line is neither [profile] nor key = value", path.display()));
+        }
+    }
+    profiles.retain(|(_, kv)| !kv.is_empty());
+    let chosen = match profiles.iter().find(|(n, _)| n == "default" || n.is_empty()) {
+        Some((_, kv)) => kv,
+        None if profiles.len() == 1 => &profiles[0].1,
+        None => return Err(format!("credentials_file {}: no [default] profile", path.display())),
+    };
+    let get = |k: &str| chosen.get(k).filter(|v| !v.is_empty()).cloned();
+    match (get("access_key_id"), get("secret_access_key")) {
+        (Some(key_id), Some(secret)) => Ok(Credentials { key_id, secret, token: get("session_token") }),
+        _ => Err(format!("credentials_file {}: needs aws_access_key_id and aws_secret_access_key", path.display())),
     }
 }
 
@@ -190,21 +279,74 @@ impl Target {
     /// returns the key used. Never replaces an existing object.
     pub async fn put_sequential(&self, key: &str, jpg: Bytes) -> Result<String, StorageError> {
         check_key(key)?;
-        let (stem, ext) = match key.rfind('.') {
-            Some(dot) if !key[dot..].contains('/') => key.split_at(dot),
-            _ => (key, ""),
-        };
-        for n in 0..=MAX_SUFFIX {
-            let candidate = if n == 0 { key.to_owned() } else { format!("{stem}-{n}{ext}") };
+        let conditional = *self.conditional.get_or_try_init(|| self.probe()).await?;
+        for candidate in candidates(key).take(MAX_SUFFIX as usize + 1) {
             let path = check_key(&candidate)?;
-            let opts = PutOptions { mode: PutMode::Create, ..self.options() };
+            let mode = if conditional {
+                PutMode::Create
+            } else if self.exists(&candidate).await? {
+                continue;
+            } else {
+                PutMode::Overwrite
+            };
+            let opts = PutOptions { mode, ..self.options() };
             match self.store.put_opts(&path, PutPayload::from_bytes(jpg.clone()), opts).await {
                 Ok(_) => return Ok(candidate),
-                Err(object_store::Error::AlreadyExists { .. }) => continue,
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => continue,
                 Err(e) => return Err(self.backend("create", &candidate, e)),
             }
         }
         Err(StorageError::NoFreeName { target: self.name.clone(), key: key.to_owned(), tries: MAX_SUFFIX })
+    }
+
+    /// Whether the backend refuses a second create of one key; logs the answer.
+    pub async fn probe(&self) -> Result<bool, StorageError> {
+        let key = format!(".edgesnap-probe/{:016x}", rand::random::<u64>());
+        let path = check_key(&key)?;
+        let create = || PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.store
+            .put_opts(&path, PutPayload::from_static(b"1"), create())
+            .await
+            .map_err(|e| self.backend("probe create", &key, e))?;
+        let supported = match self.store.put_opts(&path, PutPayload::from_static(b"2"), create()).await {
+            Ok(_) => false,
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => true,
+            Err(object_store::Error::NotImplemented { .. }) => false,
+            Err(e) => return Err(self.backend("probe create", &key, e)),
+        };
+        if let Err(e) = self.store.delete(&path).await {
+            tracing::warn!(target = %self.name, key, error = %e, "probe object not removed");
+        }
+        if supported {
+            tracing::info!(target = %self.name, "storage target supports conditional create");
+        } else {
+            tracing::warn!(
+                target = %self.name,
+                "storage target does not support conditional create: sequential writes check each key with HEAD first, \
+                 so a writer outside edgesnap racing for the same key could be replaced"
+            );
+        }
+        Ok(supported)
+    }
+
+    /// Probes once (see [`Target::probe`]); a failed probe is tried again later.
+    pub async fn ensure_probed(&self) -> Result<bool, StorageError> {
+        self.conditional.get_or_try_init(|| self.probe()).await.copied()
+    }
+
+    /// The length of the object at `key`, or `None` if there is none.
+    pub async fn head_size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        let path = check_key(key)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.backend("head", key, e)),
+        }
+    }
+
+    /// This target's name, `domain/target`.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     fn options(&self) -> PutOptions {
@@ -245,6 +387,105 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backend that ignores conditional create, as some S3-compatible ones do.
+    #[derive(Debug, Default)]
+    struct NoConditional(object_store::memory::InMemory);
+
+    impl std::fmt::Display for NoConditional {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "NoConditional")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for NoConditional {
+        async fn put_opts(
+            &self,
+            p: &ObjectPath,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.0.put_opts(p, payload, PutOptions { mode: PutMode::Overwrite, ..opts }).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            p: &ObjectPath,
+            o: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(p, o).await
+        }
+        async fn get_opts(
+            &self,
+            p: &ObjectPath,
+            o: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.0.get_opts(p, o).await
+        }
+        fn delete_stream(
+            &self,
+            l: futures::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+            self.0.delete_stream(l)
+        }
+        fn list(
+            &self,
+            p: Option<&ObjectPath>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.0.list(p)
+        }
+        async fn list_with_delimiter(&self, p: Option<&ObjectPath>) -> object_store::Result<object_store::ListResult> {
+            self.0.list_with_delimiter(p).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &ObjectPath,
+            to: &ObjectPath,
+            o: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, o).await
+        }
+    }
+
+    fn target_on(store: Arc<dyn ObjectStore>) -> Target {
+        Target {
+            name: "d/t".into(),
+            store,
+            endpoint: String::new(),
+            bucket: String::new(),
+            content_type: false,
+            conditional: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_conditional_create_sequential_writes_still_never_replace() {
+        let t = target_on(Arc::new(NoConditional::default()));
+        assert!(!t.ensure_probed().await.unwrap(), "the probe sees the second create succeed");
+        let k1 = t.put_sequential("a/1.jpg", Bytes::from_static(b"one")).await.unwrap();
+        let k2 = t.put_sequential("a/1.jpg", Bytes::from_static(b"two")).await.unwrap();
+        assert_eq!((k1.as_str(), k2.as_str()), ("a/1.jpg", "a/1-1.jpg"));
+        assert_eq!(&t.get("a/1.jpg").await.unwrap()[..], b"one");
+        assert!(t.head_size(".edgesnap-probe/x").await.unwrap().is_none());
+        let with = target_on(Arc::new(object_store::memory::InMemory::new()));
+        assert!(with.ensure_probed().await.unwrap(), "InMemory refuses a second create");
+    }
+
+    #[test]
+    fn credentials_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c");
+        std::fs::write(&f, "# x\n[other]\naws_access_key_id = A\n[default]\naws_access_key_id = K\naws_secret_access_key = S\naws_session_token = T\n").unwrap();
+        let c = read_credentials(&f).unwrap();
+        assert_eq!((c.key_id.as_str(), c.secret.as_str(), c.token.as_deref()), ("K", "S", Some("T")));
+        std::fs::write(&f, "access_key_id = K\nsecret_access_key = \"S\"\n").unwrap();
+        assert_eq!(read_credentials(&f).unwrap().secret, "S");
+        std::fs::write(&f, "[p]\naws_access_key_id = K\n").unwrap();
+        assert!(read_credentials(&f).err().unwrap().contains("needs aws_access_key_id and aws_secret_access_key"));
+        std::fs::write(&f, "garbage\n").unwrap();
+        assert!(read_credentials(&f).err().unwrap().contains("neither"));
+        assert!(read_credentials(&dir.path().join("missing")).err().unwrap().contains("read credentials_file"));
+    }
 
     #[test]
     fn keys() {
