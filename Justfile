@@ -52,3 +52,9 @@ bench-policy *ARGS:
 bench *ARGS: build
     cargo build --release --locked --examples
     python3 scripts/bench.py --bin {{bin}} --loadgen {{CARGO_TARGET_DIR}}/release/examples/loadgen --floor {{CARGO_TARGET_DIR}}/release/examples/floor --out {{CARGO_TARGET_DIR}}/../bench {{ARGS}}
+
+# Reliability (issue 6): 50 real-time streams into S3 (moto) through a
+# 5-minute storage outage, with a callback receiver; see BENCHMARKS.md.
+reliability *ARGS: build
+    cargo build --release --locked --examples
+    python3 scripts/reliability.py --bin {{bin}} --loadgen {{CARGO_TARGET_DIR}}/release/examples/loadgen --moto {{CARGO_TARGET_DIR}}/../venv/bin/moto_server --out {{CARGO_TARGET_DIR}}/../bench {{ARGS}}

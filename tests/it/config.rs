@@ -57,6 +57,19 @@ fn invalid_configs_exit_non_zero_naming_field_and_rule() {
     check("storage = \"local\"\n", "storage = \"archive\"\n", "snapshot_configs[0].storage: names no storage target");
     check("[server]", "[server]\nlisten = \"x\"", "unknown field `listen`");
     check("version = 1", "version = 3", "version: must be 1");
+    check("[server]", "[server]\nspool_max_mib = 0", "server.spool_max_mib: must be from 1 to 1048576, got 0");
+    check(
+        "[server]",
+        "[server]\nspool_domain_share = 101",
+        "server.spool_domain_share: must be a percentage from 1 to 100",
+    );
+    check("[server]", "[server]\nreconcile_every = \"10s\"", "server.reconcile_every: must be at least 1m");
+    check(
+        "[[domains.\"localhost\".snapshot_configs]]",
+        "[domains.\"localhost\".storage.b]\ntype = \"s3\"\nbucket = \"x\"\ncredentials_file = \"/c\"\naccess_key_id_env = \"K\"\n\
+         [[domains.\"localhost\".snapshot_configs]]",
+        "domains.\"localhost\".storage.b.credentials_file: set either credentials_file or access_key_id_env",
+    );
     check(
         "http_listen = \"127.0.0.1:8080\"",
         "http_listen = \"localhost\"",
@@ -96,4 +109,25 @@ fn missing_config_file_is_named() {
     let out = Command::new(bin()).args(["check-config", "/nonexistent/edgesnap.toml"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("read config file /nonexistent/edgesnap.toml"));
+}
+
+/// Credentials are read when a target is set up: `serve` refuses to start
+/// without them, naming the target and the file.
+#[test]
+fn a_missing_credentials_file_stops_serve_naming_it() {
+    let text = std::fs::read_to_string(example()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let target =
+        "[domains.\"localhost\".storage.b]\ntype = \"s3\"\nbucket = \"x\"\ncredentials_file = \"/nonexistent/c\"\n";
+    std::fs::write(&path, format!("{text}\n{target}")).unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("EDGESNAP_OPERATOR_TOKEN", "it-operator-token-0123456789")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("localhost/b") && stderr.contains("read credentials_file /nonexistent/c"), "{stderr}");
 }
