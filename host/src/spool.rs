@@ -34,7 +34,7 @@ use crate::storage::{Storage, StorageError, Target};
 const MAX_SUFFIX: usize = 1000;
 /// Backoff between attempts at a down target.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -275,10 +275,7 @@ impl Spool {
                 }
                 Err(e) => {
                     self.target_failed(&key.0, &key.1, &e);
-                    tokio::select! {
-                        _ = self.stop.cancelled() => {}
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
+                    self.pause(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
@@ -328,14 +325,7 @@ impl Spool {
         }
         crate::failpoint!("spool-after-upload");
         let records = records_of(RecordId(id), &entry.intent, &entry.stored, &target);
-        let result = if records.is_empty() {
-            self.index.abandon(RecordId(id), None).await
-        } else {
-            let events = self.notifier.events_of(crate::notify::SNAPSHOT);
-            self.index.commit_capture(RecordId(id), records, None, Some(events)).await.map(drop)
-        };
-        result.map_err(|e| format!("commit spooled capture: {e}"))?;
-        self.notifier.poke();
+        self.finish(RecordId(id), records).await.map_err(|e| format!("commit spooled capture: {e}"))?;
         self.metrics.snapshots_stored.inc();
         self.remove_files(id).await;
         Ok(())
@@ -410,10 +400,7 @@ impl Spool {
                     }
                     in_flight = left;
                     if !in_flight.is_empty() {
-                        tokio::select! {
-                            _ = spool.stop.cancelled() => {}
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
+                        spool.pause(backoff).await;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 }
@@ -484,16 +471,29 @@ impl Spool {
         let outcome = if records.is_empty() { "nothing" } else { "recorded" };
         tracing::info!(%id, domain = %intent.domain, app = %intent.app, stream = %intent.stream,
             objects = records.len(), "settled a capture in flight at the last stop");
-        let result = if records.is_empty() {
-            self.index.abandon(id, None).await
-        } else {
-            let events = self.notifier.events_of(crate::notify::SNAPSHOT);
-            self.index.commit_capture(id, records, None, Some(events)).await.map(drop)
-        };
-        result.map_err(|e| e.to_string())?;
-        self.notifier.poke();
+        self.finish(id, records).await.map_err(|e| e.to_string())?;
         self.metrics.recovered.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
         Ok(())
+    }
+
+    /// Commits a capture's records with their callbacks, or drops its
+    /// intent when nothing of it was stored.
+    async fn finish(&self, id: RecordId, records: Vec<Record>) -> Result<(), crate::index::IndexError> {
+        if records.is_empty() {
+            return self.index.abandon(id, None).await;
+        }
+        let events = self.notifier.events_of(crate::notify::SNAPSHOT);
+        self.index.commit_capture(id, records, None, Some(events)).await?;
+        self.notifier.poke();
+        Ok(())
+    }
+
+    /// Sleeps, unless the host is stopping.
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = tokio::time::sleep(d) => {}
+        }
     }
 
     pub fn status(&self) -> Status {

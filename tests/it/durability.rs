@@ -240,6 +240,37 @@ fn a_crash_at_each_step_of_the_write_path_is_recovered() {
     assert_consistent(&records, &moto, "spool-after-upload");
 }
 
+/// ffmpeg publishers of streams `live/s0`, `live/s1`, ..., each pushing
+/// `flv` faster than real time again and again until stopped.
+struct Pushers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pushers {
+    fn start(host: &Host, n: usize, flv: &std::path::Path) -> Pushers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|i| {
+                let (stop, flv, url) = (stop.clone(), flv.to_owned(), host.rtmp_url(&format!("live/s{i}")));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let _ = ffmpeg_push(&flv, &url, false);
+                    }
+                })
+            })
+            .collect();
+        Pushers { stop, threads }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
 /// A tiny deterministic generator for the kill moments (the seed is printed).
 fn lcg(state: &mut u64) -> u64 {
     *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -259,26 +290,13 @@ fn twenty_streams_survive_ten_sigkills() {
     eprintln!("kill test seed {seed}");
     let mut kills = Vec::new();
     for round in 0..10 {
-        let stop = Arc::new(AtomicBool::new(false));
-        let pushers: Vec<_> = (0..20)
-            .map(|i| {
-                let (stop, flv, url) = (stop.clone(), flv.clone(), host.rtmp_url(&format!("live/s{i}")));
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        let _ = ffmpeg_push(&flv, &url, false);
-                    }
-                })
-            })
-            .collect();
+        let pushers = Pushers::start(&host, 20, &flv);
         let at = Duration::from_millis(1500 + lcg(&mut seed) % 3500);
         std::thread::sleep(at);
         let stored = metric(&host, "edgesnap_snapshots_stored_total");
         host.kill();
         kills.push((round, at.as_millis(), stored));
-        stop.store(true, Ordering::SeqCst);
-        for p in pushers {
-            p.join().unwrap();
-        }
+        pushers.stop();
         host.spawn();
     }
     eprintln!("kills (round, ms after start, captures stored before the kill): {kills:?}");
@@ -322,23 +340,10 @@ fn sigterm_under_load_stores_every_queued_capture() {
     let mut host = s3_host(s3.port, "");
     notify_to(&host, &rx);
     let clip = Clip { bframes: false, ..Clip::new(160, 120, 30, 1) };
-    let stop = Arc::new(AtomicBool::new(false));
-    let pushers: Vec<_> = (0..10)
-        .map(|i| {
-            let (stop, flv, url) = (stop.clone(), clip.flv(), host.rtmp_url(&format!("live/s{i}")));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let _ = ffmpeg_push(&flv, &url, false);
-                }
-            })
-        })
-        .collect();
+    let pushers = Pushers::start(&host, 10, &clip.flv());
     std::thread::sleep(Duration::from_secs(4));
     let status = host.stop().unwrap();
-    stop.store(true, Ordering::SeqCst);
-    for p in pushers {
-        p.join().unwrap();
-    }
+    pushers.stop();
     assert!(status.success(), "{status}");
     let log = host.log();
     let last = log.lines().rfind(|l| l.contains("stopped")).expect("a stopped line").to_owned();

@@ -157,7 +157,8 @@ fn build(full: &str, t: &StorageTarget) -> Result<Target, StorageError> {
                 endpoint: format!("file://{}", abs.display()),
                 bucket: String::new(),
                 content_type: false,
-                conditional: tokio::sync::OnceCell::new(),
+                // A local directory creates with O_EXCL: nothing to probe.
+                conditional: tokio::sync::OnceCell::new_with(Some(true)),
             })
         }
         StorageTarget::S3 {
