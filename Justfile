@@ -32,6 +32,11 @@ lint:
     cd plugins && cargo fmt --all -- --check
     cargo clippy --release --locked --workspace --all-targets -- -D warnings
     cd plugins && cargo clippy --locked --target wasm32-wasip2 -- -D warnings
+    cd console && npx --no-install tsc --noEmit && node check-dist.mjs
+
+# Rebuild the console's bundle from console/src into console/dist (commit it).
+build-console:
+    cd console && npm run build
 
 # Build the guest plugins as wasm32-wasip2 components.
 build-plugins:

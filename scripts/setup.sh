@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what edgesnap needs to build, run and test on Debian 12 with the
 # Rust toolchain: GStreamer (dev + plugins), ffmpeg, nginx-rtmp (relay test),
-# the wasm32-wasip2 target, and `just`. Idempotent: quick when done.
+# Chromium (the console's browser tests), the wasm32-wasip2 target, `just`,
+# and the console's npm packages. Idempotent: quick when done.
 set -euo pipefail
 
 apt_packages=(
@@ -9,7 +10,7 @@ apt_packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-  ffmpeg nginx libnginx-mod-rtmp
+  ffmpeg nginx libnginx-mod-rtmp chromium
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -35,4 +36,12 @@ if [ ! -x "$venv/bin/just" ] || [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$ven
   echo "setup: installing just, moto and schemathesis into $venv"
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q rust-just 'moto[server]' 'schemathesis==4.32.5'
+fi
+
+# The console's build and browser-test packages (esbuild, TypeScript,
+# playwright-core), exactly as package-lock.json pins them.
+console="$(dirname "$0")/../console"
+if [ ! -d "$console/node_modules" ] || [ "$console/package-lock.json" -nt "$console/node_modules/.package-lock.json" ]; then
+  echo "setup: installing the console's npm packages"
+  (cd "$console" && npm ci --no-audit --no-fund --loglevel=error)
 fi

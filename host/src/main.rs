@@ -230,6 +230,7 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
         urls,
         notifier,
         spool,
+        thumbs: Default::default(),
     });
     let snapshots = tokio::spawn(path.run(decoded_rx, snapshot_tasks.clone()));
     let ingest_loop = tokio::spawn(ingest.clone().run(rtmp, cancel.clone(), ingest_tasks.clone()));

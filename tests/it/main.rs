@@ -16,6 +16,7 @@ mod callbacks;
 mod capacity;
 mod cli;
 mod config;
+mod console;
 mod durability;
 mod fuzz;
 mod hostile;

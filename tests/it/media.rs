@@ -167,6 +167,14 @@ pub fn moving_flv() -> PathBuf {
     lavfi_flv("testsrc2-320x180-12s.flv", "testsrc2=size=320x180:rate=25:duration=12".into())
 }
 
+/// ffmpeg's moving test pattern at any size and length, GOP 1 s.
+pub fn testsrc_flv(width: u32, height: u32, seconds: u32) -> PathBuf {
+    lavfi_flv(
+        &format!("testsrc2-{width}x{height}-{seconds}s.flv"),
+        format!("testsrc2=size={width}x{height}:rate=25:duration={seconds}"),
+    )
+}
+
 pub fn gray_textured_flv() -> PathBuf {
     lavfi_flv("graytex-640x360-3s.flv", "testsrc2=size=640x360:rate=25:duration=3,format=gray".into())
 }

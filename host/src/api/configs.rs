@@ -119,7 +119,7 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &Call) -> Result<Respo
     Ok(super::no_content())
 }
 
-fn notify_view(n: &RawNotify) -> Value {
+pub(super) fn notify_view(n: &RawNotify) -> Value {
     json!({
         "notify_url": n.notify_url,
         "notify_req_auth": n.notify_req_auth.as_deref().unwrap_or("no"),

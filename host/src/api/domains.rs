@@ -98,7 +98,10 @@ pub(super) async fn list(api: &Api) -> Result<Response<Body>, ApiError> {
 
 pub(super) async fn get(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> {
     let config = api.settings.get();
-    Ok(super::json(StatusCode::OK, &view(api, &config.domains[domain])))
+    let mut v = view(api, &config.domains[domain]);
+    // One domain's view also shows its notify settings (null when unset).
+    v["notify"] = api.tenants.raw_notify(domain).await.map_or(Value::Null, |n| super::configs::notify_view(&n));
+    Ok(super::json(StatusCode::OK, &v))
 }
 
 pub(super) async fn put(api: &Api, domain: &str, call: &mut Call) -> Result<Response<Body>, ApiError> {

@@ -4,6 +4,7 @@
 //! are read from the index and deleted through it, never written.
 
 mod configs;
+mod console;
 mod domains;
 mod error;
 mod plugins;
@@ -56,6 +57,7 @@ pub struct Api {
     pub urls: Arc<crate::urls::UrlSigner>,
     pub notifier: Arc<crate::notify::Notifier>,
     pub spool: Arc<crate::spool::Spool>,
+    pub thumbs: crate::thumbs::Thumbs,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -122,6 +124,8 @@ enum Op {
     UploadPlugin,
     ActivatePlugin,
     DeletePlugin,
+    Thumbnail,
+    StreamNames,
 }
 
 #[derive(Debug)]
@@ -165,6 +169,8 @@ const ROUTES: &[RouteDef] = &[
     r("POST", "/v1/domains/{domain}/snapshots/reconcile", Op::Reconcile, Access::Domain),
     r("GET", "/v1/domains/{domain}/snapshots/{id}.jpg", Op::SnapshotImage, Access::SignedOrDomain),
     r("GET", "/v1/domains/{domain}/streams", Op::ListStreams, Access::Domain),
+    r("GET", "/v1/domains/{domain}/stream-names", Op::StreamNames, Access::Domain),
+    r("GET", "/v1/domains/{domain}/thumbs/{id}.jpg", Op::Thumbnail, Access::SignedOrDomain),
     r("GET", "/v1/domains/{domain}/streams/{app}/{stream}/latest.jpg", Op::LatestImage, Access::Domain),
     r("POST", "/v1/domains/{domain}/streams/{app}/{stream}/snapshot", Op::SnapshotNow, Access::Domain),
     r("GET", "/v1/domains/{domain}/plugins", Op::ListPlugins, Access::Domain),
@@ -373,6 +379,9 @@ impl Api {
         let request_id = format!("{:016x}", rand::random::<u64>());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        if method == Method::GET && (path == "/console" || path.starts_with("/console/")) {
+            return console::serve(&path);
+        }
         let (pattern, result) = match find_route(&method, &path) {
             Ok((def, params)) => (def.pattern, self.dispatch(def, params, req).await),
             Err(e) => ("(unmatched)", Err(e)),
@@ -468,6 +477,8 @@ impl Api {
             Op::DeleteSnapshots => snapshots::delete(self, d, &mut call).await,
             Op::SnapshotImage => snapshots::image_by_id(self, d, &call).await,
             Op::ListStreams => streams::list(self, d),
+            Op::StreamNames => streams::names(self, d, &call),
+            Op::Thumbnail => snapshots::thumbnail(self, d, &call).await,
             Op::LatestImage => snapshots::latest_image(self, d, &call).await,
             Op::SnapshotNow => streams::snapshot_now(self, d, &call).await,
             Op::ListPlugins => plugins::list(self, d).await,

@@ -27,6 +27,7 @@ pub(super) fn item(api: &Api, r: &Record) -> Value {
     let mut v = api.urls.record_view(r);
     v.insert("id".into(), json!(r.id.to_string()));
     v.insert("storage".into(), json!(r.storage));
+    v.insert("thumb_url".into(), json!(api.urls.sign(&format!("/v1/domains/{}/thumbs/{}.jpg", r.domain, r.id))));
     Value::Object(v)
 }
 
@@ -97,6 +98,38 @@ async fn image(api: &Api, r: Record, headers: &hyper::HeaderMap, changes: bool) 
     let target = api.storage.target(&r.domain, &r.storage)?;
     let bytes = target.get(&r.key).await?;
     let mut resp = Response::new(Full::new(bytes));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    h.insert(ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    Ok(resp)
+}
+
+/// A snapshot scaled down to fit 320x180, for the console (cached).
+pub(super) async fn thumbnail(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
+    let id = call.params.get("id");
+    let rid = RecordId::parse(id).ok_or_else(|| not_found(format!("no snapshot {id:?}")))?;
+    let r = api.index.get(rid)?.filter(|r| r.domain == domain).ok_or_else(|| not_found(format!("no snapshot {id}")))?;
+    let etag = format!("\"t-{}-{}\"", r.id, r.create_timestamp_ms);
+    if call.head.headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+    let thumb = match api.thumbs.get(r.id.0, r.create_timestamp_ms) {
+        Some(t) => t,
+        None => {
+            let jpg = api.storage.target(&r.domain, &r.storage)?.get(&r.key).await?;
+            let t = tokio::task::spawn_blocking(move || crate::thumbs::scale(&jpg))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "ThumbnailFailed", e.to_string()))?;
+            api.thumbs.put(r.id.0, r.create_timestamp_ms, t.clone());
+            t
+        }
+    };
+    let cache = if r.is_overlay { "private, no-cache" } else { "private, max-age=31536000, immutable" };
+    let mut resp = Response::new(Full::new(thumb));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
     h.insert(ETAG, HeaderValue::from_str(&etag).expect("hex etag"));

@@ -23,6 +23,7 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
             let last = st.last_snapshot_ms.load(Ordering::Relaxed);
             let (w, h) = (st.width.load(Ordering::Relaxed), st.height.load(Ordering::Relaxed));
             let template = s.info.template();
+            let latest = api.index.latest(domain, &s.info.app, &s.info.stream).ok().flatten();
             json!({
                 "app": s.info.app,
                 "stream": s.info.stream,
@@ -39,12 +40,34 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
                 "snapshots_missed": st.missed.load(Ordering::Relaxed),
                 "snapshots_skipped": st.skipped.load(Ordering::Relaxed),
                 "keyframes_rejected": st.rejected.load(Ordering::Relaxed),
+                "latest": latest.as_ref().map(|r| item(api, r)),
             })
         })
         .collect();
     // Captures of this domain waiting in the spool for a down target.
     let spooled = api.spool.domain_entries(domain);
     Ok(super::json(StatusCode::OK, &json!({ "streams": streams, "spooled": spooled })))
+}
+
+/// Stream names of an app the index knows (every stream that ever took a
+/// snapshot), starting with `prefix`, at most `limit` (50), in name order.
+pub(super) fn names(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
+    let (mut app, mut prefix, mut limit) = (None, String::new(), 50usize);
+    for (k, v) in call.query_pairs()? {
+        match k.as_str() {
+            "app" => app = Some(v),
+            "prefix" => prefix = v,
+            "limit" => {
+                limit = v.parse().ok().filter(|l| (1..=500).contains(l)).ok_or_else(|| {
+                    ApiError::bad("InvalidParameter.Limit", format!("limit must be from 1 to 500, got {v:?}"))
+                })?
+            }
+            other => return Err(ApiError::bad("InvalidParameter", format!("unknown query parameter {other:?}"))),
+        }
+    }
+    let app = app.filter(|a| !a.is_empty()).ok_or_else(|| ApiError::bad("MissingParameter.App", "app is required"))?;
+    let names = api.index.stream_names(domain, &app, &prefix, limit)?;
+    Ok(super::json(StatusCode::OK, &json!({ "streams": names })))
 }
 
 /// Takes a snapshot of the stream's next keyframe (the grid does not move;

@@ -683,6 +683,22 @@ impl Index {
         decode_record(k.value().4, v.value()).map(Some)
     }
 
+    /// Streams of an app that ever took a `{Sequence}`, starting with `prefix`.
+    pub fn stream_names(&self, domain: &str, app: &str, prefix: &str, limit: usize) -> Result<Vec<String>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(SEQUENCES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.range((domain, app, prefix)..).map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            let (d, a, s) = k.value();
+            if d != domain || a != app || !s.starts_with(prefix) || out.len() == limit {
+                break;
+            }
+            out.push(s.to_owned());
+        }
+        Ok(out)
+    }
+
     pub fn query(&self, q: &Query) -> Result<Page, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let (mut lo, mut hi) = ((q.start_ms, 0u128), (q.end_ms, u128::MAX));

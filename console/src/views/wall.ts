@@ -1,0 +1,84 @@
+// The live wall: a tile per live stream with its latest snapshot, refreshed
+// as new ones arrive; stale tiles stand out; "snapshot now" per tile.
+
+import { call, enc, LiveStream } from "../api";
+import { age, h, toast } from "../ui";
+
+const REFRESH_MS = 3000;
+
+export async function wallPage(main: HTMLElement, domain: string): Promise<() => void> {
+  const base = `/v1/domains/${enc(domain)}`;
+  const grid = h("div", { class: "grid", role: "list", "aria-label": "Live streams", id: "wall" });
+  const summary = h("p", { class: "muted", "aria-live": "polite" });
+  main.append(summary, grid);
+  const tiles = new Map<string, { el: HTMLElement; img: HTMLImageElement; info: HTMLElement; shown: number }>();
+
+  const tileFor = (s: LiveStream) => {
+    const key = `${s.app}/${s.stream}`;
+    let t = tiles.get(key);
+    if (!t) {
+      const img = h("img", { alt: `Latest snapshot of ${key}` });
+      img.onclick = () => s.latest && window.open(s.latest.url, "_blank", "noopener");
+      const now = h("button", { type: "button", class: "quiet" }, "Snapshot now");
+      now.onclick = async () => {
+        now.disabled = true;
+        try {
+          await call("POST", `${base}/streams/${enc(s.app)}/${enc(s.stream)}/snapshot`);
+          toast(`Snapshot of ${key} taken`);
+          void refresh();
+        } catch (x: any) {
+          toast(String(x.message), true);
+        } finally {
+          now.disabled = false;
+        }
+      };
+      const info = h("span", { class: "muted" });
+      const el = h("div", { class: "tile", role: "listitem", "data-stream": key }, img, h("div", { class: "meta" }, h("strong", {}, key), info), h("div", { class: "meta" }, now));
+      t = { el, img, info, shown: 0 };
+      tiles.set(key, t);
+      grid.append(el);
+    }
+    return t;
+  };
+
+  const refresh = async () => {
+    let r: { streams: LiveStream[] };
+    try {
+      r = await call("GET", `${base}/streams`);
+    } catch (x: any) {
+      summary.textContent = String(x.message);
+      return;
+    }
+    const live = new Set<string>();
+    const now = Date.now();
+    let stale = 0;
+    for (const s of r.streams) {
+      const key = `${s.app}/${s.stream}`;
+      live.add(key);
+      const t = tileFor(s);
+      const last = s.last_snapshot_time ? Date.parse(s.last_snapshot_time) : 0;
+      const interval = (s.time_interval ?? 5) * 1000;
+      const isStale = !last || now - last > 2 * interval + 2000;
+      stale += Number(isStale);
+      t.el.classList.toggle("stale", isStale);
+      const size = s.width && s.height ? `${s.width}×${s.height}` : "no picture yet";
+      t.info.replaceChildren(`${size} · ${last ? age(now - last) + " ago" : "—"}`, isStale ? h("span", { class: "badge" }, " stale") : "");
+      if (s.latest && s.latest.create_timestamp !== t.shown) {
+        t.shown = s.latest.create_timestamp;
+        t.img.src = s.latest.thumb_url;
+        t.img.dataset.created = String(s.latest.create_timestamp);
+      }
+    }
+    for (const [key, t] of tiles) {
+      if (!live.has(key)) {
+        t.el.remove();
+        tiles.delete(key);
+      }
+    }
+    summary.textContent = r.streams.length ? `${r.streams.length} live stream(s)${stale ? `, ${stale} stale` : ""}` : "No stream is live.";
+  };
+
+  await refresh();
+  const timer = window.setInterval(() => void refresh(), REFRESH_MS);
+  return () => clearInterval(timer);
+}
