@@ -3,13 +3,14 @@
 // Started by tests/it/console.rs, which set up the host and checks storage
 // afterwards. Prints one JSON line: the objects deleted through the console.
 //
-// env: BASE_URL, TOKEN, SHOTS (screenshot dir), PLUGIN_A, PLUGIN_B (.wasm),
+// env: BASE_URL, TOKEN (operator), DOMAIN_TOKEN (of localhost), SHOTS
+//      (screenshot dir), PLUGIN_A, PLUGIN_B (.wasm),
 //      CHROMIUM (default /usr/bin/chromium)
 
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const { BASE_URL, TOKEN, SHOTS, PLUGIN_A, PLUGIN_B } = process.env;
+const { BASE_URL, TOKEN, DOMAIN_TOKEN, SHOTS, PLUGIN_A, PLUGIN_B } = process.env;
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 mkdirSync(SHOTS, { recursive: true });
 
@@ -51,10 +52,18 @@ await page.getByRole("button", { name: "Sign in" }).click();
 await page.getByText("This token is not valid.").waitFor();
 expected = null;
 await shot("01-sign-in");
+// A domain token sees its domain only; the operator sees every domain.
+await page.getByLabel("Access token").fill(DOMAIN_TOKEN);
+await page.keyboard.press("Enter");
+await page.locator("header").waitFor({ state: "visible" });
+check(JSON.stringify(await page.locator("#domain option").allTextContents()) === '["localhost"]', "a domain token's picker shows its domain only");
+await page.getByRole("button", { name: "Sign out" }).click();
 await page.getByLabel("Access token").fill(TOKEN);
 await page.keyboard.press("Enter");
 await page.locator("header").waitFor({ state: "visible" });
-check((await page.locator("#domain option").allTextContents()).includes("localhost"), "the domain picker shows localhost");
+const domains = await page.locator("#domain option").allTextContents();
+check(domains.includes("localhost") && domains.includes("other.example"), `the operator's picker shows every domain (${domains})`);
+await page.locator("#domain").selectOption("localhost");
 
 // Snapshot settings: a validation error next to its field, then add, edit, delete.
 step("templates");
@@ -120,6 +129,14 @@ check((await page.locator("#delete-results td.good").count()) === 3, "three per-
 for (const s of doomed) await page.locator(`.tile[data-id="${s.id}"]`).waitFor({ state: "detached" });
 await shot("06-deleted");
 
+// More than a page: scrolling to the end loads the next one.
+await page.getByLabel("Stream").fill("many");
+await page.getByRole("button", { name: "Show" }).click();
+await page.locator(".tile[data-id]").nth(59).waitFor();
+check((await page.locator(".tile[data-id]").count()) === 60, "the first page holds 60");
+await page.locator(".sentinel").scrollIntoViewIfNeeded();
+await page.locator(".tile[data-id]").nth(64).waitFor();
+
 // The live wall: a tile per live stream whose image refreshes.
 step("wall");
 await page.getByRole("link", { name: "Live wall" }).click();
@@ -141,7 +158,15 @@ const versions = await api("/v1/domains/localhost/plugins");
 const a = versions.versions[0].version;
 await page.getByRole("button", { name: `Activate ${a.slice(0, 12)}` }).click();
 await page.locator("#active-version", { hasText: a.slice(0, 12) }).waitFor();
-await page.locator("#plugin-file").setInputFiles(PLUGIN_B);
+// The second one by drag and drop onto the drop zone.
+const bytes = [...readFileSync(PLUGIN_B)];
+const dropped = await page.evaluateHandle((b) => {
+  const dt = new DataTransfer();
+  dt.items.add(new File([new Uint8Array(b)], "plugin-b.wasm", { type: "application/wasm" }));
+  return dt;
+}, bytes);
+await page.locator("#upload-status").evaluate((e) => (e.textContent = ""));
+await page.dispatchEvent("#drop", "drop", { dataTransfer: dropped });
 await page.getByText(/^Accepted /).waitFor();
 const b = (await api("/v1/domains/localhost/plugins")).versions.map((v) => v.version).find((v) => v !== a);
 await page.getByRole("button", { name: `Activate ${b.slice(0, 12)}` }).click();

@@ -75,6 +75,8 @@ async function start(): Promise<void> {
   };
   document.getElementById("top")!.hidden = false;
   document.getElementById("signout")!.onclick = () => {
+    if (cleanup) cleanup();
+    cleanup = undefined;
     setToken(null);
     location.hash = "";
     void signIn(main);

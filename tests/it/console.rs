@@ -18,11 +18,17 @@ use crate::media::{ffmpeg_push, moving_flv, testsrc_flv};
 
 #[test]
 fn the_console_in_a_real_browser() {
-    let host = Host::start(&[DomainSpec::new("localhost")], 1);
+    // A second domain: the operator sees both in the picker, a domain token only its own.
+    let host = Host::start(&[DomainSpec::new("localhost"), DomainSpec::new("other.example")], 1);
+    let (status, minted) = host.api("POST", "/v1/domains/localhost/tokens", Some(serde_json::json!({"label": "e2e"})));
+    assert_eq!(status, 201, "{minted}");
     // 720p, so the console's thumbnails are the host's scaled copies.
     assert!(ffmpeg_push(&testsrc_flv(1280, 720, 30), &host.rtmp_url("live/cam1"), false).status.success());
-    host.wait_for("cam1's snapshots", Duration::from_secs(30), || {
+    // 320 s of content: 64 sequential snapshots, more than one page of the grid.
+    assert!(ffmpeg_push(&testsrc_flv(160, 120, 320), &host.rtmp_url("live/many"), false).status.success());
+    host.wait_for("the snapshots", Duration::from_secs(60), || {
         host.snapshots("localhost", "live", Some("cam1")).len() >= 7
+            && host.snapshots("localhost", "live", Some("many")).len() >= 65
     });
     // Two streams live for the wall, in real time, until the test ends.
     let stop = Arc::new(AtomicBool::new(false));
@@ -49,6 +55,7 @@ fn the_console_in_a_real_browser() {
         .current_dir(&console)
         .env("BASE_URL", format!("http://127.0.0.1:{}", host.http_port))
         .env("TOKEN", TOKEN)
+        .env("DOMAIN_TOKEN", minted["token"].as_str().unwrap())
         .env("SHOTS", &shots)
         .env("PLUGIN_A", plugins.join("keep_last.wasm"))
         .env("PLUGIN_B", plugins.join("thin_by_age.wasm"))
