@@ -49,3 +49,4 @@ EDGESNAP_SERVER="$api" "$bin" snapshots ls --domain localhost --app live --strea
 echo
 echo "Open any \"url\" above in a browser while the host runs. To keep it running:"
 echo "  EDGESNAP_OPERATOR_TOKEN=$EDGESNAP_OPERATOR_TOKEN $bin serve --config examples/edgesnap.toml"
+echo "and open the console at $api/console/ (sign in with the token $EDGESNAP_OPERATOR_TOKEN)."

@@ -58,8 +58,10 @@ fn metric(host: &Host, name: &str) -> f64 {
 }
 
 fn s3_host(gate_port: u16, extra: &str) -> Host {
+    // Credentials from a file (moto takes any; without them the S3 client finds none and fails).
     let domain = DomainSpec {
         s3: Some((gate_port, BUCKET)),
+        s3_credentials_file: true,
         sequence: Some("{AppName}/{StreamName}/{Sequence}.jpg"),
         ..DomainSpec::new("localhost")
     };
@@ -181,6 +183,9 @@ fn a_crash_at_each_step_of_the_write_path_is_recovered() {
         let rx = Receiver::start();
         let mut host = s3_host(gate.port, "");
         notify_to(&host, &rx);
+        host.wait_for("the start's probe", Duration::from_secs(10), || {
+            host.log().contains("storage target supports conditional create")
+        });
         // The second capture of the push crashes the host.
         crash_at(&mut host, &format!("{point}=1*off->return"), &clip);
         if let Some(outcome) = outcome {

@@ -28,6 +28,8 @@ pub struct DomainSpec {
     pub sequence: Option<&'static str>,
     /// An S3 target on this server instead of a local directory.
     pub s3: Option<(u16, &'static str)>,
+    /// The S3 target's credentials from an AWS-style file instead of env variables.
+    pub s3_credentials_file: bool,
     /// The `publish_auth` value, as TOML.
     pub publish_auth: Option<String>,
     /// The body of `[domains."name".plugin_limits]`, as TOML.
@@ -42,6 +44,7 @@ impl DomainSpec {
             overwrite: Some("{AppName}/{StreamName}.jpg"),
             sequence: Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg"),
             s3: None,
+            s3_credentials_file: false,
             publish_auth: None,
             plugin_limits: None,
         }
@@ -208,10 +211,20 @@ impl Host {
                     objects.push((d.name.to_owned(), Objects::Dir(p)));
                 }
                 Some((port, bucket)) => {
+                    let credentials = if d.s3_credentials_file {
+                        let file = dir.path().join("s3-credentials");
+                        std::fs::write(
+                            &file,
+                            "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+                        )
+                        .unwrap();
+                        format!("credentials_file = \"{}\"\n", file.display())
+                    } else {
+                        "access_key_id_env = \"EDGESNAP_IT_S3_KEY\"\nsecret_access_key_env = \"EDGESNAP_IT_S3_SECRET\"\n".into()
+                    };
                     config += &format!(
                         "[domains.\"{n}\".storage.store]\ntype = \"s3\"\nendpoint = \"http://127.0.0.1:{port}\"\n\
-                         bucket = \"{bucket}\"\nregion = \"us-east-1\"\naccess_key_id_env = \"EDGESNAP_IT_S3_KEY\"\n\
-                         secret_access_key_env = \"EDGESNAP_IT_S3_SECRET\"\n",
+                         bucket = \"{bucket}\"\nregion = \"us-east-1\"\n{credentials}",
                         n = d.name
                     );
                     objects.push((d.name.to_owned(), Objects::S3 { port, bucket: bucket.to_owned() }));
