@@ -136,6 +136,10 @@ await page.locator(".tile[data-id]").nth(59).waitFor();
 check((await page.locator(".tile[data-id]").count()) === 60, "the first page holds 60");
 await page.locator(".sentinel").scrollIntoViewIfNeeded();
 await page.locator(".tile[data-id]").nth(64).waitFor();
+// The second page continues the first: every capture once, down to the first.
+const captions = await page.locator(".tile .meta span").allTextContents();
+const numbers = new Set(captions.filter((c) => c.startsWith("many #")));
+check(captions.length === 65 && numbers.size === 64 && numbers.has("many #0") && numbers.has("many #63"), `64 captures and the latest, none twice: ${captions}`);
 
 // The live wall: a tile per live stream whose image refreshes.
 step("wall");

@@ -38,7 +38,7 @@ pub(super) async fn list(api: &Api, domain: &str, call: &Call) -> Result<Respons
     let mut end = None;
     let mut limit = 10usize;
     let mut descending = false;
-    let mut cursor = None;
+    let mut token = None;
     for (k, v) in call.query_pairs()? {
         match k.as_str() {
             "app" => app = Some(v),
@@ -51,14 +51,21 @@ pub(super) async fn list(api: &Api, domain: &str, call: &Call) -> Result<Respons
                 })?
             }
             "order" => descending = super::descending(&v)?,
-            "next_token" => cursor = Some(parse_token(&v)?),
+            "next_token" => token = Some(parse_token(&v)?),
             other => {
                 return Err(ApiError::bad("InvalidParameter", format!("unknown query parameter {other:?}")));
             }
         }
     }
     let app = app.filter(|a| !a.is_empty()).ok_or_else(|| ApiError::bad("MissingParameter.App", "app is required"))?;
-    let start_ms = start.ok_or_else(|| ApiError::bad("MissingParameter.StartTime", "start_time is required"))?;
+    let mut start_ms = start.ok_or_else(|| ApiError::bad("MissingParameter.StartTime", "start_time is required"))?;
+    // A descending page's token carries the window's start: the client passes
+    // `next_start_time` back as `start_time` in either order, and a
+    // descending page continues below the cursor down to the first start.
+    if descending && let Some(Token { floor: Some(floor), .. }) = token {
+        start_ms = floor;
+    }
+    let cursor = token.map(|t| (t.ts, t.id));
     let end_ms = end.ok_or_else(|| ApiError::bad("MissingParameter.EndTime", "end_time is required"))?;
     if end_ms < start_ms {
         return Err(ApiError::bad("InvalidParameter.EndTime", "end_time must not be before start_time"));
@@ -73,15 +80,28 @@ pub(super) async fn list(api: &Api, domain: &str, call: &Call) -> Result<Respons
     });
     if let Some((ts, id)) = page.next {
         body["next_start_time"] = json!(iso_ms(ts));
-        body["next_token"] = json!(format!("{ts}-{id}"));
+        body["next_token"] = json!(if descending { format!("{ts}-{id}-{start_ms}") } else { format!("{ts}-{id}") });
     }
     Ok(super::json(StatusCode::OK, &body))
 }
 
-fn parse_token(v: &str) -> Result<(u64, RecordId), ApiError> {
+/// A page cursor: the next item, and for a descending page the window's start.
+struct Token {
+    ts: u64,
+    id: RecordId,
+    floor: Option<u64>,
+}
+
+fn parse_token(v: &str) -> Result<Token, ApiError> {
     let bad = || ApiError::bad("InvalidParameter.NextToken", "next_token is not one this server issued");
-    let (ts, id) = v.split_once('-').ok_or_else(bad)?;
-    Ok((ts.parse().map_err(|_| bad())?, RecordId::parse(id).ok_or_else(bad)?))
+    let mut parts = v.split('-');
+    let ts = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+    let id = parts.next().and_then(RecordId::parse).ok_or_else(bad)?;
+    let floor = parts.next().map(|f| f.parse().map_err(|_| bad())).transpose()?;
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Token { ts, id, floor })
 }
 
 /// Serves a record's object. `changes`: the URL may show another picture
