@@ -134,7 +134,7 @@ export async function snapshotsPage(main: HTMLElement, domain: string): Promise<
       { class: "tile", role: "listitem", "data-id": s.id },
       h("span", { class: "pick" }, pick),
       img,
-      h("div", { class: "meta" }, h("span", {}, s.stream + (s.is_overlay ? " (latest)" : "")), h("time", { datetime: s.create_time, class: "muted" }, when)),
+      h("div", { class: "meta" }, h("span", {}, s.stream + (s.is_overlay ? " (latest)" : ` #${s.sequence}`)), h("time", { datetime: s.create_time, class: "muted" }, when)),
     );
   };
 
