@@ -10,7 +10,10 @@
 //!   (which placements are stored, at which keys); the JSON is replaced
 //!   atomically after each object stored, so a crash never stores one twice.
 //! - While a target has spooled captures, new captures for it join the end
-//!   of its queue: nothing overtakes an older capture.
+//!   of its queue: nothing overtakes an older capture of its stream. A
+//!   target's queue drains `DRAIN_BATCH` captures at a time, each of another
+//!   stream (each stream's oldest, uploaded together), so a target of many
+//!   streams is not drained one round trip at a time.
 //! - A domain may fill `spool_domain_share` percent of `spool_max_bytes`;
 //!   past that (or past the whole spool) new captures for its down targets
 //!   are skipped, counted and logged. Nothing spooled is ever dropped.
@@ -35,6 +38,10 @@ const MAX_SUFFIX: usize = 1000;
 /// Backoff between attempts at a down target.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Spooled captures of one target stored at once (at most one per stream).
+const DRAIN_BATCH: usize = 16;
+/// Queued captures looked at to fill a batch.
+const DRAIN_SCAN: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -56,14 +63,36 @@ struct Entry {
 
 type TargetKey = (String, String);
 
+/// A spooled capture in its target's queue: its bytes and its (app, stream).
+struct Queued {
+    len: u64,
+    stream: (String, String),
+}
+
 #[derive(Default)]
 struct Queue {
-    /// Spooled captures by id (capture time first), with their bytes.
-    entries: BTreeMap<u128, u64>,
+    /// Spooled captures by id (capture time first).
+    entries: BTreeMap<u128, Queued>,
     /// Whether a task is draining this queue.
     draining: bool,
     /// Since when (unix ms) and why the target is down.
     down: Option<(u64, String)>,
+}
+
+impl Queue {
+    /// The next captures to store together: each stream's oldest, oldest
+    /// first, at most `DRAIN_BATCH`, from the first `DRAIN_SCAN` queued (a
+    /// queue of few streams then costs little per batch).
+    fn next_batch(&self) -> Vec<(u128, u64)> {
+        let mut streams = std::collections::HashSet::new();
+        self.entries
+            .iter()
+            .take(DRAIN_SCAN)
+            .filter(|(_, e)| streams.insert(&e.stream))
+            .take(DRAIN_BATCH)
+            .map(|(id, e)| (*id, e.len))
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -183,6 +212,7 @@ impl Spool {
         let len = jpg.len() as u64;
         let domain = intent.domain.clone();
         let key = (intent.domain.clone(), intent.storage.clone());
+        let stream = (intent.app.clone(), intent.stream.clone());
         {
             let server = &self.settings.get().server;
             let mut st = self.state.lock().unwrap();
@@ -208,16 +238,16 @@ impl Spool {
             return Err(e);
         }
         self.metrics.snapshots_spooled.get_or_create(&vec![("domain", domain.clone())]).inc();
-        self.enqueue(key, id.0, len);
+        self.enqueue(key, id.0, Queued { len, stream });
         Ok(())
     }
 
     /// Puts a spooled capture in its target's queue and makes sure the queue drains.
-    fn enqueue(self: &Arc<Self>, key: TargetKey, id: u128, len: u64) {
+    fn enqueue(self: &Arc<Self>, key: TargetKey, id: u128, queued: Queued) {
         let start = {
             let mut st = self.state.lock().unwrap();
             let q = st.queues.entry(key.clone()).or_default();
-            q.entries.insert(id, len);
+            q.entries.insert(id, queued);
             !std::mem::replace(&mut q.draining, true)
         };
         self.publish(&key.0);
@@ -242,8 +272,9 @@ impl Spool {
         self.metrics.spool_peak_bytes.set(st.peak as i64);
     }
 
-    /// Stores a target's spooled captures oldest first, each retried with
-    /// backoff until its target answers; commits each one's records once stored.
+    /// Stores a target's spooled captures oldest first (per stream), a
+    /// batch at a time, retried with backoff until the target answers;
+    /// commits each one's records once stored.
     async fn drain(self: Arc<Self>, key: TargetKey) {
         let mut backoff = BACKOFF_FIRST;
         loop {
@@ -251,29 +282,33 @@ impl Spool {
                 self.state.lock().unwrap().queues.get_mut(&key).expect("queue").draining = false;
                 return;
             }
-            let next = {
+            let batch = {
                 let mut st = self.state.lock().unwrap();
                 let q = st.queues.get_mut(&key).expect("a draining queue exists");
-                match q.entries.first_key_value() {
-                    Some((id, len)) => (*id, *len),
-                    None => {
-                        q.draining = false;
-                        return;
-                    }
+                if q.entries.is_empty() {
+                    q.draining = false;
+                    return;
                 }
+                q.next_batch()
             };
-            match self.upload(next.0).await {
-                Ok(()) => {
+            let results = futures::future::join_all(batch.iter().map(|(id, _)| self.upload(*id))).await;
+            let mut failed = None;
+            for ((id, len), result) in batch.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        self.state.lock().unwrap().queues.get_mut(&key).expect("queue").entries.remove(&id);
+                        self.release(&key.0, len);
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            self.publish(&key.0);
+            match failed {
+                None => {
                     backoff = BACKOFF_FIRST;
                     self.target_answered(&key.0, &key.1);
-                    {
-                        let mut st = self.state.lock().unwrap();
-                        st.queues.get_mut(&key).expect("queue").entries.remove(&next.0);
-                    }
-                    self.release(&key.0, next.1);
-                    self.publish(&key.0);
                 }
-                Err(e) => {
+                Some(e) => {
                     self.target_failed(&key.0, &key.1, &e);
                     self.pause(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -354,7 +389,9 @@ impl Spool {
                             st.peak = st.peak.max(st.total);
                             *st.domain_bytes.entry(entry.intent.domain.clone()).or_default() += m.len();
                         }
-                        self.enqueue((entry.intent.domain.clone(), entry.intent.storage.clone()), id.0, m.len());
+                        let stream = (entry.intent.app.clone(), entry.intent.stream.clone());
+                        let key = (entry.intent.domain.clone(), entry.intent.storage.clone());
+                        self.enqueue(key, id.0, Queued { len: m.len(), stream });
                         spooled += 1;
                     }
                     Err(_) => in_flight.push((id, intent)),
@@ -596,4 +633,39 @@ async fn write_atomic(path: &std::path::Path, data: Bytes) -> Result<(), SpoolEr
 
 fn io(path: &std::path::Path, source: std::io::Error) -> SpoolError {
     SpoolError::Io { path: path.display().to_string(), source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(streams: &[&str]) -> Queue {
+        let mut q = Queue::default();
+        for (i, s) in streams.iter().enumerate() {
+            q.entries.insert(i as u128, Queued { len: 100 + i as u64, stream: ("live".into(), s.to_string()) });
+        }
+        q
+    }
+
+    #[test]
+    fn a_batch_takes_each_streams_oldest_capture() {
+        let q = queue(&["a", "a", "b", "a", "c", "b"]);
+        assert_eq!(q.next_batch(), vec![(0, 100), (2, 102), (4, 104)]);
+        // One stream: one capture at a time, so its order holds.
+        assert_eq!(queue(&["a"; 5]).next_batch(), vec![(0, 100)]);
+        assert!(Queue::default().next_batch().is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_bounded_in_size_and_in_what_it_walks() {
+        let many: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+        let q = queue(&many.iter().map(String::as_str).collect::<Vec<_>>());
+        let batch = q.next_batch();
+        assert_eq!(batch.len(), DRAIN_BATCH);
+        assert_eq!(batch.last().unwrap().0, DRAIN_BATCH as u128 - 1, "the oldest streams first");
+        // A second stream queued behind a long run of one is found by a later batch.
+        let mut streams = vec!["a"; DRAIN_SCAN];
+        streams.push("b");
+        assert_eq!(queue(&streams).next_batch(), vec![(0, 100)]);
+    }
 }
