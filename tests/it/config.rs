@@ -121,9 +121,11 @@ fn a_missing_credentials_file_stops_serve_naming_it() {
     let target =
         "[domains.\"localhost\".storage.b]\ntype = \"s3\"\nbucket = \"x\"\ncredentials_file = \"/nonexistent/c\"\n";
     std::fs::write(&path, format!("{text}\n{target}")).unwrap();
+    // The index opens before the targets (in `./data`): run in the tempdir.
     let out = Command::new(bin())
         .args(["serve", "--config"])
         .arg(&path)
+        .current_dir(dir.path())
         .env("EDGESNAP_OPERATOR_TOKEN", "it-operator-token-0123456789")
         .output()
         .unwrap();
