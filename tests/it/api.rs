@@ -172,6 +172,10 @@ fn notify_settings() {
         ),
         (json!({"notify_url": "http://h/x", "notify_auth_key": "abcdefghijklmnop"}), "InvalidParameter.NotifyAuthKey"),
         (json!({"notify_url": "http://h/x", "extra": 1}), "InvalidBody"),
+        (
+            json!({"notify_url": "http://h/x", "notify_req_auth": "yes", "notify_auth_key": null}),
+            "MissingParameter.NotifyAuthKey",
+        ),
     ] {
         assert_error(host.api("PUT", path, Some(body)), 400, want);
     }
@@ -188,6 +192,16 @@ fn notify_settings() {
     assert!(!v.to_string().contains("Key0123456789abcdef"), "the key is never returned");
     assert_eq!(host.api("DELETE", path, None).0, 204);
     assert_error(host.api("DELETE", path, None), 404, "NotifyConfigNotFound");
+    // null is the same as absent (the OpenAPI document says so).
+    let (status, v) = host.api(
+        "PUT",
+        path,
+        Some(json!({"notify_url": "http://h/x", "notify_req_auth": null, "notify_auth_key": null})),
+    );
+    assert_eq!(
+        (status, v),
+        (201, json!({"notify_url": "http://h/x", "notify_req_auth": "no", "notify_auth_key_set": false}))
+    );
 }
 
 /// Every route of the OpenAPI document that names a domain, filled in.
