@@ -187,9 +187,8 @@ impl Host {
         let http_port = free_port();
         let mut config = format!(
             "version = 1\n[server]\nrtmp_listen = \"127.0.0.1:{rtmp_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\n\
-             data_dir = \"{data}\"\noperator_token = \"{TOKEN}\"\ndefault_domain = \"{default}\"\n\
+             data_dir = \"./data\"\noperator_token = \"{TOKEN}\"\ndefault_domain = \"{default}\"\n\
              decoder_workers = {decoder_workers}\n{server_extra}\n",
-            data = dir.path().join("data").display(),
             default = domains[0].name,
         );
         let mut objects = Vec::new();
@@ -258,13 +257,15 @@ impl Host {
         host
     }
 
-    /// Starts the host (again) on the same config and data.
+    /// Starts the host (again) on the same config and data. It runs in the
+    /// test's directory, its `data_dir` relative as in the example config.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(&self.bin)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["serve", "--config"])
             .arg(&self.config_path)
+            .current_dir(self.dir.path())
             .env("RUST_LOG", "info,edgesnap=debug")
             .env("NO_COLOR", "1")
             .env("EDGESNAP_IT_S3_KEY", "testing")

@@ -87,6 +87,7 @@ impl PluginLimits {
 pub struct Server {
     pub rtmp_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// Absolute: a relative `data_dir` is taken from the working directory.
     pub data_dir: PathBuf,
     pub operator_token: TokenSource,
     pub default_domain: Option<String>,
@@ -956,7 +957,8 @@ impl RawConfig {
             server: Server {
                 rtmp_listen,
                 http_listen,
-                data_dir: s.data_dir,
+                data_dir: std::path::absolute(&s.data_dir)
+                    .map_err(|e| ConfigError::new("server.data_dir", format!("cannot be made absolute: {e}")))?,
                 operator_token,
                 default_domain: s.default_domain,
                 public_url,
