@@ -280,6 +280,21 @@ def row(r, floor_ms):
             f"{r['loadgen_cpu']/r['window']*100:.0f} % |")
 
 
+def make_clip(out, name="720p"):
+    """The pushed clip, made once under `out`: 60 s of 720p30 at 2.5 Mb/s
+    (the targets) or 480p30 at 1 Mb/s (the stretch), 2 s GOPs, with audio."""
+    size, rate = {"720p": ("1280x720", "2500k"), "480p": ("854x480", "1000k")}[name]
+    path = os.path.join(out, f"clip{name}.flv")
+    if not os.path.exists(path):
+        os.makedirs(out, exist_ok=True)
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30",
+                        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "60", "-c:v", "libx264",
+                        "-preset", "veryfast", "-b:v", rate, "-maxrate", rate, "-bufsize", "5000k", "-g", "60",
+                        "-keyint_min", "60", "-sc_threshold", "0", "-bf", "2", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                        "-b:a", "96k", "-shortest", "-f", "flv", path], check=True)
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True); ap.add_argument("--loadgen", required=True)
@@ -293,14 +308,7 @@ def main():
     ap.add_argument("--plugin", help="a policy component uploaded and active for the edgesnap runs")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    size, rate = {"720p": ("1280x720", "2500k"), "480p": ("854x480", "1000k")}[args.clip]
-    args.clip = os.path.join(args.out, f"clip{args.clip}.flv")
-    if not os.path.exists(args.clip):
-        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30",
-                        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "60", "-c:v", "libx264",
-                        "-preset", "veryfast", "-b:v", rate, "-maxrate", rate, "-bufsize", "5000k", "-g", "60",
-                        "-keyint_min", "60", "-sc_threshold", "0", "-bf", "2", "-pix_fmt", "yuv420p", "-c:a", "aac",
-                        "-b:a", "96k", "-shortest", "-f", "flv", args.clip], check=True)
+    args.clip = make_clip(args.out, args.clip)
     if args.soak:
         soak(args, args.soak_streams, args.soak)
         return

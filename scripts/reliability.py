@@ -10,7 +10,7 @@ sent vs acknowledged, and the spool's peak. Run through `just reliability`.
 import argparse, http.server, json, os, socket, subprocess, sys, tempfile, threading, time, urllib.parse, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import free_port, metrics, wait_http  # noqa: E402
+from bench import free_port, make_clip, metrics, wait_http  # noqa: E402
 
 TOKEN = "rel-operator-token-0123456789"
 
@@ -103,9 +103,7 @@ def main():
     ap.add_argument("--streams", type=int, default=50); ap.add_argument("--before", type=int, default=60)
     ap.add_argument("--outage", type=int, default=300); ap.add_argument("--after", type=int, default=60)
     args = ap.parse_args()
-    clip = os.path.join(args.out, "clip720p.flv")
-    if not os.path.exists(clip):
-        raise SystemExit(f"{clip} is missing: `just bench` makes it")
+    clip = make_clip(args.out)
     d = tempfile.mkdtemp(prefix="edgesnap-rel-")
     s3 = free_port()
     moto = subprocess.Popen([args.moto, "-H", "127.0.0.1", "-p", str(s3)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -147,13 +145,17 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
     load = subprocess.Popen([args.loadgen, "--url", f"rtmp://127.0.0.1:{rtmp}/live", "--flv", clip, "--streams",
                              str(args.streams), "--seconds", str(total), "--ramp", "5"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak_entries = 0
-    def phase(seconds):
-        nonlocal peak_entries
+    peak_entries, emptied = 0, None
+    def phase(seconds, up_since=None):
+        # With up_since: notes when the spool is first empty after storage came back.
+        nonlocal peak_entries, emptied
         end = time.time() + seconds
         while time.time() < end:
-            time.sleep(5)
-            peak_entries = max(peak_entries, api(http_port, "GET", "/readyz")["spool"]["entries"])
+            time.sleep(1)
+            entries = api(http_port, "GET", "/readyz")["spool"]["entries"]
+            peak_entries = max(peak_entries, entries)
+            if up_since is not None and emptied is None and entries == 0:
+                emptied = time.time() - up_since
     print(f"{args.streams} streams: {args.before} s up", flush=True)
     phase(args.before)
     gate.set_up(False)
@@ -161,13 +163,15 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
     phase(args.outage)
     down = api(http_port, "GET", "/readyz")
     gate.set_up(True)
+    up = time.time()
     print(f"storage up for {args.after} s", flush=True)
-    phase(args.after)
+    phase(args.after, up)
     load.wait()
-    t0 = time.time()
-    while api(http_port, "GET", "/readyz")["spool"]["entries"] > 0 and time.time() - t0 < 600:
+    while emptied is None and time.time() - up < 900:
+        if api(http_port, "GET", "/readyz")["spool"]["entries"] == 0:
+            emptied = time.time() - up
         time.sleep(1)
-    drained = time.time() - t0
+    drained = emptied if emptied is not None else float("nan")
     time.sleep(10)   # the last callbacks
     m = metrics(http_port)
     recs = records(http_port)
