@@ -63,3 +63,8 @@ bench *ARGS: build
 reliability *ARGS: build
     cargo build --release --locked --examples
     python3 scripts/reliability.py --bin {{bin}} --loadgen {{CARGO_TARGET_DIR}}/release/examples/loadgen --moto {{CARGO_TARGET_DIR}}/../venv/bin/moto_server --out {{CARGO_TARGET_DIR}}/../bench {{ARGS}}
+
+# The release artifacts: a stripped binary in a tarball and a .deb (config,
+# systemd unit, docs) under the cache's dist/; see README "Install".
+dist: build
+    bash scripts/dist.sh {{bin}} {{CARGO_TARGET_DIR}}/../dist

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what edgesnap needs to build, run and test on Debian 12 with the
 # Rust toolchain: GStreamer (dev + plugins), ffmpeg, nginx-rtmp (relay test),
-# Chromium (the console's browser tests), the wasm32-wasip2 target, `just`,
-# and the console's npm packages. Idempotent: quick when done.
+# Chromium (the console's browser tests), Prometheus and promtool (the
+# metrics test), systemd-analyze and binutils (the package test), the
+# wasm32-wasip2 target, `just`, and the console's npm packages. Idempotent:
+# quick when done.
 set -euo pipefail
 
 apt_packages=(
@@ -11,6 +13,7 @@ apt_packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   ffmpeg nginx libnginx-mod-rtmp chromium
+  prometheus systemd binutils
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -120,6 +120,24 @@ const copied = await page.evaluate(() => navigator.clipboard.readText().catch(()
 check(copied === "" || copied.includes(`/snapshots/${first.id}.jpg?`), `the copied URL is the signed image URL (${copied})`);
 await shot("04-preview");
 await dialog.getByRole("button", { name: "Close" }).click();
+// One time zone on every page: UTC chosen, the grid and the preview both say so.
+await page.locator("#zone").selectOption("utc");
+await tiles.nth(5).waitFor();
+const tileTime = await page.locator(`.tile[data-id="${first.id}"] time`).textContent();
+const utcText = new Date(first.create_timestamp).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+check(tileTime === utcText, `the grid shows UTC with its zone: ${tileTime} (want ${utcText})`);
+await page.locator(`.tile[data-id="${first.id}"] img`).click();
+await dialog.waitFor();
+const detailTime = await dialog.locator("dd").nth(1).textContent();
+check(detailTime.startsWith(utcText.slice(0, 19)) && detailTime.endsWith(" UTC"), `the preview's time is in the same zone: ${detailTime}`);
+await dialog.getByRole("button", { name: "Close" }).click();
+await page.locator("#zone").selectOption("local");
+await tiles.nth(5).waitFor();
+const localTime = await page.locator(`.tile[data-id="${first.id}"] time`).textContent();
+check(/ (UTC|GMT[+-]?\d*|[A-Z]{2,5})$/.test(localTime), `local times name their zone too: ${localTime}`);
+// Deleting keeps files unless asked, as the API and the CLI do; here we ask.
+check(!(await page.locator("#remove-files").isChecked()), "\"Also remove files\" is off by default");
+await page.locator("#remove-files").check();
 const doomed = sequential.slice(1, 4);
 for (const s of doomed) await page.locator(`.tile[data-id="${s.id}"] input[type=checkbox]`).check();
 await shot("05-snapshots");
@@ -149,6 +167,8 @@ const img = page.locator('.tile[data-stream="live/wall1"] img');
 const before = await img.getAttribute("data-created");
 await page.waitForFunction((b) => document.querySelector('.tile[data-stream="live/wall1"] img')?.dataset.created !== b, before, { timeout: 30_000 });
 await page.waitForFunction(() => [...document.querySelectorAll("#wall img[src]")].every((i) => i.complete && i.naturalWidth > 0));
+// Each tile tells the stream's health as ingest measures it (25 fps, GOP 1 s, from the pusher's address).
+await page.waitForFunction(() => /25 fps · GOP 1\.0 s · keyframe .* ago · from 127\.0\.0\.1:\d+/.test(document.querySelector('.tile[data-stream="live/wall1"] .health')?.textContent ?? ""), null, { timeout: 30_000 });
 await page.locator('.tile[data-stream="live/wall2"]').getByRole("button", { name: "Snapshot now" }).click();
 await page.getByText("Snapshot of live/wall2 taken").waitFor({ timeout: 30_000 });
 await shot("07-wall");
@@ -199,6 +219,17 @@ await page.locator(".tile[data-id]").first().waitFor();
 const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
 check(overflow <= 1, `no horizontal scrolling at 390 px (${overflow} px too wide)`);
 await shot("10-phone");
+// The templates table keeps its column labels where its header row is hidden.
+await page.getByRole("link", { name: "Snapshot settings" }).click();
+const firstCell = page.locator("#templates tbody tr td").first();
+await firstCell.waitFor();
+const shown = (i) =>
+  page.locator("#templates tbody tr td").nth(i).evaluate((td) => [td.dataset.label, getComputedStyle(td, "::before").content, getComputedStyle(td.closest("table").querySelector("thead")).display]);
+const [label, content, thead] = await shown(0);
+check(thead === "none" && label === "App" && !["none", "normal", ""].includes(content), `a phone shows each cell's column label: ${label} ${content} (header ${thead})`);
+const [label2] = await shown(1);
+check(label2 === "Interval", `and the next column's: ${label2}`);
+await shot("11-phone-templates");
 
 await browser.close();
 if (problems.length) throw new Error(problems.join("\n"));

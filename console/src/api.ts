@@ -85,4 +85,9 @@ export interface LiveStream {
   time_interval: number | null;
   snapshots: number;
   latest: Snapshot | null;
+  peer: string | null;
+  bitrate_bps: number;
+  fps: number;
+  gop_ms: number;
+  last_keyframe_age_ms: number | null;
 }

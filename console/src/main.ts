@@ -1,7 +1,7 @@
 // The console's shell: sign-in, the domain picker, and a hash router over the pages.
 
 import { ApiError, call, setToken, token } from "./api";
-import { h, toast } from "./ui";
+import { h, refreshTimes, setZone, toast, zone } from "./ui";
 import { notifyPage } from "./views/notify";
 import { pluginsPage } from "./views/plugins";
 import { snapshotsPage } from "./views/snapshots";
@@ -72,6 +72,13 @@ async function start(): Promise<void> {
   picker.onchange = () => {
     sessionStorage.setItem(DOMAIN_KEY, picker.value);
     void route();
+  };
+  // One time zone on every page, the browser's or UTC; switching re-renders every time shown, in place.
+  const zonePicker = document.getElementById("zone") as HTMLSelectElement;
+  zonePicker.value = zone();
+  zonePicker.onchange = () => {
+    setZone(zonePicker.value === "utc" ? "utc" : "local");
+    refreshTimes();
   };
   document.getElementById("top")!.hidden = false;
   document.getElementById("signout")!.onclick = () => {

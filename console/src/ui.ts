@@ -59,3 +59,52 @@ export function age(ms: number): string {
   if (s < 5400) return `${Math.round(s / 60)} min`;
   return `${Math.round(s / 3600)} h`;
 }
+
+const ZONE_KEY = "edgesnap.zone";
+
+/** The time zone every page shows times in: the browser's ("local") or UTC. */
+export function zone(): "local" | "utc" {
+  return localStorage.getItem(ZONE_KEY) === "utc" ? "utc" : "local";
+}
+
+export function setZone(z: "local" | "utc"): void {
+  localStorage.setItem(ZONE_KEY, z);
+}
+
+/** "2026-12-07 10:22:05 UTC" (or "… GMT+1"): one format and zone for every page, the zone always named. */
+export function fmtTime(ms: number, withMs = false): string {
+  const parts = new Intl.DateTimeFormat("en-US", {
+    timeZone: zone() === "utc" ? "UTC" : undefined,
+    year: "numeric",
+    month: "2-digit",
+    day: "2-digit",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+    hourCycle: "h23",
+    timeZoneName: "short",
+    ...(withMs ? { fractionalSecondDigits: 3 as const } : {}),
+  }).formatToParts(new Date(ms));
+  const get = (t: string) => parts.find((p) => p.type === t)?.value ?? "";
+  const frac = withMs ? `.${get("fractionalSecond")}` : "";
+  return `${get("year")}-${get("month")}-${get("day")} ${get("hour")}:${get("minute")}:${get("second")}${frac} ${get("timeZoneName")}`;
+}
+
+/** A <time> showing `ms` in the chosen zone; switching zones re-renders it in place (refreshTimes). */
+export function timeEl(ms: number, withMs = false): HTMLTimeElement {
+  return h("time", { datetime: new Date(ms).toISOString(), "data-ms": ms, "data-with-ms": withMs ? 1 : 0 }, fmtTime(ms, withMs));
+}
+
+/** Re-renders every timeEl on the page in the zone now chosen. */
+export function refreshTimes(): void {
+  document.querySelectorAll<HTMLTimeElement>("time[data-ms]").forEach((t) => {
+    t.textContent = fmtTime(Number(t.dataset.ms), t.dataset.withMs === "1");
+  });
+}
+
+/** Gives each cell of a responsive table its column's label, shown beside it where a phone's width hides the header row. */
+export function labelColumns(table: HTMLTableElement): HTMLTableElement {
+  const labels = [...table.querySelectorAll("thead th")].map((th) => th.textContent ?? "");
+  table.querySelectorAll("tbody tr").forEach((tr) => [...tr.children].forEach((td, i) => labels[i] && td.setAttribute("data-label", labels[i])));
+  return table;
+}

@@ -1,12 +1,62 @@
 //! `edgesnap` client subcommands over the HTTP API, for what operators
-//! script. Human tables by default, `--json` for scripts. Exit codes: 0 done,
-//! 1 the API refused (its error is printed), 2 bad usage, 3 no answer.
+//! script. Aligned tables by default, `--json` for scripts (errors too, as
+//! `{"error": {...}}` on stderr). Exit codes: 0 done, 1 the API refused (its
+//! error is printed once), 2 bad usage, 3 no answer. `--domain` defaults to
+//! the token's domain, or the server's default domain. A closed stdout
+//! (`| head`) ends the command quietly.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use comfy_table::{CellAlignment, Table};
 use serde_json::{Value, json};
+
+/// Writes a line to stdout; a reader that went away (`| head`) ends the
+/// process quietly with success, as it would have for a shell tool.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::emit(&format!($($arg)*))
+    };
+}
+
+pub(crate) fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("edgesnap: write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// An aligned table with a header row and no borders; `right` lists the
+/// columns whose values are numbers.
+fn table(header: &[&str], right: &[usize], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::NOTHING).set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if right.contains(&i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.lines().map(|l| l.trim_end().to_owned()).collect::<Vec<_>>().join("\n")
+}
+
+/// A JSON value as a table cell: strings bare, null as "-".
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
 
 #[derive(Args)]
 pub(crate) struct Client {
@@ -16,7 +66,7 @@ pub(crate) struct Client {
     /// Bearer token (operator or domain); default $EDGESNAP_OPERATOR_TOKEN.
     #[arg(long, global = true, env = "EDGESNAP_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Print the API's JSON answer instead of a table.
+    /// Print the API's JSON answer instead of a table (and errors as JSON).
     #[arg(long, global = true)]
     json: bool,
 }
@@ -25,8 +75,9 @@ pub(crate) struct Client {
 pub(crate) enum SnapshotsCmd {
     /// List snapshots of a stream, or of a whole app.
     Ls {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         #[arg(long)]
         app: String,
         #[arg(long)]
@@ -51,8 +102,9 @@ pub(crate) enum SnapshotsCmd {
     },
     /// Delete snapshots by create timestamp (ms) of one stream, or by id.
     Rm {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         #[arg(long)]
         app: Option<String>,
         #[arg(long)]
@@ -71,15 +123,17 @@ pub(crate) enum SnapshotsCmd {
 pub(crate) enum TemplatesCmd {
     /// A domain's snapshot configs.
     Ls {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         #[arg(long)]
         app: Option<String>,
     },
     /// Add an app's snapshot config.
     Add {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         #[command(flatten)]
         fields: TemplateFields,
         /// Re-plan live streams of the app now (default: from their next publish).
@@ -88,8 +142,9 @@ pub(crate) enum TemplatesCmd {
     },
     /// Change fields of an app's snapshot config ("-" clears a field).
     Set {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         #[command(flatten)]
         fields: TemplateFields,
         #[arg(long)]
@@ -97,8 +152,9 @@ pub(crate) enum TemplatesCmd {
     },
     /// Delete an app's snapshot config.
     Rm {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         #[arg(long)]
         app: String,
         #[arg(long)]
@@ -106,6 +162,7 @@ pub(crate) enum TemplatesCmd {
     },
 }
 
+/// A snapshot template's fields; their rules: docs/templates.md.
 #[derive(Args)]
 pub(crate) struct TemplateFields {
     /// App name, or * for every app of the domain.
@@ -117,10 +174,10 @@ pub(crate) struct TemplateFields {
     /// Storage target name.
     #[arg(long)]
     storage: Option<String>,
-    /// Overwrite object name template.
+    /// Overwrite object name template, e.g. {AppName}/{StreamName}.jpg (docs/templates.md).
     #[arg(long)]
     overwrite: Option<String>,
-    /// Sequential object name template.
+    /// Sequential object name template, e.g. {AppName}/{StreamName}/{UnixTimestamp}.jpg (docs/templates.md).
     #[arg(long)]
     sequence: Option<String>,
     #[arg(long)]
@@ -156,7 +213,7 @@ pub(crate) enum DomainsCmd {
     Ls,
     /// One domain.
     Get { domain: String },
-    /// Create or replace an API-made domain from a JSON file (SPEC §8 fields:
+    /// Create or replace an API-made domain from a JSON file (docs/api.md fields:
     /// publish_auth, storage).
     Put {
         domain: String,
@@ -179,18 +236,21 @@ pub(crate) enum DomainsCmd {
 pub(crate) enum TokensCmd {
     /// Mint a domain token; it is printed once.
     Mint {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         #[arg(long)]
         label: Option<String>,
     },
     Ls {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
     },
     Revoke {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         id: String,
     },
 }
@@ -199,13 +259,15 @@ pub(crate) enum TokensCmd {
 pub(crate) enum StreamsCmd {
     /// Live streams of a domain.
     Ls {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
     },
     /// Take a snapshot of a live stream's next keyframe now.
     Snap {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         #[arg(long)]
         app: String,
         #[arg(long)]
@@ -217,13 +279,15 @@ pub(crate) enum StreamsCmd {
 pub(crate) enum PluginsCmd {
     /// A domain's plugin versions and the active one.
     Ls {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
     },
     /// Upload a component (a .wasm built for wasm32-wasip2 against wit/).
     Upload {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         file: std::path::PathBuf,
         /// Activate it once uploaded.
         #[arg(long)]
@@ -231,20 +295,33 @@ pub(crate) enum PluginsCmd {
     },
     /// Put a version (or `default`) in force; an older version is a rollback.
     Activate {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         version: String,
     },
     /// Delete an inactive version.
     Rm {
+        /// Default: the token's domain, or the server's default domain.
         #[arg(long)]
-        domain: String,
+        domain: Option<String>,
         version: String,
     },
 }
 
-/// A failed call: printed, then the exit code.
-struct Failure(String, u8);
+/// A failed call: what to print, the exit code, and the API's error body
+/// when it answered one.
+struct Failure {
+    message: String,
+    exit: u8,
+    api: Option<Value>,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>, exit: u8) -> Failure {
+        Failure { message: message.into(), exit, api: None }
+    }
+}
 
 type Outcome = Result<(), Failure>;
 
@@ -255,62 +332,92 @@ impl Client {
     }
 
     fn call_raw(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Value, Failure> {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .allow_non_standard_methods(true)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .new_agent();
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
-        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Failure::new(format!("set up the HTTP client: {e}"), 3))?;
+        let method_ = reqwest::Method::from_bytes(method.as_bytes()).expect("the CLI's methods are valid");
+        let mut req = client.request(method_, &url);
         // The operator's own variable serves on the host itself.
         if let Some(t) = self.token.clone().or_else(|| std::env::var("EDGESNAP_OPERATOR_TOKEN").ok()) {
-            req = req.header("Authorization", format!("Bearer {t}"));
+            req = req.bearer_auth(t);
         }
-        let result = match body {
-            Some((ct, bytes)) => agent.run(req.header("Content-Type", ct).body(bytes).expect("a valid request")),
-            None => agent.run(req.body(()).expect("a valid request")),
-        };
-        let mut resp = result.map_err(|e| Failure(format!("{method} {url}: {e}"), 3))?;
+        if let Some((ct, bytes)) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct).body(bytes);
+        }
+        let resp = req.send().map_err(|e| Failure::new(format!("{method} {url}: no answer: {}", root_cause(&e)), 3))?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let text = resp.text().unwrap_or_default();
         let value: Value =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(json!(text)) };
         if status >= 400 {
-            let msg = match (value["code"].as_str(), value["message"].as_str()) {
+            let message = match (value["code"].as_str(), value["message"].as_str()) {
                 (Some(c), Some(m)) => {
                     format!("{status} {c}: {m} (request {})", value["request_id"].as_str().unwrap_or("?"))
                 }
                 _ => format!("{status}: {text}"),
             };
-            return Err(Failure(msg, 1));
+            let mut api = if value.is_object() { value } else { json!({ "message": text }) };
+            api["status"] = json!(status);
+            return Err(Failure { message, exit: 1, api: Some(api) });
         }
         Ok(value)
     }
 
+    /// The domain a subcommand works on: the one given, else the token's
+    /// own, else the server's default domain.
+    fn domain(&self, given: Option<String>) -> Result<String, Failure> {
+        if let Some(d) = given {
+            return Ok(d);
+        }
+        let who = self.call("GET", "/v1/whoami", None)?;
+        who["default_domain"].as_str().map(String::from).ok_or_else(|| {
+            Failure::new("--domain is needed: the server has no default domain and the token names none", 2)
+        })
+    }
+
+    fn finish(&self, outcome: Outcome) -> ExitCode {
+        match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => {
+                if self.json {
+                    let error = f.api.unwrap_or_else(|| json!({ "message": f.message }));
+                    eprintln!("{}", json!({ "error": error }));
+                } else {
+                    eprintln!("edgesnap: {}", f.message);
+                }
+                ExitCode::from(f.exit)
+            }
+        }
+    }
+
     fn show(&self, value: &Value, table: impl FnOnce(&Value)) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).expect("json serializes"));
+            outln!("{}", serde_json::to_string_pretty(value).expect("json serializes"));
         } else {
             table(value);
         }
     }
 
     pub(crate) fn whoami(&self) -> ExitCode {
-        finish(self.call("GET", "/v1/whoami", None).map(|v| {
+        self.finish(self.call("GET", "/v1/whoami", None).map(|v| {
             self.show(&v, |v| {
-                println!("role: {}", v["role"].as_str().unwrap_or("?"));
+                outln!("role: {}", cell(&v["role"]));
+                outln!("default domain: {}", cell(&v["default_domain"]));
                 for d in v["domains"].as_array().into_iter().flatten() {
-                    println!("domain: {}", d.as_str().unwrap_or("?"));
+                    outln!("domain: {}", cell(d));
                 }
             })
         }))
     }
 
     pub(crate) fn snapshots(&self, cmd: SnapshotsCmd) -> ExitCode {
-        finish(match cmd {
+        self.finish(match cmd {
             SnapshotsCmd::Ls { domain, app, stream, since, start, end, limit, desc, all } => {
-                self.snapshots_ls(&domain, &app, stream.as_deref(), since, start, end, limit, desc, all)
+                self.domain(domain).and_then(|domain| {
+                    self.snapshots_ls(&domain, &app, stream.as_deref(), since, start, end, limit, desc, all)
+                })
             }
             SnapshotsCmd::Rm { domain, app, stream, timestamps, ids, remove_file } => {
                 let mut body = json!({"remove_file": remove_file});
@@ -326,20 +433,22 @@ impl Client {
                 if !ids.is_empty() {
                     body["ids"] = json!(ids);
                 }
-                self.call("POST", &format!("/v1/domains/{}/snapshots/delete", enc(&domain)), Some(body)).and_then(|v| {
-                    self.show(&v, |v| {
-                        for r in v["results"].as_array().into_iter().flatten() {
-                            let what = r.get("create_timestamp").map_or_else(|| r["id"].to_string(), |t| t.to_string());
-                            println!("{:<34} {}", what.trim_matches('"'), r["status"].as_str().unwrap_or("?"));
+                self.domain(domain)
+                    .and_then(|d| self.call("POST", &format!("/v1/domains/{}/snapshots/delete", enc(&d)), Some(body)))
+                    .and_then(|v| {
+                        self.show(&v, |v| {
+                            let rows = v["results"].as_array().into_iter().flatten().map(|r| {
+                                let what = r.get("create_timestamp").unwrap_or(&r["id"]);
+                                vec![cell(what), cell(&r["status"])]
+                            });
+                            outln!("{}", table(&["SNAPSHOT", "RESULT"], &[], rows));
+                            outln!("deleted: {}  not found: {}", v["success_count"], v["failure_count"]);
+                        });
+                        match v["failure_count"].as_u64().unwrap_or(0) {
+                            0 => Ok(()),
+                            n => Err(Failure::new(format!("{n} of them were not found"), 1)),
                         }
-                        println!("deleted: {}  not found: {}", v["success_count"], v["failure_count"]);
-                    });
-                    if v["failure_count"].as_u64().unwrap_or(0) > 0 {
-                        Err(Failure(format!("{} of them were not found", v["failure_count"]), 1))
-                    } else {
-                        Ok(())
-                    }
-                })
+                    })
             }
         })
     }
@@ -393,24 +502,24 @@ impl Client {
             out["next_start_time"] = last["next_start_time"].clone();
         }
         self.show(&out, |v| {
-            println!(
-                "{:<25} {:<20} {:>6} {:<3} {:>8} {:>9}  OBJECT",
-                "CREATED", "STREAM", "SEQ", "OVR", "BYTES", "SIZE"
-            );
-            for s in v["snapshots"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<25} {:<20} {:>6} {:<3} {:>8} {:>9}  {}",
-                    s["create_time"].as_str().unwrap_or(""),
-                    s["stream"].as_str().unwrap_or(""),
-                    s["sequence"],
-                    if s["is_overlay"] == true { "yes" } else { "" },
-                    s["size"],
+            // ID and TIMESTAMP (ms) are what `snapshots rm --id` and `--ts` take.
+            let rows = v["snapshots"].as_array().into_iter().flatten().map(|s| {
+                vec![
+                    cell(&s["id"]),
+                    cell(&s["create_timestamp"]),
+                    cell(&s["create_time"]),
+                    cell(&s["stream"]),
+                    cell(&s["sequence"]),
+                    if s["is_overlay"] == true { "yes".into() } else { String::new() },
+                    cell(&s["size"]),
                     format!("{}x{}", s["width"], s["height"]),
-                    s["object"].as_str().unwrap_or(""),
-                );
-            }
+                    cell(&s["object"]),
+                ]
+            });
+            let header = ["ID", "TIMESTAMP", "CREATED", "STREAM", "SEQ", "OVR", "BYTES", "SIZE", "OBJECT"];
+            outln!("{}", table(&header, &[1, 4, 6, 7], rows));
             if v.get("next_token").is_some() {
-                println!("(more: pass --all)");
+                outln!("(more: pass --all)");
             }
         });
         Ok(())
@@ -418,83 +527,74 @@ impl Client {
 
     pub(crate) fn templates(&self, cmd: TemplatesCmd) -> ExitCode {
         let apply = |now: bool| if now { "?apply=immediately" } else { "" };
-        finish(match cmd {
-            TemplatesCmd::Ls { domain, app } => {
+        let one = |v: &Value| self.show(v, |v| print_templates(&json!({ "snapshot_configs": [v] })));
+        self.finish(match cmd {
+            TemplatesCmd::Ls { domain, app } => self.domain(domain).and_then(|domain| {
                 let mut path = format!("/v1/domains/{}/snapshot-configs?page_size=30", enc(&domain));
                 if let Some(a) = app {
                     path += &format!("&app={}", enc(&a));
                 }
                 // Follow every page.
                 let mut items = Vec::new();
-                let mut page = 1;
-                loop {
-                    match self.call("GET", &format!("{path}&page={page}"), None) {
-                        Ok(v) => {
-                            items.extend(v["snapshot_configs"].as_array().cloned().unwrap_or_default());
-                            if page >= v["pages"].as_u64().unwrap_or(0) {
-                                break Ok(json!({ "snapshot_configs": items }));
-                            }
-                            page += 1;
-                        }
-                        Err(e) => break Err(e),
+                for page in 1.. {
+                    let v = self.call("GET", &format!("{path}&page={page}"), None)?;
+                    items.extend(v["snapshot_configs"].as_array().cloned().unwrap_or_default());
+                    if page >= v["pages"].as_u64().unwrap_or(0) {
+                        break;
                     }
                 }
-                .map(|v| self.show(&v, print_templates))
-            }
-            TemplatesCmd::Add { domain, fields, apply_now } => self
-                .call(
-                    "POST",
-                    &format!("/v1/domains/{}/snapshot-configs{}", enc(&domain), apply(apply_now)),
-                    Some(fields.body()),
-                )
-                .map(|v| self.show(&v, |v| print_templates(&json!({ "snapshot_configs": [v] })))),
-            TemplatesCmd::Set { domain, fields, apply_now } => {
+                self.show(&json!({ "snapshot_configs": items }), print_templates);
+                Ok(())
+            }),
+            TemplatesCmd::Add { domain, fields, apply_now } => self.domain(domain).and_then(|domain| {
+                let path = format!("/v1/domains/{}/snapshot-configs{}", enc(&domain), apply(apply_now));
+                self.call("POST", &path, Some(fields.body())).map(|v| one(&v))
+            }),
+            TemplatesCmd::Set { domain, fields, apply_now } => self.domain(domain).and_then(|domain| {
                 let mut body = fields.body();
                 body.as_object_mut().expect("an object").remove("app_name");
                 let path =
                     format!("/v1/domains/{}/snapshot-configs/{}{}", enc(&domain), enc(&fields.app), apply(apply_now));
-                self.call("PATCH", &path, Some(body))
-                    .map(|v| self.show(&v, |v| print_templates(&json!({ "snapshot_configs": [v] }))))
-            }
-            TemplatesCmd::Rm { domain, app, apply_now } => self
-                .call(
-                    "DELETE",
-                    &format!("/v1/domains/{}/snapshot-configs/{}{}", enc(&domain), enc(&app), apply(apply_now)),
-                    None,
-                )
-                .map(|v| self.show(&v, |_| println!("deleted the snapshot config of app {app}"))),
+                self.call("PATCH", &path, Some(body)).map(|v| one(&v))
+            }),
+            TemplatesCmd::Rm { domain, app, apply_now } => self.domain(domain).and_then(|domain| {
+                let path = format!("/v1/domains/{}/snapshot-configs/{}{}", enc(&domain), enc(&app), apply(apply_now));
+                self.call("DELETE", &path, None)
+                    .map(|v| self.show(&v, |_| outln!("deleted the snapshot config of app {app}")))
+            }),
         })
     }
 
     pub(crate) fn domains(&self, cmd: DomainsCmd) -> ExitCode {
-        finish(match cmd {
+        self.finish(match cmd {
             DomainsCmd::Ls => self.call("GET", "/v1/domains", None).map(|v| {
                 self.show(&v, |v| {
-                    println!("{:<40} {:<6} {:>8} {:>6}  STORAGE", "DOMAIN", "ORIGIN", "CONFIGS", "LIVE");
-                    for d in v["domains"].as_array().into_iter().flatten() {
-                        let targets: Vec<&String> =
-                            d["storage"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
-                        println!(
-                            "{:<40} {:<6} {:>8} {:>6}  {}",
-                            d["domain"].as_str().unwrap_or(""),
-                            d["origin"].as_str().unwrap_or(""),
-                            d["snapshot_configs"],
-                            d["live_streams"],
-                            targets.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                        );
-                    }
+                    let rows = v["domains"].as_array().into_iter().flatten().map(|d| {
+                        let targets: Vec<&str> = d["storage"]
+                            .as_object()
+                            .map(|m| m.keys().map(String::as_str).collect())
+                            .unwrap_or_default();
+                        vec![
+                            cell(&d["domain"]),
+                            cell(&d["origin"]),
+                            cell(&d["snapshot_configs"]),
+                            cell(&d["live_streams"]),
+                            targets.join(", "),
+                        ]
+                    });
+                    outln!("{}", table(&["DOMAIN", "ORIGIN", "CONFIGS", "LIVE", "STORAGE"], &[2, 3], rows));
                 })
             }),
             DomainsCmd::Get { domain } => self
                 .call("GET", &format!("/v1/domains/{}", enc(&domain)), None)
-                .map(|v| println!("{}", serde_json::to_string_pretty(&v).expect("json"))),
+                .map(|v| outln!("{}", serde_json::to_string_pretty(&v).expect("json"))),
             DomainsCmd::Put { domain, file } => std::fs::read(&file)
-                .map_err(|e| Failure(format!("read {}: {e}", file.display()), 2))
+                .map_err(|e| Failure::new(format!("read {}: {e}", file.display()), 2))
                 .and_then(|b| {
-                    serde_json::from_slice::<Value>(&b).map_err(|e| Failure(format!("{}: {e}", file.display()), 2))
+                    serde_json::from_slice::<Value>(&b).map_err(|e| Failure::new(format!("{}: {e}", file.display()), 2))
                 })
                 .and_then(|body| self.call("PUT", &format!("/v1/domains/{}", enc(&domain)), Some(body)))
-                .map(|v| self.show(&v, |v| println!("domain {} is in force", v["domain"].as_str().unwrap_or("?")))),
+                .map(|v| self.show(&v, |v| outln!("domain {} is in force", cell(&v["domain"])))),
             DomainsCmd::Rm { domain, force, remove_files } => self
                 .call(
                     "DELETE",
@@ -503,160 +603,163 @@ impl Client {
                 )
                 .map(|v| {
                     self.show(&v, |v| {
-                        println!("deleted {domain}: {} records, {} files", v["records_deleted"], v["files_deleted"])
+                        outln!("deleted {domain}: {} records, {} files", v["records_deleted"], v["files_deleted"])
                     })
                 }),
         })
     }
 
     pub(crate) fn tokens(&self, cmd: TokensCmd) -> ExitCode {
-        finish(match cmd {
-            TokensCmd::Mint { domain, label } => {
+        self.finish(match cmd {
+            TokensCmd::Mint { domain, label } => self.domain(domain).and_then(|domain| {
                 let body = label.map_or_else(|| json!({}), |l| json!({ "label": l }));
                 self.call("POST", &format!("/v1/domains/{}/tokens", enc(&domain)), Some(body)).map(|v| {
                     self.show(&v, |v| {
-                        println!("id:    {}", v["id"].as_str().unwrap_or(""));
-                        println!("token: {}", v["token"].as_str().unwrap_or(""));
-                        println!("(shown once; only its hash is kept)");
+                        outln!("id:    {}", cell(&v["id"]));
+                        outln!("token: {}", cell(&v["token"]));
+                        outln!("(shown once; only its hash is kept)");
                     })
                 })
-            }
-            TokensCmd::Ls { domain } => {
+            }),
+            TokensCmd::Ls { domain } => self.domain(domain).and_then(|domain| {
                 self.call("GET", &format!("/v1/domains/{}/tokens", enc(&domain)), None).map(|v| {
                     self.show(&v, |v| {
-                        println!("{:<18} {:<25} LABEL", "ID", "CREATED");
-                        for t in v["tokens"].as_array().into_iter().flatten() {
-                            println!(
-                                "{:<18} {:<25} {}",
-                                t["id"].as_str().unwrap_or(""),
-                                t["created_time"].as_str().unwrap_or(""),
-                                t["label"].as_str().unwrap_or("")
-                            );
-                        }
+                        let rows = v["tokens"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|t| vec![cell(&t["id"]), cell(&t["created_time"]), cell(&t["label"])]);
+                        outln!("{}", table(&["ID", "CREATED", "LABEL"], &[], rows));
                     })
                 })
-            }
-            TokensCmd::Revoke { domain, id } => self
-                .call("DELETE", &format!("/v1/domains/{}/tokens/{}", enc(&domain), enc(&id)), None)
-                .map(|v| self.show(&v, |_| println!("revoked {id}"))),
+            }),
+            TokensCmd::Revoke { domain, id } => self.domain(domain).and_then(|domain| {
+                self.call("DELETE", &format!("/v1/domains/{}/tokens/{}", enc(&domain), enc(&id)), None)
+                    .map(|v| self.show(&v, |_| outln!("revoked {id}")))
+            }),
         })
     }
 
     pub(crate) fn streams(&self, cmd: StreamsCmd) -> ExitCode {
-        finish(match cmd {
-            StreamsCmd::Ls { domain } => {
+        self.finish(match cmd {
+            StreamsCmd::Ls { domain } => self.domain(domain).and_then(|domain| {
                 self.call("GET", &format!("/v1/domains/{}/streams", enc(&domain)), None).map(|v| {
                     self.show(&v, |v| {
-                        println!("{:<40} {:>9} {:>9} {:<25} TEMPLATE", "APP/STREAM", "SIZE", "SNAPSHOTS", "LAST");
-                        for s in v["streams"].as_array().into_iter().flatten() {
-                            println!(
-                                "{:<40} {:>9} {:>9} {:<25} {}",
-                                format!("{}/{}", s["app"].as_str().unwrap_or(""), s["stream"].as_str().unwrap_or("")),
+                        let rows = v["streams"].as_array().into_iter().flatten().map(|s| {
+                            let kbps = s["bitrate_bps"].as_u64().unwrap_or(0) / 1000;
+                            let gop = s["gop_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+                            vec![
+                                format!("{}/{}", cell(&s["app"]), cell(&s["stream"])),
                                 format!("{}x{}", s["width"], s["height"]),
-                                s["snapshots"],
-                                s["last_snapshot_time"].as_str().unwrap_or("-"),
-                                s["template"].as_str().unwrap_or("-"),
-                            );
-                        }
+                                kbps.to_string(),
+                                format!("{:.0}", s["fps"].as_f64().unwrap_or(0.0)),
+                                format!("{gop:.1}"),
+                                cell(&s["snapshots"]),
+                                cell(&s["last_snapshot_time"]),
+                                cell(&s["template"]),
+                                cell(&s["peer"]),
+                            ]
+                        });
+                        let header =
+                            ["APP/STREAM", "SIZE", "KBIT/S", "FPS", "GOP S", "SNAPSHOTS", "LAST", "TEMPLATE", "PEER"];
+                        outln!("{}", table(&header, &[1, 2, 3, 4, 5], rows));
                     })
                 })
-            }
-            StreamsCmd::Snap { domain, app, stream } => self
-                .call(
-                    "POST",
-                    &format!("/v1/domains/{}/streams/{}/{}/snapshot", enc(&domain), enc(&app), enc(&stream)),
-                    None,
-                )
-                .map(|v| {
+            }),
+            StreamsCmd::Snap { domain, app, stream } => self.domain(domain).and_then(|domain| {
+                let path = format!("/v1/domains/{}/streams/{}/{}/snapshot", enc(&domain), enc(&app), enc(&stream));
+                self.call("POST", &path, None).map(|v| {
                     self.show(&v, |v| {
-                        for s in v["snapshots"].as_array().into_iter().flatten() {
-                            println!("{}  {}", s["object"].as_str().unwrap_or(""), s["url"].as_str().unwrap_or(""));
-                        }
+                        let rows = v["snapshots"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|s| vec![cell(&s["object"]), cell(&s["url"])]);
+                        outln!("{}", table(&["OBJECT", "URL"], &[], rows));
                     })
-                }),
+                })
+            }),
         })
     }
-}
 
-impl Client {
     pub(crate) fn plugins(&self, cmd: PluginsCmd) -> ExitCode {
-        let print_version = |v: &Value| {
-            println!(
-                "{}  {:>8} bytes  fuel {:>10}  peak memory {:>9}  {}{}",
-                v["version"].as_str().unwrap_or(""),
-                v["size"],
-                v["conformance"]["fuel"],
-                v["conformance"]["peak_memory_bytes"],
-                v["uploaded_time"].as_str().unwrap_or(""),
-                if v["active"] == true { "  ACTIVE" } else { "" }
-            );
-            if let Some(reason) = v["demoted"]["reason"].as_str() {
-                println!("    demoted {}: {reason}", v["demoted"]["time"].as_str().unwrap_or(""));
+        let versions = |versions: &[&Value]| {
+            let rows = versions.iter().map(|v| {
+                vec![
+                    cell(&v["version"]),
+                    cell(&v["size"]),
+                    cell(&v["conformance"]["fuel"]),
+                    cell(&v["conformance"]["peak_memory_bytes"]),
+                    cell(&v["uploaded_time"]),
+                    if v["active"] == true { "yes".into() } else { String::new() },
+                ]
+            });
+            outln!("{}", table(&["VERSION", "BYTES", "FUEL", "PEAK MEMORY", "UPLOADED", "ACTIVE"], &[1, 2, 3], rows));
+            for v in versions {
+                if let Some(reason) = v["demoted"]["reason"].as_str() {
+                    outln!("{} demoted {}: {reason}", cell(&v["version"]), cell(&v["demoted"]["time"]));
+                }
             }
         };
-        finish(match cmd {
-            PluginsCmd::Ls { domain } => {
+        self.finish(match cmd {
+            PluginsCmd::Ls { domain } => self.domain(domain).and_then(|domain| {
                 self.call("GET", &format!("/v1/domains/{}/plugins", enc(&domain)), None).map(|v| {
                     self.show(&v, |v| {
-                        println!("active: {}", v["active"].as_str().unwrap_or("?"));
-                        println!("previous: {}", v["previous"].as_str().unwrap_or("?"));
-                        v["versions"].as_array().into_iter().flatten().for_each(print_version);
+                        outln!("active: {}", cell(&v["active"]));
+                        outln!("previous: {}", cell(&v["previous"]));
+                        versions(&v["versions"].as_array().into_iter().flatten().collect::<Vec<_>>());
                     })
                 })
-            }
-            PluginsCmd::Upload { domain, file, activate } => std::fs::read(&file)
-                .map_err(|e| Failure(format!("read {}: {e}", file.display()), 2))
-                .and_then(|bytes| {
-                    self.call_raw(
-                        "POST",
-                        &format!("/v1/domains/{}/plugins", enc(&domain)),
-                        Some(("application/wasm", bytes)),
-                    )
-                })
-                .and_then(|v| {
-                    if activate {
-                        let version = v["version"].as_str().unwrap_or_default();
-                        self.call("POST", &format!("/v1/domains/{}/plugins/{version}/activate", enc(&domain)), None)?;
-                    }
-                    self.show(&v, print_version);
-                    Ok(())
-                }),
-            PluginsCmd::Activate { domain, version } => self
-                .call("POST", &format!("/v1/domains/{}/plugins/{}/activate", enc(&domain), enc(&version)), None)
-                .map(|v| self.show(&v, |v| println!("active: {}", v["active"].as_str().unwrap_or("?")))),
-            PluginsCmd::Rm { domain, version } => self
-                .call("DELETE", &format!("/v1/domains/{}/plugins/{}", enc(&domain), enc(&version)), None)
-                .map(|v| self.show(&v, |_| println!("deleted {version}"))),
+            }),
+            PluginsCmd::Upload { domain, file, activate } => self.domain(domain).and_then(|domain| {
+                let bytes =
+                    std::fs::read(&file).map_err(|e| Failure::new(format!("read {}: {e}", file.display()), 2))?;
+                let path = format!("/v1/domains/{}/plugins", enc(&domain));
+                let v = self.call_raw("POST", &path, Some(("application/wasm", bytes)))?;
+                if activate {
+                    let version = v["version"].as_str().unwrap_or_default();
+                    self.call("POST", &format!("/v1/domains/{}/plugins/{version}/activate", enc(&domain)), None)?;
+                }
+                self.show(&v, |v| versions(&[v]));
+                Ok(())
+            }),
+            PluginsCmd::Activate { domain, version } => self.domain(domain).and_then(|domain| {
+                self.call("POST", &format!("/v1/domains/{}/plugins/{}/activate", enc(&domain), enc(&version)), None)
+                    .map(|v| self.show(&v, |v| outln!("active: {}", cell(&v["active"]))))
+            }),
+            PluginsCmd::Rm { domain, version } => self.domain(domain).and_then(|domain| {
+                self.call("DELETE", &format!("/v1/domains/{}/plugins/{}", enc(&domain), enc(&version)), None)
+                    .map(|v| self.show(&v, |_| outln!("deleted {version}")))
+            }),
         })
     }
 }
 
 fn print_templates(v: &Value) {
-    println!("{:<20} {:>8} {:<10} {:<5} {:<36} SEQUENCE", "APP", "INTERVAL", "STORAGE", "FROM", "OVERWRITE");
-    for t in v["snapshot_configs"].as_array().into_iter().flatten() {
-        println!(
-            "{:<20} {:>8} {:<10} {:<5} {:<36} {}",
-            t["app_name"].as_str().unwrap_or(""),
-            t["time_interval"],
-            t["storage"].as_str().unwrap_or(""),
-            t["origin"].as_str().unwrap_or(""),
-            t["overwrite_object"].as_str().unwrap_or("-"),
-            t["sequence_object"].as_str().unwrap_or("-"),
-        );
+    let rows = v["snapshot_configs"].as_array().into_iter().flatten().map(|t| {
+        vec![
+            cell(&t["app_name"]),
+            cell(&t["time_interval"]),
+            cell(&t["storage"]),
+            cell(&t["origin"]),
+            cell(&t["overwrite_object"]),
+            cell(&t["sequence_object"]),
+        ]
+    });
+    outln!("{}", table(&["APP", "INTERVAL", "STORAGE", "FROM", "OVERWRITE", "SEQUENCE"], &[1], rows));
+}
+
+/// The innermost cause of an error: reqwest's own message repeats its
+/// sources' text, so only the root is worth printing.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(source) = e.source() {
+        e = source;
     }
+    e.to_string()
 }
 
 /// Percent-encodes a path segment or query value.
 fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
-}
-
-fn finish(outcome: Outcome) -> ExitCode {
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(msg, code)) => {
-            eprintln!("edgesnap: {msg}");
-            ExitCode::from(code)
-        }
-    }
 }

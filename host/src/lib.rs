@@ -14,6 +14,7 @@ pub mod capture;
 pub mod config;
 pub mod index;
 pub mod ingest;
+pub mod listen;
 pub mod media;
 pub mod metrics;
 pub mod notify;

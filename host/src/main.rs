@@ -1,6 +1,7 @@
 //! The `edgesnap` binary: `serve --config FILE`, `check-config FILE`, and
 //! client subcommands over the HTTP API (`cli`).
 
+#[macro_use]
 mod cli;
 mod runner;
 
@@ -14,31 +15,43 @@ use tokio_util::task::TaskTracker;
 
 use edgesnap::config::Config;
 use edgesnap::tenants::Tenants;
-use edgesnap::{api, index, ingest, media, metrics, notify, policy, retention, snapshot, spool};
+use edgesnap::{api, index, ingest, listen, media, metrics, notify, policy, retention, snapshot, spool};
 
 #[derive(Parser)]
 #[command(
     name = "edgesnap",
     version,
-    about = "Live-stream snapshot host: RTMP in, keyframe JPGs out to object storage"
+    about = "Live-stream snapshot host: RTMP in, keyframe JPGs out to object storage",
+    after_help = "Reference: docs/ in the source tree, /usr/share/doc/edgesnap/docs when installed from the package."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
     client: cli::Client,
+    /// Log lines (on stderr) as text, or as one JSON object a line. The
+    /// level is set by RUST_LOG (default `info`; e.g. `info,edgesnap=debug`).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "EDGESNAP_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the host.
+    /// Run the host. Every config key: docs/configuration.md.
     Serve {
+        /// The TOML config file (docs/configuration.md).
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file and exit (non-zero naming the field and rule).
+    /// Validate a config file and exit (non-zero naming the field and rule; docs/configuration.md).
     CheckConfig { file: PathBuf },
-    /// Run a policy plugin locally with production limits.
+    /// Run a policy plugin locally with production limits (docs/plugins.md).
     #[command(subcommand)]
     Plugin(PluginCmd),
     /// Which domains the token may see.
@@ -79,11 +92,8 @@ enum PluginCmd {
 fn main() -> std::process::ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let client = cli.client;
     let result = match cli.command {
         Command::Whoami => return client.whoami(),
@@ -94,9 +104,7 @@ fn main() -> std::process::ExitCode {
         Command::Streams(cmd) => return client.streams(cmd),
         Command::Plugins(cmd) => return client.plugins(cmd),
         Command::CheckConfig { file } => Config::load(&file)
-            .map(|c| {
-                println!("{}: ok ({} domains)", file.display(), c.domains.len());
-            })
+            .map(|c| outln!("{}: ok ({} domains)", file.display(), c.domains.len()))
             .map_err(anyhow::Error::from),
         Command::Serve { config } => serve(config),
         Command::Plugin(PluginCmd::Run { file, input }) => match runner::run(&file, &input) {
@@ -108,9 +116,35 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("edgesnap: {e:#}");
+            eprintln!("edgesnap: {}", report(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, each cause once: a message that
+/// already quotes its source is not followed by it again.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out += ": ";
+            out += &cause;
+        }
+    }
+    out
+}
+
+/// Logs to stderr: colour only on a terminal (journald and files get plain
+/// text), or JSON lines.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
     }
 }
 
@@ -134,14 +168,10 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let policies =
         Arc::new(policy::Policies::new(index.clone(), settings.get().plugin_limits, metrics.clone(), Some(&compiled))?);
     policies.follow(settings.clone());
-    let urls = Arc::new(edgesnap::urls::UrlSigner::new(settings.clone(), index.secret("url-signing-key")?));
-
-    let rtmp = tokio::net::TcpListener::bind(server.rtmp_listen)
-        .await
-        .with_context(|| format!("listen for RTMP on {}", server.rtmp_listen))?;
-    let http = tokio::net::TcpListener::bind(server.http_listen)
-        .await
-        .with_context(|| format!("listen for HTTP on {}", server.http_listen))?;
+    let rtmp = listen::bind(server.rtmp_listen, "RTMP").await?;
+    let http = listen::bind(server.http_listen, "HTTP").await?;
+    let (rtmp_addr, http_addr) = (rtmp.local_addr()?, http.local_addr()?);
+    let urls = Arc::new(edgesnap::urls::UrlSigner::new(settings.clone(), index.secret("url-signing-key")?, http_addr));
 
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(server.capture_queue);
     let (decoded_tx, decoded_rx) = tokio::sync::mpsc::channel(256);
@@ -235,13 +265,14 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let snapshots = tokio::spawn(path.run(decoded_rx, snapshot_tasks.clone()));
     let ingest_loop = tokio::spawn(ingest.clone().run(rtmp, cancel.clone(), ingest_tasks.clone()));
     let http_loop = tokio::spawn(api.run(http, cancel.clone()));
-    tracing::info!(
-        rtmp = %server.rtmp_listen, http = %server.http_listen, decoders = server.decoder_workers,
-        "edgesnap is serving"
-    );
+    let listening = server.data_dir.join(listen::LISTENING_FILE);
+    listen::announce(&listening, rtmp_addr, http_addr).with_context(|| format!("write {}", listening.display()))?;
+    tracing::info!(rtmp = %rtmp_addr, http = %http_addr, decoders = server.decoder_workers, "edgesnap is serving");
 
     shutdown_signal(&config_path, &tenants).await;
     tracing::info!("shutting down: closing publishers, finishing in-flight snapshots");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = std::fs::remove_file(&listening);
     // 1. Stop ingest: no new keyframes enter the capture queue.
     cancel.cancel();
     let _ = ingest_loop.await;

@@ -1,13 +1,49 @@
-//! Prometheus metrics of the whole host, served at `/metrics`.
+//! Prometheus metrics of the whole host, served at `/metrics`: OpenMetrics
+//! text to scrapers that ask for it (Prometheus does), Prometheus' text
+//! format 0.0.4 to the rest, each with its own content type. Besides the
+//! host's own series (`edgesnap_*`): `edgesnap_build_info` and the standard
+//! `process_*` series (CPU, RSS, open descriptors). Failure series exist at 0
+//! before the first failure, for every stage, reason and configured domain,
+//! so `rate()` and alerts see them from the start.
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+/// The content type of [`Metrics::render_openmetrics`].
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Metrics::render_text`].
+pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The stages of `snapshots_failed` and the reasons of `rtmp_rejected`, shown at 0 from the start.
+const FAILED_STAGES: [&str; 4] = ["decode", "policy", "store", "index"];
+const REJECT_REASONS: [&str; 7] =
+    ["io", "handshake", "protocol", "refused", "unsupported_codec", "malformed_video", "idle"];
+
 type Labels = Vec<(&'static str, &'static str)>;
+type StreamLabels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// At most this many live streams get per-stream series (`server.stream_metrics`).
+pub const STREAM_SERIES_MAX: usize = 1000;
+
+/// One live stream's health, as its per-stream series show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamHealth {
+    pub domain: String,
+    pub app: String,
+    pub stream: String,
+    pub bitrate_bps: f64,
+    pub fps: f64,
+    pub gop_seconds: f64,
+    pub keyframe_age_seconds: f64,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -53,6 +89,11 @@ pub struct Metrics {
     pub recovered: Family<Vec<(&'static str, String)>, Counter>,
     /// HTTP requests by method, route pattern and status, with their latency.
     pub http_seconds: Family<Vec<(&'static str, String)>, Histogram>,
+    /// Per live stream (opt-in): bitrate, frame rate, GOP length, keyframe age.
+    stream_bitrate: Family<StreamLabels, FloatGauge>,
+    stream_fps: Family<StreamLabels, FloatGauge>,
+    stream_gop: Family<StreamLabels, FloatGauge>,
+    stream_keyframe_age: Family<StreamLabels, FloatGauge>,
 }
 
 /// Fine enough to read a p99 against a 500 ms target.
@@ -71,7 +112,18 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("edgesnap");
+        let mut top = Registry::default();
+        top.register_collector(Box::new(Process { started: crate::unix_ms() as f64 / 1000.0 }));
+        let registry = top.sub_registry_with_prefix("edgesnap");
+        registry.register(
+            "build",
+            "The running build: version, minimum Rust version and compiled-in features",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("rust_version", env!("CARGO_PKG_RUST_VERSION")),
+                ("failpoints", if cfg!(feature = "failpoints") { "on" } else { "off" }),
+            ]),
+        );
         let m = Metrics {
             rtmp_connections: Gauge::default(),
             live_streams: Gauge::default(),
@@ -101,6 +153,10 @@ impl Metrics {
             policy_peak_memory_bytes: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(65_536.0, 2.0, 12))
             }),
+            stream_bitrate: Family::default(),
+            stream_fps: Family::default(),
+            stream_gop: Family::default(),
+            stream_keyframe_age: Family::default(),
             registry: Registry::default(),
         };
         registry.register("rtmp_connections", "Open RTMP connections", m.rtmp_connections.clone());
@@ -181,13 +237,75 @@ impl Metrics {
             "Peak linear memory of uploaded plugins' successful naming calls",
             m.policy_peak_memory_bytes.clone(),
         );
-        Metrics { registry, ..m }
+        registry.register(
+            "stream_bitrate_bps",
+            "Media bitrate of a live stream, bits per second (server.stream_metrics)",
+            m.stream_bitrate.clone(),
+        );
+        registry.register(
+            "stream_fps",
+            "Video frame rate of a live stream (server.stream_metrics)",
+            m.stream_fps.clone(),
+        );
+        registry.register(
+            "stream_gop_seconds",
+            "Media time between a live stream's last two keyframes (server.stream_metrics)",
+            m.stream_gop.clone(),
+        );
+        registry.register(
+            "stream_keyframe_age_seconds",
+            "Seconds since a live stream's last keyframe arrived (server.stream_metrics)",
+            m.stream_keyframe_age.clone(),
+        );
+        for stage in FAILED_STAGES {
+            let _ = m.snapshots_failed.get_or_create(&vec![("stage", stage)]);
+        }
+        for reason in REJECT_REASONS {
+            let _ = m.rtmp_rejected.get_or_create(&vec![("reason", reason)]);
+        }
+        Metrics { registry: top, ..m }
     }
 
-    pub fn render(&self) -> String {
+    /// Shows a domain's failure and delivery series (at 0 until they count).
+    pub fn domain_series(&self, domain: &str) {
+        let d = || vec![("domain", domain.to_owned())];
+        let _ = self.policy_fallbacks.get_or_create(&d());
+        let _ = self.policy_demotions.get_or_create(&d());
+        let _ = self.snapshots_spooled.get_or_create(&d());
+        let _ = self.snapshots_skipped.get_or_create(&d());
+        let _ = self.spool_entries.get_or_create(&d());
+        let _ = self.spool_bytes.get_or_create(&d());
+        for outcome in ["delivered", "retried", "failed", "dropped"] {
+            let _ = self.callbacks.get_or_create(&vec![("domain", domain.to_owned()), ("outcome", outcome.to_owned())]);
+        }
+    }
+
+    /// Replaces the per-stream series with these streams' (at most
+    /// [`STREAM_SERIES_MAX`]); an empty list removes them all.
+    pub fn set_streams(&self, streams: &[StreamHealth]) {
+        let families = [&self.stream_bitrate, &self.stream_fps, &self.stream_gop, &self.stream_keyframe_age];
+        for f in families {
+            f.clear();
+        }
+        for h in streams.iter().take(STREAM_SERIES_MAX) {
+            let labels = vec![("domain", h.domain.clone()), ("app", h.app.clone()), ("stream", h.stream.clone())];
+            let values = [h.bitrate_bps, h.fps, h.gop_seconds, h.keyframe_age_seconds];
+            for (f, v) in families.iter().zip(values) {
+                f.get_or_create(&labels).set(v);
+            }
+        }
+    }
+
+    /// OpenMetrics text (content type [`OPENMETRICS`]).
+    pub fn render_openmetrics(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// Prometheus' text format 0.0.4 (content type [`TEXT_004`]).
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render_openmetrics())
     }
 
     pub fn rejected(&self, reason: &'static str) {
@@ -249,5 +367,167 @@ impl Metrics {
 
     pub fn stage(&self, stage: &'static str, seconds: f64) {
         self.stage_seconds.get_or_create(&vec![("stage", stage)]).observe(seconds);
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus' text format 0.0.4: a counter's
+/// family is named with its `_total` samples, an info family becomes the
+/// gauge `NAME_info`, `# UNIT` and `# EOF` go. Everything else is the same
+/// in both formats.
+fn openmetrics_to_text(om: &str) -> String {
+    let mut types = std::collections::HashMap::new();
+    for line in om.lines() {
+        if let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|r| r.split_once(' ')) {
+            types.insert(name, kind);
+        }
+    }
+    let renamed = |name: &str| match types.get(name) {
+        Some(&"counter") => format!("{name}_total"),
+        Some(&"info") => format!("{name}_info"),
+        _ => name.to_owned(),
+    };
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some((name, help)) = line.strip_prefix("# HELP ").and_then(|r| r.split_once(' ')) {
+            out += &format!("# HELP {} {help}\n", renamed(name));
+        } else if let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|r| r.split_once(' ')) {
+            let kind = match kind {
+                "info" => "gauge",
+                "unknown" => "untyped",
+                k => k,
+            };
+            out += &format!("# TYPE {} {kind}\n", renamed(name));
+        } else {
+            out += line;
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The standard `process_*` series of this process, read from `/proc` at each scrape.
+#[derive(Debug)]
+struct Process {
+    started: f64,
+}
+
+impl Process {
+    /// CPU seconds (user + system): fields 14 and 15 of `/proc/self/stat`,
+    /// in USER_HZ (100 on Linux for every `/proc` interface).
+    fn cpu_seconds() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) may hold spaces: count from after it.
+        let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+        let utime: f64 = fields.nth(11)?.parse().ok()?;
+        let stime: f64 = fields.next()?.parse().ok()?;
+        Some((utime + stime) / 100.0)
+    }
+
+    fn resident_bytes() -> Option<i64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().strip_suffix("kB")?;
+        Some(kb.trim().parse::<i64>().ok()? * 1024)
+    }
+
+    fn open_fds() -> Option<i64> {
+        Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as i64)
+    }
+
+    fn max_fds() -> Option<i64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        limits.lines().find_map(|l| l.strip_prefix("Max open files")?.split_whitespace().next()?.parse().ok())
+    }
+}
+
+impl Collector for Process {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(cpu) = Process::cpu_seconds() {
+            let m = ConstCounter::new(cpu);
+            m.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "User and system CPU time spent, in seconds",
+                None,
+                m.metric_type(),
+            )?)?;
+        }
+        let gauges = [
+            ("process_resident_memory_bytes", "Resident memory size, in bytes", Process::resident_bytes()),
+            ("process_open_fds", "Open file descriptors", Process::open_fds()),
+            ("process_max_fds", "Limit of open file descriptors", Process::max_fds()),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(v) = value {
+                let m = ConstGauge::new(v);
+                m.encode(encoder.encode_descriptor(name, help, None, m.metric_type())?)?;
+            }
+        }
+        let m = ConstGauge::new(self.started);
+        m.encode(encoder.encode_descriptor(
+            "process_start_time_seconds",
+            "Start time of the process since the unix epoch, in seconds",
+            None,
+            m.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_formats_type_every_family() {
+        let m = Metrics::new();
+        m.snapshots_stored.inc();
+        m.domain_series("a.example");
+        let om = m.render_openmetrics();
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(om.contains("# TYPE edgesnap_snapshots_stored counter\nedgesnap_snapshots_stored_total 1\n"), "{om}");
+        let text = m.render_text();
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        assert!(
+            text.contains("# HELP edgesnap_snapshots_stored_total Snapshots stored and indexed.\n# TYPE edgesnap_snapshots_stored_total counter\nedgesnap_snapshots_stored_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE edgesnap_build_info gauge\nedgesnap_build_info{"), "{text}");
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "), "{text}");
+        // Every sample's family is typed: each sample name is a TYPE'd name,
+        // or one with a histogram's suffix.
+        let typed: std::collections::HashSet<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+            assert!(typed.contains(name) || typed.contains(family), "untyped sample {sample}");
+        }
+    }
+
+    #[test]
+    fn failure_series_are_there_at_zero() {
+        let m = Metrics::new();
+        m.domain_series("a.example");
+        let text = m.render_text();
+        for series in [
+            "edgesnap_snapshots_failed_total{stage=\"store\"} 0",
+            "edgesnap_rtmp_rejected_total{reason=\"protocol\"} 0",
+            "edgesnap_policy_demotions_total{domain=\"a.example\"} 0",
+            "edgesnap_callbacks_total{domain=\"a.example\",outcome=\"failed\"} 0",
+            "edgesnap_snapshots_skipped_total{domain=\"a.example\"} 0",
+            "edgesnap_snapshots_missed_total 0",
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn process_series_read_this_process() {
+        assert!(Process::cpu_seconds().unwrap() >= 0.0);
+        assert!(Process::resident_bytes().unwrap() > 1 << 20);
+        let (open, max) = (Process::open_fds().unwrap(), Process::max_fds().unwrap());
+        assert!(open >= 3 && max >= open, "{open} of {max}");
     }
 }

@@ -1,4 +1,4 @@
-//! Callbacks (SPEC §5): each stored or deleted snapshot becomes one
+//! Callbacks (docs/callbacks.md): each stored or deleted snapshot becomes one
 //! delivery per callback URL (the template's `callback` and the domain's
 //! `notify_url`, one delivery when both name the same URL), put in the
 //! durable outbox in redb in the same transaction as the records it tells
@@ -141,7 +141,7 @@ impl Notifier {
         }
     }
 
-    /// A delivery's JSON body (SPEC §5); `id` is the idempotency key.
+    /// A delivery's JSON body (docs/callbacks.md); `id` is the idempotency key.
     fn body(&self, r: &Record, event: &str) -> String {
         // An overwrite record keeps its id as its object is replaced: each
         // replacement is its own event.

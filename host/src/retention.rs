@@ -1,5 +1,5 @@
 //! Deletion: removing the objects of deleted records (for the API and the
-//! policies alike), and deletion policies (SPEC §6). After each new snapshot
+//! policies alike), and deletion policies (docs/plugins.md). After each new snapshot
 //! of a stream whose domain runs an uploaded plugin, the plugin is shown the
 //! stream's sequential snapshots page by page from the newest, and what it
 //! selects is deleted, files included, once the pass is over.
@@ -375,7 +375,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let policies = Arc::new(Policies::new(index.clone(), Limits::default(), metrics.clone(), None).unwrap());
         let settings = crate::config::Settings::new(config);
-        let urls = Arc::new(crate::urls::UrlSigner::new(settings.clone(), b"key".to_vec()));
+        let urls =
+            Arc::new(crate::urls::UrlSigner::new(settings.clone(), b"key".to_vec(), "127.0.0.1:8080".parse().unwrap()));
         let notifier = crate::notify::Notifier::new(index.clone(), settings, urls, metrics.clone()).unwrap();
         let (retention, _rx) = Retention::new(index.clone(), storage, policies.clone(), notifier, metrics.clone());
         captures(&index, "cam1", 600).await;
@@ -401,7 +402,7 @@ mod tests {
         let pages: Vec<(u64, usize)> =
             runs.iter().rev().filter_map(|r| r.deletion.as_ref()).map(|d| (d.offset, d.items)).collect();
         assert_eq!(pages, vec![(0, 255), (255, 256), (511, 89)]);
-        assert!(metrics.render().contains(r#"edgesnap_policy_deletions_total{domain="d.example"} 590"#));
+        assert!(metrics.render_text().contains(r#"edgesnap_policy_deletions_total{domain="d.example"} 590"#));
         // Again: one page, nothing more to delete.
         assert_eq!(retention.clone().pass(key("cam1")).await.unwrap(), 0);
 

@@ -163,7 +163,7 @@ pub(crate) fn run(file: &Path, input: &Path) -> anyhow::Result<bool> {
             _ => anyhow::bail!("the input has either `capture` and `template`, or `select_deletions`"),
         };
         out.as_object_mut().expect("an object").extend(limits.as_object().expect("an object").clone());
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         anyhow::Ok(ok)
     })();
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,4 +1,4 @@
-//! The local spool (SPEC §7): a capture whose storage target is down waits
+//! The local spool (docs/storage.md): a capture whose storage target is down waits
 //! here, on disk, and is stored when the target answers again, in capture
 //! order per target. Its index records are committed only once its objects
 //! are stored. Also settles, at start, the captures that were in flight at

@@ -296,6 +296,7 @@ impl Tenants {
             public_url: new.public_url.clone(),
             url_ttl: new.url_ttl,
             allow_private_callbacks: new.allow_private_callbacks,
+            stream_metrics: new.stream_metrics,
             callback_retry_for: new.callback_retry_for,
             outbox_quota: new.outbox_quota,
             spool_max_bytes: new.spool_max_bytes,

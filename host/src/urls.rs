@@ -12,11 +12,14 @@ use crate::index::Record;
 pub struct UrlSigner {
     settings: Arc<Settings>,
     key: Vec<u8>,
+    /// `http://` and the HTTP listener's bound address: the public URL when
+    /// the config sets none.
+    bound_url: String,
 }
 
 impl UrlSigner {
-    pub fn new(settings: Arc<Settings>, key: Vec<u8>) -> UrlSigner {
-        UrlSigner { settings, key }
+    pub fn new(settings: Arc<Settings>, key: Vec<u8>, http: std::net::SocketAddr) -> UrlSigner {
+        UrlSigner { settings, key, bound_url: format!("http://{http}") }
     }
 
     /// A record's image path under the API.
@@ -29,7 +32,8 @@ impl UrlSigner {
         let config = self.settings.get();
         let exp = crate::unix_ms() / 1000 + config.server.url_ttl.as_secs();
         let sig = self.signature(path, exp);
-        format!("{}{path}?exp={exp}&sig={sig}", config.server.public_url)
+        let base = config.server.public_url.as_deref().unwrap_or(&self.bound_url);
+        format!("{base}{path}?exp={exp}&sig={sig}")
     }
 
     /// A record as the API and the callbacks show it: its fields and a

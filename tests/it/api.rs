@@ -1,4 +1,4 @@
-//! The management API (SPEC §4) against the real binary: templates with
+//! The management API (docs/api.md) against the real binary: templates with
 //! every rule, notify settings, domains and tokens with tenant isolation
 //! over every route, restart, publish auth with key rotation by SIGHUP,
 //! "snapshot now" and `apply=immediately`.
@@ -44,7 +44,7 @@ fn templates_every_rule_and_crud() {
     );
     assert_error(host.api("DELETE", &format!("{base}/*"), None), 409, "ManagedByConfigFile");
 
-    // Every SPEC §2 rule, each with its own code.
+    // Every docs/templates.md rule, each with its own code.
     let long = format!("{}.jpg", "a".repeat(252));
     let rules: Vec<(Value, &str)> = vec![
         (json!({"app_name": "-cam"}), "InvalidParameter.AppName"),
@@ -286,9 +286,17 @@ fn domains_tokens_isolation_and_restart() {
     assert!(!list.to_string().contains(&token), "a token is shown once");
 
     let (status, who) = host.api_as(&token, "GET", "/v1/whoami", None);
-    assert_eq!((status, who), (200, json!({"role": "domain", "domains": ["b.example"]})));
+    assert_eq!(
+        (status, who),
+        (200, json!({"role": "domain", "domains": ["b.example"], "default_domain": "b.example"})),
+        "a domain token's default domain is its own"
+    );
     let (_, who) = host.api("GET", "/v1/whoami", None);
-    assert_eq!(who, json!({"role": "operator", "domains": ["b.example", "localhost"]}));
+    assert_eq!(
+        who,
+        json!({"role": "operator", "domains": ["b.example", "localhost"], "default_domain": "localhost"}),
+        "the operator's is the server's"
+    );
 
     // A domain token reaches its own domain only: every route elsewhere is 403.
     for other in ["localhost", "missing.example"] {

@@ -1,4 +1,4 @@
-//! Callbacks (SPEC §5) to a real HTTP receiver in the test: every stored and
+//! Callbacks (docs/callbacks.md) to a real HTTP receiver in the test: every stored and
 //! deleted snapshot is told, signed (the reference's headers and the body
 //! HMAC), at least once, across a host restart while the receiver was down;
 //! what cannot be delivered is kept as failed and can be replayed; private

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{DomainSpec, Host, TOKEN, bin};
+use crate::harness::{DomainSpec, Host, OutputWithin, TOKEN, bin};
 use crate::media::{Clip, ffmpeg_push};
 
 fn run(host: &Host, args: &[&str]) -> Output {
@@ -14,8 +14,7 @@ fn run(host: &Host, args: &[&str]) -> Output {
         .args(args)
         .env("EDGESNAP_SERVER", format!("http://127.0.0.1:{}", host.http_port))
         .env("EDGESNAP_TOKEN", TOKEN)
-        .output()
-        .unwrap()
+        .output_within(Duration::from_secs(60))
 }
 
 #[track_caller]
@@ -42,7 +41,15 @@ fn client_subcommands_script_the_api() {
     assert_eq!((v["app_name"].as_str(), v["time_interval"].as_u64()), (Some("cam2"), Some(10)));
     let again = run(&host, &[&add[..], &["--overwrite", "{StreamName}.jpg"]].concat());
     assert_eq!(again.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("409 ConfigAlreadyExists"), "{again:?}");
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("409 ConfigAlreadyExists"), "{again:?}");
+    assert_eq!(said.lines().count(), 1, "printed once: {said}");
+    // With --json, the error is JSON too.
+    let again = run(&host, &[&add[..], &["--overwrite", "{StreamName}.jpg", "--json"]].concat());
+    assert_eq!(again.status.code(), Some(1));
+    let error: Value = serde_json::from_slice(&again.stderr).unwrap_or_else(|e| panic!("{e}: {again:?}"));
+    assert_eq!(error["error"]["code"], "ConfigAlreadyExists", "{error}");
+    assert_eq!(error["error"]["status"], 409, "{error}");
     let bad = run(
         &host,
         &[
@@ -93,8 +100,33 @@ fn client_subcommands_script_the_api() {
     ));
     let snaps = v["snapshots"].as_array().unwrap();
     assert_eq!(snaps.len(), 4, "{v}");
-    let table = run(&host, &["snapshots", "ls", "--domain", "localhost", "--app", "live", "--since", "1h"]);
-    assert!(String::from_utf8_lossy(&table.stdout).contains("live/cam.jpg"));
+    // Without --domain: the server's default domain. The table shows what `rm` takes.
+    let table = run(&host, &["snapshots", "ls", "--app", "live", "--since", "1h"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success() && text.contains("live/cam.jpg"), "{table:?}");
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&header[..3], ["ID", "TIMESTAMP", "CREATED"], "{text}");
+    let first = &snaps[0];
+    let row = text.lines().find(|l| l.starts_with(first["id"].as_str().unwrap())).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains(&first["create_timestamp"].to_string()), "{row}");
+    // Columns align: every row's OBJECT starts where the header's does.
+    let at = text.lines().next().unwrap().find("OBJECT").unwrap();
+    assert!(text.lines().skip(1).all(|l| l[at..].starts_with("live/")), "{text}");
+
+    // A reader that goes away (`| head`) ends the command quietly.
+    let mut child = Command::new(bin())
+        .args(["snapshots", "ls", "--app", "live", "--since", "1h"])
+        .env("EDGESNAP_SERVER", format!("http://127.0.0.1:{}", host.http_port))
+        .env("EDGESNAP_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = crate::harness::wait_within(&mut child, Duration::from_secs(30)).expect("the command ends");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success() && stderr.is_empty(), "{status}: {stderr}");
 
     let seq = snaps.iter().find(|s| s["is_overlay"] == false).unwrap();
     let ts = seq["create_timestamp"].to_string();
@@ -128,8 +160,9 @@ fn client_subcommands_script_the_api() {
     assert!(run(&host, &["plugins", "rm", "--domain", "localhost", &version]).status.success());
     assert_eq!(run(&host, &["plugins", "rm", "--domain", "localhost", &version]).status.code(), Some(1));
 
-    let unreachable = Command::new(bin()).args(["whoami", "--server", "http://127.0.0.1:9"]).output().unwrap();
+    let unreachable =
+        Command::new(bin()).args(["whoami", "--server", "http://127.0.0.1:9"]).output_within(Duration::from_secs(60));
     assert_eq!(unreachable.status.code(), Some(3));
-    let usage = Command::new(bin()).args(["snapshots", "ls"]).output().unwrap();
+    let usage = Command::new(bin()).args(["snapshots", "ls"]).output_within(Duration::from_secs(60));
     assert_eq!(usage.status.code(), Some(2));
 }

@@ -2,8 +2,9 @@
 //! and `serve` exit non-zero naming the field and the rule.
 
 use std::process::Command;
+use std::time::Duration;
 
-use crate::harness::bin;
+use crate::harness::{OutputWithin, bin};
 
 fn example() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/edgesnap.toml")
@@ -11,7 +12,7 @@ fn example() -> std::path::PathBuf {
 
 #[test]
 fn example_config_is_valid() {
-    let out = Command::new(bin()).arg("check-config").arg(example()).output().unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(example()).output_within(Duration::from_secs(60));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let config = edgesnap::config::Config::load(&example()).unwrap();
     let t = config.template_for("localhost", "live").expect("app * template");
@@ -32,8 +33,7 @@ fn check(from: &str, to: &str, want: &str) {
             .args(&args)
             .arg(&path)
             .env("EDGESNAP_OPERATOR_TOKEN", "it-operator-token-0123456789")
-            .output()
-            .unwrap();
+            .output_within(Duration::from_secs(60));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} with {to:?} must fail");
         assert!(stderr.contains(want), "{args:?} with {to:?}: stderr {stderr:?} should name {want:?}");
@@ -94,8 +94,7 @@ fn missing_operator_token_is_named() {
         .args(["serve", "--config"])
         .arg(example())
         .env_remove("EDGESNAP_OPERATOR_TOKEN")
-        .output()
-        .unwrap();
+        .output_within(Duration::from_secs(60));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -106,7 +105,8 @@ fn missing_operator_token_is_named() {
 
 #[test]
 fn missing_config_file_is_named() {
-    let out = Command::new(bin()).args(["check-config", "/nonexistent/edgesnap.toml"]).output().unwrap();
+    let out =
+        Command::new(bin()).args(["check-config", "/nonexistent/edgesnap.toml"]).output_within(Duration::from_secs(60));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("read config file /nonexistent/edgesnap.toml"));
 }
@@ -127,8 +127,7 @@ fn a_missing_credentials_file_stops_serve_naming_it() {
         .arg(&path)
         .current_dir(dir.path())
         .env("EDGESNAP_OPERATOR_TOKEN", "it-operator-token-0123456789")
-        .output()
-        .unwrap();
+        .output_within(Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("localhost/b") && stderr.contains("read credentials_file /nonexistent/c"), "{stderr}");

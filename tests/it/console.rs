@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::harness::{DomainSpec, Host, TOKEN};
+use crate::harness::{DomainSpec, Host, OutputWithin, TOKEN};
 use crate::media::{ffmpeg_push, moving_flv, testsrc_flv};
 
 #[test]
@@ -59,8 +59,7 @@ fn the_console_in_a_real_browser() {
         .env("SHOTS", &shots)
         .env("PLUGIN_A", plugins.join("keep_last.wasm"))
         .env("PLUGIN_B", plugins.join("thin_by_age.wasm"))
-        .output()
-        .expect("run node (scripts/setup.sh installs it with the console's packages)");
+        .output_within(Duration::from_secs(600));
     stop.store(true, Ordering::SeqCst);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the browser test failed:\n{stderr}\nhost log:\n{}", host.log());

@@ -4,19 +4,11 @@
 //! status codes and content types; 405s carry `Allow`; routes that need a
 //! token refuse without one.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{DomainSpec, Host, TOKEN};
+use crate::harness::{DomainSpec, Host, OutputWithin, TOKEN, venv_bin};
 use crate::media::{Clip, ffmpeg_push};
-
-fn schemathesis() -> PathBuf {
-    let cache = std::env::var("EDGESNAP_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/edgesnap"));
-    cache.join("venv/bin/st")
-}
 
 #[test]
 fn schemathesis_finds_no_server_error_and_no_schema_violation() {
@@ -25,7 +17,7 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url("live/cam"), false).status.success());
     host.wait_for("snapshots", Duration::from_secs(30), || host.snapshots("localhost", "live", Some("cam")).len() >= 4);
 
-    let st = schemathesis();
+    let st = venv_bin("st");
     let out = Command::new(&st)
         // schemathesis keeps a cache in its working directory: not the repository's.
         .current_dir(host.dir.path())
@@ -40,8 +32,7 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         .args(["--phases", "examples,fuzzing,stateful"])
         .args(["--max-examples", "60", "--workers", "2", "--request-timeout", "15"])
         .env("NO_COLOR", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("run {} (scripts/setup.sh installs it): {e}", st.display()));
+        .output_within(Duration::from_secs(900));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "schemathesis found failures:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(report.contains("API Operations"), "a real run:\n{report}");

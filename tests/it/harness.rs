@@ -11,9 +11,86 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "it-operator-token-0123456789";
 
-/// A free loopback port (bound once, then released for the host to take).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Runs a command to its end within `deadline`, capturing its output. A
+/// command still running then is killed and the test fails naming it: a
+/// bug costs seconds, never a stalled suite.
+pub fn output_within(cmd: &mut Command, deadline: Duration) -> std::process::Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let status = wait_within(&mut child, deadline).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not finish within {deadline:?}; killed");
+    });
+    std::process::Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+/// [`output_within`] as a method: `Command::new(..).args(..).output_within(d)`.
+pub trait OutputWithin {
+    fn output_within(&mut self, deadline: Duration) -> std::process::Output;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, deadline: Duration) -> std::process::Output {
+        output_within(self, deadline)
+    }
+}
+
+/// Waits for a child to exit, at most `deadline`; `None` if it still runs.
+pub fn wait_within(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a server that is told its port on its command line, on a port
+/// that was free a moment ago. Another listener may take the port in that
+/// moment: `ready` then never holds, or the server exits, and a new port is
+/// tried. For programs that cannot listen on port 0 and report it.
+pub fn start_on_free_port(
+    what: &str,
+    mut spawn: impl FnMut(u16) -> Child,
+    mut ready: impl FnMut(u16) -> bool,
+) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = spawn(port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if ready(port) {
+                return (child, port);
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!("{what} did not start on port {port}; trying another");
+    }
+    panic!("{what} did not start on any of 5 ports");
 }
 
 pub fn bin() -> &'static str {
@@ -106,6 +183,14 @@ impl Objects {
     }
 }
 
+/// A tool `scripts/setup.sh` installs into the cache's venv.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let cache = std::env::var("EDGESNAP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/edgesnap"));
+    cache.join("venv/bin").join(name)
+}
+
 fn s3_client(port: u16, bucket: &str) -> object_store::aws::AmazonS3 {
     object_store::aws::AmazonS3Builder::new()
         .with_endpoint(format!("http://127.0.0.1:{port}"))
@@ -130,27 +215,22 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start(bucket: &str) -> S3Server {
-        let port = free_port();
-        let cache = std::env::var("EDGESNAP_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/edgesnap"));
-        let moto = cache.join("venv/bin/moto_server");
-        let child = Command::new(&moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {} (scripts/setup.sh installs it): {e}", moto.display()));
-        let server = S3Server { port, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let put = ureq::put(&format!("http://127.0.0.1:{port}/{bucket}")).send_empty();
-            if put.is_ok() {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "moto did not start: {put:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let moto = venv_bin("moto_server");
+        let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().new_agent();
+        let (child, port) = start_on_free_port(
+            "moto",
+            |port| {
+                Command::new(&moto)
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("start {} (scripts/setup.sh installs it): {e}", moto.display()))
+            },
+            // moto answers a bucket's creation; another server on the port would not.
+            |port| agent.put(&format!("http://127.0.0.1:{port}/{bucket}")).send_empty().is_ok(),
+        );
+        S3Server { port, child }
     }
 }
 
@@ -161,9 +241,11 @@ impl Drop for S3Server {
     }
 }
 
-/// A running host; stopped with SIGTERM when dropped.
+/// A running host; stopped with SIGTERM when dropped. Its config says port 0:
+/// each start's ports are read back from what the host announces.
 pub struct Host {
     pub dir: tempfile::TempDir,
+    /// The ports of the current (or last) start.
     pub rtmp_port: u16,
     pub http_port: u16,
     child: Option<Child>,
@@ -183,10 +265,8 @@ impl Host {
     /// [`Host::start`] with more `[server]` lines.
     pub fn start_with(domains: &[DomainSpec], decoder_workers: usize, server_extra: &str) -> Host {
         let dir = tempfile::tempdir().unwrap();
-        let rtmp_port = free_port();
-        let http_port = free_port();
         let mut config = format!(
-            "version = 1\n[server]\nrtmp_listen = \"127.0.0.1:{rtmp_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\n\
+            "version = 1\n[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
              data_dir = \"./data\"\noperator_token = \"{TOKEN}\"\ndefault_domain = \"{default}\"\n\
              decoder_workers = {decoder_workers}\n{server_extra}\n",
             default = domains[0].name,
@@ -245,8 +325,8 @@ impl Host {
         std::fs::write(&config_path, config).unwrap();
         let mut host = Host {
             dir,
-            rtmp_port,
-            http_port,
+            rtmp_port: 0,
+            http_port: 0,
             child: None,
             config_path,
             objects,
@@ -259,7 +339,31 @@ impl Host {
 
     /// Starts the host (again) on the same config and data. It runs in the
     /// test's directory, its `data_dir` relative as in the example config.
+    /// Ready when it has announced its bound ports (`data/listening.json`
+    /// with its pid) and answers `/healthz` there.
     pub fn spawn(&mut self) {
+        let pid = self.spawn_unchecked();
+        let listening = self.dir.path().join("data/listening.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some((rtmp, http)) = announced(&listening, pid) {
+                (self.rtmp_port, self.http_port) = (rtmp, http);
+                if let Ok((200, _)) = self.try_get("/healthz") {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("edgesnap exited at start ({status}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("edgesnap did not become healthy:\n{}", self.log());
+    }
+
+    /// Starts the host process without waiting for it to serve (one that is
+    /// expected to abort at a fail point during recovery); its pid.
+    pub fn spawn_unchecked(&mut self) -> u32 {
+        let _ = std::fs::remove_file(self.dir.path().join("data/listening.json"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(&self.bin)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -274,18 +378,9 @@ impl Host {
             .stderr(log)
             .spawn()
             .expect("start edgesnap");
+        let pid = child.id();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = self.try_get("/healthz") {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("edgesnap exited at start ({status}):\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("edgesnap did not become healthy:\n{}", self.log());
+        pid
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -441,15 +536,13 @@ impl Host {
 
     /// Waits for the host to exit by itself (a fail point aborting it).
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
         let child = self.child.as_mut().expect("host is running");
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
+        match wait_within(child, timeout) {
+            Some(s) => {
                 self.child = None;
-                return s;
+                s
             }
-            assert!(Instant::now() < deadline, "host did not exit:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
+            None => panic!("host did not exit within {timeout:?}:\n{}", self.log()),
         }
     }
 
@@ -457,16 +550,23 @@ impl Host {
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(s) = child.try_wait().unwrap() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(s) = wait_within(&mut child, Duration::from_secs(20)) {
+            return Some(s);
         }
         let _ = child.kill();
         child.wait().ok()
     }
+}
+
+/// The RTMP and HTTP ports in a host's `listening.json`, once the process
+/// `pid` has written it.
+fn announced(path: &Path, pid: u32) -> Option<(u16, u16)> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    if v["pid"].as_u64()? != u64::from(pid) {
+        return None;
+    }
+    let port = |k: &str| v[k].as_str()?.parse::<std::net::SocketAddr>().ok().map(|a| a.port());
+    Some((port("rtmp")?, port("http")?))
 }
 
 impl Drop for Host {

@@ -1,4 +1,4 @@
-//! No pixel of one stream in another's snapshot (SPEC §7), even when a
+//! No pixel of one stream in another's snapshot (docs/capture.md), even when a
 //! publisher sends crafted keyframes into the shared decoder: IDR slices cut
 //! short with consistent lengths, and P slices packed around a cut IDR.
 //!

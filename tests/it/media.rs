@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
+use crate::harness::OutputWithin;
 use zune_jpeg::JpegDecoder;
 use zune_jpeg::zune_core::bytestream::ZCursor;
 
@@ -51,8 +53,7 @@ pub fn ffmpeg(args: &[&str]) {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(args)
-        .output()
-        .expect("run ffmpeg");
+        .output_within(Duration::from_secs(300));
     assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -109,7 +110,7 @@ impl Clip {
         (0..self.seconds).step_by(self.gop_s as usize).collect()
     }
 
-    /// The seconds SPEC §3 says are snapshotted: the first keyframe, then the
+    /// The seconds docs/capture.md says are snapshotted: the first keyframe, then the
     /// first keyframe at or after each due time of a fixed grid.
     pub fn expected_seconds(&self, interval: u32) -> Vec<u32> {
         let mut out = Vec::new();
@@ -332,6 +333,7 @@ pub fn ffmpeg_push(file: &Path, url: &str, realtime: bool) -> std::process::Outp
     if realtime {
         cmd.arg("-re");
     }
-    cmd.arg("-i").arg(file).args(["-c", "copy", "-f", "flv", url]).stdin(Stdio::null());
-    cmd.output().expect("run ffmpeg")
+    // A host that stops reading fails the push in 10 s (-rw_timeout, in µs).
+    cmd.arg("-i").arg(file).args(["-c", "copy", "-rw_timeout", "10000000", "-f", "flv", url]);
+    cmd.output_within(Duration::from_secs(120))
 }

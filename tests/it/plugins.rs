@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{DomainSpec, Host, TOKEN};
+use crate::harness::{DomainSpec, Host, OutputWithin, TOKEN};
 use crate::media::{Clip, decode, ffmpeg_push, moving_flv, solid_flv};
 
 fn example(name: &str) -> Vec<u8> {
@@ -132,8 +132,7 @@ fn local_runner_reports_output_usage_and_failure() {
             .arg(wasm(name))
             .arg("--input")
             .arg(&input)
-            .output()
-            .unwrap()
+            .output_within(Duration::from_secs(60))
     };
     let out = run("date_folders");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -341,8 +340,7 @@ fn thin_by_age_through_the_local_runner() {
         .arg(std::path::Path::new(env!("PLUGINS_WASM_DIR")).join("thin_by_age.wasm"))
         .arg("--input")
         .arg(&input)
-        .output()
-        .unwrap();
+        .output_within(Duration::from_secs(60));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let selected: std::collections::HashSet<u64> =

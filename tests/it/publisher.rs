@@ -30,6 +30,7 @@ impl Publisher {
     pub fn connect(port: u16, app: &str) -> std::io::Result<Publisher> {
         let mut sock = TcpStream::connect(("127.0.0.1", port))?;
         sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        sock.set_write_timeout(Some(Duration::from_secs(10)))?;
         let mut c0c1 = vec![3u8];
         c0c1.extend(std::iter::repeat_n(7u8, 1536));
         sock.write_all(&c0c1)?;

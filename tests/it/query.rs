@@ -27,7 +27,7 @@ fn push_fast(host: &Host, app: &str, stream: &str, laps: u32) {
 
 /// Pages through a query: the first page of `first`, then pages of `rest`,
 /// passing back `next_token` and (`pass_start`) `next_start_time` as
-/// start_time, as SPEC §8 says, in either order; a client that keeps its
+/// start_time, as docs/api.md says, in either order; a client that keeps its
 /// window's start is served the same.
 fn page_through(host: &Host, scope: &str, desc: bool, pass_start: bool, first: usize, rest: usize) -> Vec<Value> {
     let mut out = Vec::new();

@@ -2,7 +2,7 @@
 // callbacks given up on, with replay.
 
 import { call, enc } from "../api";
-import { clearErrors, field, h, showError, toast } from "../ui";
+import { clearErrors, field, h, labelColumns, showError, timeEl, toast } from "../ui";
 
 interface Failed {
   id: string;
@@ -63,7 +63,7 @@ export async function notifyPage(main: HTMLElement, domain: string): Promise<voi
       h("div", { class: "row" }, h("span", { class: "muted" }, `${r.failed.length} failed deliveries`), all),
       r.failed.length === 0
         ? ""
-        : h(
+        : labelColumns(h(
             "table",
             { class: "responsive", id: "failed" },
             h("thead", {}, h("tr", {}, ...["Created", "Event", "URL", "Attempts", "Last error", ""].map((c) => h("th", { scope: "col" }, c)))),
@@ -73,10 +73,10 @@ export async function notifyPage(main: HTMLElement, domain: string): Promise<voi
               ...r.failed.map((f) => {
                 const one = h("button", { type: "button", class: "quiet" }, "Replay");
                 one.onclick = () => void replay([f.id]);
-                return h("tr", {}, h("td", {}, new Date(f.created_time).toLocaleString()), h("td", {}, f.event), h("td", {}, h("code", {}, f.url)), h("td", {}, String(f.attempts)), h("td", { class: "bad" }, f.last_error ?? ""), h("td", {}, one));
+                return h("tr", {}, h("td", {}, timeEl(Date.parse(f.created_time))), h("td", {}, f.event), h("td", {}, h("code", {}, f.url)), h("td", {}, String(f.attempts)), h("td", { class: "bad" }, f.last_error ?? ""), h("td", {}, one));
               }),
             ),
-          ),
+          )),
     );
   };
   const replay = async (ids?: string[]) => {

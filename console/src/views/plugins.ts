@@ -2,7 +2,7 @@
 // with their conformance figures, activate / roll back, recent runs.
 
 import { call, enc } from "../api";
-import { h, toast } from "../ui";
+import { h, labelColumns, timeEl, toast } from "../ui";
 
 interface Version {
   version: string;
@@ -89,9 +89,9 @@ export async function pluginsPage(main: HTMLElement, domain: string): Promise<vo
         { "data-version": v.version },
         h("td", {}, h("code", { title: v.version }, v.version.slice(0, 12)), v.active ? h("strong", { class: "good" }, " active") : "", v.version === r.previous ? h("span", { class: "muted" }, " previous") : ""),
         h("td", {}, `${(v.size / 1024).toFixed(0)} KiB`),
-        h("td", {}, new Date(v.uploaded_time).toLocaleString()),
+        h("td", {}, timeEl(Date.parse(v.uploaded_time))),
         h("td", {}, `${v.conformance.fuel} fuel, ${(v.conformance.peak_memory_bytes / 1024).toFixed(0)} KiB`),
-        h("td", {}, v.demoted ? h("span", { class: "bad" }, `demoted ${new Date(v.demoted.time).toLocaleString()}: ${v.demoted.reason}`) : "—"),
+        h("td", {}, v.demoted ? h("span", { class: "bad" }, "demoted ", timeEl(Date.parse(v.demoted.time)), `: ${v.demoted.reason}`) : "—"),
         h("td", {}, v.active ? "" : h("span", { class: "row" }, act, del)),
       );
     });
@@ -99,18 +99,18 @@ export async function pluginsPage(main: HTMLElement, domain: string): Promise<vo
     useDefault.onclick = () => void activate("default");
     versions.replaceChildren(
       h("p", {}, "Active: ", h("code", { id: "active-version" }, r.active === "default" ? "default" : r.active.slice(0, 12)), " ", useDefault),
-      h(
+      labelColumns(h(
         "table",
         { class: "responsive", id: "versions" },
         h("thead", {}, h("tr", {}, ...["Version", "Size", "Uploaded", "Conformance", "Last demotion", ""].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, ...rows),
-      ),
+      )),
     );
     const rr = await call<{ runs: Run[] }>("GET", `${base}/runs`);
     runs.replaceChildren(
       rr.runs.length === 0
         ? h("p", { class: "muted" }, "No runs yet.")
-        : h(
+        : labelColumns(h(
             "table",
             { class: "responsive", id: "runs" },
             h("thead", {}, h("tr", {}, ...["Time", "Version", "Call", "Stream", "Outcome", "Fuel", "ms"].map((c) => h("th", { scope: "col" }, c)))),
@@ -121,7 +121,7 @@ export async function pluginsPage(main: HTMLElement, domain: string): Promise<vo
                 h(
                   "tr",
                   {},
-                  h("td", {}, new Date(x.time).toLocaleTimeString()),
+                  h("td", {}, timeEl(Date.parse(x.time))),
                   h("td", {}, h("code", {}, x.version.slice(0, 12))),
                   h("td", {}, x.call),
                   h("td", {}, `${x.app}/${x.stream}`),
@@ -131,7 +131,7 @@ export async function pluginsPage(main: HTMLElement, domain: string): Promise<vo
                 ),
               ),
             ),
-          ),
+          )),
     );
   };
   await load();

@@ -3,7 +3,7 @@
 // metadata and a copy-URL button; select and batch-delete up to 200.
 
 import { call, enc, Snapshot, Template } from "../api";
-import { clearErrors, h, showError, toast } from "../ui";
+import { clearErrors, h, labelColumns, showError, timeEl, toast } from "../ui";
 
 const PRESETS: [string, number][] = [
   ["Last hour", 3600e3],
@@ -53,7 +53,8 @@ export async function snapshotsPage(main: HTMLElement, domain: string): Promise<
   });
 
   const selectAll = h("input", { type: "checkbox", id: "select-all" });
-  const removeFiles = h("input", { type: "checkbox", id: "remove-files", checked: true });
+  // Off by default, as in the API and the CLI: deleting a record keeps its file unless asked.
+  const removeFiles = h("input", { type: "checkbox", id: "remove-files" });
   const count = h("span", { class: "muted", "aria-live": "polite" }, "");
   const del = h("button", { type: "button", class: "danger", disabled: true }, "Delete selected");
   const results = h("div", { "aria-live": "polite" });
@@ -95,9 +96,9 @@ export async function snapshotsPage(main: HTMLElement, domain: string): Promise<
     };
     const close = h("button", { type: "button", class: "quiet" }, "Close");
     close.onclick = () => dialog.close();
-    const meta: [string, string][] = [
+    const meta: [string, string | Node][] = [
       ["Stream", `${s.app}/${s.stream}`],
-      ["Time", s.create_time],
+      ["Time", timeEl(s.create_timestamp, true)],
       ["Object", s.object],
       ["Mode", s.is_overlay ? "overwrite" : "sequential"],
       ["Size", `${s.width}×${s.height}, ${(s.size / 1024).toFixed(1)} KiB`],
@@ -128,13 +129,13 @@ export async function snapshotsPage(main: HTMLElement, domain: string): Promise<
         open(s);
       }
     };
-    const when = new Date(s.create_timestamp).toLocaleString();
+
     return h(
       "div",
       { class: "tile", role: "listitem", "data-id": s.id },
       h("span", { class: "pick" }, pick),
       img,
-      h("div", { class: "meta" }, h("span", {}, s.stream + (s.is_overlay ? " (latest)" : ` #${s.sequence}`)), h("time", { datetime: s.create_time, class: "muted" }, when)),
+      h("div", { class: "meta" }, h("span", {}, s.stream + (s.is_overlay ? " (latest)" : ` #${s.sequence}`)), timeEl(s.create_timestamp)),
     );
   };
 
@@ -202,7 +203,7 @@ export async function snapshotsPage(main: HTMLElement, domain: string): Promise<
       const rows = r.results.map((x) => h("tr", {}, h("td", {}, h("code", {}, x.id)), h("td", { class: x.status === "OK" ? "good" : "bad" }, x.status)));
       results.replaceChildren(
         h("section", { class: "panel" }, h("h2", {}, `Deleted ${r.results.filter((x) => x.status === "OK").length} of ${ids.length}; ${r.files_removed} file(s) removed`),
-          h("table", { class: "responsive", id: "delete-results" }, h("thead", {}, h("tr", {}, h("th", {}, "Snapshot"), h("th", {}, "Result"))), h("tbody", {}, ...rows))),
+          labelColumns(h("table", { class: "responsive", id: "delete-results" }, h("thead", {}, h("tr", {}, h("th", {}, "Snapshot"), h("th", {}, "Result"))), h("tbody", {}, ...rows)))),
       );
       for (const x of r.results) if (x.status === "OK") grid.querySelector(`.tile[data-id="${x.id}"]`)?.remove();
       selected.clear();

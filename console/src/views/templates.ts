@@ -2,7 +2,7 @@
 // the API's validation messages shown next to the field they name.
 
 import { call, enc, Template } from "../api";
-import { clearErrors, field, h, showError, toast } from "../ui";
+import { clearErrors, field, h, labelColumns, showError, toast } from "../ui";
 
 const PAGE_SIZE = 10;
 
@@ -99,12 +99,12 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
       );
     });
     list.replaceChildren(
-      h(
+      labelColumns(h(
         "table",
         { class: "responsive", id: "templates" },
         h("thead", {}, h("tr", {}, ...["App", "Interval", "Storage", "Overwrite object", "Sequence object", ""].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, ...rows),
-      ),
+      )),
     );
     const prev = h("button", { type: "button", class: "quiet", disabled: page <= 1 }, "Previous");
     const next = h("button", { type: "button", class: "quiet", disabled: page >= r.pages }, "Next");

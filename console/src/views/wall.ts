@@ -11,7 +11,7 @@ export async function wallPage(main: HTMLElement, domain: string): Promise<() =>
   const grid = h("div", { class: "grid", role: "list", "aria-label": "Live streams", id: "wall" });
   const summary = h("p", { class: "muted", "aria-live": "polite" });
   main.append(summary, grid);
-  const tiles = new Map<string, { el: HTMLElement; img: HTMLImageElement; info: HTMLElement; shown: number }>();
+  const tiles = new Map<string, { el: HTMLElement; img: HTMLImageElement; info: HTMLElement; health: HTMLElement; shown: number }>();
 
   const tileFor = (s: LiveStream) => {
     const key = `${s.app}/${s.stream}`;
@@ -33,8 +33,9 @@ export async function wallPage(main: HTMLElement, domain: string): Promise<() =>
         }
       };
       const info = h("span", { class: "muted" });
-      const el = h("div", { class: "tile", role: "listitem", "data-stream": key }, img, h("div", { class: "meta" }, h("strong", {}, key), info), h("div", { class: "meta" }, now));
-      t = { el, img, info, shown: 0 };
+      const health = h("div", { class: "meta muted health" });
+      const el = h("div", { class: "tile", role: "listitem", "data-stream": key }, img, h("div", { class: "meta" }, h("strong", {}, key), info), health, h("div", { class: "meta" }, now));
+      t = { el, img, info, health, shown: 0 };
       tiles.set(key, t);
       grid.append(el);
     }
@@ -63,6 +64,11 @@ export async function wallPage(main: HTMLElement, domain: string): Promise<() =>
       t.el.classList.toggle("stale", isStale);
       const size = s.width && s.height ? `${s.width}×${s.height}` : "no picture yet";
       t.info.replaceChildren(`${size} · ${last ? age(now - last) + " ago" : "—"}`, isStale ? h("span", { class: "badge" }, " stale") : "");
+      // Stream health: what ingest measures, for telling a starved encoder from a stuck one.
+      const mbps = s.bitrate_bps ? `${(s.bitrate_bps / 1e6).toFixed(1)} Mb/s` : "— Mb/s";
+      const gop = s.gop_ms ? `GOP ${(s.gop_ms / 1000).toFixed(1)} s` : "GOP —";
+      const keyframe = s.last_keyframe_age_ms === null ? "no keyframe yet" : `keyframe ${age(s.last_keyframe_age_ms)} ago`;
+      t.health.textContent = `${mbps} · ${s.fps.toFixed(0)} fps · ${gop} · ${keyframe}${s.peer ? ` · from ${s.peer}` : ""}`;
       if (s.latest && s.latest.create_timestamp !== t.shown) {
         t.shown = s.latest.create_timestamp;
         t.img.src = s.latest.thumb_url;

@@ -83,11 +83,12 @@ fn view(api: &Api, d: &Domain) -> Value {
 
 pub(super) fn whoami(api: &Api, call: &Call) -> Result<Response<Body>, ApiError> {
     let config = api.settings.get();
-    let (role, domains): (&str, Vec<&String>) = match call.role.as_ref().expect("whoami needs a token") {
-        Role::Operator => ("operator", config.domains.keys().collect()),
-        Role::Domain(d) => ("domain", config.domains.keys().filter(|k| *k == d).collect()),
-    };
-    Ok(super::json(StatusCode::OK, &json!({"role": role, "domains": domains})))
+    let (role, domains, default): (&str, Vec<&String>, Option<&String>) =
+        match call.role.as_ref().expect("whoami needs a token") {
+            Role::Operator => ("operator", config.domains.keys().collect(), config.server.default_domain.as_ref()),
+            Role::Domain(d) => ("domain", config.domains.keys().filter(|k| *k == d).collect(), Some(d)),
+        };
+    Ok(super::json(StatusCode::OK, &json!({"role": role, "domains": domains, "default_domain": default})))
 }
 
 pub(super) async fn list(api: &Api) -> Result<Response<Body>, ApiError> {

@@ -1,4 +1,4 @@
-//! The HTTP admin API (SPEC §4) on hyper. Every route is a row of
+//! The HTTP admin API (docs/api.md) on hyper. Every route is a row of
 //! [`ROUTES`], which the OpenAPI document must match (a unit test checks
 //! both ways). Tenant state changes go through `tenants`; snapshot records
 //! are read from the index and deleted through it, never written.
@@ -400,7 +400,7 @@ impl Api {
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.http(method.as_str(), pattern, status, seconds);
         if pattern != "/metrics" && pattern != "/healthz" {
-            tracing::info!(%request_id, %method, %path, status, ms = seconds * 1000.0, "http");
+            tracing::debug!(%request_id, %method, %path, status, ms = seconds * 1000.0, "http");
         }
         resp
     }
@@ -452,7 +452,7 @@ impl Api {
         match def.op {
             Op::Healthz => Ok(text("ok\n", "text/plain")),
             Op::Readyz => Ok(json(StatusCode::OK, &readyz(self))),
-            Op::Metrics => Ok(text(&self.metrics.render(), "text/plain; version=0.0.4")),
+            Op::Metrics => Ok(metrics(self, &call)),
             Op::OpenApi => Ok(text(OPENAPI, "application/json")),
             Op::Whoami => domains::whoami(self, &call),
             Op::ListDomains => domains::list(self).await,
@@ -540,6 +540,27 @@ fn forbidden(message: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
 }
 
+/// `/metrics` in the format the scraper asks for: OpenMetrics when its
+/// `Accept` names it (Prometheus does), else the text format 0.0.4.
+fn metrics(api: &Api, call: &Call) -> Response<Body> {
+    let config = api.settings.get();
+    let mut streams = Vec::new();
+    for domain in config.domains.keys() {
+        api.metrics.domain_series(domain);
+        if config.server.stream_metrics {
+            let now = crate::unix_ms();
+            streams.extend(api.ingest.live_streams(domain).iter().map(|s| s.info.health(now)));
+        }
+    }
+    api.metrics.set_streams(&streams);
+    let accept = call.head.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        text(&api.metrics.render_openmetrics(), crate::metrics::OPENMETRICS)
+    } else {
+        text(&api.metrics.render_text(), crate::metrics::TEXT_004)
+    }
+}
+
 fn text(body: &str, content_type: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -601,6 +622,17 @@ mod tests {
         let extra: Vec<_> = documented.iter().filter(|r| !served.contains(r)).collect();
         assert!(missing.is_empty(), "routes missing from openapi.json: {missing:?}");
         assert!(extra.is_empty(), "openapi.json names routes that do not exist: {extra:?}");
+        // Each operation's id is its router op's name (lower camel case), and
+        // it has one tag of those the document declares.
+        let tags: Vec<&str> = doc["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        for d in ROUTES {
+            let o = &doc["paths"][d.pattern][d.method.to_lowercase()];
+            let name = format!("{:?}", d.op);
+            let id = name[..1].to_lowercase() + &name[1..];
+            assert_eq!(o["operationId"], id.as_str(), "{} {}", d.method, d.pattern);
+            let own = o["tags"].as_array().unwrap_or_else(|| panic!("{} {} has no tags", d.method, d.pattern));
+            assert!(own.len() == 1 && tags.contains(&own[0].as_str().unwrap()), "{} {}: {own:?}", d.method, d.pattern);
+        }
     }
 
     #[test]

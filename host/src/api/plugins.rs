@@ -1,4 +1,4 @@
-//! A domain's policy plugins (SPEC §6): upload a component, list its
+//! A domain's policy plugins (docs/plugins.md): upload a component, list its
 //! versions, activate one (or `default`, the built-in; activating an older
 //! one is a rollback), delete an inactive one. A version is the sha256 of
 //! its bytes; an upload is accepted only if it compiles as a component of

@@ -24,6 +24,8 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
             let (w, h) = (st.width.load(Ordering::Relaxed), st.height.load(Ordering::Relaxed));
             let template = s.info.template();
             let latest = api.index.latest(domain, &s.info.app, &s.info.stream).ok().flatten();
+            let health = s.info.health(crate::unix_ms());
+            let last_keyframe = st.last_keyframe_ms.load(Ordering::Relaxed);
             json!({
                 "app": s.info.app,
                 "stream": s.info.stream,
@@ -40,6 +42,11 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
                 "snapshots_missed": st.missed.load(Ordering::Relaxed),
                 "snapshots_skipped": st.skipped.load(Ordering::Relaxed),
                 "keyframes_rejected": st.rejected.load(Ordering::Relaxed),
+                "peer": s.info.peer.map(|p| p.to_string()),
+                "bitrate_bps": health.bitrate_bps as u64,
+                "fps": health.fps,
+                "gop_ms": st.gop_ms.load(Ordering::Relaxed),
+                "last_keyframe_age_ms": (last_keyframe > 0).then_some((health.keyframe_age_seconds * 1000.0) as u64),
                 "latest": latest.as_ref().map(|r| item(api, r)),
             })
         })

@@ -1,4 +1,4 @@
-//! Per-stream capture schedule: which keyframes become snapshots (SPEC §3).
+//! Per-stream capture schedule: which keyframes become snapshots (docs/capture.md).
 //!
 //! Runs inline in the stream's ingest task and does no I/O: it keeps the
 //! grid on the media clock and, for a due keyframe, hands one job to the
@@ -30,6 +30,8 @@ pub struct StreamInfo {
     /// Set at publish; changed only by a re-plan the capture applies.
     template: Mutex<Option<Arc<Template>>>,
     pub stats: StreamStats,
+    /// The publisher's address (none for streams not from a connection).
+    pub peer: Option<std::net::SocketAddr>,
     requests: Requests,
     /// Held while one of its snapshots is stored. Holds the create time of
     /// the newest overwrite object stored: decoders may finish a stream's
@@ -59,9 +61,35 @@ impl StreamInfo {
             stream,
             template: Mutex::new(template),
             stats: StreamStats::default(),
+            peer: None,
             requests: Requests::default(),
             order: Default::default(),
         }
+    }
+
+    /// Its health now: bitrate and frame rate over ingest's last window,
+    /// GOP length, and the age of its last keyframe (0 before the first).
+    pub fn health(&self, now_ms: u64) -> crate::metrics::StreamHealth {
+        let st = &self.stats;
+        let last_keyframe = st.last_keyframe_ms.load(Ordering::Relaxed);
+        crate::metrics::StreamHealth {
+            domain: self.domain.clone(),
+            app: self.app.clone(),
+            stream: self.stream.clone(),
+            bitrate_bps: st.bitrate_bps.load(Ordering::Relaxed) as f64,
+            fps: st.fps_centi.load(Ordering::Relaxed) as f64 / 100.0,
+            gop_seconds: st.gop_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            keyframe_age_seconds: if last_keyframe == 0 {
+                0.0
+            } else {
+                now_ms.saturating_sub(last_keyframe) as f64 / 1000.0
+            },
+        }
+    }
+
+    /// The same stream, published from `peer`.
+    pub fn with_peer(self, peer: std::net::SocketAddr) -> Self {
+        StreamInfo { peer: Some(peer), ..self }
     }
 
     /// The template in force.
@@ -123,6 +151,12 @@ pub struct StreamStats {
     pub last_snapshot_ms: AtomicU64,
     pub width: AtomicU32,
     pub height: AtomicU32,
+    /// Health, for the streams API and per-stream metrics: when the last
+    /// keyframe arrived (unix ms), and the media bitrate (bits/s) and video
+    /// frame rate (frames per 100 s) over the last window ingest measured.
+    pub last_keyframe_ms: AtomicU64,
+    pub bitrate_bps: AtomicU64,
+    pub fps_centi: AtomicU64,
 }
 
 /// The fixed grid of due times on the media clock.
@@ -228,6 +262,7 @@ impl StreamCapture {
     pub fn on_keyframe<E>(&mut self, ts: u32, build: impl FnOnce() -> Result<Vec<u8>, E>) -> Result<Offer, E> {
         let stats = &self.info.stats;
         stats.keyframes.fetch_add(1, Ordering::Relaxed);
+        stats.last_keyframe_ms.store(crate::unix_ms(), Ordering::Relaxed);
         if let Some(last) = self.last_keyframe
             && ts > last
             && ts - last < 60_000

@@ -1,4 +1,4 @@
-//! The operator's TOML file (SPEC §8): a raw, `deny_unknown_fields` form
+//! The operator's TOML file (docs/configuration.md): a raw, `deny_unknown_fields` form
 //! validated into a typed [`Config`]. Every error names the field and the rule.
 //!
 //! The raw domain, storage, template and notify forms are public: the HTTP
@@ -26,7 +26,7 @@ pub struct Config {
     pub domains: BTreeMap<String, Domain>,
 }
 
-/// Limits of one plugin call (SPEC §6).
+/// Limits of one plugin call (docs/plugins.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginLimits {
     /// Wasm fuel (about one unit per instruction).
@@ -91,7 +91,9 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub operator_token: TokenSource,
     pub default_domain: Option<String>,
-    pub public_url: String,
+    /// Where API clients reach the HTTP API (signed URLs are made from it);
+    /// `None`: `http://` and the address the HTTP listener is bound to.
+    pub public_url: Option<String>,
     pub decoder_workers: usize,
     /// Capture jobs waiting for a decoder; when full, a due snapshot is missed.
     pub capture_queue: usize,
@@ -99,6 +101,9 @@ pub struct Server {
     pub url_ttl: Duration,
     /// Whether callbacks may go to loopback, link-local and private addresses.
     pub allow_private_callbacks: bool,
+    /// Whether `/metrics` has series per live stream (at most
+    /// [`crate::metrics::STREAM_SERIES_MAX`] streams).
+    pub stream_metrics: bool,
     /// How long a callback is retried before it is kept as failed.
     pub callback_retry_for: Duration,
     /// Callbacks waiting for delivery per domain; more are dropped (counted).
@@ -164,7 +169,7 @@ pub struct Domain {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishAuth {
     Off,
-    /// The reference's URL signing, type A (SPEC §7).
+    /// The reference's URL signing, type A (docs/capture.md).
     TypeA(TypeA),
 }
 
@@ -222,7 +227,7 @@ pub enum StorageTarget {
     },
 }
 
-/// A snapshot template (SPEC §2), validated.
+/// A snapshot template (docs/templates.md), validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     pub app_name: String,
@@ -237,7 +242,7 @@ pub struct Template {
 
 pub const DEFAULT_JPEG_QUALITY: u8 = 85;
 
-/// A domain's snapshot notification settings (SPEC §4, §5).
+/// A domain's snapshot notification settings (docs/api.md, docs/callbacks.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notify {
     pub url: String,
@@ -339,6 +344,8 @@ struct RawServer {
     url_ttl: Option<String>,
     #[serde(default)]
     allow_private_callbacks: bool,
+    #[serde(default)]
+    stream_metrics: bool,
     callback_retry_for: Option<String>,
     outbox_quota: Option<i64>,
     spool_max_mib: Option<i64>,
@@ -927,11 +934,13 @@ impl RawConfig {
                 Some(d)
             }
         };
-        let public_url = s.public_url.unwrap_or_else(|| format!("http://{http_listen}"));
-        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
-            return Err(ConfigError::new("server.public_url", "must start with http:// or https://"));
-        }
-        let public_url = public_url.trim_end_matches('/').to_string();
+        let public_url = match s.public_url {
+            None => None,
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            Some(_) => return Err(ConfigError::new("server.public_url", "must start with http:// or https://")),
+        };
 
         let mut domains = BTreeMap::new();
         for (name, d) in &self.domains {
@@ -966,6 +975,7 @@ impl RawConfig {
                 capture_queue,
                 url_ttl,
                 allow_private_callbacks: s.allow_private_callbacks,
+                stream_metrics: s.stream_metrics,
                 callback_retry_for,
                 outbox_quota,
                 spool_max_bytes,
@@ -1034,7 +1044,7 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
         let c = Config::parse(BASE).unwrap();
         let t = c.template_for("localhost", "live").unwrap();
         assert_eq!(t.time_interval_s, 5);
-        assert_eq!(c.server.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.server.public_url, None, "taken from the bound HTTP address");
     }
 
     #[test]

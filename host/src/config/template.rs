@@ -1,4 +1,4 @@
-//! The snapshot-template rules of SPEC §2, shared by the config file and the
+//! The snapshot-template rules of docs/templates.md, shared by the config file and the
 //! HTTP API. Each failure carries the reference product's error code and a
 //! message naming the rule.
 

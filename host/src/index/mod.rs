@@ -1,4 +1,4 @@
-//! The snapshot index: the one redb database (SPEC §1, §7).
+//! The snapshot index: the one redb database (docs/storage.md).
 //!
 //! Tables (every key is ordered; tuples sort field by field):
 //! - `app_records`: (domain, app, create_ts, id) → record   a whole app in time order, clustered
@@ -120,7 +120,7 @@ pub struct Intent {
     pub height: u32,
 }
 
-/// One object a capture is to write: a sequential key may end up suffixed (SPEC §2).
+/// One object a capture is to write: a sequential key may end up suffixed (docs/templates.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Planned {
     pub key: String,
@@ -146,7 +146,7 @@ pub struct Tombstone {
     pub key: String,
 }
 
-/// One callback to deliver (SPEC §5).
+/// One callback to deliver (docs/callbacks.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     pub domain: String,
@@ -469,7 +469,14 @@ impl Index {
     ) -> Result<Vec<Record>, IndexError> {
         let (reply, rx) = oneshot::channel();
         self.writer.send(writer::Op::Delete { ids, tombstone, events, reply })?;
-        rx.await.map_err(|_| IndexError::Stopped)?
+        let removed = rx.await.map_err(|_| IndexError::Stopped)??;
+        for r in &removed {
+            tracing::debug!(
+                domain = %r.domain, app = %r.app, stream = %r.stream, id = %r.id, key = %r.key,
+                file_removed_too = tombstone, "snapshot deleted"
+            );
+        }
+        Ok(removed)
     }
 
     /// Applies what the delivery worker did, in one commit.

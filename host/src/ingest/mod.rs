@@ -1,4 +1,4 @@
-//! RTMP ingest: accepts publishers, resolves their domain (SPEC §1), parses
+//! RTMP ingest: accepts publishers, resolves their domain (docs/capture.md), parses
 //! FLV video into AVC configs and access units, and offers keyframes to the
 //! stream's capture schedule. It knows nothing of plugins or storage; due
 //! keyframes leave on the bounded capture queue.
@@ -223,7 +223,7 @@ impl Ingest {
     }
 }
 
-/// Publish auth (SPEC §7): `auth_key={timestamp}-{rand}-{uid}-{md5hash}`
+/// Publish auth (docs/capture.md): `auth_key={timestamp}-{rand}-{uid}-{md5hash}`
 /// with md5hash = md5("/{app}/{stream}-{timestamp}-{rand}-{uid}-{key}"),
 /// valid until timestamp + ttl, against the primary or the secondary key.
 pub(crate) fn check_publish_auth(
@@ -274,7 +274,7 @@ pub(crate) fn split_params(s: &str) -> (&str, Vec<(String, String)>) {
     }
 }
 
-/// Domain resolution (SPEC §1), first match wins: the `vhost` parameter; the
+/// Domain resolution (docs/capture.md), first match wins: the `vhost` parameter; the
 /// host of `tcUrl` when it names a configured domain; the default domain.
 pub(crate) fn resolve_domain(
     config: &crate::config::Config,

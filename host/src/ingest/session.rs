@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
@@ -63,6 +64,50 @@ struct Publishing {
     capture: StreamCapture,
     avc: Option<AvcConfig>,
     stream_id: u32,
+    /// Keyframes this publish queued for a snapshot.
+    queued: u64,
+    started: std::time::Instant,
+    rate: RateWindow,
+}
+
+/// Media bytes and video frames since `start`; published to the stream's
+/// stats at a keyframe once [`RATE_WINDOW`] has passed.
+struct RateWindow {
+    start: std::time::Instant,
+    bytes: u64,
+    frames: u64,
+}
+
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+
+impl Publishing {
+    /// Counts one media message (`frame`: a video frame, not a sequence header).
+    fn media(&mut self, bytes: usize, frame: bool) {
+        self.rate.bytes += bytes as u64;
+        self.rate.frames += u64::from(frame);
+    }
+
+    /// At a keyframe: publishes the window's bitrate and frame rate once it is long enough.
+    fn publish_rates(&mut self) {
+        let elapsed = self.rate.start.elapsed();
+        if elapsed < RATE_WINDOW {
+            return;
+        }
+        let ms = elapsed.as_millis().max(1) as u64;
+        let stats = &self.capture.info().stats;
+        stats.bitrate_bps.store(self.rate.bytes * 8 * 1000 / ms, Ordering::Relaxed);
+        stats.fps_centi.store(self.rate.frames * 100_000 / ms, Ordering::Relaxed);
+        self.rate = RateWindow { start: std::time::Instant::now(), bytes: 0, frames: 0 };
+    }
+
+    /// The publish's summary line, at info.
+    fn log_end(&self, peer: SocketAddr, session: u64, bytes_received: u64, why: &str) {
+        let (domain, app, stream) = &self.claim.key;
+        tracing::info!(
+            %peer, session, %domain, %app, %stream, seconds = self.started.elapsed().as_secs(), bytes_received,
+            snapshots_queued = self.queued, "publish ended: {why}"
+        );
+    }
 }
 
 struct Session {
@@ -111,6 +156,9 @@ pub(super) async fn serve(ingest: Arc<Ingest>, mut socket: TcpStream, peer: Sock
                 }
             }
         }
+    }
+    if let Some(p) = &session.publishing {
+        p.log_end(peer, id, session.received, "connection closed");
     }
     // Flush any final status the peer should see (best effort).
     if !session.out.is_empty() {
@@ -170,11 +218,7 @@ impl Session {
     fn handle(&mut self, msg: Message) -> Result<bool, SessionError> {
         match msg.type_id {
             types::VIDEO => self.on_video(&msg)?,
-            types::AUDIO => {
-                if let Some(p) = &self.publishing {
-                    p.claim.touch();
-                }
-            }
+            types::AUDIO => self.on_audio(&msg),
             types::AGGREGATE => self.on_aggregate(&msg)?,
             types::COMMAND_AMF0 => return self.on_command(&msg.payload, msg.stream_id),
             types::COMMAND_AMF3 => {
@@ -222,16 +266,19 @@ impl Session {
             };
             match kind {
                 types::VIDEO => self.on_video(&sub)?,
-                types::AUDIO => {
-                    if let Some(p) = &self.publishing {
-                        p.claim.touch();
-                    }
-                }
+                types::AUDIO => self.on_audio(&sub),
                 _ => {}
             }
             pos = body + size + 4;
         }
         Ok(())
+    }
+
+    fn on_audio(&mut self, msg: &Message) {
+        if let Some(p) = self.publishing.as_mut() {
+            p.claim.touch();
+            p.media(msg.payload.len(), false);
+        }
     }
 
     fn on_video(&mut self, msg: &Message) -> Result<(), SessionError> {
@@ -245,10 +292,13 @@ impl Session {
             )));
         }
         p.claim.touch();
+        // A frame unless it is an AVC sequence header or end (packet type 0 or 2).
+        let frame = msg.payload.len() > 1 && !(msg.payload[0] & 0x0f == 7 && msg.payload[1] != 1);
+        p.media(msg.payload.len(), frame);
         if msg.payload.is_empty() {
             return Ok(());
         }
-        // Delta frames: one byte read, nothing else.
+        // Delta frames: a byte read and two counters, nothing else.
         if msg.payload[0] >> 4 == 2 && msg.payload[0] & 0x0f == 7 {
             return Ok(());
         }
@@ -261,6 +311,7 @@ impl Session {
             }
             VideoTag::AvcFrame { keyframe: true, nalus } => {
                 tracing::trace!(session = self.id, media_ts = msg.timestamp, bytes = nalus.len(), "keyframe");
+                p.publish_rates();
                 let capture = &mut p.capture;
                 let avc = p.avc.as_ref();
                 let offer = capture.on_keyframe(msg.timestamp, || match avc {
@@ -272,7 +323,8 @@ impl Session {
                         domain = %capture.info().domain, app = %capture.info().app, stream = %capture.info().stream,
                         "capture queue full: snapshot missed"
                     ),
-                    Ok(_) => {}
+                    Ok(Offer::Queued) => p.queued += 1,
+                    Ok(Offer::NotDue) => {}
                     Err(why) => tracing::warn!(
                         domain = %capture.info().domain, app = %capture.info().app, stream = %capture.info().stream,
                         media_ts = msg.timestamp, "due keyframe not decodable, trying the next: {why}"
@@ -312,10 +364,7 @@ impl Session {
             }
             "FCUnpublish" | "deleteStream" | "closeStream" => {
                 if let Some(p) = self.publishing.take() {
-                    tracing::info!(
-                        peer = %self.peer, domain = %p.claim.key.0, app = %p.claim.key.1, stream = %p.claim.key.2,
-                        "publish ended"
-                    );
+                    p.log_end(self.peer, self.id, self.received, name);
                 }
             }
             "play" | "play2" => {
@@ -409,7 +458,9 @@ impl Session {
             .map_err(|why| SessionError::Refused(format!("publish auth of domain {domain:?}: {why}")))?;
         let template = config.template_for(&domain, &app);
         let interval_s = template.as_ref().map(|t| t.time_interval_s);
-        let info = Arc::new(StreamInfo::new(self.id, domain.clone(), app.clone(), stream.clone(), template));
+        let info = Arc::new(
+            StreamInfo::new(self.id, domain.clone(), app.clone(), stream.clone(), template).with_peer(self.peer),
+        );
         let capture = StreamCapture::new(info.clone(), self.ingest.queue.clone(), self.ingest.metrics.clone());
         let claim = self.ingest.claim(info).map_err(|e| SessionError::Refused(e.to_string()))?;
         match interval_s {
@@ -421,7 +472,15 @@ impl Session {
                 "publish started; no snapshot template for this app, so no snapshots"
             ),
         }
-        self.publishing = Some(Publishing { claim, capture, avc: None, stream_id });
+        self.publishing = Some(Publishing {
+            claim,
+            capture,
+            avc: None,
+            stream_id,
+            queued: 0,
+            started: std::time::Instant::now(),
+            rate: RateWindow { start: std::time::Instant::now(), bytes: 0, frames: 0 },
+        });
         let mut begin = BytesMut::new();
         begin.put_u16(0);
         begin.put_u32(stream_id);

@@ -1,4 +1,4 @@
-//! Cheap facts about a decoded picture for policy plugins (SPEC §6): the
+//! Cheap facts about a decoded picture for policy plugins (docs/plugins.md): the
 //! mean luma and a 64-bit average hash of an 8x8 luma grid, from every 4th
 //! pixel of every 4th row of the Y plane (about 60 000 reads for 720p).
 

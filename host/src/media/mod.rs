@@ -1,4 +1,4 @@
-//! The decoder pool (SPEC §3): a few long-lived GStreamer pipelines, shared by
+//! The decoder pool (docs/capture.md): a few long-lived GStreamer pipelines, shared by
 //! all streams, each turning one keyframe job into one JPEG.
 //!
 //! `appsrc ! avdec_h264 ! videoconvert ! jpegenc ! appsink`, fed

@@ -1,4 +1,4 @@
-//! Policy plugins (SPEC §6): WebAssembly components of `wit/` that decide
+//! Policy plugins (docs/plugins.md): WebAssembly components of `wit/` that decide
 //! where each capture is stored and which snapshots to delete.
 //!
 //! One Engine; each plugin compiled once into a pre-instantiated component;
@@ -1003,8 +1003,8 @@ mod tests {
             vec![Placement { key: "live/cam1.jpg".into(), overwrite: true }]
         );
         assert!(started.elapsed() < Duration::from_secs(2), "stopped by fuel or the deadline");
-        assert!(metrics.render().contains("edgesnap_policy_fallbacks_total{domain=\"a.example\"} 1"));
-        let m = metrics.render();
+        assert!(metrics.render_text().contains("edgesnap_policy_fallbacks_total{domain=\"a.example\"} 1"));
+        let m = metrics.render_text();
         assert!(
             m.contains(r#"edgesnap_policy_calls_total{domain="a.example",version="dates",call="name",outcome="ok"} 1"#),
             "{m}"
@@ -1026,7 +1026,7 @@ mod tests {
         assert_eq!((d.domain.as_str(), d.version.as_str()), ("a.example", "spin"));
         assert!(d.reason.starts_with("5 failures in a row, the last: plugin spin failed"), "{}", d.reason);
         assert!(p.active.read().unwrap().get("a.example").is_none(), "the default runs");
-        assert!(metrics.render().contains("edgesnap_policy_demotions_total{domain=\"a.example\"} 1"));
+        assert!(metrics.render_text().contains("edgesnap_policy_demotions_total{domain=\"a.example\"} 1"));
         p.name(&facts, &t).unwrap();
         assert!(demoted.try_recv().is_err());
         p.activate("a.example", None);

@@ -1,4 +1,4 @@
-//! Object storage targets (SPEC §1, §2): local directories and S3-compatible
+//! Object storage targets (docs/storage.md, docs/templates.md): local directories and S3-compatible
 //! buckets through object_store. Overwrite objects replace atomically;
 //! sequential objects never replace: a taken key becomes `NAME-1.jpg`,
 //! `NAME-2.jpg`, ... (first free).
@@ -6,7 +6,7 @@
 //! Sequential writes use conditional create (`If-None-Match: *` on S3). A
 //! target is probed once, before its first sequential write: a backend that
 //! accepts a second create of the same key lacks it, is logged as such, and
-//! gets the fallback of SPEC §7: HEAD each candidate key, write the first
+//! gets the fallback of docs/storage.md: HEAD each candidate key, write the first
 //! free one (a writer outside edgesnap racing for that key could be replaced).
 
 use std::collections::HashMap;
@@ -60,7 +60,7 @@ type Targets = HashMap<(String, String), (StorageTarget, Arc<Target>)>;
 /// Suffixed names tried for a taken sequential key.
 const MAX_SUFFIX: u32 = 1000;
 
-/// Checks a key a plugin or template produced (SPEC §6): relative, no `..`,
+/// Checks a key a plugin or template produced (docs/plugins.md): relative, no `..`,
 /// no control characters, at most 1024 bytes.
 pub fn check_key(key: &str) -> Result<ObjectPath, StorageError> {
     let bad = |why: &str| StorageError::BadKey { key: key.chars().take(200).collect(), why: why.into() };

@@ -1,4 +1,4 @@
-//! The built-in policy: the snapshot-template rules of SPEC §2, exactly.
+//! The built-in policy: the snapshot-template rules of docs/templates.md, exactly.
 //!
 //! Naming substitutes the template variables; the host has already validated
 //! the templates, reserved the `{Sequence}` number and will resolve key

@@ -1,4 +1,4 @@
-//! Template variable substitution (SPEC §2), pure and host-independent:
+//! Template variable substitution (docs/templates.md), pure and host-independent:
 //! the default policy's naming, and a library for tenants' own plugins.
 
 pub struct Vars<'a> {
