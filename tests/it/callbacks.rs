@@ -174,10 +174,13 @@ fn undeliverable_callbacks_are_kept_then_replayed_and_private_targets_need_the_o
     let one = failed["failed"][0]["id"].as_str().unwrap();
     let (status, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({"ids": [one]})));
     assert_eq!((status, &v["replayed"]), (200, &json!(1)));
-    let (_, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({})));
+    // `"ids": null` is "all", as documented (the same as no ids).
+    let (_, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({"ids": null})));
     assert_eq!(v["replayed"], n - 1);
     host.wait_for("all delivered", Duration::from_secs(30), || rx.delivered().len() == n);
     assert_eq!(host.get_json("/v1/domains/localhost/notify/failed")["failed"].as_array().unwrap().len(), 0);
+    let (_, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({})));
+    assert_eq!(v["replayed"], 0, "nothing left to replay");
     let (status, v) = host.api("POST", "/v1/domains/localhost/notify/failed/replay", Some(json!({"ids": ["x"]})));
     assert_eq!((status, v["code"].as_str()), (400, Some("InvalidParameter.Ids")));
 }

@@ -115,9 +115,10 @@ fn the_deb_installs_a_binary_that_checks_its_config_and_serves() {
     host.spawn();
     let clip = Clip { bframes: false, ..Clip::new(320, 180, 6, 1) };
     assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url("live/cam"), false).status.success());
-    host.wait_for("a snapshot", Duration::from_secs(30), || {
-        !host.snapshots("localhost", "live", Some("cam")).is_empty()
-    });
+    // Both captures (seconds 0 and 5) recorded: a capture's objects are stored before its records.
+    let sequential =
+        || host.snapshots("localhost", "live", Some("cam")).iter().filter(|r| r["is_overlay"] == false).count();
+    host.wait_for("both captures", Duration::from_secs(30), || sequential() == clip.expected_seconds(5).len());
     let jpg = host.objects("localhost").get("live/cam.jpg");
     assert_eq!(decode(&jpg).grey_second(), 5, "the newest capture, second 5");
 }

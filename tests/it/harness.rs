@@ -365,13 +365,13 @@ impl Host {
     pub fn spawn_unchecked(&mut self) -> u32 {
         let _ = std::fs::remove_file(self.dir.path().join("data/listening.json"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        // No NO_COLOR: a log that is not a terminal has no colour by itself.
         let child = Command::new(&self.bin)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["serve", "--config"])
             .arg(&self.config_path)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info,edgesnap=debug")
-            .env("NO_COLOR", "1")
             .env("EDGESNAP_IT_S3_KEY", "testing")
             .env("EDGESNAP_IT_S3_SECRET", "testing")
             .stdout(Stdio::null())
