@@ -21,6 +21,13 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 /// The content type of [`Metrics::render_text`].
 pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The limits of `limit_hits`, shown at 0 from the start.
+const LIMITS: [&str; 5] =
+    ["http_connections", "http_header_timeout", "http_body_timeout", "http_accept_errors", "rtmp_accept_errors"];
+
+/// A limit hit is logged at most once per this long per limit (with the count since).
+const LIMIT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The stages of `snapshots_failed` and the reasons of `rtmp_rejected`, shown at 0 from the start.
 const FAILED_STAGES: [&str; 4] = ["decode", "policy", "store", "index"];
 const REJECT_REASONS: [&str; 7] =
@@ -89,6 +96,10 @@ pub struct Metrics {
     pub recovered: Family<Vec<(&'static str, String)>, Counter>,
     /// HTTP requests by method, route pattern and status, with their latency.
     pub http_seconds: Family<Vec<(&'static str, String)>, Histogram>,
+    /// Times a limit on what outsiders may hold was reached, by limit.
+    limit_hits: Family<Labels, Counter>,
+    /// When each limit was last logged, and the hits since.
+    limit_log: std::sync::Mutex<std::collections::HashMap<&'static str, (std::time::Instant, u64)>>,
     /// Per live stream (opt-in): bitrate, frame rate, GOP length, keyframe age.
     stream_bitrate: Family<StreamLabels, FloatGauge>,
     stream_fps: Family<StreamLabels, FloatGauge>,
@@ -153,6 +164,8 @@ impl Metrics {
             policy_peak_memory_bytes: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(65_536.0, 2.0, 12))
             }),
+            limit_hits: Family::default(),
+            limit_log: Default::default(),
             stream_bitrate: Family::default(),
             stream_fps: Family::default(),
             stream_gop: Family::default(),
@@ -257,6 +270,14 @@ impl Metrics {
             "Seconds since a live stream's last keyframe arrived (server.stream_metrics)",
             m.stream_keyframe_age.clone(),
         );
+        registry.register(
+            "limit_hits",
+            "Times a limit on connections, timeouts or accepts was reached, by limit (docs/configuration.md)",
+            m.limit_hits.clone(),
+        );
+        for limit in LIMITS {
+            let _ = m.limit_hits.get_or_create(&vec![("limit", limit)]);
+        }
         for stage in FAILED_STAGES {
             let _ = m.snapshots_failed.get_or_create(&vec![("stage", stage)]);
         }
@@ -277,6 +298,21 @@ impl Metrics {
         let _ = self.spool_bytes.get_or_create(&d());
         for outcome in ["delivered", "retried", "failed", "dropped"] {
             let _ = self.callbacks.get_or_create(&vec![("domain", domain.to_owned()), ("outcome", outcome.to_owned())]);
+        }
+    }
+
+    /// Counts a limit hit; logs it at most once per [`LIMIT_LOG_EVERY`] per
+    /// limit, with how many hits that line stands for: an attacker cannot
+    /// turn a limit into a flood of log lines.
+    pub fn limit_hit(&self, limit: &'static str, detail: std::fmt::Arguments<'_>) {
+        self.limit_hits.get_or_create(&vec![("limit", limit)]).inc();
+        let now = std::time::Instant::now();
+        let mut log = self.limit_log.lock().unwrap();
+        let entry = log.entry(limit).or_insert((now - LIMIT_LOG_EVERY, 0));
+        entry.1 += 1;
+        if now.duration_since(entry.0) >= LIMIT_LOG_EVERY {
+            tracing::warn!(limit, hits = entry.1, "limit reached: {detail}");
+            *entry = (now, 0);
         }
     }
 
@@ -521,6 +557,19 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} in\n{text}");
         }
+    }
+
+    #[test]
+    fn limit_hits_count_every_time_and_log_once_per_interval() {
+        let m = Metrics::new();
+        for _ in 0..1000 {
+            m.limit_hit("http_accept_errors", format_args!("accept failed"));
+        }
+        assert!(m.render_text().contains("edgesnap_limit_hits_total{limit=\"http_accept_errors\"} 1000\n"));
+        assert!(m.render_text().contains("edgesnap_limit_hits_total{limit=\"http_connections\"} 0\n"));
+        let log = m.limit_log.lock().unwrap();
+        let (_, since) = log["http_accept_errors"];
+        assert_eq!(since, 999, "one line for the first hit, the other 999 wait for the next interval");
     }
 
     #[test]

@@ -284,9 +284,11 @@ impl Tenants {
             || old.decoder_workers != new.decoder_workers
             || old.capture_queue != new.capture_queue
             || old.operator_token != new.operator_token
+            || old.http_max_connections != new.http_max_connections
+            || old.http_header_timeout != new.http_header_timeout
         {
             warnings.push(
-                "changes to listen addresses, data_dir, decoder_workers, capture_queue or the operator token need a restart"
+                "changes to listen addresses, data_dir, decoder_workers, capture_queue, the operator token, http_max_connections or http_header_timeout need a restart"
                     .into(),
             );
         }
@@ -297,6 +299,7 @@ impl Tenants {
             url_ttl: new.url_ttl,
             allow_private_callbacks: new.allow_private_callbacks,
             stream_metrics: new.stream_metrics,
+            http_body_timeout: new.http_body_timeout,
             callback_retry_for: new.callback_retry_for,
             outbox_quota: new.outbox_quota,
             spool_max_bytes: new.spool_max_bytes,

@@ -22,6 +22,7 @@ mod durability;
 mod fuzz;
 mod hostile;
 mod isolation;
+mod limits;
 mod logs;
 mod monitoring;
 mod pipeline;

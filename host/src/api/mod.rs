@@ -21,8 +21,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
@@ -44,6 +43,10 @@ const MAX_BODY: usize = 1 << 20;
 
 /// How much of a refused body is read (and dropped) before the connection closes.
 const MAX_DRAIN: usize = 128 << 20;
+
+/// How long a listener waits after a failed accept (out of descriptors)
+/// before the next: a full table must not turn the accept loop into a spin.
+pub(crate) const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct Api {
     pub settings: Arc<Settings>,
@@ -260,6 +263,8 @@ fn find_route(method: &Method, path: &str) -> Result<(&'static RouteDef, Params)
 pub(crate) struct Call {
     pub head: hyper::http::request::Parts,
     body: Option<Incoming>,
+    /// How long the whole body may take to arrive (`server.http_body_timeout`).
+    body_timeout: std::time::Duration,
     pub params: Params,
     pub role: Option<Role>,
 }
@@ -289,7 +294,16 @@ impl Call {
         let mut body = self.body.take().ok_or_else(|| ApiError::bad("InvalidBody", "the body was already read"))?;
         let mut buf = bytes::BytesMut::new();
         let mut total = 0usize;
-        while let Some(frame) = body.frame().await {
+        let deadline = tokio::time::Instant::now() + self.body_timeout;
+        loop {
+            let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "RequestTimeout",
+                    format!("the body did not arrive within {:?}", self.body_timeout),
+                ));
+            };
+            let Some(frame) = frame else { break };
             let frame = frame.map_err(|e| ApiError::bad("InvalidBody", format!("reading the body failed: {e}")))?;
             let Ok(data) = frame.into_data() else { continue };
             total += data.len();
@@ -340,17 +354,39 @@ impl Call {
 }
 
 impl Api {
-    /// Serves until `cancel`, then lets open requests finish.
+    /// Serves until `cancel`, then lets open requests finish. HTTP/1.1 only,
+    /// within the limits of docs/configuration.md: at most
+    /// `http_max_connections` open (past it, new connections wait in the
+    /// kernel's backlog), a request head within `http_header_timeout` (also
+    /// between keep-alive requests), a failed accept (out of descriptors)
+    /// backed off for 100 ms. A limit hit is counted and logged once per 10 s.
     pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) {
+        let server = self.settings.get().server.clone();
         let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(server.http_header_timeout);
+        let permits = Arc::new(tokio::sync::Semaphore::new(server.http_max_connections));
         loop {
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    self.metrics.limit_hit(
+                        "http_connections",
+                        format_args!("{} connections open; new ones wait", server.http_max_connections),
+                    );
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                    }
+                }
+            };
             let (socket, _) = tokio::select! {
                 _ = cancel.cancelled() => break,
                 a = listener.accept() => match a {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::warn!(error = %e, "http accept failed");
+                        self.metrics.limit_hit("http_accept_errors", format_args!("accept failed: {e}"));
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 },
@@ -360,11 +396,17 @@ impl Api {
                 let api = api.clone();
                 async move { Ok::<_, Infallible>(api.handle(req).await) }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
-            let conn = graceful.watch(conn.into_owned());
+            let conn = graceful.watch(http.serve_connection(TokioIo::new(socket), service));
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "http connection ended");
+                let _permit = permit;
+                match conn.await {
+                    Err(e) if e.is_timeout() => metrics.limit_hit(
+                        "http_header_timeout",
+                        format_args!("a request head took over {:?}", server.http_header_timeout),
+                    ),
+                    Err(e) => tracing::debug!(error = %e, "http connection ended"),
+                    Ok(()) => {}
                 }
             });
         }
@@ -396,6 +438,11 @@ impl Api {
             }
         };
         resp.headers_mut().insert("x-request-id", HeaderValue::from_str(&request_id).expect("hex is a valid header"));
+        if resp.status() == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on its way: end the connection.
+            resp.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            self.metrics.limit_hit("http_body_timeout", format_args!("{method} {path}: the body was too slow"));
+        }
         let status = resp.status().as_u16();
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.http(method.as_str(), pattern, status, seconds);
@@ -447,7 +494,8 @@ impl Api {
             ));
         }
         let (head, body) = req.into_parts();
-        let mut call = Call { head, body: Some(body), params, role };
+        let body_timeout = self.settings.get().server.http_body_timeout;
+        let mut call = Call { head, body: Some(body), body_timeout, params, role };
         let d = domain.as_str();
         match def.op {
             Op::Healthz => Ok(text("ok\n", "text/plain")),

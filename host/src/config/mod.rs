@@ -104,6 +104,12 @@ pub struct Server {
     /// Whether `/metrics` has series per live stream (at most
     /// [`crate::metrics::STREAM_SERIES_MAX`] streams).
     pub stream_metrics: bool,
+    /// HTTP connections open at once; past it, new ones wait.
+    pub http_max_connections: usize,
+    /// How long a request head may take to arrive (also between keep-alive requests).
+    pub http_header_timeout: Duration,
+    /// How long a request body may take to arrive (408 past it).
+    pub http_body_timeout: Duration,
     /// How long a callback is retried before it is kept as failed.
     pub callback_retry_for: Duration,
     /// Callbacks waiting for delivery per domain; more are dropped (counted).
@@ -346,6 +352,9 @@ struct RawServer {
     allow_private_callbacks: bool,
     #[serde(default)]
     stream_metrics: bool,
+    http_max_connections: Option<i64>,
+    http_header_timeout: Option<String>,
+    http_body_timeout: Option<String>,
     callback_retry_for: Option<String>,
     outbox_quota: Option<i64>,
     spool_max_mib: Option<i64>,
@@ -882,6 +891,30 @@ impl RawConfig {
             Some(t) => humantime::parse_duration(&t)
                 .map_err(|e| ConfigError::new("server.url_ttl", format!("must be a duration like \"24h\": {e}")))?,
         };
+        let http_max_connections = match s.http_max_connections {
+            None => 1024,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ConfigError::new(
+                    "server.http_max_connections",
+                    format!("must be from 1 to 1000000, got {n}"),
+                ));
+            }
+        };
+        let bounded = |field: &str, v: Option<String>, default: u64, max: u64| -> Result<Duration, ConfigError> {
+            let Some(t) = v else { return Ok(Duration::from_secs(default)) };
+            let d = humantime::parse_duration(&t)
+                .map_err(|e| ConfigError::new(field, format!("must be a duration like \"10s\": {e}")))?;
+            if d < Duration::from_secs(1) || d > Duration::from_secs(max) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be from 1s to {}", humantime::format_duration(Duration::from_secs(max))),
+                ));
+            }
+            Ok(d)
+        };
+        let http_header_timeout = bounded("server.http_header_timeout", s.http_header_timeout, 10, 300)?;
+        let http_body_timeout = bounded("server.http_body_timeout", s.http_body_timeout, 30, 600)?;
         let callback_retry_for = match s.callback_retry_for {
             None => Duration::from_secs(24 * 3600),
             Some(t) => {
@@ -976,6 +1009,9 @@ impl RawConfig {
                 url_ttl,
                 allow_private_callbacks: s.allow_private_callbacks,
                 stream_metrics: s.stream_metrics,
+                http_max_connections,
+                http_header_timeout,
+                http_body_timeout,
                 callback_retry_for,
                 outbox_quota,
                 spool_max_bytes,
@@ -1113,6 +1149,21 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
             ),
             ("data_dir = \"./data\"", "data_dir = \"./data\"\nbogus = 1", "unknown field `bogus`"),
             ("type = \"local\"", "type = \"ftp\"", "unknown variant `ftp`"),
+            (
+                "data_dir = \"./data\"",
+                "data_dir = \"./data\"\nhttp_max_connections = 0",
+                "server.http_max_connections: must be from 1 to 1000000, got 0",
+            ),
+            (
+                "data_dir = \"./data\"",
+                "data_dir = \"./data\"\nhttp_header_timeout = \"500ms\"",
+                "server.http_header_timeout: must be from 1s to 5m",
+            ),
+            (
+                "data_dir = \"./data\"",
+                "data_dir = \"./data\"\nhttp_body_timeout = \"soon\"",
+                "server.http_body_timeout: must be a duration like \"10s\"",
+            ),
             (
                 "operator_token = \"0123456789abcdef\"",
                 "operator_token = \"short\"",

@@ -117,8 +117,8 @@ impl Ingest {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::warn!(error = %e, "rtmp accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        self.metrics.limit_hit("rtmp_accept_errors", format_args!("accept failed: {e}"));
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
