@@ -524,9 +524,11 @@ fn snapshot_now_and_apply_immediately() {
 fn api_made_domain_ingests_serves_images_and_force_deletes() {
     let host = Host::start(&[DomainSpec::new("localhost")], 1);
     let dir = host.dir.path().join("objects-b");
-    let body = json!({"storage": {"s": {"type": "local", "path": dir}}});
+    // A null publish_auth is "off", as absent (documented so).
+    let body = json!({"storage": {"s": {"type": "local", "path": dir}}, "publish_auth": null});
     assert_eq!(host.api("PUT", "/v1/domains/b.example", Some(body)).0, 201);
-    let tpl = json!({"app_name": "*", "time_interval": 5, "storage": "s",
+    // A null optional field of a template is absent (documented so).
+    let tpl = json!({"app_name": "*", "time_interval": 5, "storage": "s", "callback": null, "jpeg_quality": null,
                      "overwrite_object": "{Domain}/{StreamName}.jpg", "sequence_object": "{StreamName}/{Sequence}.jpg"});
     assert_eq!(host.api("POST", "/v1/domains/b.example/snapshot-configs", Some(tpl)).0, 201);
     // Published to the new domain by vhost, at real pace.

@@ -189,19 +189,28 @@ pub(super) async fn reconcile(api: &Api, domain: &str) -> Result<Response<Body>,
 /// Most items one delete may name (the reference's limit).
 const MAX_DELETE: usize = 200;
 
+/// The fields are optional but, when given, never null: the document says
+/// strings and arrays, and a null must not pass for "absent" (which of
+/// `create_timestamps` and `ids` is given decides what is deleted).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeleteBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "given")]
     app: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "given")]
     stream: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "given")]
     create_timestamps: Option<Vec<u64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "given")]
     ids: Option<Vec<String>>,
     #[serde(default)]
     remove_file: bool,
+}
+
+/// A field that is absent is `None` (by `default`); one that is there must
+/// be a value of its type, `null` included in what it refuses.
+fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// DeleteSnapshotFiles: 1–200 create timestamps of one stream, or ids.

@@ -872,35 +872,21 @@ impl RawConfig {
             (Some(var), None) => TokenSource::Env(var),
             (None, None) => TokenSource::Env("EDGESNAP_OPERATOR_TOKEN".into()),
         };
-        let decoder_workers = match s.decoder_workers {
-            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            Some(n) if (1..=64).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(ConfigError::new("server.decoder_workers", format!("must be from 1 to 64, got {n}")));
-            }
+        // An optional integer key: its default, or a value within lo..=hi.
+        let count = |field: &str, v: Option<i64>, default: usize, lo: i64, hi: i64| match v {
+            None => Ok(default),
+            Some(n) if (lo..=hi).contains(&n) => Ok(n as usize),
+            Some(n) => Err(ConfigError::new(field, format!("must be from {lo} to {hi}, got {n}"))),
         };
-        let capture_queue = match s.capture_queue {
-            None => 1024,
-            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(ConfigError::new("server.capture_queue", format!("must be from 1 to 1000000, got {n}")));
-            }
-        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let decoder_workers = count("server.decoder_workers", s.decoder_workers, cores, 1, 64)?;
+        let capture_queue = count("server.capture_queue", s.capture_queue, 1024, 1, 1_000_000)?;
         let url_ttl = match s.url_ttl {
             None => Duration::from_secs(24 * 3600),
             Some(t) => humantime::parse_duration(&t)
                 .map_err(|e| ConfigError::new("server.url_ttl", format!("must be a duration like \"24h\": {e}")))?,
         };
-        let http_max_connections = match s.http_max_connections {
-            None => 1024,
-            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(ConfigError::new(
-                    "server.http_max_connections",
-                    format!("must be from 1 to 1000000, got {n}"),
-                ));
-            }
-        };
+        let http_max_connections = count("server.http_max_connections", s.http_max_connections, 1024, 1, 1_000_000)?;
         let bounded = |field: &str, v: Option<String>, default: u64, max: u64| -> Result<Duration, ConfigError> {
             let Some(t) = v else { return Ok(Duration::from_secs(default)) };
             let d = humantime::parse_duration(&t)
@@ -927,20 +913,8 @@ impl RawConfig {
                 d
             }
         };
-        let outbox_quota = match s.outbox_quota {
-            None => 100_000,
-            Some(n) if (1..=10_000_000).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(ConfigError::new("server.outbox_quota", format!("must be from 1 to 10000000, got {n}")));
-            }
-        };
-        let spool_max_bytes = match s.spool_max_mib {
-            None => 1024 << 20,
-            Some(n) if (1..=1 << 20).contains(&n) => (n as u64) << 20,
-            Some(n) => {
-                return Err(ConfigError::new("server.spool_max_mib", format!("must be from 1 to 1048576, got {n}")));
-            }
-        };
+        let outbox_quota = count("server.outbox_quota", s.outbox_quota, 100_000, 1, 10_000_000)?;
+        let spool_max_bytes = (count("server.spool_max_mib", s.spool_max_mib, 1024, 1, 1 << 20)? as u64) << 20;
         let spool_domain_share = match s.spool_domain_share {
             None => 50,
             Some(n) if (1..=100).contains(&n) => n as u8,
