@@ -15,7 +15,7 @@ rm -rf "$stage" "$out/$name.deb" "$out/edgesnap-$version-linux-$arch.tar.gz"
 mkdir -p "$stage/DEBIAN" "$stage/usr/bin" "$stage/etc/edgesnap" "$stage/lib/systemd/system" \
   "$stage/usr/share/doc/edgesnap/docs"
 
-# Only line tables are in the build; strip them too (about 208 MB -> 60 MB).
+# Only line tables are in the build; strip them too (about 200 MB -> 36 MB).
 strip --strip-all -o "$stage/usr/bin/edgesnap" "$bin"
 install -m 0644 dist/edgesnap.toml "$stage/etc/edgesnap/edgesnap.toml"
 install -m 0600 dist/edgesnap.env "$stage/etc/edgesnap/edgesnap.env"
