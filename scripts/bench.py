@@ -134,6 +134,8 @@ http_listen = "127.0.0.1:{http}"
 data_dir = "{d}/data"
 operator_token = "bench-operator-token-0123"
 default_domain = "bench"
+# The load generator publishes every stream from 127.0.0.1.
+rtmp_max_connections_per_ip = 100000
 [domains."bench".storage.local]
 type = "local"
 path = "{d}/snapshots"

@@ -22,16 +22,28 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The limits of `limit_hits`, shown at 0 from the start.
-const LIMITS: [&str; 5] =
-    ["http_connections", "http_header_timeout", "http_body_timeout", "http_accept_errors", "rtmp_accept_errors"];
+const LIMITS: [&str; 12] = [
+    "http_connections",
+    "http_header_timeout",
+    "http_body_timeout",
+    "http_accept_errors",
+    "rtmp_accept_errors",
+    "rtmp_connections",
+    "rtmp_connections_per_ip",
+    "rtmp_buffer_per_connection",
+    "rtmp_buffer_total",
+    "rtmp_amf",
+    "rtmp_write_timeout",
+    "plugin_state",
+];
 
 /// A limit hit is logged at most once per this long per limit (with the count since).
 const LIMIT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The stages of `snapshots_failed` and the reasons of `rtmp_rejected`, shown at 0 from the start.
 const FAILED_STAGES: [&str; 4] = ["decode", "policy", "store", "index"];
-const REJECT_REASONS: [&str; 7] =
-    ["io", "handshake", "protocol", "refused", "unsupported_codec", "malformed_video", "idle"];
+const REJECT_REASONS: [&str; 8] =
+    ["io", "handshake", "protocol", "refused", "unsupported_codec", "malformed_video", "idle", "limit"];
 
 type Labels = Vec<(&'static str, &'static str)>;
 type StreamLabels = Vec<(&'static str, String)>;

@@ -526,6 +526,22 @@ impl Host {
         panic!("timed out waiting for {what}; host log:\n{}", self.log());
     }
 
+    /// The running host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("host is running").id()
+    }
+
+    /// The running host's resident memory, in MiB.
+    pub fn rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kb / 1024
+    }
+
     /// Kills the host with SIGKILL (no shutdown at all) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -28,15 +28,7 @@ const CHUNK: usize = 4096;
 impl Publisher {
     /// Connects, handshakes and sends `connect` + `createStream`.
     pub fn connect(port: u16, app: &str) -> std::io::Result<Publisher> {
-        let mut sock = TcpStream::connect(("127.0.0.1", port))?;
-        sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-        sock.set_write_timeout(Some(Duration::from_secs(10)))?;
-        let mut c0c1 = vec![3u8];
-        c0c1.extend(std::iter::repeat_n(7u8, 1536));
-        sock.write_all(&c0c1)?;
-        let mut s = vec![0u8; 1 + 2 * 1536];
-        sock.read_exact(&mut s)?;
-        sock.write_all(&s[1..1537])?; // C2 echoes S1
+        let sock = handshake(port)?;
         let mut p = Publisher { sock, seen: Vec::new() };
         p.write_message(2, 1, 0, 0, &(CHUNK as u32).to_be_bytes())?;
         let mut cmd = Vec::new();
@@ -112,28 +104,47 @@ impl Publisher {
     }
 
     fn write_message(&mut self, csid: u8, kind: u8, stream: u32, ts: u32, payload: &[u8]) -> std::io::Result<()> {
-        let mut out = Vec::with_capacity(payload.len() + 32);
-        let ext = ts >= 0xff_ffff;
-        out.push(csid);
-        out.extend_from_slice(&ts.min(0xff_ffff).to_be_bytes()[1..]);
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-        out.push(kind);
-        out.extend_from_slice(&stream.to_le_bytes());
-        if ext {
-            out.extend_from_slice(&ts.to_be_bytes());
-        }
         let chunk = if kind == 1 { 128 } else { CHUNK };
-        for (i, piece) in payload.chunks(chunk).enumerate() {
-            if i > 0 {
-                out.push(0xc0 | csid);
-                if ext {
-                    out.extend_from_slice(&ts.to_be_bytes());
-                }
-            }
-            out.extend_from_slice(piece);
-        }
-        self.sock.write_all(&out)
+        self.sock.write_all(&message(csid, kind, stream, ts, payload, chunk))
     }
+}
+
+/// Connects and completes the RTMP handshake; read timeout 5 s, write timeout 10 s.
+pub fn handshake(port: u16) -> std::io::Result<TcpStream> {
+    let mut sock = TcpStream::connect(("127.0.0.1", port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sock.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(7u8, 1536));
+    sock.write_all(&c0c1)?;
+    let mut s = vec![0u8; 1 + 2 * 1536];
+    sock.read_exact(&mut s)?;
+    sock.write_all(&s[1..1537])?; // C2 echoes S1
+    Ok(sock)
+}
+
+/// One RTMP message as chunks of `chunk` bytes on chunk stream `csid` (< 64).
+pub fn message(csid: u8, kind: u8, stream: u32, ts: u32, payload: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 32);
+    let ext = ts >= 0xff_ffff;
+    out.push(csid);
+    out.extend_from_slice(&ts.min(0xff_ffff).to_be_bytes()[1..]);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    out.push(kind);
+    out.extend_from_slice(&stream.to_le_bytes());
+    if ext {
+        out.extend_from_slice(&ts.to_be_bytes());
+    }
+    for (i, piece) in payload.chunks(chunk).enumerate() {
+        if i > 0 {
+            out.push(0xc0 | csid);
+            if ext {
+                out.extend_from_slice(&ts.to_be_bytes());
+            }
+        }
+        out.extend_from_slice(piece);
+    }
+    out
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

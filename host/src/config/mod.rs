@@ -110,6 +110,7 @@ pub struct Server {
     pub http_header_timeout: Duration,
     /// How long a request body may take to arrive (408 past it).
     pub http_body_timeout: Duration,
+    pub rtmp_limits: RtmpLimits,
     /// How long a callback is retried before it is kept as failed.
     pub callback_retry_for: Duration,
     /// Callbacks waiting for delivery per domain; more are dropped (counted).
@@ -120,6 +121,25 @@ pub struct Server {
     pub spool_domain_share: u8,
     /// How often every record's object is checked (reconcile); `None`: only on demand.
     pub reconcile_every: Option<Duration>,
+}
+
+/// What one RTMP peer, or all of them, may hold (docs/configuration.md, Limits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpLimits {
+    /// Connections open at once; past it, new ones are closed on accept.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Bytes one connection may hold unparsed or in unfinished messages.
+    pub buffer_per_connection: usize,
+    /// Bytes all connections together may hold so.
+    pub buffer_total: usize,
+    /// Values one AMF0 command may decode to.
+    pub amf_max_elements: usize,
+    /// How deeply AMF0 values may nest.
+    pub amf_max_depth: usize,
+    /// How long a write to a peer may block before the connection is closed.
+    pub write_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,6 +375,13 @@ struct RawServer {
     http_max_connections: Option<i64>,
     http_header_timeout: Option<String>,
     http_body_timeout: Option<String>,
+    rtmp_max_connections: Option<i64>,
+    rtmp_max_connections_per_ip: Option<i64>,
+    rtmp_buffer_per_connection_mib: Option<i64>,
+    rtmp_buffer_total_mib: Option<i64>,
+    rtmp_amf_max_elements: Option<i64>,
+    rtmp_amf_max_depth: Option<i64>,
+    rtmp_write_timeout: Option<String>,
     callback_retry_for: Option<String>,
     outbox_quota: Option<i64>,
     spool_max_mib: Option<i64>,
@@ -901,6 +928,27 @@ impl RawConfig {
         };
         let http_header_timeout = bounded("server.http_header_timeout", s.http_header_timeout, 10, 300)?;
         let http_body_timeout = bounded("server.http_body_timeout", s.http_body_timeout, 30, 600)?;
+        let rtmp_limits = RtmpLimits {
+            max_connections: count("server.rtmp_max_connections", s.rtmp_max_connections, 4096, 1, 1_000_000)?,
+            max_connections_per_ip: count(
+                "server.rtmp_max_connections_per_ip",
+                s.rtmp_max_connections_per_ip,
+                256,
+                1,
+                1_000_000,
+            )?,
+            buffer_per_connection: count(
+                "server.rtmp_buffer_per_connection_mib",
+                s.rtmp_buffer_per_connection_mib,
+                16,
+                9,
+                1024,
+            )? << 20,
+            buffer_total: count("server.rtmp_buffer_total_mib", s.rtmp_buffer_total_mib, 1024, 16, 1 << 20)? << 20,
+            amf_max_elements: count("server.rtmp_amf_max_elements", s.rtmp_amf_max_elements, 1024, 64, 1 << 20)?,
+            amf_max_depth: count("server.rtmp_amf_max_depth", s.rtmp_amf_max_depth, 16, 2, 64)?,
+            write_timeout: bounded("server.rtmp_write_timeout", s.rtmp_write_timeout, 10, 300)?,
+        };
         let callback_retry_for = match s.callback_retry_for {
             None => Duration::from_secs(24 * 3600),
             Some(t) => {
@@ -986,6 +1034,7 @@ impl RawConfig {
                 http_max_connections,
                 http_header_timeout,
                 http_body_timeout,
+                rtmp_limits,
                 callback_retry_for,
                 outbox_quota,
                 spool_max_bytes,

@@ -34,16 +34,22 @@ pub(crate) mod types {
 pub(crate) enum ChunkError {
     #[error("chunk of stream {0} continues a message that never started")]
     NoHeader(u32),
-    #[error("message of {0} bytes exceeds the {MAX_MESSAGE} byte limit")]
-    TooLarge(u32),
+    #[error("message of {0} bytes exceeds the {1} byte limit for its type (media may be larger once publishing)")]
+    TooLarge(u32, u32),
     #[error("more than {MAX_CHUNK_STREAMS} chunk streams in use")]
     TooManyStreams,
     #[error("chunk size {0} is out of range")]
     BadChunkSize(u32),
 }
 
-/// The largest message accepted (a 4K IDR is a few MB).
+/// The largest media message accepted once publishing (a 4K IDR is a few MB).
 pub(crate) const MAX_MESSAGE: u32 = 8 << 20;
+/// The largest message of any other type, or of any type before publishing:
+/// commands and metadata are a few hundred bytes.
+pub(crate) const MAX_CONTROL_MESSAGE: u32 = 64 << 10;
+/// Up to this much of a message's declared length is allocated up front; the
+/// rest grows with the bytes that actually arrive.
+const RESERVE_AHEAD: usize = 256 << 10;
 const MAX_CHUNK_STREAMS: usize = 64;
 
 #[derive(Default)]
@@ -62,11 +68,25 @@ struct ChunkStream {
 pub(crate) struct ChunkReader {
     chunk_size: usize,
     streams: HashMap<u32, ChunkStream>,
+    /// The largest audio, video or aggregate message accepted now.
+    media_max: u32,
+    /// Bytes held in unfinished messages, over all chunk streams.
+    buffered: usize,
 }
 
 impl ChunkReader {
     pub(crate) fn new() -> Self {
-        ChunkReader { chunk_size: 128, streams: HashMap::new() }
+        ChunkReader { chunk_size: 128, streams: HashMap::new(), media_max: MAX_CONTROL_MESSAGE, buffered: 0 }
+    }
+
+    /// From now on media messages may be up to [`MAX_MESSAGE`] (the peer is publishing).
+    pub(crate) fn allow_media(&mut self) {
+        self.media_max = MAX_MESSAGE;
+    }
+
+    /// Bytes held in unfinished messages.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered
     }
 
     pub(crate) fn set_chunk_size(&mut self, size: u32) -> Result<(), ChunkError> {
@@ -80,7 +100,8 @@ impl ChunkReader {
 
     pub(crate) fn abort(&mut self, csid: u32) {
         if let Some(s) = self.streams.get_mut(&csid) {
-            s.partial.clear();
+            self.buffered -= s.partial.len();
+            s.partial = BytesMut::new();
         }
     }
 
@@ -108,8 +129,12 @@ impl ChunkReader {
             let mut length = cs.length;
             if header_len >= 7 {
                 length = u32::from_be_bytes([0, h[3], h[4], h[5]]);
-                if length > MAX_MESSAGE {
-                    return Err(ChunkError::TooLarge(length));
+                let max = match h[6] {
+                    types::AUDIO | types::VIDEO | types::AGGREGATE => self.media_max,
+                    _ => MAX_CONTROL_MESSAGE,
+                };
+                if length > max {
+                    return Err(ChunkError::TooLarge(length, max));
                 }
             }
             let mut pos = basic_len + header_len;
@@ -137,7 +162,10 @@ impl ChunkReader {
             } else {
                 None
             };
-            let starting = cs.partial.is_empty();
+            // Only a type-3 chunk continues a message: any other header starts
+            // a new one, and what was buffered of the old one is dropped.
+            let dropped = if fmt != 3 && !cs.partial.is_empty() { cs.partial.len() } else { 0 };
+            let starting = cs.partial.is_empty() || fmt != 3;
             let remaining = length as usize - if starting { 0 } else { cs.partial.len() };
             let take = remaining.min(self.chunk_size);
             if buf.len() < pos + take {
@@ -167,6 +195,10 @@ impl ChunkReader {
             }
             cs.extended = extended;
             cs.has_header = true;
+            if dropped > 0 {
+                cs.partial = BytesMut::new();
+                self.buffered -= dropped;
+            }
             if starting && length == 0 {
                 buf.advance(pos);
                 continue;
@@ -183,12 +215,14 @@ impl ChunkReader {
                 }));
             }
             if starting {
-                cs.partial.reserve(length as usize);
+                cs.partial.reserve((length as usize).min(RESERVE_AHEAD));
             }
             cs.partial.extend_from_slice(&buf[..take]);
+            self.buffered += take;
             buf.advance(take);
             if cs.partial.len() == length as usize {
-                let payload = cs.partial.split().freeze();
+                self.buffered -= cs.partial.len();
+                let payload = std::mem::take(&mut cs.partial).freeze();
                 return Ok(Some(Message {
                     type_id: cs.type_id,
                     stream_id: cs.stream_id,
@@ -293,7 +327,62 @@ mod tests {
         let mut buf = BytesMut::from(&[0xc5u8, 1, 2, 3][..]);
         assert_eq!(r.read(&mut buf).unwrap_err(), ChunkError::NoHeader(5));
         let mut buf = BytesMut::from(&[0x05u8, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0][..]);
-        assert!(matches!(ChunkReader::new().read(&mut buf), Err(ChunkError::TooLarge(_))));
+        assert!(matches!(ChunkReader::new().read(&mut buf), Err(ChunkError::TooLarge(_, MAX_CONTROL_MESSAGE))));
         assert!(ChunkReader::new().set_chunk_size(0).is_err());
+    }
+
+    /// A type-0 or type-1 chunk header on chunk stream 5.
+    fn header(fmt: u8, length: u32, type_id: u8) -> Vec<u8> {
+        let mut h = vec![(fmt << 6) | 5, 0, 0, 0];
+        h.extend_from_slice(&length.to_be_bytes()[1..]);
+        h.push(type_id);
+        if fmt == 0 {
+            h.extend_from_slice(&[1, 0, 0, 0]);
+        }
+        h
+    }
+
+    #[test]
+    fn media_is_small_until_publishing() {
+        let mut r = ChunkReader::new();
+        let mut buf = BytesMut::from(&header(0, 100_000, types::VIDEO)[..]);
+        assert_eq!(r.read(&mut buf).unwrap_err(), ChunkError::TooLarge(100_000, MAX_CONTROL_MESSAGE));
+        let mut r = ChunkReader::new();
+        r.allow_media();
+        let mut buf = BytesMut::from(&header(0, 100_000, types::VIDEO)[..]);
+        assert!(r.read(&mut buf).unwrap().is_none());
+        // Commands stay small.
+        let mut buf = BytesMut::from(&header(0, 100_000, types::COMMAND_AMF0)[..]);
+        assert!(matches!(ChunkReader::new().read(&mut buf), Err(ChunkError::TooLarge(..))));
+    }
+
+    #[test]
+    fn a_new_header_mid_message_drops_the_old_message() {
+        // 300 bytes of a 1000-byte message (chunk size 128: three chunks)...
+        let mut r = ChunkReader::new();
+        r.allow_media();
+        let mut bytes = header(0, 1000, types::VIDEO);
+        bytes.extend_from_slice(&[1; 128]);
+        bytes.extend_from_slice(&[0xc5; 1]);
+        bytes.extend_from_slice(&[2; 128]);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert!(r.read(&mut buf).unwrap().is_none());
+        assert_eq!(r.buffered(), 256);
+        // ...then a type-1 header shorter than what is buffered (this
+        // underflowed once): a new 10-byte message, the old one dropped.
+        let mut bytes = header(1, 10, types::VIDEO);
+        bytes.extend_from_slice(&[3; 10]);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let m = r.read(&mut buf).unwrap().expect("the new message");
+        assert_eq!(&m.payload[..], &[3; 10]);
+        assert_eq!(r.buffered(), 0);
+        // Abort releases what it drops.
+        let mut bytes = header(0, 1000, types::VIDEO);
+        bytes.extend_from_slice(&[1; 128]);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert!(r.read(&mut buf).unwrap().is_none());
+        assert_eq!(r.buffered(), 128);
+        r.abort(5);
+        assert_eq!(r.buffered(), 0);
     }
 }

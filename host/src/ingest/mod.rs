@@ -9,7 +9,8 @@ mod flv;
 mod session;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::capture::{CaptureJob, StreamInfo};
-use crate::config::{PublishAuth, Settings};
+use crate::config::{PublishAuth, RtmpLimits, Settings};
 use crate::metrics::Metrics;
 
 /// A publisher that has sent no media for this long is dead: a new publish
@@ -37,6 +38,66 @@ pub struct Ingest {
     live: Mutex<HashMap<StreamKey, LiveEntry>>,
     next_session: AtomicU64,
     epoch: Instant,
+    /// Open connections: in all, and per peer address.
+    connections: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// Bytes all connections hold unparsed or in unfinished messages.
+    buffered: AtomicUsize,
+}
+
+/// A connection's share of the limits (`server.rtmp_*`): its place in the
+/// connection counts and the bytes it holds. Released when dropped, so a
+/// connection that ends in any way (a panic too) gives its share back.
+pub(crate) struct Slot {
+    ingest: Arc<Ingest>,
+    ip: IpAddr,
+    held: usize,
+}
+
+/// A limit a connection reached: the `limit_hits` label and what happened.
+#[derive(Debug)]
+pub(crate) struct LimitHit(pub(crate) &'static str, pub(crate) String);
+
+impl Slot {
+    /// Records that the connection now holds `bytes`; an error when that is
+    /// over its own budget or takes all connections over theirs.
+    pub(crate) fn hold(&mut self, bytes: usize, limits: &RtmpLimits) -> Result<(), LimitHit> {
+        let total = &self.ingest.buffered;
+        if bytes > self.held {
+            let now = total.fetch_add(bytes - self.held, Ordering::Relaxed) + (bytes - self.held);
+            self.held = bytes;
+            if bytes > limits.buffer_per_connection {
+                return Err(LimitHit(
+                    "rtmp_buffer_per_connection",
+                    format!("a connection holds {bytes} bytes unparsed, over {}", limits.buffer_per_connection),
+                ));
+            }
+            if now > limits.buffer_total {
+                return Err(LimitHit(
+                    "rtmp_buffer_total",
+                    format!("connections hold {now} bytes unparsed, over {}", limits.buffer_total),
+                ));
+            }
+        } else {
+            total.fetch_sub(self.held - bytes, Ordering::Relaxed);
+            self.held = bytes;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.ingest.buffered.fetch_sub(self.held, Ordering::Relaxed);
+        let mut conns = self.ingest.connections.lock().unwrap();
+        conns.0 -= 1;
+        if let Some(n) = conns.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                conns.1.remove(&self.ip);
+            }
+        }
+        self.ingest.metrics.rtmp_connections.dec();
+    }
 }
 
 struct LiveEntry {
@@ -106,7 +167,33 @@ impl Ingest {
             live: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             epoch: Instant::now(),
+            connections: Mutex::new((0, HashMap::new())),
+            buffered: AtomicUsize::new(0),
         })
+    }
+
+    /// A place for a new connection from `ip`, unless that takes the
+    /// connections over `server.rtmp_max_connections` or `_per_ip`.
+    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &RtmpLimits) -> Result<Slot, LimitHit> {
+        let mut conns = self.connections.lock().unwrap();
+        let (total, per_ip) = &mut *conns;
+        if *total >= limits.max_connections {
+            return Err(LimitHit(
+                "rtmp_connections",
+                format!("{total} connections are open (server.rtmp_max_connections); refused {ip}"),
+            ));
+        }
+        let from_ip = per_ip.entry(ip).or_insert(0);
+        if *from_ip >= limits.max_connections_per_ip {
+            return Err(LimitHit(
+                "rtmp_connections_per_ip",
+                format!("{ip} has {from_ip} connections open (server.rtmp_max_connections_per_ip)"),
+            ));
+        }
+        *from_ip += 1;
+        *total += 1;
+        self.metrics.rtmp_connections.inc();
+        Ok(Slot { ingest: self.clone(), ip, held: 0 })
     }
 
     /// Accepts connections until `cancel`; each runs in its own tracked task.
@@ -123,13 +210,21 @@ impl Ingest {
                     }
                 },
             };
+            let limits = self.settings.get().server.rtmp_limits.clone();
+            let slot = match self.admit(peer.ip(), &limits) {
+                Ok(slot) => slot,
+                Err(LimitHit(limit, detail)) => {
+                    // Dropped unread: closed at once.
+                    self.metrics.rejected("limit");
+                    self.metrics.limit_hit(limit, format_args!("{detail}"));
+                    continue;
+                }
+            };
             let _ = socket.set_nodelay(true);
             let ingest = self.clone();
             let cancel = cancel.clone();
             tracker.spawn(async move {
-                ingest.metrics.rtmp_connections.inc();
-                session::serve(ingest.clone(), socket, peer, cancel).await;
-                ingest.metrics.rtmp_connections.dec();
+                session::serve(ingest, slot, limits, socket, peer, cancel).await;
             });
         }
     }

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::amf0::{self, Value};
 use super::chunk::{self, ChunkReader, Message, types};
 use super::flv::{self, AvcConfig, VideoTag};
-use super::{Claim, Ingest};
+use super::{Claim, Ingest, LimitHit, Slot};
 use crate::capture::{Offer, StreamCapture, StreamInfo};
+use crate::config::RtmpLimits;
 use crate::config::template::is_valid_stream_name;
 
 const HANDSHAKE_SIZE: usize = 1536;
@@ -43,6 +44,14 @@ enum SessionError {
     Video(#[from] flv::FlvError),
     #[error("idle for {0:?}")]
     Idle(Duration),
+    #[error("limit {}: {}", .0.0, .0.1)]
+    Limit(LimitHit),
+}
+
+impl From<LimitHit> for SessionError {
+    fn from(hit: LimitHit) -> Self {
+        SessionError::Limit(hit)
+    }
 }
 
 impl SessionError {
@@ -55,6 +64,7 @@ impl SessionError {
             SessionError::Video(flv::FlvError::Unsupported(_)) => "unsupported_codec",
             SessionError::Video(_) => "malformed_video",
             SessionError::Idle(_) => "idle",
+            SessionError::Limit(_) => "limit",
         }
     }
 }
@@ -112,6 +122,9 @@ impl Publishing {
 
 struct Session {
     ingest: Arc<Ingest>,
+    slot: Slot,
+    limits: RtmpLimits,
+    cancel: CancellationToken,
     peer: SocketAddr,
     id: u64,
     reader: ChunkReader,
@@ -125,10 +138,20 @@ struct Session {
     ack_window: u64,
 }
 
-pub(super) async fn serve(ingest: Arc<Ingest>, mut socket: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+pub(super) async fn serve(
+    ingest: Arc<Ingest>,
+    slot: Slot,
+    limits: RtmpLimits,
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+) {
     let id = ingest.new_session_id();
     let mut session = Session {
         ingest: ingest.clone(),
+        slot,
+        limits,
+        cancel,
         peer,
         id,
         reader: ChunkReader::new(),
@@ -141,8 +164,13 @@ pub(super) async fn serve(ingest: Arc<Ingest>, mut socket: TcpStream, peer: Sock
         acked: 0,
         ack_window: u64::from(WINDOW_ACK_SIZE),
     };
-    match session.run(&mut socket, cancel).await {
+    match session.run(&mut socket).await {
         Ok(()) => tracing::debug!(%peer, session = id, "rtmp connection closed"),
+        Err(SessionError::Limit(LimitHit(limit, detail))) => {
+            ingest.metrics.rejected("limit");
+            ingest.metrics.limit_hit(limit, format_args!("{peer}: {detail}"));
+            tracing::debug!(%peer, session = id, limit, "rtmp connection closed: {detail}");
+        }
         Err(e) => {
             ingest.metrics.rejected(e.reason());
             let stream =
@@ -168,7 +196,8 @@ pub(super) async fn serve(ingest: Arc<Ingest>, mut socket: TcpStream, peer: Sock
 }
 
 impl Session {
-    async fn run(&mut self, socket: &mut TcpStream, cancel: CancellationToken) -> Result<(), SessionError> {
+    async fn run(&mut self, socket: &mut TcpStream) -> Result<(), SessionError> {
+        let cancel = self.cancel.clone();
         tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(socket))
             .await
             .map_err(|_| SessionError::Handshake("timed out"))??;
@@ -181,6 +210,7 @@ impl Session {
             }
             let evicted = self.publishing.as_ref().map_or(&never, |p| &p.claim.evicted).clone();
             let n = tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return Ok(()),
                 _ = evicted.cancelled() => {
                     let why = self.publishing.as_ref().and_then(|p| p.claim.evict_reason.get().copied());
@@ -197,21 +227,41 @@ impl Session {
             self.received += n as u64;
             while let Some(msg) = self.reader.read(&mut buf)? {
                 if !self.handle(msg)? {
-                    socket.write_all(&self.out).await?;
-                    self.out.clear();
-                    return Ok(());
+                    return self.flush(socket).await;
                 }
             }
+            self.slot.hold(buf.len() + self.reader.buffered(), &self.limits)?;
             if self.received - self.acked >= self.ack_window {
                 self.acked = self.received;
                 let seq = (self.received & 0xffff_ffff) as u32;
                 chunk::write_message(&mut self.out, 2, types::ACK, 0, 0, &seq.to_be_bytes(), OUT_CHUNK_SIZE);
             }
-            if !self.out.is_empty() {
-                socket.write_all(&self.out).await?;
-                self.out.clear();
-            }
+            self.flush(socket).await?;
         }
+    }
+
+    /// Writes what is queued for the peer, within `server.rtmp_write_timeout`
+    /// (a peer that reads nothing cannot hold the session); gives up at shutdown.
+    async fn flush(&mut self, socket: &mut TcpStream) -> Result<(), SessionError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.limits.write_timeout;
+        tokio::select! {
+            _ = self.cancel.cancelled() => {}
+            r = tokio::time::timeout(timeout, socket.write_all(&self.out)) => match r {
+                Err(_) => {
+                    return Err(LimitHit(
+                        "rtmp_write_timeout",
+                        format!("the peer took nothing of {} bytes for {timeout:?}", self.out.len()),
+                    )
+                    .into());
+                }
+                Ok(r) => r?,
+            },
+        }
+        self.out.clear();
+        Ok(())
     }
 
     /// Handles one message; `Ok(false)` ends the connection cleanly.
@@ -337,7 +387,11 @@ impl Session {
     }
 
     fn on_command(&mut self, payload: &[u8], stream_id: u32) -> Result<bool, SessionError> {
-        let values = amf0::decode_all(payload)?;
+        let budget = amf0::Budget { max_elements: self.limits.amf_max_elements, max_depth: self.limits.amf_max_depth };
+        let values = amf0::decode_all(payload, budget).map_err(|e| match e {
+            amf0::AmfError::TooMany(_) | amf0::AmfError::TooDeep(_) => LimitHit("rtmp_amf", e.to_string()).into(),
+            e => SessionError::Amf(e),
+        })?;
         let name =
             values.first().and_then(Value::as_str).ok_or(SessionError::Protocol("command without a name".into()))?;
         let txn = values.get(1).and_then(Value::as_number).unwrap_or(0.0);
@@ -472,6 +526,7 @@ impl Session {
                 "publish started; no snapshot template for this app, so no snapshots"
             ),
         }
+        self.reader.allow_media();
         self.publishing = Some(Publishing {
             claim,
             capture,
