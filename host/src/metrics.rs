@@ -22,7 +22,7 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The limits of `limit_hits`, shown at 0 from the start.
-const LIMITS: [&str; 12] = [
+const LIMITS: [&str; 13] = [
     "http_connections",
     "http_header_timeout",
     "http_body_timeout",
@@ -35,6 +35,7 @@ const LIMITS: [&str; 12] = [
     "rtmp_amf",
     "rtmp_write_timeout",
     "plugin_state",
+    "plugin_uploads",
 ];
 
 /// A limit hit is logged at most once per this long per limit (with the count since).

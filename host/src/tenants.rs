@@ -112,6 +112,35 @@ pub enum ChangeError {
     Index(#[from] IndexError),
 }
 
+/// A domain keeps at most `max_versions` uploaded versions of at most
+/// `uploads_bytes` together.
+fn check_upload_quota(
+    domain: &str,
+    kept: impl Iterator<Item = u64>,
+    size: u64,
+    limits: &crate::config::PluginLimits,
+) -> Result<(), ChangeError> {
+    let (count, bytes) = kept.fold((0usize, 0u64), |(n, b), s| (n + 1, b + s));
+    if count >= limits.max_versions {
+        return Err(ChangeError::Conflict(
+            "PluginQuotaExceeded",
+            format!(
+                "domain {domain:?} keeps {count} plugin versions, its limit (plugin_limits.max_versions); delete an unused one first"
+            ),
+        ));
+    }
+    if bytes + size > limits.uploads_bytes {
+        return Err(ChangeError::Conflict(
+            "PluginQuotaExceeded",
+            format!(
+                "domain {domain:?} keeps {bytes} bytes of plugin versions; {size} more is over its limit of {} (plugin_limits.uploads_mib); delete an unused one first",
+                limits.uploads_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What the API made, decoded from the catalog.
 #[derive(Debug, Clone, Default)]
 struct Catalog {
@@ -612,11 +641,28 @@ impl Tenants {
         if state.catalog.plugins.contains_key(&key) {
             return Ok(false);
         }
+        let limits = self.settings.get().plugin_limits_for(domain);
+        let kept =
+            state.catalog.plugins.range((domain.to_owned(), String::new())..).take_while(|((d, _), _)| d == domain);
+        check_upload_quota(domain, kept.map(|(_, d)| d.size), doc.size, &limits)?;
         let mut next = state.catalog.clone();
         next.plugins.insert(key, doc.clone());
         let ckey = (PLUGIN.to_owned(), domain.to_owned(), version.to_owned());
         self.change(&mut state, next, None, vec![(ckey, Some(json_bytes(&doc)))]).await?;
         Ok(true)
+    }
+
+    /// Whether a domain may keep one more version of `size` bytes (the
+    /// API asks before compiling it; `add_plugin` decides).
+    pub async fn upload_allowed(&self, domain: &str, version: &str, size: u64) -> Result<(), ChangeError> {
+        let state = self.state.lock().await;
+        if state.catalog.plugins.contains_key(&(domain.to_owned(), version.to_owned())) {
+            return Ok(());
+        }
+        let limits = self.settings.get().plugin_limits_for(domain);
+        let kept =
+            state.catalog.plugins.range((domain.to_owned(), String::new())..).take_while(|((d, _), _)| d == domain);
+        check_upload_quota(domain, kept.map(|(_, d)| d.size), size, &limits)
     }
 
     /// Records which version is active (None: the default). The caller has
@@ -756,4 +802,20 @@ fn file_managed_template(domain: &str, app: &str) -> ChangeError {
 
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_quota_counts_versions_and_bytes() {
+        let limits = crate::config::PluginLimits { max_versions: 3, uploads_bytes: 10 << 20, ..Default::default() };
+        let mib = |n: u64| n << 20;
+        assert!(check_upload_quota("d", [mib(2), mib(3)].into_iter(), mib(5), &limits).is_ok());
+        let e = check_upload_quota("d", [mib(2), mib(3)].into_iter(), mib(5) + 1, &limits).unwrap_err();
+        assert!(e.to_string().contains("uploads_mib"), "{e}");
+        let e = check_upload_quota("d", [1, 1, 1].into_iter(), 1, &limits).unwrap_err();
+        assert!(e.to_string().contains("max_versions"), "{e}");
+    }
 }

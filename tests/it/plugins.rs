@@ -359,3 +359,96 @@ fn thin_by_age_through_the_local_runner() {
     assert_eq!(v["done"], false);
     assert!(v["fuel"].as_u64().unwrap() > 0);
 }
+
+/// The `limit_hits` counter of one limit.
+fn limit_hits(host: &Host, limit: &str) -> f64 {
+    let (_, body) = host.try_get("/metrics").unwrap();
+    let want = format!("edgesnap_limit_hits_total{{limit=\"{limit}\"}} ");
+    String::from_utf8(body).unwrap().lines().find_map(|l| l.strip_prefix(&want)?.parse().ok()).unwrap_or(-1.0)
+}
+
+/// The naming runs of a stream, oldest first.
+fn runs_of(host: &Host, stream: &str) -> Vec<Value> {
+    let runs = host.get_json("/v1/domains/localhost/plugins/runs");
+    let mut named: Vec<Value> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["stream"] == stream && r["call"] == "name")
+        .cloned()
+        .collect();
+    named.reverse();
+    named
+}
+
+#[test]
+fn a_tenant_cannot_fill_the_disk_with_state_or_uploads() {
+    let spec = DomainSpec {
+        plugin_limits: Some("state_quota_mib = 1\nmax_versions = 2\ndemote_after = 1000000"),
+        ..DomainSpec::new("localhost")
+    };
+    let mut host = Host::start(&[spec], 1);
+
+    // Two versions kept; a third is refused until one is deleted.
+    let (status, v) = upload(&host, example("hostile"));
+    assert_eq!(status, 201, "{v}");
+    let hostile = v["version"].as_str().unwrap().to_owned();
+    let (status, v) = upload(&host, example("date_folders"));
+    assert_eq!(status, 201, "{v}");
+    let folders = v["version"].as_str().unwrap().to_owned();
+    let (status, v) = upload(&host, example("keep_last"));
+    assert_eq!((status, v["code"].as_str()), (409, Some("PluginQuotaExceeded")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("max_versions"), "{v}");
+    assert_eq!(limit_hits(&host, "plugin_uploads"), 1.0);
+    assert_eq!(host.api("DELETE", &format!("/v1/domains/localhost/plugins/{folders}"), None).0, 204);
+    assert_eq!(upload(&host, example("keep_last")).0, 201);
+    let list = host.get_json("/v1/domains/localhost/plugins");
+    assert_eq!((list["uploads"]["versions"].as_u64(), list["uploads"]["max_versions"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(host.api("POST", &format!("/v1/domains/localhost/plugins/{hostile}/activate"), None).0, 200);
+
+    // 960 KiB of new state per call against a 1 MiB quota: the first call's
+    // writes fit, the next ones fail (the default policy names them) and
+    // write nothing; every capture is stored.
+    assert_eq!(push(&host, "statefill").len(), 3);
+    let runs = runs_of(&host, "statefill");
+    let outcomes: Vec<&str> = runs.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["ok", "state_limit", "state_limit"], "{runs:?}");
+    assert!(runs[1]["error"].as_str().unwrap().contains("over its quota of 1048576"), "{}", runs[1]);
+    assert_eq!(runs[1]["fell_back"], true);
+    let state = host.get_json("/v1/domains/localhost/plugins")["state"].clone();
+    let first_call = 16 * (60 << 10) + 16 * "fill-N-i".len() as u64;
+    let bytes = state["bytes"].as_u64().unwrap();
+    assert!((first_call..first_call + 64).contains(&bytes), "{state}");
+    assert_eq!(state["quota_bytes"], 1 << 20);
+
+    // The per-call limits: each call fails, its writes are dropped.
+    for (stream, says) in [
+        ("bigvalue", "a state value of 66560 bytes (at most 65536)"),
+        ("bigkey", "a state key of 300 bytes (at most 256)"),
+        ("manywrites", "more than 64 state writes in one call"),
+    ] {
+        push(&host, stream);
+        let runs = runs_of(&host, stream);
+        assert!(runs.iter().all(|r| r["outcome"] == "state_limit"), "{stream}: {runs:?}");
+        assert!(runs[0]["error"].as_str().unwrap().contains(says), "{stream}: {}", runs[0]);
+    }
+    assert_eq!(host.get_json("/v1/domains/localhost/plugins")["state"]["bytes"].as_u64(), Some(bytes));
+    assert_eq!(limit_hits(&host, "plugin_state"), 2.0 + 3.0 * 3.0);
+
+    // A stored version altered on disk no longer loads: at start the
+    // default policy runs instead, and it cannot be activated again.
+    host.stop();
+    let file = host.dir.path().join(format!("data/plugins/{hostile}.wasm"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.push(0);
+    std::fs::write(&file, bytes).unwrap();
+    host.spawn();
+    assert!(host.log().contains("the stored file was altered"), "{}", host.log());
+    let keys = push(&host, "after");
+    assert!(keys.iter().all(|k| k.starts_with("live/after/") && k.split('/').count() == 3), "{keys:?}");
+    assert!(runs_of(&host, "after").is_empty(), "the altered plugin ran");
+    assert_eq!(host.api("POST", "/v1/domains/localhost/plugins/default/activate", None).0, 200);
+    let (status, v) = host.api("POST", &format!("/v1/domains/localhost/plugins/{hostile}/activate"), None);
+    assert_eq!((status, v["code"].as_str()), (400, Some("InvalidPlugin")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("sha256"), "{v}");
+}

@@ -77,6 +77,9 @@ fn view(api: &Api, d: &Domain) -> Value {
             "max_placements": limits.max_placements,
             "max_log_lines": limits.max_log_lines,
             "demote_after": limits.demote_after,
+            "state_quota_mib": limits.state_quota_bytes >> 20,
+            "max_versions": limits.max_versions,
+            "uploads_mib": limits.uploads_bytes >> 20,
         },
     })
 }

@@ -81,6 +81,10 @@ pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<R
     }
     let bytes = call.bytes(MAX_PLUGIN_BYTES).await?;
     let version = hex::encode(Sha256::digest(&bytes));
+    if let Err(e) = api.tenants.upload_allowed(domain, &version, bytes.len() as u64).await {
+        api.metrics.limit_hit("plugin_uploads", format_args!("domain {domain}: {e}"));
+        return Err(e.into());
+    }
     let policies = api.policies.clone();
     let v = version.clone();
     let data = bytes.clone();
@@ -110,7 +114,9 @@ pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<R
         peak_memory_bytes: usage.peak_memory_bytes as u64,
         demoted: None,
     };
-    let created = api.tenants.add_plugin(domain, &version, doc.clone()).await?;
+    let created = api.tenants.add_plugin(domain, &version, doc.clone()).await.inspect_err(|e| {
+        api.metrics.limit_hit("plugin_uploads", format_args!("domain {domain}: {e}"));
+    })?;
     let (active, versions) = api.tenants.plugins(domain).await;
     let doc = versions.into_iter().find(|(v, _)| *v == version).map_or(doc, |(_, d)| d);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -121,12 +127,25 @@ pub(super) async fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiE
     let (active, versions) = api.tenants.plugins(domain).await;
     let previous = api.tenants.previous_plugin(domain).await;
     let items: Vec<Value> = versions.iter().map(|(v, d)| view(v, d, active.as_deref() == Some(v.as_str()))).collect();
+    let limits = api.settings.get().plugin_limits_for(domain);
+    let policies = api.policies.clone();
+    let d = domain.to_owned();
+    let state_bytes = tokio::task::spawn_blocking(move || policies.state_in_use(&d))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))??;
     Ok(super::json(
         StatusCode::OK,
         &json!({
             "active": active.as_deref().unwrap_or(DEFAULT),
             "previous": previous.as_deref().unwrap_or(DEFAULT),
             "versions": items,
+            "state": {"bytes": state_bytes, "quota_bytes": limits.state_quota_bytes},
+            "uploads": {
+                "versions": versions.len(),
+                "bytes": versions.iter().map(|(_, d)| d.size).sum::<u64>(),
+                "max_versions": limits.max_versions,
+                "quota_bytes": limits.uploads_bytes,
+            },
         }),
     ))
 }

@@ -41,6 +41,12 @@ pub struct PluginLimits {
     pub max_log_lines: u32,
     /// Failed calls in a row after which the active version is demoted.
     pub demote_after: u32,
+    /// Bytes (keys and values) the domain's plugin state may hold.
+    pub state_quota_bytes: u64,
+    /// Plugin versions a domain may keep uploaded.
+    pub max_versions: usize,
+    /// Bytes all of a domain's uploaded versions may take together.
+    pub uploads_bytes: u64,
 }
 
 impl Default for PluginLimits {
@@ -52,6 +58,9 @@ impl Default for PluginLimits {
             max_placements: 16,
             max_log_lines: 32,
             demote_after: 5,
+            state_quota_bytes: 16 << 20,
+            max_versions: 16,
+            uploads_bytes: 64 << 20,
         }
     }
 }
@@ -68,6 +77,9 @@ pub struct PluginOverrides {
     pub max_placements: Option<usize>,
     pub max_log_lines: Option<u32>,
     pub demote_after: Option<u32>,
+    pub state_quota_bytes: Option<u64>,
+    pub max_versions: Option<usize>,
+    pub uploads_bytes: Option<u64>,
 }
 
 impl PluginLimits {
@@ -79,6 +91,9 @@ impl PluginLimits {
             max_placements: o.max_placements.unwrap_or(self.max_placements),
             max_log_lines: o.max_log_lines.unwrap_or(self.max_log_lines),
             demote_after: o.demote_after.unwrap_or(self.demote_after),
+            state_quota_bytes: o.state_quota_bytes.unwrap_or(self.state_quota_bytes),
+            max_versions: o.max_versions.unwrap_or(self.max_versions),
+            uploads_bytes: o.uploads_bytes.unwrap_or(self.uploads_bytes),
         }
     }
 }
@@ -802,6 +817,12 @@ pub struct RawPluginLimits {
     pub max_log_lines: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demote_after: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_quota_mib: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_versions: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads_mib: Option<i64>,
 }
 
 /// Checks plugin limits against the bounds the host can keep (a wasm call
@@ -835,6 +856,10 @@ pub fn validate_plugin_limits(raw: &RawPluginLimits, path: &str) -> Result<Plugi
         max_placements: within(raw.max_placements, 1, 256, join(path, "max_placements"))?.map(|n| n as usize),
         max_log_lines: within(raw.max_log_lines, 0, 1000, join(path, "max_log_lines"))?.map(|n| n as u32),
         demote_after: within(raw.demote_after, 1, 1_000_000, join(path, "demote_after"))?.map(|n| n as u32),
+        state_quota_bytes: within(raw.state_quota_mib, 1, 4096, join(path, "state_quota_mib"))?
+            .map(|n| (n as u64) << 20),
+        max_versions: within(raw.max_versions, 1, 1000, join(path, "max_versions"))?.map(|n| n as usize),
+        uploads_bytes: within(raw.uploads_mib, 8, 65536, join(path, "uploads_mib"))?.map(|n| (n as u64) << 20),
     })
 }
 

@@ -670,6 +670,22 @@ impl Index {
         Ok(t.get((domain, key)).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
+    /// The bytes (keys and values) of a domain's plugin state.
+    pub fn plugin_state_usage(&self, domain: &str) -> Result<u64, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(PLUGIN_STATE).map_err(db_err)?;
+        let mut bytes = 0u64;
+        for entry in t.range((domain, "")..).map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            let (d, key) = k.value();
+            if d != domain {
+                break;
+            }
+            bytes += (key.len() + v.value().len()) as u64;
+        }
+        Ok(bytes)
+    }
+
     pub fn get(&self, id: RecordId) -> Result<Option<Record>, IndexError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let (locs, recs) = (txn.open_table(IDS).map_err(db_err)?, txn.open_table(RECORDS).map_err(db_err)?);

@@ -51,7 +51,14 @@ pub enum PolicyError {
     Refused { version: String, message: String },
     #[error("plugin {version} returned bad output: {why}")]
     BadOutput { version: String, why: String },
+    #[error("plugin {version} exceeded its state limits: {why}; nothing of the call was written")]
+    State { version: String, why: String },
 }
+
+/// The largest state key, value and number of writes one call may make (SPEC §6).
+pub const STATE_KEY_MAX: usize = 256;
+pub const STATE_VALUE_MAX: usize = 64 << 10;
+pub const STATE_WRITES_MAX: usize = 64;
 
 /// Where one capture goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +108,8 @@ pub struct Policies {
     runs: std::sync::Mutex<HashMap<String, std::collections::VecDeque<RunRecord>>>,
     /// Told of each demotion, so the catalog follows.
     demotions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Demoted>>>,
+    /// Bytes of each domain's plugin state, counted from the index once.
+    state_usage: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// A domain's plugin version demoted after consecutive failures.
@@ -270,6 +279,10 @@ struct Ctx {
     domain: String,
     index: Arc<Index>,
     staged: BTreeMap<String, Option<Vec<u8>>>,
+    /// `set` and `delete` calls made.
+    state_writes: usize,
+    /// The first state limit the call broke: it fails when it returns.
+    state_error: Option<String>,
     log_lines: u32,
     max_log_lines: u32,
     /// The call's log lines, kept (up to the cap) for its run record.
@@ -299,11 +312,38 @@ impl bindings::edgesnap::policy::state::Host for Ctx {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) {
-        self.staged.insert(key, Some(value));
+        self.stage(key, Some(value));
     }
 
     fn delete(&mut self, key: String) {
-        self.staged.insert(key, None);
+        self.stage(key, None);
+    }
+}
+
+impl Ctx {
+    /// Stages a state write within the per-call limits; past one the write
+    /// is dropped and the call will fail.
+    fn stage(&mut self, key: String, value: Option<Vec<u8>>) {
+        if self.state_error.is_some() {
+            return;
+        }
+        self.state_writes += 1;
+        let broken = if key.len() > STATE_KEY_MAX {
+            Some(format!("a state key of {} bytes (at most {STATE_KEY_MAX})", key.len()))
+        } else if let Some(v) = value.as_ref().filter(|v| v.len() > STATE_VALUE_MAX) {
+            Some(format!("a state value of {} bytes (at most {STATE_VALUE_MAX})", v.len()))
+        } else if self.state_writes > STATE_WRITES_MAX {
+            Some(format!("more than {STATE_WRITES_MAX} state writes in one call"))
+        } else {
+            None
+        };
+        match broken {
+            Some(why) => {
+                self.staged.clear();
+                self.state_error = Some(why);
+            }
+            None => drop(self.staged.insert(key, value)),
+        }
     }
 }
 
@@ -380,7 +420,12 @@ impl Policies {
                 None => None,
                 Some(dir) => {
                     let mut cache = wasmtime::CacheConfig::new();
-                    cache.with_directory(dir);
+                    // Compiled versions nothing loads any more are evicted,
+                    // least recently used first, past 512 MiB.
+                    cache
+                        .with_directory(dir)
+                        .with_files_total_size_soft_limit(512 << 20)
+                        .with_cleanup_interval(Duration::from_secs(3600));
                     Some(wasmtime::Cache::new(cache).map_err(|e| {
                         PolicyError::Engine(format!("compiled plugin cache in {}: {e:#}", dir.display()))
                     })?)
@@ -416,6 +461,7 @@ impl Policies {
             failures: Default::default(),
             runs: Default::default(),
             demotions: Default::default(),
+            state_usage: Default::default(),
         })
     }
 
@@ -592,6 +638,18 @@ impl Policies {
     /// Compiles a component (or takes it from the compiled cache) and checks
     /// it is of this world.
     pub fn load(&self, version: &str, bytes: &[u8]) -> Result<Plugin, PolicyError> {
+        // An uploaded version is the sha256 of its bytes ("default" and the
+        // local runner's "local" are not).
+        if version.len() == 64 && version.bytes().all(|b| b.is_ascii_hexdigit()) {
+            use sha2::Digest;
+            let sha = hex::encode(sha2::Sha256::digest(bytes));
+            if sha != version {
+                return Err(PolicyError::Load {
+                    version: version.to_owned(),
+                    why: format!("its file's sha256 is {sha}: the stored file was altered; re-upload it"),
+                });
+            }
+        }
         let hits = self.cache.as_ref().map(|c| c.cache_hits());
         let started = std::time::Instant::now();
         let plugin = load(&self.engine, &self.linker, version, bytes)?;
@@ -616,7 +674,17 @@ impl Policies {
         let plugin = self.active.read().unwrap().get(facts.domain).cloned();
         if let Some(plugin) = plugin {
             let started = std::time::Instant::now();
-            let call = self.call_name(&plugin, facts, template);
+            let mut call = self.call_name(&plugin, facts, template);
+            if call.result.is_ok() && !call.state_writes.is_empty() {
+                let quota = self.limits_for(facts.domain, &plugin).state_quota_bytes;
+                if let Err(why) = self.admit_state(facts.domain, &call.state_writes, quota) {
+                    call.result = Err(PolicyError::State { version: plugin.version.clone(), why });
+                    call.state_writes.clear();
+                }
+            }
+            if let Err(e @ PolicyError::State { .. }) = &call.result {
+                self.metrics.limit_hit("plugin_state", format_args!("domain {}: {e}", facts.domain));
+            }
             let seconds = started.elapsed().as_secs_f64();
             let outcome = outcome_of(&call.result);
             let usage = call.result.is_ok().then_some((call.usage.fuel, call.usage.peak_memory_bytes));
@@ -635,6 +703,44 @@ impl Policies {
             }
         }
         Ok(Named { placements: self.name_with(&self.default, facts, template)?, state: Vec::new() })
+    }
+
+    /// Takes a call's state writes into its domain's state quota, or says
+    /// why they do not fit. Usage is the committed state's key and value
+    /// bytes, counted once per domain and kept up to date here; it is
+    /// counted again before a refusal (concurrent calls of a domain may
+    /// have counted one new key twice).
+    fn admit_state(&self, domain: &str, writes: &[(String, Option<Vec<u8>>)], quota: u64) -> Result<(), String> {
+        let size = |k: &str, v: Option<usize>| v.map_or(0, |n| (k.len() + n) as i64);
+        let mut delta = 0i64;
+        for (k, v) in writes {
+            let old = self.index.plugin_state(domain, k).map_err(|e| format!("state cannot be read: {e}"))?;
+            delta += size(k, v.as_ref().map(Vec::len)) - size(k, old.as_ref().map(Vec::len));
+        }
+        let mut usage = self.state_usage.lock().unwrap();
+        let counted =
+            |index: &Index| index.plugin_state_usage(domain).map_err(|e| format!("state cannot be read: {e}"));
+        let mut used = match usage.get(domain) {
+            Some(u) => *u,
+            None => counted(&self.index)?,
+        };
+        if delta > 0 && used + delta as u64 > quota {
+            used = counted(&self.index)?;
+            if used + delta as u64 > quota {
+                usage.insert(domain.to_owned(), used);
+                return Err(format!(
+                    "the domain's state would grow to {} bytes, over its quota of {quota} (plugin_limits.state_quota_mib)",
+                    used + delta as u64
+                ));
+            }
+        }
+        usage.insert(domain.to_owned(), used.saturating_add_signed(delta));
+        Ok(())
+    }
+
+    /// The bytes (keys and values) of a domain's committed plugin state.
+    pub fn state_in_use(&self, domain: &str) -> Result<u64, crate::index::IndexError> {
+        self.index.plugin_state_usage(domain)
     }
 
     /// Whether a domain has an uploaded plugin in force. The default policy
@@ -769,6 +875,10 @@ impl Policies {
         let data = store.data_mut();
         let logs = std::mem::take(&mut data.logs);
         let staged = std::mem::take(&mut data.staged);
+        let result = match (result, data.state_error.take()) {
+            (Ok(_), Some(why)) => Err(PolicyError::State { version: plugin.version.clone(), why }),
+            (result, _) => result,
+        };
         let state_writes = if result.is_ok() { staged.into_iter().collect() } else { Vec::new() };
         Run { result, logs, usage, state_writes }
     }
@@ -840,6 +950,8 @@ impl Policies {
             domain: domain.to_owned(),
             index: self.index.clone(),
             staged: BTreeMap::new(),
+            state_writes: 0,
+            state_error: None,
             log_lines: 0,
             max_log_lines: limits.max_log_lines,
             logs: Vec::new(),
@@ -882,6 +994,7 @@ fn outcome_of<T>(result: &Result<T, PolicyError>) -> &'static str {
         Ok(_) => "ok",
         Err(PolicyError::Refused { .. }) => "refused",
         Err(PolicyError::BadOutput { .. }) => "bad_output",
+        Err(PolicyError::State { .. }) => "state_limit",
         Err(_) => "trap",
     }
 }

@@ -15,6 +15,10 @@
 //! | `ctrl` | a key with control characters |
 //! | `backslash` | a key with `\` separators |
 //! | `peek` | reads the clock, the environment, the filesystem and randomness into its key |
+//! | `statefill` | writes 16 values of 60 KiB under new keys each call (1 MiB of state in ~1 call) |
+//! | `bigvalue` | writes one state value of 65 KiB |
+//! | `bigkey` | writes under a state key of 300 bytes |
+//! | `manywrites` | makes 65 state writes |
 //!
 //! Its deletion answer for stream `faildel` selects everything, then panics;
 //! for `notmine` it names an id that is not on the page. Any other stream is
@@ -27,6 +31,7 @@ wit_bindgen::generate!({ world: "policy", path: "../../wit" });
 // The macro does not tell cargo it reads the WIT file; this does.
 const _: &[u8] = include_bytes!("../../../wit/policy.wit");
 
+use edgesnap::policy::state;
 use edgesnap::policy::types::Mode;
 
 struct Hostile;
@@ -75,6 +80,26 @@ impl Guest for Hostile {
             "ctrl" => seq("live/a\u{7}\nb.jpg".into()),
             "backslash" => seq("live\\..\\..\\x.jpg".into()),
             "peek" => seq(peek()),
+            "statefill" => {
+                for i in 0..16 {
+                    state::set(&format!("fill-{}-{i}", capture.sequence), &vec![7u8; 60 << 10]);
+                }
+                seq(format!("{}/{}/{}.jpg", capture.app, capture.stream, capture.sequence))
+            }
+            "bigvalue" => {
+                state::set("big", &vec![7u8; 65 << 10]);
+                seq("live/bigvalue.jpg".into())
+            }
+            "bigkey" => {
+                state::set(&"k".repeat(300), b"v");
+                seq("live/bigkey.jpg".into())
+            }
+            "manywrites" => {
+                for i in 0..65 {
+                    state::set(&format!("w{i}"), b"v");
+                }
+                seq("live/manywrites.jpg".into())
+            }
             _ => seq(format!("{}/{}/{}.jpg", capture.app, capture.stream, capture.sequence)),
         })
     }
