@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo: edgesnap with examples/edgesnap.toml (local storage under ./data,
+# The demo: edgesnap with examples/edgesnap.toml (index in ./data, snapshots in ./snapshots,
 # domain localhost, app *, every 5 s, both modes), one sample stream pushed
 # with ffmpeg in real time, then where the JPGs are and what the API says.
 set -euo pipefail
@@ -36,8 +36,8 @@ sleep 1
 end=$(date -u -d '+1 minute' +%Y-%m-%dT%H:%M:%SZ)
 
 echo
-echo "snapshots in ./data/snapshots:"
-find data/snapshots -name '*.jpg' | sort | sed 's/^/  /'
+echo "snapshots in ./snapshots:"
+find snapshots -name '*.jpg' | sort | sed 's/^/  /'
 echo
 echo "GET /v1/domains/localhost/snapshots?app=live&stream=cam1&start_time=$start&end_time=$end"
 curl -sf -H "Authorization: Bearer $EDGESNAP_OPERATOR_TOKEN" \

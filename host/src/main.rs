@@ -157,10 +157,10 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
 
 async fn run(config_path: PathBuf, config: Config, operator_token: String) -> anyhow::Result<()> {
     let server = config.server.clone();
-    std::fs::create_dir_all(&server.data_dir)
-        .with_context(|| format!("create data_dir {}", server.data_dir.display()))?;
+    edgesnap::datadir::prepare(&server.data_dir)?;
     let metrics = Arc::new(metrics::Metrics::new());
     let index = Arc::new(index::Index::open(&server.data_dir.join("index.redb"))?);
+    edgesnap::datadir::private(&server.data_dir.join("index.redb"))?;
     let tenants = Tenants::start(config, &operator_token, index.clone())?;
     let (settings, storage) = (tenants.settings().clone(), tenants.storage().clone());
     remove_tombstoned(&index, &storage).await?;
@@ -171,7 +171,11 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let rtmp = listen::bind(server.rtmp_listen, "RTMP").await?;
     let http = listen::bind(server.http_listen, "HTTP").await?;
     let (rtmp_addr, http_addr) = (rtmp.local_addr()?, http.local_addr()?);
-    let urls = Arc::new(edgesnap::urls::UrlSigner::new(settings.clone(), index.secret("url-signing-key")?, http_addr));
+    let urls = Arc::new(edgesnap::urls::UrlSigner::new(
+        settings.clone(),
+        edgesnap::datadir::url_signing_key(&server.data_dir, &index)?,
+        http_addr,
+    ));
 
     let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(server.capture_queue);
     let (decoded_tx, decoded_rx) = tokio::sync::mpsc::channel(256);

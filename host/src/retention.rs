@@ -365,7 +365,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(&format!(
             "version = 1\n[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
-             data_dir = \"{d}\"\noperator_token = \"0123456789abcdef\"\n\
+             data_dir = \"{d}/data\"\noperator_token = \"0123456789abcdef\"\n\
              [domains.\"d.example\".storage.local]\ntype = \"local\"\npath = \"{d}/objects\"\n",
             d = dir.path().display()
         ))

@@ -329,6 +329,7 @@ impl Tenants {
             allow_private_callbacks: new.allow_private_callbacks,
             stream_metrics: new.stream_metrics,
             http_body_timeout: new.http_body_timeout,
+            rtmp_limits: new.rtmp_limits.clone(),
             callback_retry_for: new.callback_retry_for,
             outbox_quota: new.outbox_quota,
             spool_max_bytes: new.spool_max_bytes,
@@ -399,6 +400,15 @@ impl Tenants {
         let domain = config::validate_domain(name, &raw, "", Origin::Api).map_err(ChangeError::Invalid)?;
         let mut domains = self.settings.get().domains.clone();
         domains.insert(name.to_owned(), domain.clone());
+        let data_dir = self.settings.get().server.data_dir.clone();
+        if let Some((_, t)) = config::data_dir_clash(&BTreeMap::from([(name.to_owned(), domain.clone())]), &data_dir) {
+            return Err(ChangeError::Conflict(
+                "StorageOverlap",
+                format!(
+                    "storage target {t:?} is the host's data_dir, inside it or around it; store snapshots apart from it"
+                ),
+            ));
+        }
         if let Some((t, owner)) = config::overlap_of(&domains, name) {
             return Err(ChangeError::Conflict(
                 "StorageOverlap",

@@ -132,3 +132,39 @@ fn a_missing_credentials_file_stops_serve_naming_it() {
     assert!(!out.status.success());
     assert!(stderr.contains("localhost/b") && stderr.contains("read credentials_file /nonexistent/c"), "{stderr}");
 }
+
+#[test]
+fn data_dir_is_private_and_the_signing_key_lives_outside_the_index() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let mut host = crate::harness::Host::start(&[crate::harness::DomainSpec::new("localhost")], 1);
+    let data = host.dir.path().join("data");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("index.redb")), 0o600);
+    assert_eq!(mode(&data.join("url-signing.key")), 0o600);
+    let key = std::fs::read(data.join("url-signing.key")).unwrap();
+    assert_eq!(key.len(), 32);
+    host.stop();
+    let index = std::fs::read(data.join("index.redb")).unwrap();
+    assert!(!index.windows(key.len()).any(|w| w == key), "the index holds a copy of the key");
+
+    // Others may write to it: the host refuses to start, naming it and the rule.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    host.spawn_unchecked();
+    assert!(!host.wait_exit(std::time::Duration::from_secs(30)).success());
+    assert!(host.log().contains("is writable by other users (mode 777)"), "{}", host.log());
+    // Readable only: made private, and it starts with the same key.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    host.spawn();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(std::fs::read(data.join("url-signing.key")).unwrap(), key);
+
+    // No tenant's target among the host's files, however it is spelled.
+    for path in
+        [data.display().to_string(), format!("{}/./plugins/../", data.display()), format!("{}/spool", data.display())]
+    {
+        let body = serde_json::json!({"storage": {"local": {"type": "local", "path": path}}});
+        let (status, v) = host.api("PUT", "/v1/domains/other.example", Some(body));
+        assert_eq!((status, v["code"].as_str()), (409, Some("StorageOverlap")), "{path}: {v}");
+    }
+}

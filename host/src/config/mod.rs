@@ -689,18 +689,81 @@ fn validate_publish_auth(v: Option<&serde_json::Value>, path: &str) -> Result<Pu
 /// Where a target stores, to refuse two domains sharing a location.
 pub fn location(t: &StorageTarget) -> String {
     match t {
-        StorageTarget::Local { path } => {
-            let abs = if path.is_absolute() {
-                path.clone()
-            } else {
-                std::env::current_dir().map(|c| c.join(path)).unwrap_or(path.clone())
-            };
-            format!("dir:{}/", abs.display())
-        }
+        StorageTarget::Local { path } => format!("dir:{}", dir_key(path)),
         StorageTarget::S3 { endpoint, bucket, prefix, .. } => {
-            format!("s3:{}/{bucket}/{prefix}/", endpoint.as_deref().unwrap_or("aws"))
+            let endpoint = endpoint.as_deref().map_or("aws".to_owned(), normal_endpoint);
+            let parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
+            let prefix = if parts.is_empty() { String::new() } else { format!("{}/", parts.join("/")) };
+            format!("s3:{endpoint}/{bucket}/{prefix}")
         }
     }
+}
+
+/// A directory as [`normal_dir`], ending in one `/` (so `/x/` is not a prefix of `/xy/`).
+fn dir_key(path: &Path) -> String {
+    let mut d = normal_dir(path).display().to_string();
+    if !d.ends_with('/') {
+        d.push('/');
+    }
+    d
+}
+
+/// A directory as the filesystem resolves it: absolute, without `.`, `..`
+/// or repeated separators, and through the symlinks of the part that exists.
+pub fn normal_dir(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut lexical = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            c => lexical.push(c),
+        }
+    }
+    // The longest part that exists, with its symlinks resolved, then the rest.
+    let mut existing = lexical.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match existing.file_name() {
+            Some(name) => rest.push(name.to_owned()),
+            None => return lexical,
+        }
+        existing.pop();
+    }
+    let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
+    out.extend(rest.iter().rev());
+    out
+}
+
+/// An S3 endpoint as a server sees it: scheme and host in lower case, no
+/// default port, no trailing `/`.
+fn normal_endpoint(e: &str) -> String {
+    match url::Url::parse(e) {
+        // `Url` drops a default port and lowercases scheme and host.
+        Ok(u) => u.as_str().trim_end_matches('/').to_owned(),
+        Err(_) => e.trim_end_matches('/').to_ascii_lowercase(),
+    }
+}
+
+/// A local storage target that is `data_dir`, inside it or around it: a
+/// tenant's keys would land among the host's own files.
+pub fn data_dir_clash(domains: &BTreeMap<String, Domain>, data_dir: &Path) -> Option<(String, String)> {
+    let host = dir_key(data_dir);
+    for (name, d) in domains {
+        for (tname, t) in &d.storage {
+            if let StorageTarget::Local { .. } = t {
+                let loc = location(t);
+                let dir = loc.strip_prefix("dir:").unwrap_or(&loc);
+                if dir.starts_with(&host) || host.starts_with(dir) {
+                    return Some((name.clone(), tname.clone()));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Validates a domain: name, publish auth, storage targets, templates.
@@ -1027,6 +1090,12 @@ impl RawConfig {
             let path = format!("domains.\"{name}\"");
             domains.insert(name.clone(), validate_domain(name, d, &path, Origin::File)?);
         }
+        if let Some((domain, target)) = data_dir_clash(&domains, &s.data_dir) {
+            return Err(ConfigError::new(
+                format!("domains.\"{domain}\".storage.{target}.path"),
+                "is server.data_dir, inside it or around it; a domain's snapshots must be stored apart from the host's own files",
+            ));
+        }
         if let Some((domain, target, owner)) = find_overlap(&domains) {
             return Err(ConfigError::new(
                 format!("domains.\"{domain}\".storage.{target}"),
@@ -1105,7 +1174,7 @@ operator_token = "0123456789abcdef"
 default_domain = "localhost"
 [domains."localhost".storage.local]
 type = "local"
-path = "./data/snapshots"
+path = "./snapshots"
 [[domains."localhost".snapshot_configs]]
 app_name = "*"
 time_interval = 5
@@ -1235,13 +1304,58 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
     #[test]
     fn domains_may_not_share_a_directory() {
         let text = format!(
-            "{BASE}\n[domains.\"other.example\".storage.local]\ntype = \"local\"\npath = \"./data/snapshots/other\"\n"
+            "{BASE}\n[domains.\"other.example\".storage.local]\ntype = \"local\"\npath = \"./snapshots/other\"\n"
         );
         let e = Config::parse(&text).unwrap_err().to_string();
         assert!(
             e.contains("domains.\"other.example\".storage.local: overlaps a storage target of domain \"localhost\""),
             "{e}"
         );
+    }
+
+    /// Two domains' targets, as TOML bodies, and whether they may coexist.
+    fn clash(a: &str, b: &str) -> Option<String> {
+        let text = format!(
+            "version = 1\n[server]\nrtmp_listen = \"127.0.0.1:1935\"\nhttp_listen = \"127.0.0.1:8080\"\n\
+             data_dir = \"/srv/edgesnap-data\"\noperator_token = \"0123456789abcdef\"\n\
+             [domains.\"a.example\".storage.t]\n{a}\n[domains.\"b.example\".storage.t]\n{b}\n"
+        );
+        Config::parse(&text).err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn overlapping_targets_are_found_in_every_spelling() {
+        let local = |p: &str| format!("type = \"local\"\npath = \"{p}\"");
+        let s3 = |endpoint: &str, bucket: &str, prefix: &str| {
+            format!(
+                "type = \"s3\"\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nprefix = \"{prefix}\"\n\
+                 access_key_id_env = \"K\"\nsecret_access_key_env = \"K\""
+            )
+        };
+        for (a, b) in [
+            (local("/x"), local("/./x/b")),
+            (local("/x"), local("/y/../x")),
+            (local("/x"), local("//x")),
+            (local("/x/"), local("/x/./")),
+            (s3("http://s3.local:9000", "bkt", ""), s3("http://s3.local:9000", "bkt", "tenant-b")),
+            (s3("http://s3.local:9000", "bkt", "p"), s3("http://S3.local:9000/", "bkt", "p//q/")),
+            (s3("https://s3.local", "bkt", "p"), s3("https://s3.local:443", "bkt", "p")),
+        ] {
+            let e = clash(&a, &b).unwrap_or_else(|| panic!("{a} and {b} overlap"));
+            assert!(e.contains("overlaps a storage target"), "{e}");
+        }
+        for (a, b) in [
+            (local("/x"), local("/xy")),
+            (s3("http://s3.local:9000", "bkt", "p"), s3("http://s3.local:9000", "bkt", "q")),
+            (s3("http://s3.local:9000", "bkt", "p"), s3("http://s3.local:9001", "bkt", "p")),
+        ] {
+            assert_eq!(clash(&a, &b), None, "{a} and {b} are apart");
+        }
+        // data_dir itself, a folder inside it, a folder around it.
+        for p in ["/srv/edgesnap-data", "/srv/edgesnap-data/snapshots", "/srv/./edgesnap-data/../", "/"] {
+            let e = clash(&local(p), &local("/elsewhere")).unwrap_or_else(|| panic!("{p} is refused"));
+            assert!(e.contains("storage.t.path: is server.data_dir, inside it or around it"), "{p}: {e}");
+        }
     }
 
     #[test]

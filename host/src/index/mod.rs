@@ -765,30 +765,29 @@ impl Index {
         Ok(Page { records: out, next })
     }
 
-    /// A host secret kept in the database, created on first use.
-    pub fn secret(&self, name: &str) -> Result<Vec<u8>, IndexError> {
-        {
-            let txn = self.db.begin_read().map_err(db_err)?;
-            let t = txn.open_table(META).map_err(db_err)?;
-            if let Some(v) = t.get(name).map_err(db_err)? {
-                return Ok(v.value().to_vec());
-            }
+    /// A host secret an earlier version kept in the database (the host
+    /// keeps its secrets in files now: `datadir`).
+    pub fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(META).map_err(db_err)?;
+        Ok(t.get(name).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Removes a host secret from the database (it has moved to a file).
+    pub fn forget_secret(&self, name: &str) -> Result<(), IndexError> {
+        if self.secret(name)?.is_none() {
+            return Ok(());
         }
         let txn = self.db.begin_write().map_err(db_err)?;
-        let value = {
-            let mut t = txn.open_table(META).map_err(db_err)?;
-            let existing = t.get(name).map_err(db_err)?.map(|v| v.value().to_vec());
-            match existing {
-                Some(v) => v,
-                None => {
-                    let v: [u8; 32] = rand::random();
-                    t.insert(name, v.as_slice()).map_err(db_err)?;
-                    v.to_vec()
-                }
-            }
-        };
-        txn.commit().map_err(db_err)?;
-        Ok(value)
+        txn.open_table(META).map_err(db_err)?.remove(name).map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn put_secret_for_test(&self, name: &str, value: &[u8]) {
+        let txn = self.db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(name, value).unwrap();
+        txn.commit().unwrap();
     }
 
     /// Intents left by a crash: captures that may have objects but no records.
