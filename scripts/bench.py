@@ -69,7 +69,9 @@ def sample(root):
 
 
 def metrics(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                 headers={"Authorization": "Bearer bench-operator-token-0123"})
+    text = urllib.request.urlopen(req, timeout=10).read().decode()
     m = {}
     for line in text.splitlines():
         if line.startswith("#") or not line.strip(): continue

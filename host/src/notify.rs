@@ -9,7 +9,8 @@
 //! `X-Edgesnap-Signature` over the body.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,7 +56,13 @@ impl Notifier {
         urls: Arc<UrlSigner>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Notifier>, crate::index::IndexError> {
+        let allow = settings.clone();
+        let resolver = CheckedResolver {
+            allow_private: Arc::new(move || allow.get().server.allow_private_callbacks),
+            lookup: Arc::new(|host: String| Box::pin(system_lookup(host))),
+        };
         let client = reqwest::Client::builder()
+            .dns_resolver(resolver)
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("edgesnap/", env!("CARGO_PKG_VERSION")))
@@ -230,22 +237,16 @@ impl Notifier {
         }
     }
 
-    /// One POST; Ok on a 2xx answer.
+    /// One POST; Ok on a 2xx answer. A host name is resolved once, by the
+    /// client's [`CheckedResolver`], which drops private addresses: what
+    /// was checked is what is connected to. An IP literal is checked here.
     async fn send(&self, config: &Config, d: &Delivery) -> Result<(), String> {
         let url = reqwest::Url::parse(&d.url).map_err(|e| format!("refused: {e}"))?;
         let host = url.host_str().ok_or("refused: no host")?.to_owned();
-        let port = url.port_or_known_default().unwrap_or(80);
-        if !config.server.allow_private_callbacks {
-            let addrs: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| format!("resolve {host}: {e}"))?
-                .map(|a| a.ip())
-                .collect();
-            if let Some(ip) = addrs.iter().find(|ip| is_private(ip)) {
-                return Err(format!(
-                    "refused: {host} is {ip}, a loopback, link-local or private address (server.allow_private_callbacks)"
-                ));
-            }
+        if !config.server.allow_private_callbacks
+            && let Some(why) = private_literal(url.as_str())
+        {
+            return Err(format!("refused: {why}"));
         }
         let mut req = self.client.post(url.clone()).header("content-type", "application/json");
         let key = config.domains.get(&d.domain).and_then(|dom| dom.notify.as_ref()).and_then(|n| n.auth_key.clone());
@@ -259,7 +260,7 @@ impl Notifier {
                 req = req.header(name, value);
             }
         }
-        let resp = req.body(d.body.clone()).send().await.map_err(|e| format!("{e}"))?;
+        let resp = req.body(d.body.clone()).send().await.map_err(|e| send_error(&e))?;
         if resp.status().is_success() { Ok(()) } else { Err(format!("answered {}", resp.status())) }
     }
 }
@@ -294,24 +295,99 @@ pub fn private_literal(url: &str) -> Option<String> {
     })
 }
 
-/// Loopback, link-local, private, unspecified, unique-local or multicast.
+/// Why a callback could not be sent, with the causes reqwest wraps (a
+/// refusal by the resolver reads as itself).
+fn send_error(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<Refused>() {
+            return r.to_string();
+        }
+        source = s.source();
+    }
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out = format!("{out}: {s}");
+        source = s.source();
+    }
+    out
+}
+
+/// A callback host that resolves to no address edgesnap may call. The
+/// addresses are not shown: the failed-callbacks list would otherwise tell
+/// a tenant what internal names resolve to.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refused: {0} resolves only to loopback, link-local, private or reserved addresses (server.allow_private_callbacks)"
+)]
+struct Refused(String);
+
+type Lookup = Arc<
+    dyn Fn(String) -> Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> + Send + Sync,
+>;
+
+/// The callback client's resolver: looks a host up and keeps only the
+/// addresses a callback may go to, unless the operator allows private ones.
+/// The client connects to what this returns, so a name that answers a
+/// public address to a check and a private one to the connection (DNS
+/// rebinding) has nothing to slip through.
+struct CheckedResolver {
+    allow_private: Arc<dyn Fn() -> bool + Send + Sync>,
+    lookup: Lookup,
+}
+
+async fn system_lookup(host: String) -> std::io::Result<Vec<IpAddr>> {
+    Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.map(|a| a.ip()).collect())
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        let allow = (self.allow_private)();
+        let lookup = (self.lookup)(host.clone());
+        Box::pin(async move {
+            let ips = lookup.await?;
+            let kept: Vec<SocketAddr> =
+                ips.into_iter().filter(|ip| allow || !is_private(ip)).map(|ip| SocketAddr::new(ip, 0)).collect();
+            if kept.is_empty() {
+                return Err(Box::new(Refused(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Loopback, link-local, private, shared (CGNAT), benchmarking, reserved,
+/// unspecified, unique-local, site-local, multicast; IPv6 forms that carry
+/// an IPv4 address (mapped, compatible, NAT64, 6to4) count as private.
 fn is_private(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
-                || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_multicast()
-                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1])
+                || a == 0 // 0.0.0.0/8: "this network"
+                || a == 100 && (64..128).contains(&b) // 100.64.0.0/10: shared (CGNAT)
+                || a == 198 && (b & 0xfe) == 18 // 198.18.0.0/15: benchmarking
+                || a == 192 && b == 0 && c == 0 // 192.0.0.0/24: protocol assignments
+                || a >= 240 // 240.0.0.0/4: reserved
         }
         IpAddr::V6(v6) => {
+            let seg = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || (seg[0] & 0xfe00) == 0xfc00 // fc00::/7: unique local
+                || (seg[0] & 0xffc0) == 0xfe80 // fe80::/10: link-local
+                || (seg[0] & 0xffc0) == 0xfec0 // fec0::/10: site-local
+                || seg[0] == 0x2002 // 2002::/16: 6to4
+                || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] // 64:ff9b::/96: NAT64
+                || seg[..3] == [0x64, 0xff9b, 1] // 64:ff9b:1::/48: local NAT64
+                || seg[..6] == [0, 0, 0, 0, 0, 0] // ::a.b.c.d: IPv4-compatible
                 || v6.to_ipv4_mapped().is_some_and(|v4| is_private(&IpAddr::V4(v4)))
         }
     }
@@ -335,12 +411,82 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "0.1.2.3",
+            "198.18.0.1",
+            "198.19.255.255",
+            "192.0.0.8",
+            "240.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b::808:808",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "fec0::1",
+            "::127.0.0.1",
+            "::10.0.0.1",
         ] {
             assert!(is_private(&ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "203.0.113.9", "2001:4860:4860::8888"] {
+        for ip in ["8.8.8.8", "203.0.113.9", "198.20.0.1", "2001:4860:4860::8888", "::ffff:8.8.8.8"] {
             assert!(!is_private(&ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    /// A resolver that answers `first` to its first lookup and `then` to
+    /// every later one, and counts them.
+    fn fickle(first: IpAddr, then: IpAddr, allow: bool) -> (CheckedResolver, Arc<std::sync::atomic::AtomicUsize>) {
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = n.clone();
+        let resolver = CheckedResolver {
+            allow_private: Arc::new(move || allow),
+            lookup: Arc::new(move |_| {
+                let k = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async move { Ok(vec![if k == 0 { first } else { then }]) })
+            }),
+        };
+        (resolver, n)
+    }
+
+    #[tokio::test]
+    async fn a_rebinding_name_never_reaches_a_private_address() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A server on loopback that counts the requests it gets.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+            }
+        });
+        let client = |r: CheckedResolver| {
+            reqwest::Client::builder()
+                .dns_resolver(r)
+                .connect_timeout(Duration::from_millis(300))
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap()
+        };
+        let url = format!("http://rebind.example:{port}/cb");
+        // Public to the first lookup (TEST-NET-1: nothing answers), loopback after.
+        let public: IpAddr = "192.0.2.1".parse().unwrap();
+        let (resolver, lookups) = fickle(public, "127.0.0.1".parse().unwrap(), false);
+        let c = client(resolver);
+        let first = c.post(&url).send().await.unwrap_err();
+        assert!(!send_error(&first).starts_with("refused"), "the public answer is tried: {}", send_error(&first));
+        let second = c.post(&url).send().await.unwrap_err();
+        let why = send_error(&second);
+        assert!(why.starts_with("refused: rebind.example resolves only to"), "{why}");
+        assert!(!why.contains("127.0.0.1"), "the address is not shown: {why}");
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 2, "one lookup per connection, none besides");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the loopback server was never reached");
+        // The operator allows private callbacks: the same name reaches it.
+        let (resolver, _) = fickle("127.0.0.1".parse().unwrap(), "127.0.0.1".parse().unwrap(), true);
+        assert!(client(resolver).post(&url).send().await.unwrap().status().is_success());
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -328,6 +328,7 @@ impl Tenants {
             url_ttl: new.url_ttl,
             allow_private_callbacks: new.allow_private_callbacks,
             stream_metrics: new.stream_metrics,
+            metrics_public: new.metrics_public,
             http_body_timeout: new.http_body_timeout,
             rtmp_limits: new.rtmp_limits.clone(),
             callback_retry_for: new.callback_retry_for,

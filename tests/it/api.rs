@@ -572,7 +572,7 @@ fn api_made_domain_ingests_serves_images_and_force_deletes() {
     host.wait_for("the publisher's end logged", Duration::from_secs(5), || {
         host.log().contains("its domain was deleted")
     });
-    let (_, metrics) = host.raw_request(None, "GET", "/metrics", None);
+    let (_, metrics) = host.raw_request(Some(crate::harness::TOKEN), "GET", "/metrics", None);
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(
         metrics.contains(

@@ -123,7 +123,7 @@ fn every_snapshot_and_deletion_is_told_signed_at_least_once_across_a_restart() {
     host.wait_for("the deletion told", Duration::from_secs(30), || rx.delivered().contains_key(&deleted_id));
     let hit = rx.hits().into_iter().find(|h| h.body["id"] == deleted_id.as_str()).unwrap();
     assert_eq!((hit.body["event"].as_str(), &hit.body["object"]), (Some("live_snapshot_deleted"), &victim["object"]));
-    let metrics = String::from_utf8(host.raw_request(None, "GET", "/metrics", None).1).unwrap();
+    let metrics = String::from_utf8(host.raw_request(Some(crate::harness::TOKEN), "GET", "/metrics", None).1).unwrap();
     assert!(metrics.contains(r#"edgesnap_callbacks_total{domain="localhost",outcome="delivered"}"#), "{metrics}");
 }
 
@@ -220,7 +220,7 @@ fn a_domain_outbox_over_its_quota_drops_and_counts() {
     std::thread::sleep(Duration::from_millis(500));
     let ids: std::collections::HashSet<Value> = rx.hits().iter().map(|h| h.body["id"].clone()).collect();
     assert_eq!(ids.len(), 2, "only the quota's worth waits: {ids:?}");
-    let metrics = String::from_utf8(host.raw_request(None, "GET", "/metrics", None).1).unwrap();
+    let metrics = String::from_utf8(host.raw_request(Some(crate::harness::TOKEN), "GET", "/metrics", None).1).unwrap();
     let dropped: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix(r#"edgesnap_callbacks_total{domain="localhost",outcome="dropped"} "#))

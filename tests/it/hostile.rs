@@ -58,7 +58,7 @@ fn lateness_p99(before: &str, after: &str, domain: &str) -> (f64, u64) {
 }
 
 fn metrics(host: &Host) -> String {
-    String::from_utf8(host.raw_request(None, "GET", "/metrics", None).1).unwrap()
+    String::from_utf8(host.raw_request(Some(crate::harness::TOKEN), "GET", "/metrics", None).1).unwrap()
 }
 
 /// Tenant b pushes `streams` streams of 20 s in real time at once; returns

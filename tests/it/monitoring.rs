@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{DomainSpec, Host, OutputWithin, start_on_free_port};
+use crate::harness::{DomainSpec, Host, OutputWithin, TOKEN, start_on_free_port};
 use crate::media::{Clip, ffmpeg_push};
 
 fn monitoring() -> std::path::PathBuf {
@@ -60,7 +60,9 @@ fn prometheus_scrapes_typed_series_and_the_dashboard_and_alerts_evaluate() {
 
     // Content negotiation, as any scraper sees it.
     let get = |accept: Option<&str>| {
-        let mut req = agent().get(&format!("http://127.0.0.1:{}/metrics", host.http_port));
+        let mut req = agent()
+            .get(&format!("http://127.0.0.1:{}/metrics", host.http_port))
+            .header("Authorization", &format!("Bearer {TOKEN}"));
         if let Some(a) = accept {
             req = req.header("Accept", a);
         }
@@ -81,7 +83,8 @@ fn prometheus_scrapes_typed_series_and_the_dashboard_and_alerts_evaluate() {
         &config,
         format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{rules}]\n\
-             scrape_configs:\n  - job_name: edgesnap\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n",
+             scrape_configs:\n  - job_name: edgesnap\n    authorization: {{credentials: {TOKEN}}}\n\
+             \x20   static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n",
             rules = monitoring().join("alerts.yml").display(),
             port = host.http_port
         ),
@@ -210,4 +213,23 @@ fn stream_health_in_the_api_and_as_opt_in_per_stream_series() {
     });
     let metrics = String::from_utf8(host.try_get("/metrics").unwrap().1).unwrap();
     assert!(!metrics.contains("stream=\"health\""), "an ended stream's series go with it:\n{metrics}");
+}
+
+#[test]
+fn metrics_need_the_operator_token_unless_made_public() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 1);
+    // The series name every domain and plugin version: not for anyone who can connect.
+    let (status, body) = host.raw_request(None, "GET", "/metrics", None);
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    let domain_token = host.api("POST", "/v1/domains/localhost/tokens", Some(serde_json::json!({"label": "m"})));
+    let domain_token = domain_token.1["token"].as_str().expect("a domain token").to_owned();
+    assert_eq!(host.raw_request(Some(&domain_token), "GET", "/metrics", None).0, 403);
+    let (status, body) = host.raw_request(Some(TOKEN), "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8(body).unwrap().contains("edgesnap_build_info"));
+
+    let public = Host::start_with(&[DomainSpec::new("localhost")], 1, "metrics_public = true");
+    let (status, body) = public.raw_request(None, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8(body).unwrap().contains("edgesnap_build_info"));
 }

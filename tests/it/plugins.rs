@@ -220,7 +220,7 @@ fn a_plugin_failing_on_real_captures_falls_back_then_is_demoted() {
     host.wait_for("the demotion recorded", Duration::from_secs(5), || {
         host.get_json("/v1/domains/localhost/plugins")["active"] == "default"
     });
-    let (_, metrics) = host.raw_request(None, "GET", "/metrics", None);
+    let (_, metrics) = host.raw_request(Some(crate::harness::TOKEN), "GET", "/metrics", None);
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains(r#"edgesnap_policy_demotions_total{domain="localhost"} 1"#), "{metrics}");
     assert!(host.log().contains("plugin demoted after consecutive failures"));
@@ -253,7 +253,7 @@ fn a_plugin_failing_on_real_captures_falls_back_then_is_demoted() {
     });
     let keys = push(&host, "good1");
     assert!(keys.iter().all(|k| is_date_folder_key(k, "good1")), "named by the previous version: {keys:?}");
-    let (_, metrics) = host.raw_request(None, "GET", "/metrics", None);
+    let (_, metrics) = host.raw_request(Some(crate::harness::TOKEN), "GET", "/metrics", None);
     let metrics = String::from_utf8(metrics).unwrap();
     // Counted since the restart.
     assert!(metrics.contains(r#"edgesnap_policy_demotions_total{domain="localhost"} 1"#), "{metrics}");
@@ -279,7 +279,7 @@ fn keep_last_deletes_older_snapshots_with_their_files_after_each_new_one() {
     for lap in 1..=3 {
         assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url("live/cam1"), false).status.success());
         host.wait_for("the lap's captures", Duration::from_secs(30), || {
-            let (_, m) = host.raw_request(None, "GET", "/metrics", None);
+            let (_, m) = host.raw_request(Some(crate::harness::TOKEN), "GET", "/metrics", None);
             String::from_utf8(m).unwrap().contains(&format!("edgesnap_snapshots_stored_total {}", 6 * lap))
         });
     }
@@ -295,7 +295,7 @@ fn keep_last_deletes_older_snapshots_with_their_files_after_each_new_one() {
     let files = crate::harness::files(&host.dir.path().join("objects/localhost"));
     assert_eq!(files.len(), 11, "{files:?}");
     assert!(files.contains(&"live/cam1.jpg".to_string()));
-    let (_, metrics) = host.raw_request(None, "GET", "/metrics", None);
+    let (_, metrics) = host.raw_request(Some(crate::harness::TOKEN), "GET", "/metrics", None);
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains(r#"edgesnap_policy_deletions_total{domain="localhost"} 8"#), "{metrics}");
     let runs = host.get_json("/v1/domains/localhost/plugins/runs");

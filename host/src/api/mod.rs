@@ -89,6 +89,8 @@ enum Access {
     Operator,
     /// A valid signature in the query, or as `Domain`.
     SignedOrDomain,
+    /// As `Operator`, or anyone when `server.metrics_public` is set.
+    Metrics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +149,7 @@ const fn r(method: &'static str, pattern: &'static str, op: Op, access: Access) 
 const ROUTES: &[RouteDef] = &[
     r("GET", "/healthz", Op::Healthz, Access::Public),
     r("GET", "/readyz", Op::Readyz, Access::Public),
-    r("GET", "/metrics", Op::Metrics, Access::Public),
+    r("GET", "/metrics", Op::Metrics, Access::Metrics),
     r("GET", "/openapi.json", Op::OpenApi, Access::Public),
     r("GET", "/v1/whoami", Op::Whoami, Access::Token),
     r("GET", "/v1/domains", Op::ListDomains, Access::Operator),
@@ -461,6 +463,7 @@ impl Api {
         let domain = params.get("domain").to_owned();
         let role = match def.access {
             Access::Public => None,
+            Access::Metrics if self.settings.get().server.metrics_public => None,
             Access::SignedOrDomain if has_signature(req.uri().query()) => {
                 if !self.signature_ok(req.uri().path(), req.uri().query()) {
                     return Err(ApiError::new(
@@ -475,7 +478,7 @@ impl Api {
         };
         if let Some(role) = &role {
             match def.access {
-                Access::Operator if *role != Role::Operator => {
+                Access::Operator | Access::Metrics if *role != Role::Operator => {
                     return Err(forbidden("only the operator token may do this"));
                 }
                 Access::Domain | Access::SignedOrDomain if !role.may(&domain) => {

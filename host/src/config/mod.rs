@@ -119,6 +119,9 @@ pub struct Server {
     /// Whether `/metrics` has series per live stream (at most
     /// [`crate::metrics::STREAM_SERIES_MAX`] streams).
     pub stream_metrics: bool,
+    /// Whether `/metrics` answers without a token (it names every domain
+    /// and plugin version); by default only the operator token reads it.
+    pub metrics_public: bool,
     /// HTTP connections open at once; past it, new ones wait.
     pub http_max_connections: usize,
     /// How long a request head may take to arrive (also between keep-alive requests).
@@ -387,6 +390,8 @@ struct RawServer {
     allow_private_callbacks: bool,
     #[serde(default)]
     stream_metrics: bool,
+    #[serde(default)]
+    metrics_public: bool,
     http_max_connections: Option<i64>,
     http_header_timeout: Option<String>,
     http_body_timeout: Option<String>,
@@ -1125,6 +1130,7 @@ impl RawConfig {
                 url_ttl,
                 allow_private_callbacks: s.allow_private_callbacks,
                 stream_metrics: s.stream_metrics,
+                metrics_public: s.metrics_public,
                 http_max_connections,
                 http_header_timeout,
                 http_body_timeout,
