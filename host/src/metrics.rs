@@ -22,7 +22,7 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The limits of `limit_hits`, shown at 0 from the start.
-const LIMITS: [&str; 13] = [
+const LIMITS: [&str; 14] = [
     "http_connections",
     "http_header_timeout",
     "http_body_timeout",
@@ -36,6 +36,7 @@ const LIMITS: [&str; 13] = [
     "rtmp_write_timeout",
     "plugin_state",
     "plugin_uploads",
+    "plugin_cpu",
 ];
 
 /// A limit hit is logged at most once per this long per limit (with the count since).
@@ -80,6 +81,7 @@ pub struct Metrics {
     pub lateness_seconds: Family<Vec<(&'static str, String)>, Histogram>,
     /// Captures an uploaded plugin failed to name, stored by the default policy instead.
     pub policy_fallbacks: Family<Vec<(&'static str, String)>, Counter>,
+    policy_cpu: Family<Vec<(&'static str, String)>, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// Calls of uploaded plugins by domain, version (12 hex digits), call
     /// (`name`, `select_deletions`) and outcome.
     pub policy_calls: Family<Vec<(&'static str, String)>, Counter>,
@@ -160,6 +162,7 @@ impl Metrics {
             lateness_seconds: Family::new_with_constructor(|| Histogram::new(LATENESS_BUCKETS.iter().copied())),
             http_seconds: Family::new_with_constructor(histogram),
             policy_fallbacks: Family::default(),
+            policy_cpu: Family::default(),
             policy_demotions: Family::default(),
             policy_deletions: Family::default(),
             callbacks: Family::default(),
@@ -206,6 +209,11 @@ impl Metrics {
             "http_request_seconds",
             "HTTP request latency by method, route and status",
             m.http_seconds.clone(),
+        );
+        registry.register(
+            "policy_cpu_seconds",
+            "CPU time of a domain's plugin calls (its budget: plugin_limits.cpu_ms_per_s)",
+            m.policy_cpu.clone(),
         );
         registry.register(
             "policy_fallbacks",
@@ -363,6 +371,10 @@ impl Metrics {
 
     pub fn failed(&self, stage: &'static str) {
         self.snapshots_failed.get_or_create(&vec![("stage", stage)]).inc();
+    }
+
+    pub fn policy_cpu(&self, domain: &str, seconds: f64) {
+        self.policy_cpu.get_or_create(&vec![("domain", domain.to_owned())]).inc_by(seconds);
     }
 
     pub fn policy_fallback(&self, domain: &str) {

@@ -452,3 +452,42 @@ fn a_tenant_cannot_fill_the_disk_with_state_or_uploads() {
     assert_eq!((status, v["code"].as_str()), (400, Some("InvalidPlugin")), "{v}");
     assert!(v["message"].as_str().unwrap().contains("sha256"), "{v}");
 }
+
+#[test]
+fn a_cpu_hungry_plugin_gets_its_cpu_budget_and_the_default_names_the_rest() {
+    let spec =
+        DomainSpec { plugin_limits: Some("cpu_ms_per_s = 2\ndemote_after = 1000000"), ..DomainSpec::new("localhost") };
+    let host = Host::start(&[spec], 1);
+    assert_eq!(host.get_json("/v1/domains/localhost")["plugin_limits"]["cpu_ms_per_s"], 2);
+    let (status, v) = upload(&host, example("hostile"));
+    assert_eq!(status, 201, "{v}");
+    let version = v["version"].as_str().unwrap().to_owned();
+    assert_eq!(host.api("POST", &format!("/v1/domains/localhost/plugins/{version}/activate"), None).0, 200);
+
+    // 6 captures in a second or two, each call within fuel (15 M of 20 M),
+    // memory and deadline but costing milliseconds of CPU: a budget of
+    // 2 ms/s lets the first in and holds the others off.
+    let clip = Clip { bframes: false, ..Clip::new(320, 180, 30, 1) };
+    assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url("live/hog"), false).status.success());
+    host.wait_for("6 captures stored", Duration::from_secs(60), || {
+        host.snapshots("localhost", "live", Some("hog")).iter().filter(|r| r["is_overlay"] == false).count() >= 6
+    });
+    let runs = runs_of(&host, "hog");
+    let ran: Vec<&Value> = runs.iter().filter(|r| r["outcome"] == "ok").collect();
+    let held: Vec<&Value> = runs.iter().filter(|r| r["outcome"] == "cpu_budget").collect();
+    assert_eq!(ran.len() + held.len(), 6, "{runs:?}");
+    assert!(!ran.is_empty() && held.len() >= 3, "{} ran, {} over budget", ran.len(), held.len());
+    assert!(ran.iter().all(|r| r["cpu_ms"].as_f64().unwrap() > 0.5), "{ran:?}");
+    assert!(held[0]["error"].as_str().unwrap().contains("used its 2 ms of CPU per second"), "{}", held[0]);
+    assert!(held.iter().all(|r| r["fell_back"] == true));
+    let spent: f64 = ran.iter().map(|r| r["cpu_ms"].as_f64().unwrap()).sum();
+    // (Deletion passes that found the budget spent count too.)
+    assert!(limit_hits(&host, "plugin_cpu") >= held.len() as f64);
+    let (_, body) = host.try_get("/metrics").unwrap();
+    let metrics = String::from_utf8(body).unwrap();
+    let counted: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("edgesnap_policy_cpu_seconds_total{domain=\"localhost\"} ")?.parse().ok())
+        .expect("the CPU series");
+    assert!(counted * 1000.0 >= spent * 0.99, "{counted} s counted, {spent} ms in the runs");
+}

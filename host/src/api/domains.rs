@@ -80,6 +80,7 @@ fn view(api: &Api, d: &Domain) -> Value {
             "state_quota_mib": limits.state_quota_bytes >> 20,
             "max_versions": limits.max_versions,
             "uploads_mib": limits.uploads_bytes >> 20,
+            "cpu_ms_per_s": api.policies.cpu_ms_per_s(&limits),
         },
     })
 }

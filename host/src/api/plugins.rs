@@ -209,6 +209,7 @@ pub(super) fn runs(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
                 "fuel": r.fuel,
                 "peak_memory_bytes": r.peak_memory_bytes,
                 "duration_ms": r.duration_ms,
+                "cpu_ms": r.cpu_ms,
                 "fell_back": r.fell_back,
             })
         })

@@ -47,6 +47,9 @@ pub struct PluginLimits {
     pub max_versions: usize,
     /// Bytes all of a domain's uploaded versions may take together.
     pub uploads_bytes: u64,
+    /// Plugin CPU time per second the domain's calls may use; `None`: an
+    /// equal share of half the cores among the domains with a plugin.
+    pub cpu_ms_per_s: Option<u64>,
 }
 
 impl Default for PluginLimits {
@@ -61,6 +64,7 @@ impl Default for PluginLimits {
             state_quota_bytes: 16 << 20,
             max_versions: 16,
             uploads_bytes: 64 << 20,
+            cpu_ms_per_s: None,
         }
     }
 }
@@ -80,6 +84,7 @@ pub struct PluginOverrides {
     pub state_quota_bytes: Option<u64>,
     pub max_versions: Option<usize>,
     pub uploads_bytes: Option<u64>,
+    pub cpu_ms_per_s: Option<u64>,
 }
 
 impl PluginLimits {
@@ -94,6 +99,7 @@ impl PluginLimits {
             state_quota_bytes: o.state_quota_bytes.unwrap_or(self.state_quota_bytes),
             max_versions: o.max_versions.unwrap_or(self.max_versions),
             uploads_bytes: o.uploads_bytes.unwrap_or(self.uploads_bytes),
+            cpu_ms_per_s: o.cpu_ms_per_s.or(self.cpu_ms_per_s),
         }
     }
 }
@@ -891,6 +897,8 @@ pub struct RawPluginLimits {
     pub max_versions: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploads_mib: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms_per_s: Option<i64>,
 }
 
 /// Checks plugin limits against the bounds the host can keep (a wasm call
@@ -928,6 +936,7 @@ pub fn validate_plugin_limits(raw: &RawPluginLimits, path: &str) -> Result<Plugi
             .map(|n| (n as u64) << 20),
         max_versions: within(raw.max_versions, 1, 1000, join(path, "max_versions"))?.map(|n| n as usize),
         uploads_bytes: within(raw.uploads_mib, 8, 65536, join(path, "uploads_mib"))?.map(|n| (n as u64) << 20),
+        cpu_ms_per_s: within(raw.cpu_ms_per_s, 1, 64_000, join(path, "cpu_ms_per_s"))?.map(|n| n as u64),
     })
 }
 

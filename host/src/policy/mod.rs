@@ -110,6 +110,55 @@ pub struct Policies {
     demotions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Demoted>>>,
     /// Bytes of each domain's plugin state, counted from the index once.
     state_usage: std::sync::Mutex<HashMap<String, u64>>,
+    /// Each domain's plugin CPU budget.
+    cpu: CpuBudgets,
+}
+
+/// Plugin CPU per second for each domain (SPEC §6): a bucket refilled at
+/// the domain's rate and holding at most one second of it. A call is let
+/// in while the bucket is not empty, charged the domain's recent mean cost
+/// on the way in (so concurrent calls see each other) and trued up with
+/// the thread CPU time it took. Fuel counts instructions, not time; this
+/// counts time.
+#[derive(Default)]
+struct CpuBudgets {
+    buckets: std::sync::Mutex<HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    level_ms: f64,
+    at: std::time::Instant,
+    mean_ms: f64,
+}
+
+impl CpuBudgets {
+    /// Lets a call in (its reservation, in ms) unless the domain's budget is spent.
+    fn admit(&self, domain: &str, rate_ms_per_s: f64) -> Option<f64> {
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().unwrap();
+        let b = buckets.entry(domain.to_owned()).or_insert(Bucket { level_ms: rate_ms_per_s, at: now, mean_ms: 0.0 });
+        b.level_ms = (b.level_ms + rate_ms_per_s * now.duration_since(b.at).as_secs_f64()).min(rate_ms_per_s);
+        b.at = now;
+        if b.level_ms <= 0.0 {
+            return None;
+        }
+        b.level_ms -= b.mean_ms;
+        Some(b.mean_ms)
+    }
+
+    /// Charges what a call took, less what was reserved for it.
+    fn charge(&self, domain: &str, reserved_ms: f64, spent_ms: f64) {
+        if let Some(b) = self.buckets.lock().unwrap().get_mut(domain) {
+            b.level_ms -= spent_ms - reserved_ms;
+            b.mean_ms = if b.mean_ms == 0.0 { spent_ms } else { 0.8 * b.mean_ms + 0.2 * spent_ms };
+        }
+    }
+}
+
+/// This thread's CPU time, in ms.
+fn thread_cpu_ms() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as f64 * 1000.0 + t.tv_nsec as f64 / 1e6
 }
 
 /// A domain's plugin version demoted after consecutive failures.
@@ -145,6 +194,8 @@ pub struct RunRecord {
     pub fuel: u64,
     pub peak_memory_bytes: usize,
     pub duration_ms: f64,
+    /// CPU time of the call (the thread's clock).
+    pub cpu_ms: f64,
     /// True when a failure made the default policy name this capture.
     pub fell_back: bool,
 }
@@ -168,6 +219,7 @@ impl RunRecord {
             fuel: 0,
             peak_memory_bytes: 0,
             duration_ms: 0.0,
+            cpu_ms: 0.0,
             fell_back: false,
         }
     }
@@ -462,6 +514,7 @@ impl Policies {
             runs: Default::default(),
             demotions: Default::default(),
             state_usage: Default::default(),
+            cpu: CpuBudgets::default(),
         })
     }
 
@@ -496,7 +549,15 @@ impl Policies {
         self.failures.lock().unwrap().retain(|(d, _), _| d != domain);
     }
 
-    fn record(&self, facts: &CaptureFacts<'_>, version: &str, outcome: &'static str, seconds: f64, call: &Run) {
+    fn record(
+        &self,
+        facts: &CaptureFacts<'_>,
+        version: &str,
+        outcome: &'static str,
+        seconds: f64,
+        cpu_ms: f64,
+        call: &Run,
+    ) {
         self.keep_run(
             facts.domain,
             RunRecord {
@@ -518,6 +579,7 @@ impl Policies {
                 fuel: call.usage.fuel,
                 peak_memory_bytes: call.usage.peak_memory_bytes,
                 duration_ms: seconds * 1000.0,
+                cpu_ms,
                 fell_back: call.result.is_err(),
                 ..RunRecord::new(version, "name", outcome)
             },
@@ -672,9 +734,15 @@ impl Policies {
     /// Blocking: call it off the async runtime.
     pub fn name(&self, facts: &CaptureFacts<'_>, template: &Template) -> Result<Named, PolicyError> {
         let plugin = self.active.read().unwrap().get(facts.domain).cloned();
-        if let Some(plugin) = plugin {
+        if let Some(plugin) = plugin
+            && let Some(reserved) = self.cpu_admit(facts, &plugin)
+        {
             let started = std::time::Instant::now();
+            let cpu_before = thread_cpu_ms();
             let mut call = self.call_name(&plugin, facts, template);
+            let cpu_ms = thread_cpu_ms() - cpu_before;
+            self.cpu.charge(facts.domain, reserved, cpu_ms);
+            self.metrics.policy_cpu(facts.domain, cpu_ms / 1000.0);
             if call.result.is_ok() && !call.state_writes.is_empty() {
                 let quota = self.limits_for(facts.domain, &plugin).state_quota_bytes;
                 if let Err(why) = self.admit_state(facts.domain, &call.state_writes, quota) {
@@ -689,7 +757,7 @@ impl Policies {
             let outcome = outcome_of(&call.result);
             let usage = call.result.is_ok().then_some((call.usage.fuel, call.usage.peak_memory_bytes));
             self.metrics.policy_call(facts.domain, &plugin.version, "name", outcome, seconds, usage);
-            self.record(facts, &plugin.version, outcome, seconds, &call);
+            self.record(facts, &plugin.version, outcome, seconds, cpu_ms, &call);
             match call.result {
                 Ok(placements) => {
                     self.failures.lock().unwrap().remove(&(facts.domain.to_owned(), "name"));
@@ -703,6 +771,52 @@ impl Policies {
             }
         }
         Ok(Named { placements: self.name_with(&self.default, facts, template)?, state: Vec::new() })
+    }
+
+    /// The plugin CPU per second a domain may use: its own `cpu_ms_per_s`,
+    /// or an equal share of half the cores among the domains with a plugin.
+    fn cpu_rate(&self, limits: &Limits) -> f64 {
+        match limits.cpu_ms_per_s {
+            Some(ms) => ms as f64,
+            None => {
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
+                let domains = self.active.read().unwrap().len().max(1) as f64;
+                cores * 500.0 / domains
+            }
+        }
+    }
+
+    /// The plugin CPU per second a domain's calls may use now, in ms.
+    pub fn cpu_ms_per_s(&self, limits: &Limits) -> u64 {
+        self.cpu_rate(limits).round() as u64
+    }
+
+    /// Lets a naming call of a domain's plugin in, or records why not: its
+    /// CPU budget is spent, so the default policy names this capture.
+    fn cpu_admit(&self, facts: &CaptureFacts<'_>, plugin: &Plugin) -> Option<f64> {
+        let rate = self.cpu_rate(&self.limits_for(facts.domain, plugin));
+        if let Some(reserved) = self.cpu.admit(facts.domain, rate) {
+            return Some(reserved);
+        }
+        let why = format!(
+            "the domain's plugin used its {rate:.0} ms of CPU per second (plugin_limits.cpu_ms_per_s); the default policy names captures until it refills"
+        );
+        self.metrics.limit_hit("plugin_cpu", format_args!("domain {}: {why}", facts.domain));
+        self.metrics.policy_fallback(facts.domain);
+        self.metrics.policy_call(facts.domain, &plugin.version, "name", "cpu_budget", 0.0, None);
+        self.keep_run(
+            facts.domain,
+            RunRecord {
+                app: facts.app.to_owned(),
+                stream: facts.stream.to_owned(),
+                create_timestamp_ms: Some(facts.create_timestamp_ms),
+                sequence: Some(facts.sequence),
+                error: Some(why),
+                fell_back: true,
+                ..RunRecord::new(&plugin.version, "name", "cpu_budget")
+            },
+        );
+        None
     }
 
     /// Takes a call's state writes into its domain's state quota, or says
@@ -755,8 +869,21 @@ impl Policies {
     /// Blocking: call it off the async runtime.
     pub fn select_deletions(&self, q: &DeletionQuestion<'_>) -> Option<Result<Deletions, PolicyError>> {
         let plugin = self.active.read().unwrap().get(q.domain).cloned()?;
+        // Past its CPU budget a domain's deletion pass waits (for the next snapshot).
+        let rate = self.cpu_rate(&self.limits_for(q.domain, &plugin));
+        let Some(reserved) = self.cpu.admit(q.domain, rate) else {
+            self.metrics.limit_hit(
+                "plugin_cpu",
+                format_args!("domain {}: its plugin's CPU budget is spent; a deletion pass waits", q.domain),
+            );
+            return None;
+        };
         let started = std::time::Instant::now();
+        let cpu_before = thread_cpu_ms();
         let (result, logs, usage) = self.ask(&plugin, q);
+        let cpu_ms = thread_cpu_ms() - cpu_before;
+        self.cpu.charge(q.domain, reserved, cpu_ms);
+        self.metrics.policy_cpu(q.domain, cpu_ms / 1000.0);
         let seconds = started.elapsed().as_secs_f64();
         let outcome = outcome_of(&result);
         let ok_usage = result.is_ok().then_some((usage.fuel, usage.peak_memory_bytes));
@@ -780,6 +907,7 @@ impl Policies {
                 fuel: usage.fuel,
                 peak_memory_bytes: usage.peak_memory_bytes,
                 duration_ms: seconds * 1000.0,
+                cpu_ms,
                 ..RunRecord::new(&plugin.version, "select_deletions", outcome)
             },
         );

@@ -19,6 +19,7 @@
 //! | `bigvalue` | writes one state value of 65 KiB |
 //! | `bigkey` | writes under a state key of 300 bytes |
 //! | `manywrites` | makes 65 state writes |
+//! | `hog` | 400 000 random reads and writes over 8 MiB: within fuel, memory and deadline, but slow (cache misses) |
 //!
 //! Its deletion answer for stream `faildel` selects everything, then panics;
 //! for `notmine` it names an id that is not on the page. Any other stream is
@@ -93,6 +94,21 @@ impl Guest for Hostile {
             "bigkey" => {
                 state::set(&"k".repeat(300), b"v");
                 seq("live/bigkey.jpg".into())
+            }
+            "hog" => {
+                let mut mem = vec![0u32; 1 << 20];
+                let mut x = (capture.sequence as u32) | 1;
+                let mut acc = 0u32;
+                for _ in 0..300_000 {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    let i = x as usize & (mem.len() - 1);
+                    acc = acc.wrapping_add(mem[i]);
+                    mem[i] = acc ^ x;
+                }
+                std::hint::black_box(acc);
+                seq(format!("{}/{}/{}.jpg", capture.app, capture.stream, capture.sequence))
             }
             "manywrites" => {
                 for i in 0..65 {
