@@ -13,10 +13,20 @@ build:
 demo: build
     bash scripts/demo.sh "{{bin}}"
 
-# Lint, then every test: unit, plugin and integration.
+# Lint, then every test: unit, plugin, integration, and a short fuzz run
+# (12 s per target; fuzz/README.md).
 test: lint build-failpoints
     cd plugins && cargo test --locked
     cargo test --release --locked --workspace
+    bash scripts/fuzz.sh 12
+
+# The fuzz targets for longer: SECONDS per target (all, or the TARGETS named).
+fuzz SECONDS="600" *TARGETS:
+    bash scripts/fuzz.sh {{SECONDS}} {{TARGETS}}
+
+# Rewrite the fuzz targets' seed corpus from a fresh real capture (commit it).
+fuzz-corpus:
+    python3 scripts/fuzz-corpus.py fuzz/corpus
 
 # The crash tests' host: the same code with its fail points compiled in
 # (`--features failpoints`), copied beside the release binary. Release
@@ -32,6 +42,7 @@ lint:
     cd plugins && cargo fmt --all -- --check
     cargo clippy --release --locked --workspace --all-targets -- -D warnings
     cd plugins && cargo clippy --locked --target wasm32-wasip2 -- -D warnings
+    cd fuzz && cargo fmt --check && CARGO_TARGET_DIR={{CARGO_TARGET_DIR}}/../fuzz-target cargo clippy --locked --all-targets -- -D warnings
     cd console && npx --no-install tsc --noEmit && node check-dist.mjs
 
 # Rebuild the console's bundle from console/src into console/dist (commit it).

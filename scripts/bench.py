@@ -7,10 +7,19 @@ table. Run through `just bench` (which builds the binaries first).
            [--edgesnap 50,100,250,500] [--full 10,25] [--expert 25,50,100]
            [--window 40] [--clip 720p|480p] [--soak MINUTES [--soak-streams 200]]
            [--plugin COMPONENT.wasm]
+  bench.py ... --noisy HOSTILE.wasm [--noisy-streams 300] [--quiet-streams 100]
+           [--noisy-cpu MS_PER_S]
 
 With --plugin, the edgesnap runs have that plugin uploaded and active for
 their domain: every capture is named by it (with its run record) and every
 new snapshot asks it a deletion question.
+
+With --noisy, the noisy-neighbour run (issue 14): domain `bench` with the
+default policy on --quiet-streams streams, first alone, then in the same
+host as domain `noisy` whose plugin (the test plugin `hostile`: streams
+named hog… cost milliseconds of CPU per call within fuel, memory and
+deadline) names --noisy-streams streams; the quiet domain's lateness and
+stored count, alone and beside the noisy one.
 """
 import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -127,7 +136,7 @@ def measure(root, load, window, counter):
                 rss=rss_sum / max(k, 1), pss=pss_sum / max(k, 1), procs=nproc, loadgen_cpu=lg1 - lg0)
 
 
-def write_config(d, rtmp, http):
+def write_config(d, rtmp, http, extra=""):
     """The benchmark's host: local storage, app * every 5 s in both modes."""
     open(f"{d}/edgesnap.toml", "w").write(f"""version = 1
 [server]
@@ -147,7 +156,7 @@ time_interval = {INTERVAL}
 storage = "local"
 overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
 sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
-""")
+{extra}""")
 
 
 def start_host(args, d, http):
@@ -168,13 +177,13 @@ def stop_host(host, d):
     shutil.rmtree(d, ignore_errors=True)
 
 
-def activate_plugin(http, path):
-    """Uploads a plugin to the bench domain and activates it."""
+def activate_plugin(http, path, domain="bench"):
+    """Uploads a plugin to a domain and activates it."""
     auth = {"Authorization": "Bearer bench-operator-token-0123"}
-    req = urllib.request.Request(f"http://127.0.0.1:{http}/v1/domains/bench/plugins", data=open(path, "rb").read(),
+    req = urllib.request.Request(f"http://127.0.0.1:{http}/v1/domains/{domain}/plugins", data=open(path, "rb").read(),
                                  headers={**auth, "Content-Type": "application/wasm"}, method="POST")
     version = json.load(urllib.request.urlopen(req))["version"]
-    req = urllib.request.Request(f"http://127.0.0.1:{http}/v1/domains/bench/plugins/{version}/activate",
+    req = urllib.request.Request(f"http://127.0.0.1:{http}/v1/domains/{domain}/plugins/{version}/activate",
                                  headers=auth, method="POST")
     urllib.request.urlopen(req).read()
 
@@ -207,6 +216,81 @@ def edgesnap(args, n):
                     publish_failed=out["failed"])
     finally:
         stop_host(host, d)
+
+
+def domain_lateness(m0, m1, domain):
+    """p99 upper bound (s) and count of one domain's lateness in a window."""
+    counts = {}
+    for k, v in m1.items():
+        r = re.match(r'edgesnap_lateness_seconds_bucket\{(?:.*,)?le="([^"]+)"(?:,.*)?\}', k)
+        if r and f'domain="{domain}"' in k:
+            le = float("inf") if r.group(1) == "+Inf" else float(r.group(1))
+            counts[le] = counts.get(le, 0) + v - m0.get(k, 0)
+    buckets = sorted(counts.items())
+    total = buckets[-1][1] if buckets else 0
+    p99 = next((le for le, c in buckets if total and c >= 0.99 * total), None)
+    return p99, total
+
+
+def noisy(args):
+    """The quiet domain alone, then beside the noisy one; a Markdown table."""
+    extra = f"""[domains."noisy".storage.local]
+type = "local"
+path = "{{d}}/noisy-snapshots"
+[[domains."noisy".snapshot_configs]]
+app_name = "*"
+time_interval = {INTERVAL}
+storage = "local"
+sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
+[domains."noisy".plugin_limits]
+demote_after = 1000000
+fuel = 1000000000
+deadline = "1s"
+""" + (f"cpu_ms_per_s = {args.noisy_cpu}\n" if args.noisy_cpu else "")
+    rows = []
+    for with_noisy in (False, True):
+        d = tempfile.mkdtemp(prefix="edgesnap-noisy-")
+        rtmp, http = free_port(), free_port()
+        write_config(d, rtmp, http, extra.replace("{d}", d))
+        host = start_host(args, d, http)
+        try:
+            activate_plugin(http, args.noisy, "noisy")
+            time.sleep(1)
+            m0 = metrics(http)
+            seconds = WARMUP + args.window + 5
+            quiet = run_load(args, f"rtmp://127.0.0.1:{rtmp}/live", args.quiet_streams, seconds, "q")
+            loud = run_load(args, f"rtmp://127.0.0.1:{rtmp}/live?vhost=noisy", args.noisy_streams, seconds,
+                            "hog") if with_noisy else None
+            time.sleep(RAMP + WARMUP)
+            w0 = metrics(http); t0 = time.time(); c0 = proc_cpu(host.pid)
+            time.sleep(args.window)
+            w1 = metrics(http); t1 = time.time(); c1 = proc_cpu(host.pid)
+            for load in (quiet, loud):
+                if load: load.wait()
+            row_ = dict(with_noisy=with_noisy, window=t1 - t0, host_cpu=c1 - c0,
+                        missed=w1.get("edgesnap_snapshots_missed_total", 0) - w0.get("edgesnap_snapshots_missed_total", 0))
+            for dom, n in (("bench", args.quiet_streams), ("noisy", args.noisy_streams if with_noisy else 0)):
+                p99, stored = domain_lateness(w0, w1, dom)
+                row_[dom] = dict(streams=n, p99=p99, stored=stored, expected=n * (t1 - t0) / INTERVAL)
+            key = 'edgesnap_policy_cpu_seconds_total{domain="noisy"}'
+            row_["plugin_cpu"] = w1.get(key, 0) - w0.get(key, 0)
+            key = 'edgesnap_policy_fallbacks_total{domain="noisy"}'
+            row_["fallbacks"] = w1.get(key, 0) - w0.get(key, 0)
+            rows.append(row_)
+            print(json.dumps(row_), flush=True)
+        finally:
+            stop_host(host, d)
+    print()
+    print("| run | quiet: streams, stored / expected, lateness p99 ms | noisy: streams, stored / expected, p99 ms "
+          "| noisy plugin CPU (of the window) | noisy fallbacks | missed | host CPU |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        q, n = r["bench"], r["noisy"]
+        ms = lambda v: "-" if v is None else ("inf" if v == float("inf") else f"{v * 1000:.0f}")
+        print(f"| {'beside noisy' if r['with_noisy'] else 'alone'} | {q['streams']}, {q['stored']:.0f} / {q['expected']:.0f}, "
+              f"{ms(q['p99'])} | {n['streams']}, {n['stored']:.0f} / {n['expected']:.0f}, {ms(n['p99'])} | "
+              f"{r['plugin_cpu']:.1f} s / {r['window']:.0f} s | {r['fallbacks']:.0f} | {r['missed']:.0f} | "
+              f"{100 * r['host_cpu'] / r['window']:.0f} % |")
 
 
 def anchor(args, n, variant):
@@ -310,9 +394,16 @@ def main():
     ap.add_argument("--soak", type=int, default=0, help="minutes of a soak at --soak-streams instead of the sweep")
     ap.add_argument("--soak-streams", type=int, default=200)
     ap.add_argument("--plugin", help="a policy component uploaded and active for the edgesnap runs")
+    ap.add_argument("--noisy", help="the noisy-neighbour run instead of the sweep, with this plugin (hostile.wasm)")
+    ap.add_argument("--noisy-streams", type=int, default=300)
+    ap.add_argument("--quiet-streams", type=int, default=100)
+    ap.add_argument("--noisy-cpu", type=int, default=0, help="the noisy domain's plugin_limits.cpu_ms_per_s")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     args.clip = make_clip(args.out, args.clip)
+    if args.noisy:
+        noisy(args)
+        return
     if args.soak:
         soak(args, args.soak_streams, args.soak)
         return

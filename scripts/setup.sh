@@ -3,12 +3,13 @@
 # Rust toolchain: GStreamer (dev + plugins), ffmpeg, nginx-rtmp (relay test),
 # Chromium (the console's browser tests), Prometheus and promtool (the
 # metrics test), systemd-analyze and binutils (the package test), the
-# wasm32-wasip2 target, `just`, and the console's npm packages. Idempotent:
+# wasm32-wasip2 target, cargo-afl (the fuzz targets), `just`, and the
+# console's npm packages. Idempotent:
 # quick when done.
 set -euo pipefail
 
 apt_packages=(
-  pkg-config curl
+  pkg-config curl build-essential
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
@@ -29,6 +30,13 @@ fi
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   echo "setup: adding the wasm32-wasip2 target"
   rustup target add wasm32-wasip2
+fi
+
+# cargo-afl (AFL++ for Rust on the stable toolchain; it builds AFL++ when
+# installed), for the fuzz targets.
+if ! command -v cargo-afl >/dev/null 2>&1; then
+  echo "setup: installing cargo-afl"
+  cargo install --locked --quiet cargo-afl@0.18.2
 fi
 
 # Python tools live in a venv (Debian 12 enforces PEP 668): just, moto for

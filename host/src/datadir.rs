@@ -1,7 +1,8 @@
 //! The host's own directory (`server.data_dir`): the index, the spool, the
 //! uploaded plugins and the host's secrets. Only the host's user may enter
-//! it, and the URL-signing key lives in a file of its own, not in the index
-//! (a copy of the index is not a key to forge image URLs with).
+//! it, and its keys live in files of their own, not in the index: a copy of
+//! the index is neither a key to forge image URLs with nor a list of the
+//! tenants' callback signing keys (those are sealed with `sealing.key`).
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -52,26 +53,80 @@ pub fn private(file: &Path) -> Result<(), DataDirError> {
 /// use; a key an earlier version kept in the index is moved into the file,
 /// so URLs it signed stay valid.
 pub fn url_signing_key(dir: &Path, index: &Index) -> Result<Vec<u8>, DataDirError> {
-    let path = dir.join("url-signing.key");
-    let key = match std::fs::read(&path) {
-        Ok(key) => key,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = match index.secret("url-signing-key")? {
-                Some(old) => old,
-                None => rand::random::<[u8; 32]>().to_vec(),
-            };
-            write_new(&path, &key)?;
-            key
-        }
-        Err(e) => return Err(DataDirError::Io(path, e)),
-    };
-    if key.len() != 32 {
-        return Err(DataDirError::BadKey(path, key.len()));
-    }
-    private(&path)?;
+    let key = key_file(&dir.join("url-signing.key"), || index.secret("url-signing-key"))?;
     // Once the file holds it, the index keeps no copy.
     index.forget_secret("url-signing-key")?;
     Ok(key)
+}
+
+/// A 32-byte key in a file of mode 0600: read, or made (from `earlier`, or
+/// random) when there is none.
+fn key_file(
+    path: &Path,
+    earlier: impl FnOnce() -> Result<Option<Vec<u8>>, crate::index::IndexError>,
+) -> Result<Vec<u8>, DataDirError> {
+    let key = match std::fs::read(path) {
+        Ok(key) => key,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = match earlier()? {
+                Some(old) => old,
+                None => rand::random::<[u8; 32]>().to_vec(),
+            };
+            write_new(path, &key)?;
+            key
+        }
+        Err(e) => return Err(DataDirError::Io(path.to_owned(), e)),
+    };
+    if key.len() != 32 {
+        return Err(DataDirError::BadKey(path.to_owned(), key.len()));
+    }
+    private(path)?;
+    Ok(key)
+}
+
+/// Seals secrets the host must keep in the index (tenants' callback
+/// signing keys) with `data_dir/sealing.key` (0600): ChaCha20-Poly1305, a
+/// random nonce per value, written `sealed:v1:{hex nonce+ciphertext}`.
+pub struct Sealer(chacha20poly1305::ChaCha20Poly1305);
+
+const SEALED: &str = "sealed:v1:";
+
+impl Sealer {
+    /// The host's sealer, its key made on first use.
+    pub fn open_dir(dir: &Path) -> Result<Sealer, DataDirError> {
+        let key = key_file(&dir.join("sealing.key"), || Ok(None))?;
+        Ok(Sealer::with_key(&key))
+    }
+
+    fn with_key(key: &[u8]) -> Sealer {
+        use chacha20poly1305::KeyInit;
+        Sealer(chacha20poly1305::ChaCha20Poly1305::new_from_slice(key).expect("a 32-byte key"))
+    }
+
+    pub fn seal(&self, plain: &str) -> String {
+        use chacha20poly1305::aead::Aead;
+        let nonce: [u8; 12] = rand::random();
+        let sealed = self.0.encrypt(&nonce.into(), plain.as_bytes()).expect("sealing a short string cannot fail");
+        format!("{SEALED}{}{}", hex::encode(nonce), hex::encode(sealed))
+    }
+
+    /// The plain text of a sealed value; a value an earlier version stored
+    /// unsealed is returned as it is (`Ok((value, false))`).
+    pub fn unseal(&self, value: &str) -> Result<(String, bool), String> {
+        use chacha20poly1305::aead::Aead;
+        let Some(hexed) = value.strip_prefix(SEALED) else { return Ok((value.to_owned(), false)) };
+        let bytes = hex::decode(hexed).map_err(|_| "a sealed value is not hex".to_string())?;
+        if bytes.len() < 12 + 16 {
+            return Err("a sealed value is too short".into());
+        }
+        let (nonce, sealed) = bytes.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().expect("12 bytes");
+        let plain = self
+            .0
+            .decrypt(&nonce.into(), sealed)
+            .map_err(|_| "a sealed value does not open with data_dir/sealing.key (the key file was replaced?)")?;
+        String::from_utf8(plain).map(|p| (p, true)).map_err(|_| "a sealed value is not UTF-8".into())
+    }
 }
 
 /// Writes a new file of mode 0600 and syncs it (through a temporary name:
@@ -125,5 +180,29 @@ mod tests {
         assert_ne!(made, key);
         std::fs::write(fresh.path().join("url-signing.key"), b"short").unwrap();
         assert!(matches!(url_signing_key(fresh.path(), &index), Err(DataDirError::BadKey(..))));
+    }
+
+    #[test]
+    fn sealed_values_open_with_their_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Sealer::open_dir(dir.path()).unwrap();
+        assert_eq!(mode(&dir.path().join("sealing.key")), 0o600);
+        let a = sealer.seal("notify-key-0123456789");
+        let b = sealer.seal("notify-key-0123456789");
+        assert!(a.starts_with("sealed:v1:") && a != b, "a fresh nonce each time");
+        assert!(!a.contains("notify-key"));
+        assert_eq!(sealer.unseal(&a).unwrap(), ("notify-key-0123456789".to_string(), true));
+        assert_eq!(
+            Sealer::open_dir(dir.path()).unwrap().unseal(&b).unwrap().0,
+            "notify-key-0123456789",
+            "same key file"
+        );
+        assert_eq!(sealer.unseal("plain-from-before").unwrap(), ("plain-from-before".to_string(), false));
+        let other = Sealer::with_key(&[1; 32]);
+        assert!(other.unseal(&a).unwrap_err().contains("does not open"));
+        let mut tampered = a.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == '0' { '1' } else { '0' });
+        assert!(sealer.unseal(&tampered).is_err(), "a changed byte does not open");
     }
 }

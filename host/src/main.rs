@@ -161,7 +161,9 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let metrics = Arc::new(metrics::Metrics::new());
     let index = Arc::new(index::Index::open(&server.data_dir.join("index.redb"))?);
     edgesnap::datadir::private(&server.data_dir.join("index.redb"))?;
-    let tenants = Tenants::start(config, &operator_token, index.clone())?;
+    let sealer = edgesnap::datadir::Sealer::open_dir(&server.data_dir)?;
+    let tenants = Tenants::start(config, &operator_token, index.clone(), sealer)?;
+    tenants.seal_earlier_notify_keys().await?;
     let (settings, storage) = (tenants.settings().clone(), tenants.storage().clone());
     remove_tombstoned(&index, &storage).await?;
     let compiled = server.data_dir.join("plugins/compiled");

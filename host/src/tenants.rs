@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{
     self, Config, ConfigError, Domain, Origin, RawDomain, RawNotify, RawTemplate, RuleError, Settings, Template,
 };
+use crate::datadir::Sealer;
 use crate::index::{CatalogKey, Index, IndexError};
 use crate::storage::{Storage, StorageError};
 
@@ -156,14 +157,28 @@ struct Catalog {
 }
 
 impl Catalog {
-    fn load(index: &Index) -> Result<Catalog, IndexError> {
+    /// The catalog, its sealed notify keys opened; also the domains whose
+    /// key an earlier version stored unsealed.
+    fn load(index: &Index, sealer: &Sealer) -> Result<(Catalog, Vec<String>), IndexError> {
         let mut c = Catalog::default();
+        let mut unsealed = Vec::new();
         for ((kind, domain, name), bytes) in index.catalog()? {
             let what = format!("catalog {kind} {domain}/{name}");
             match kind.as_str() {
                 DOMAIN => drop(c.domains.insert(domain, decode(&what, &bytes)?)),
                 TEMPLATE => drop(c.templates.insert((domain, name), decode(&what, &bytes)?)),
-                NOTIFY => drop(c.notify.insert(domain, decode(&what, &bytes)?)),
+                NOTIFY => {
+                    let mut raw: RawNotify = decode(&what, &bytes)?;
+                    if let Some(key) = &raw.notify_auth_key {
+                        let (plain, was_sealed) =
+                            sealer.unseal(key).map_err(|e| IndexError::Corrupt(format!("{what}: {e}")))?;
+                        if !was_sealed {
+                            unsealed.push(domain.clone());
+                        }
+                        raw.notify_auth_key = Some(plain);
+                    }
+                    c.notify.insert(domain, raw);
+                }
                 TOKEN => drop(c.tokens.insert((domain, name), decode(&what, &bytes)?)),
                 PLUGIN => drop(c.plugins.insert((domain, name), decode(&what, &bytes)?)),
                 PLUGIN_ACTIVE => drop(c.active_plugins.insert(domain, decode(&what, &bytes)?)),
@@ -171,7 +186,7 @@ impl Catalog {
                 other => tracing::warn!(kind = other, "unknown catalog entry kind; ignored"),
             }
         }
-        Ok(c)
+        Ok((c, unsealed))
     }
 }
 
@@ -246,6 +261,10 @@ pub struct Tenants {
     state: tokio::sync::Mutex<State>,
     /// Domain token hash → (domain, token id).
     tokens: RwLock<HashMap<String, (String, String)>>,
+    /// Seals the notify keys kept in the catalog.
+    sealer: Sealer,
+    /// Domains whose notify key an earlier version stored in the clear.
+    unsealed: std::sync::Mutex<Vec<String>>,
 }
 
 struct State {
@@ -256,8 +275,13 @@ struct State {
 impl Tenants {
     /// Loads the catalog, builds the config in force from `file` and it, and
     /// sets up every storage target.
-    pub fn start(file: Config, operator_token: &str, index: Arc<Index>) -> Result<Arc<Tenants>, anyhow::Error> {
-        let catalog = Catalog::load(&index)?;
+    pub fn start(
+        file: Config,
+        operator_token: &str,
+        index: Arc<Index>,
+        sealer: Sealer,
+    ) -> Result<Arc<Tenants>, anyhow::Error> {
+        let (catalog, unsealed) = Catalog::load(&index, &sealer)?;
         let (config, warnings) = effective(&file, &catalog);
         for w in warnings {
             tracing::warn!("{w}");
@@ -271,6 +295,8 @@ impl Tenants {
             operator_sha256: hash_token(operator_token),
             state: tokio::sync::Mutex::new(State { file: Arc::new(file), catalog }),
             tokens: RwLock::default(),
+            sealer,
+            unsealed: std::sync::Mutex::new(unsealed),
         });
         tenants.reload_tokens(&tenants.state.try_lock().expect("not shared yet").catalog);
         Ok(tenants)
@@ -552,8 +578,33 @@ impl Tenants {
         let mut next = state.catalog.clone();
         let created = next.notify.insert(domain.to_owned(), raw.clone()).is_none();
         let key = (NOTIFY.to_owned(), domain.to_owned(), String::new());
-        self.change(&mut state, next, None, vec![(key, Some(json_bytes(&raw)))]).await?;
+        self.change(&mut state, next, None, vec![(key, Some(self.sealed_notify(&raw)))]).await?;
         Ok(created)
+    }
+
+    /// A domain's notify settings as stored: the signing key sealed.
+    fn sealed_notify(&self, raw: &RawNotify) -> Vec<u8> {
+        let stored =
+            RawNotify { notify_auth_key: raw.notify_auth_key.as_deref().map(|k| self.sealer.seal(k)), ..raw.clone() };
+        json_bytes(&stored)
+    }
+
+    /// Seals the notify keys an earlier version stored in the clear (once, at start).
+    pub async fn seal_earlier_notify_keys(&self) -> Result<usize, ChangeError> {
+        let domains = std::mem::take(&mut *self.unsealed.lock().unwrap());
+        if domains.is_empty() {
+            return Ok(0);
+        }
+        let state = self.state.lock().await;
+        let writes: Vec<_> = domains
+            .iter()
+            .filter_map(|d| state.catalog.notify.get(d).map(|raw| (d, raw)))
+            .map(|(d, raw)| ((NOTIFY.to_owned(), d.clone(), String::new()), Some(self.sealed_notify(raw))))
+            .collect();
+        let n = writes.len();
+        self.index.write_catalog(None, writes).await?;
+        tracing::info!(domains = n, "sealed the notify keys an earlier version stored in the clear");
+        Ok(n)
     }
 
     pub async fn delete_notify(&self, domain: &str) -> Result<(), ChangeError> {

@@ -142,11 +142,17 @@ fn data_dir_is_private_and_the_signing_key_lives_outside_the_index() {
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("index.redb")), 0o600);
     assert_eq!(mode(&data.join("url-signing.key")), 0o600);
+    assert_eq!(mode(&data.join("sealing.key")), 0o600);
     let key = std::fs::read(data.join("url-signing.key")).unwrap();
     assert_eq!(key.len(), 32);
+    // A tenant's callback signing key is kept sealed.
+    let notify = serde_json::json!({"notify_url": "https://biz.example.com/hook", "notify_req_auth": "yes",
+        "notify_auth_key": "NotifyKey0123456789"});
+    assert_eq!(host.api("PUT", "/v1/domains/localhost/notify", Some(notify)).0, 201);
     host.stop();
     let index = std::fs::read(data.join("index.redb")).unwrap();
     assert!(!index.windows(key.len()).any(|w| w == key), "the index holds a copy of the key");
+    assert!(!index.windows(19).any(|w| w == b"NotifyKey0123456789"), "the notify key is in the index in the clear");
 
     // Others may write to it: the host refuses to start, naming it and the rule.
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -158,6 +164,7 @@ fn data_dir_is_private_and_the_signing_key_lives_outside_the_index() {
     host.spawn();
     assert_eq!(mode(&data), 0o700);
     assert_eq!(std::fs::read(data.join("url-signing.key")).unwrap(), key);
+    assert_eq!(host.get_json("/v1/domains/localhost/notify")["notify_auth_key_set"], true, "unsealed at start");
 
     // No tenant's target among the host's files, however it is spelled.
     for path in

@@ -48,7 +48,7 @@ pub struct PluginLimits {
     /// Bytes all of a domain's uploaded versions may take together.
     pub uploads_bytes: u64,
     /// Plugin CPU time per second the domain's calls may use; `None`: an
-    /// equal share of half the cores among the domains with a plugin.
+    /// equal share of a quarter of the cores among the domains with a plugin.
     pub cpu_ms_per_s: Option<u64>,
 }
 

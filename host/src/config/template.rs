@@ -95,8 +95,17 @@ fn check_object(
     if !template.ends_with(".jpg") {
         return Err(broken(code, field, "must end in .jpg (only JPG is supported)"));
     }
-    if template.starts_with('/') || template.split('/').any(|seg| seg == ".." || seg == ".") {
-        return Err(broken(code, field, "must be a relative object name without '.' or '..' segments"));
+    // As storage checks every key it renders to (a template it passed must
+    // not fail each capture at store time; the fuzzer found `//` and `\`).
+    if template.starts_with('/')
+        || template.contains('\\')
+        || template.split('/').any(|seg| matches!(seg, "" | "." | ".."))
+    {
+        return Err(broken(
+            code,
+            field,
+            "must be a relative object name without empty, '.' or '..' segments, and without '\\'",
+        ));
     }
     if template.chars().any(char::is_control) {
         return Err(broken(code, field, "must not contain control characters"));
@@ -221,6 +230,9 @@ mod tests {
             ("{AppName/x.jpg", "InvalidParameter.OverwriteObject"),
             ("/abs/{StreamName}.jpg", "InvalidParameter.OverwriteObject"),
             ("../{StreamName}.jpg", "InvalidParameter.OverwriteObject"),
+            // Found by the template fuzz target: they passed, and every key failed at store time.
+            ("{AppName}//{StreamName}.jpg", "InvalidParameter.OverwriteObject"),
+            ("{AppName}\\{StreamName}.jpg", "InvalidParameter.OverwriteObject"),
             (&format!("{}.jpg", "a".repeat(251)), "ok"),
             (&format!("{}.jpg", "a".repeat(252)), "InvalidParameter.OverwriteObject"),
         ] {

@@ -774,14 +774,17 @@ impl Policies {
     }
 
     /// The plugin CPU per second a domain may use: its own `cpu_ms_per_s`,
-    /// or an equal share of half the cores among the domains with a plugin.
+    /// or an equal share of a quarter of the cores among the domains with a
+    /// plugin (half was measured not to be enough: at 700 streams on 2
+    /// cores the host's own work needs more than the other half;
+    /// BENCHMARKS.md, noisy neighbour).
     fn cpu_rate(&self, limits: &Limits) -> f64 {
         match limits.cpu_ms_per_s {
             Some(ms) => ms as f64,
             None => {
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
                 let domains = self.active.read().unwrap().len().max(1) as f64;
-                cores * 500.0 / domains
+                cores * 250.0 / domains
             }
         }
     }

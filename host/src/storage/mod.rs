@@ -21,6 +21,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use crate::config::{Config, StorageTarget};
 
+mod keys;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("storage target {target:?} of domain {domain:?} is not configured")]
@@ -63,20 +65,7 @@ const MAX_SUFFIX: u32 = 1000;
 /// Checks a key a plugin or template produced (docs/plugins.md): relative, no `..`,
 /// no control characters, at most 1024 bytes.
 pub fn check_key(key: &str) -> Result<ObjectPath, StorageError> {
-    let bad = |why: &str| StorageError::BadKey { key: key.chars().take(200).collect(), why: why.into() };
-    if key.is_empty() || key.len() > 1024 {
-        return Err(bad("must be 1-1024 bytes"));
-    }
-    if key.starts_with('/') || key.contains('\\') {
-        return Err(bad("must be a relative path"));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(bad("must not contain control characters"));
-    }
-    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(bad("must not contain empty, '.' or '..' segments"));
-    }
-    ObjectPath::parse(key).map_err(|e| bad(&e.to_string()))
+    keys::check(key).map_err(|keys::BadKey { key, why }| StorageError::BadKey { key, why })
 }
 
 impl Storage {
