@@ -26,6 +26,7 @@ pub mod spool;
 pub mod storage;
 pub mod tenants;
 pub mod thumbs;
+pub mod tokens;
 pub mod urls;
 
 /// Unix milliseconds as ISO-8601 UTC with milliseconds (`2026-11-25T08:00:00.123Z`).

@@ -391,17 +391,14 @@ async fn remove_tombstoned(index: &index::Index, storage: &edgesnap::storage::St
     if tombstones.is_empty() {
         return Ok(());
     }
-    let mut done = Vec::new();
-    for (id, t) in &tombstones {
-        match storage.target(&t.domain, &t.storage) {
-            Ok(target) => match target.delete(&t.key).await {
-                Ok(_) => done.push(*id),
-                Err(e) => tracing::warn!(error = %e, "object of a deleted record not removed; retried at next start"),
-            },
-            Err(_) => done.push(*id),
-        }
-    }
-    tracing::info!(removed = done.len(), pending = tombstones.len() - done.len(), "removed objects of deleted records");
+    let doomed = tombstones.iter().map(|(id, t)| retention::Doomed {
+        id: *id,
+        domain: &t.domain,
+        storage: &t.storage,
+        key: &t.key,
+    });
+    let (removed, done) = retention::delete_objects(doomed, |d, s| storage.target(d, s)).await;
+    tracing::info!(removed, pending = tombstones.len() - done.len(), "removed objects of deleted records");
     index.clear_tombstones(done).await?;
     Ok(())
 }

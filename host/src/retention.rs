@@ -38,10 +38,30 @@ pub async fn remove_objects(
     removed: &[Record],
     target: impl Fn(&str, &str) -> Result<Arc<Target>, StorageError>,
 ) -> u64 {
-    let jobs: Vec<_> = removed
-        .iter()
-        .map(|r| {
-            let (id, key, target) = (r.id, r.key.clone(), target(&r.domain, &r.storage));
+    let doomed = removed.iter().map(|r| Doomed { id: r.id, domain: &r.domain, storage: &r.storage, key: &r.key });
+    let (files, done) = delete_objects(doomed, target).await;
+    index.clear_tombstones_later(done);
+    files
+}
+
+/// The object of a deleted record.
+pub struct Doomed<'a> {
+    pub id: RecordId,
+    pub domain: &'a str,
+    pub storage: &'a str,
+    pub key: &'a str,
+}
+
+/// Deletes objects, several at once: how many were removed, and the
+/// records whose tombstones may go (removed, or their target is gone).
+pub async fn delete_objects<'a>(
+    doomed: impl IntoIterator<Item = Doomed<'a>>,
+    target: impl Fn(&str, &str) -> Result<Arc<Target>, StorageError>,
+) -> (u64, Vec<RecordId>) {
+    let jobs: Vec<_> = doomed
+        .into_iter()
+        .map(|d| {
+            let (id, key, target) = (d.id, d.key.to_owned(), target(d.domain, d.storage));
             async move {
                 match target {
                     // The target is gone (its domain deleted): nothing to remove from.
@@ -60,9 +80,7 @@ pub async fn remove_objects(
     let outcomes: Vec<(RecordId, bool, bool)> =
         futures::stream::iter(jobs).buffer_unordered(REMOVE_CONCURRENCY).collect().await;
     let files = outcomes.iter().filter(|o| o.1).count() as u64;
-    let done: Vec<RecordId> = outcomes.iter().filter(|o| o.2).map(|o| o.0).collect();
-    index.clear_tombstones_later(done);
-    files
+    (files, outcomes.iter().filter(|o| o.2).map(|o| o.0).collect())
 }
 
 /// Reconciles every domain each `server.reconcile_every` (read anew each
@@ -358,6 +376,30 @@ mod tests {
             cursor: None,
         };
         index.query(&q).unwrap().records
+    }
+
+    #[tokio::test]
+    async fn objects_are_deleted_and_a_gone_target_counts_as_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&format!(
+            "version = 1\n[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             data_dir = \"{d}/data\"\noperator_token = \"0123456789abcdef\"\n\
+             [domains.\"d.example\".storage.local]\ntype = \"local\"\npath = \"{d}/objects\"\n",
+            d = dir.path().display()
+        ))
+        .unwrap();
+        let storage = Storage::from_config(&config).unwrap();
+        std::fs::create_dir_all(dir.path().join("objects/live")).unwrap();
+        std::fs::write(dir.path().join("objects/live/a.jpg"), b"jpg").unwrap();
+        let (a, b) = (RecordId::new(1), RecordId::new(2));
+        let doomed = [
+            Doomed { id: a, domain: "d.example", storage: "local", key: "live/a.jpg" },
+            Doomed { id: b, domain: "gone.example", storage: "local", key: "live/b.jpg" },
+        ];
+        let (files, mut done) = delete_objects(doomed, |d, t| storage.target(d, t)).await;
+        done.sort();
+        assert_eq!((files, done), (1, vec![a, b]));
+        assert!(!dir.path().join("objects/live/a.jpg").exists());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

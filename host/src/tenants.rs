@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::{
     self, Config, ConfigError, Domain, Origin, RawDomain, RawNotify, RawTemplate, RuleError, Settings, Template,
@@ -21,6 +20,8 @@ use crate::config::{
 use crate::datadir::Sealer;
 use crate::index::{CatalogKey, Index, IndexError};
 use crate::storage::{Storage, StorageError};
+pub use crate::tokens::Role;
+use crate::tokens::{constant_time_eq, hash_token};
 
 const DOMAIN: &str = "domain";
 const TEMPLATE: &str = "template";
@@ -43,22 +44,6 @@ const TEMPLATE_FIELDS: &[&str] = &[
     "jpeg_quality",
 ];
 const REQUIRED_TEMPLATE_FIELDS: &[&str] = &["app_name", "time_interval", "storage"];
-
-/// Who a bearer token is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
-    Operator,
-    Domain(String),
-}
-
-impl Role {
-    pub fn may(&self, domain: &str) -> bool {
-        match self {
-            Role::Operator => true,
-            Role::Domain(d) => d == domain,
-        }
-    }
-}
 
 /// A domain token as stored: only its hash.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,10 +181,6 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
 
 fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("catalog documents serialize")
-}
-
-fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// The config in force: the file's domains, then the API's where the file
@@ -860,10 +841,6 @@ fn file_managed_template(domain: &str, app: &str) -> ChangeError {
             "the snapshot config of app {app:?} in domain {domain:?} is defined in the config file; change it there"
         ),
     )
-}
-
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

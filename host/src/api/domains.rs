@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Api, ApiError, Body, Call};
 use crate::config::{Domain, PublishAuth, RawDomain, Secret, StorageTarget};
-use crate::tenants::Role;
+use crate::tokens::Role;
 
 fn secret_view(prefix: &str, s: &Secret, out: &mut serde_json::Map<String, Value>) {
     match s {

@@ -34,7 +34,8 @@ use crate::index::Index;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
-use crate::tenants::{Role, Tenants, constant_time_eq};
+use crate::tenants::Tenants;
+use crate::tokens::{Role, constant_time_eq};
 
 type Body = Full<Bytes>;
 

@@ -342,7 +342,7 @@ pub(crate) fn check_publish_auth(
     let expected = |key: &str| hex::encode(Md5::digest(format!("/{app}/{stream}-{timestamp}-{rand}-{uid}-{key}")));
     for secret in std::iter::once(&a.primary).chain(a.secondary.as_ref()) {
         match secret.read() {
-            Ok(key) if crate::tenants::constant_time_eq(expected(&key).as_bytes(), hash.as_bytes()) => return Ok(()),
+            Ok(key) if crate::tokens::constant_time_eq(expected(&key).as_bytes(), hash.as_bytes()) => return Ok(()),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "publish auth key cannot be read"),
         }
