@@ -27,7 +27,7 @@ const QUEUE: usize = 1024;
 /// Objects removed at once.
 const REMOVE_CONCURRENCY: usize = 32;
 
-type StreamKey = (String, String, String);
+use crate::stream::StreamKey;
 
 /// Removes the objects of deleted (tombstoned) records, several at once,
 /// then has their tombstones cleared with the index's next commit: a
@@ -211,7 +211,7 @@ impl Retention {
         if !self.policies.has_plugin(domain) {
             return;
         }
-        let key = (domain.to_owned(), app.to_owned(), stream.to_owned());
+        let key = StreamKey::new(domain, app, stream);
         if !self.pending.lock().unwrap().insert(key.clone()) {
             return;
         }
@@ -234,10 +234,10 @@ impl Retention {
             match self.clone().pass(key.clone()).await {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::info!(domain = %key.0, app = %key.1, stream = %key.2, deleted = n, "deleted by the domain's plugin")
+                    tracing::info!(domain = %key.domain, app = %key.app, stream = %key.stream, deleted = n, "deleted by the domain's plugin")
                 }
                 Err(e) => {
-                    tracing::error!(domain = %key.0, app = %key.1, stream = %key.2, error = %e, "deletion pass failed")
+                    tracing::error!(domain = %key.domain, app = %key.app, stream = %key.stream, error = %e, "deletion pass failed")
                 }
             }
         }
@@ -247,7 +247,7 @@ impl Retention {
     /// how many snapshots were deleted.
     pub async fn pass(self: Arc<Self>, key: StreamKey) -> Result<usize, RetentionError> {
         let this = self.clone();
-        let domain = key.0.clone();
+        let domain = key.domain.clone();
         let selected = tokio::task::spawn_blocking(move || this.select(&key, crate::unix_ms()))
             .await
             .map_err(|e| RetentionError::Join(e.to_string()))??;
@@ -266,7 +266,8 @@ impl Retention {
     /// Shows the stream's sequential snapshots to the plugin, newest first,
     /// until it says done, they end, or the page budget is spent. Any failed
     /// call selects nothing for the whole pass.
-    fn select(&self, (domain, app, stream): &StreamKey, now_ms: u64) -> Result<Vec<RecordId>, RetentionError> {
+    fn select(&self, key: &StreamKey, now_ms: u64) -> Result<Vec<RecordId>, RetentionError> {
+        let StreamKey { domain, app, stream } = key;
         let mut query = Query {
             domain: domain.clone(),
             app: app.clone(),
@@ -424,7 +425,7 @@ mod tests {
         captures(&index, "cam1", 600).await;
         captures(&index, "faildel", 300).await;
         captures(&index, "notmine", 20).await;
-        let key = |s: &str| ("d.example".to_string(), "live".to_string(), s.to_string());
+        let key = |s: &str| StreamKey::new("d.example", "live", s);
 
         // The default policy is not asked and keeps everything.
         assert_eq!(retention.clone().pass(key("cam1")).await.unwrap(), 0);

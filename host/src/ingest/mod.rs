@@ -27,8 +27,7 @@ use crate::metrics::Metrics;
 /// of the same stream takes it over.
 pub const DEAD_AFTER: Duration = Duration::from_secs(10);
 
-/// (domain, app, stream)
-pub type StreamKey = (String, String, String);
+pub use crate::stream::StreamKey;
 
 /// What ingest shares between connections.
 pub struct Ingest {
@@ -121,8 +120,8 @@ pub struct LiveStream {
 /// Why a publish was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Refusal {
-    #[error("stream {0}/{1}/{2} is already being published by a live session")]
-    Duplicate(String, String, String),
+    #[error("stream {0} is already being published by a live session")]
+    Duplicate(StreamKey),
 }
 
 /// A held claim on a live stream; released when dropped.
@@ -236,16 +235,16 @@ impl Ingest {
     /// Claims a stream for a new publisher: refused while another session
     /// sends media; a session silent for [`DEAD_AFTER`] is taken over.
     pub(crate) fn claim(self: &Arc<Self>, info: Arc<StreamInfo>) -> Result<Claim, Refusal> {
-        let key = (info.domain.clone(), info.app.clone(), info.stream.clone());
+        let key = StreamKey::new(&info.domain, &info.app, &info.stream);
         let now = self.epoch.elapsed().as_millis() as u64;
         let mut live = self.live.lock().unwrap();
         if let Some(old) = live.get(&key) {
             let silent = now.saturating_sub(old.last_media.load(Ordering::Relaxed));
             if silent < DEAD_AFTER.as_millis() as u64 {
-                return Err(Refusal::Duplicate(key.0, key.1, key.2));
+                return Err(Refusal::Duplicate(key));
             }
             tracing::info!(
-                domain = %key.0, app = %key.1, stream = %key.2,
+                domain = %key.domain, app = %key.app, stream = %key.stream,
                 old_session = old.session, new_session = info.session, silent_ms = silent,
                 "publisher silent too long; new publish takes the stream over"
             );
@@ -275,7 +274,7 @@ impl Ingest {
         let live = self.live.lock().unwrap();
         let mut out: Vec<LiveStream> = live
             .iter()
-            .filter(|(k, _)| k.0 == domain)
+            .filter(|(k, _)| k.domain == domain)
             .map(|(_, e)| LiveStream { info: e.info.clone(), since: e.since })
             .collect();
         out.sort_by(|a, b| (&a.info.app, &a.info.stream).cmp(&(&b.info.app, &b.info.stream)));
@@ -285,8 +284,7 @@ impl Ingest {
     /// One live stream.
     pub fn live_stream(&self, domain: &str, app: &str, stream: &str) -> Option<LiveStream> {
         let live = self.live.lock().unwrap();
-        live.get(&(domain.to_owned(), app.to_owned(), stream.to_owned()))
-            .map(|e| LiveStream { info: e.info.clone(), since: e.since })
+        live.get(&StreamKey::new(domain, app, stream)).map(|e| LiveStream { info: e.info.clone(), since: e.since })
     }
 
     /// Re-plans the live streams of an app (or every app, for `*`) with the
@@ -295,9 +293,9 @@ impl Ingest {
         let config = self.settings.get();
         let live = self.live.lock().unwrap();
         let mut n = 0;
-        for ((d, a, _), e) in live.iter() {
-            if d == domain && (app == "*" || a == app) {
-                e.info.request_replan(config.template_for(d, a));
+        for (k, e) in live.iter() {
+            if k.domain == domain && (app == "*" || k.app == app) {
+                e.info.request_replan(config.template_for(&k.domain, &k.app));
                 n += 1;
             }
         }
@@ -308,8 +306,8 @@ impl Ingest {
     pub fn disconnect_domain(&self, domain: &str) -> usize {
         let live = self.live.lock().unwrap();
         let mut n = 0;
-        for ((d, _, _), e) in live.iter() {
-            if d == domain {
+        for (k, e) in live.iter() {
+            if k.domain == domain {
                 e.end("its domain was deleted");
                 n += 1;
             }

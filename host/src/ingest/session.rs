@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::amf0::{self, Value};
 use super::chunk::{self, ChunkReader, Message, types};
 use super::flv::{self, AvcConfig, VideoTag};
-use super::{Claim, Ingest, LimitHit, Slot};
+use super::{Claim, Ingest, LimitHit, Slot, StreamKey};
 use crate::capture::{Offer, StreamCapture, StreamInfo};
 use crate::config::RtmpLimits;
 use crate::config::template::is_valid_stream_name;
@@ -112,7 +112,7 @@ impl Publishing {
 
     /// The publish's summary line, at info.
     fn log_end(&self, peer: SocketAddr, session: u64, bytes_received: u64, why: &str) {
-        let (domain, app, stream) = &self.claim.key;
+        let StreamKey { domain, app, stream } = &self.claim.key;
         tracing::info!(
             %peer, session, %domain, %app, %stream, seconds = self.started.elapsed().as_secs(), bytes_received,
             snapshots_queued = self.queued, "publish ended: {why}"
@@ -173,8 +173,7 @@ pub(super) async fn serve(
         }
         Err(e) => {
             ingest.metrics.rejected(e.reason());
-            let stream =
-                session.publishing.as_ref().map(|p| format!("{}/{}/{}", p.claim.key.0, p.claim.key.1, p.claim.key.2));
+            let stream = session.publishing.as_ref().map(|p| p.claim.key.to_string());
             match e {
                 SessionError::Io(_) => {
                     tracing::info!(%peer, session = id, stream, error = %e, "rtmp connection closed")
