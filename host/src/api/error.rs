@@ -66,9 +66,7 @@ impl From<IndexError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match &e {
-            StorageError::Backend { source, .. } if matches!(**source, object_store::Error::NotFound { .. }) => {
-                ApiError::new(StatusCode::NOT_FOUND, "FileNotFound", e.to_string())
-            }
+            StorageError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "FileNotFound", e.to_string()),
             StorageError::Backend { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "StorageUnavailable", e.to_string()),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
         }

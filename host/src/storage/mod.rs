@@ -31,6 +31,8 @@ pub enum StorageError {
     BadKey { key: String, why: String },
     #[error("storage target {target}: {op} {key}: {source}")]
     Backend { target: String, op: &'static str, key: String, source: Box<object_store::Error> },
+    #[error("storage target {target}: no object {key}")]
+    NotFound { target: String, key: String },
     #[error("storage target {target}: no free name for {key} after {tries} tries")]
     NoFreeName { target: String, key: String, tries: u32 },
     #[error("set up storage target {target}: {why}")]
@@ -369,7 +371,12 @@ impl Target {
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         let path = check_key(key)?;
-        let r = self.store.get(&path).await.map_err(|e| self.backend("get", key, e))?;
+        let r = self.store.get(&path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                StorageError::NotFound { target: self.name.clone(), key: key.to_owned() }
+            }
+            e => self.backend("get", key, e),
+        })?;
         r.bytes().await.map_err(|e| self.backend("read", key, e))
     }
 }
@@ -503,5 +510,7 @@ mod tests {
         t.put_overwrite("live/cam1.jpg", Bytes::from_static(b"a")).await.unwrap();
         t.put_overwrite("live/cam1.jpg", Bytes::from_static(b"b")).await.unwrap();
         assert_eq!(&t.get("live/cam1.jpg").await.unwrap()[..], b"b");
+        // A missing object is told apart from a failing backend.
+        assert!(matches!(t.get("live/nope.jpg").await, Err(StorageError::NotFound { .. })));
     }
 }
