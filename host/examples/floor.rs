@@ -10,7 +10,7 @@ use std::time::Instant;
 use edgesnap::capture::{CaptureJob, StreamInfo};
 use edgesnap::media::{Decoded, PoolOptions};
 
-mod common;
+use edgesnap_testkit::flv;
 
 /// CPU seconds (user + system) of this process so far.
 fn cpu_seconds() -> f64 {
@@ -24,7 +24,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: floor CLIP.flv [JOBS]");
     let n: usize = args.next().map_or(300, |s| s.parse().unwrap());
-    let keyframes = common::flv::keyframe_jobs(&common::flv::read(&path));
+    let keyframes = flv::keyframe_jobs(&flv::read(std::path::Path::new(&path)));
     assert!(!keyframes.is_empty(), "no keyframes in {path}");
     let template = Arc::new(edgesnap::config::Template {
         app_name: "*".into(),

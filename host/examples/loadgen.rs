@@ -13,81 +13,18 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-mod common;
-use common::flv::{self, Tag};
-
-fn is_config(t: &Tag) -> bool {
-    t.kind == 18 || (t.data.len() > 1 && (t.kind == 9 || t.kind == 8) && t.data[1] == 0)
-}
-
-const CHUNK: usize = 4096;
-
-fn message(out: &mut Vec<u8>, csid: u8, kind: u8, stream: u32, ts: u32, payload: &[u8], chunk: usize) {
-    let ext = ts >= 0xff_ffff;
-    out.push(csid);
-    out.extend_from_slice(&ts.min(0xff_ffff).to_be_bytes()[1..]);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-    out.push(kind);
-    out.extend_from_slice(&stream.to_le_bytes());
-    if ext {
-        out.extend_from_slice(&ts.to_be_bytes());
-    }
-    for (i, piece) in payload.chunks(chunk).enumerate() {
-        if i > 0 {
-            out.push(0xc0 | csid);
-            if ext {
-                out.extend_from_slice(&ts.to_be_bytes());
-            }
-        }
-        out.extend_from_slice(piece);
-    }
-}
-
-fn amf_str(out: &mut Vec<u8>, s: &str) {
-    out.push(2);
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn amf_num(out: &mut Vec<u8>, n: f64) {
-    out.push(0);
-    out.extend_from_slice(&n.to_be_bytes());
-}
+use edgesnap_testkit::flv;
+use edgesnap_testkit::rtmp::{self, CHUNK, write_message as message};
 
 async fn publish(host: &str, port: u16, app: &str, name: &str) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect((host, port)).await?;
     s.set_nodelay(true)?;
-    let mut c0c1 = vec![3u8];
-    c0c1.resize(1537, 0);
-    s.write_all(&c0c1).await?;
+    s.write_all(&rtmp::c0c1()).await?;
     let mut s0s1s2 = vec![0u8; 3073];
     s.read_exact(&mut s0s1s2).await?;
     s.write_all(&s0s1s2[1..1537]).await?;
-    let mut out = Vec::new();
-    message(&mut out, 2, 1, 0, 0, &(CHUNK as u32).to_be_bytes(), 128);
-    let mut cmd = Vec::new();
-    amf_str(&mut cmd, "connect");
-    amf_num(&mut cmd, 1.0);
-    cmd.push(3);
-    for (k, v) in [("app", app.to_owned()), ("tcUrl", format!("rtmp://{host}:{port}/{app}"))] {
-        cmd.extend_from_slice(&(k.len() as u16).to_be_bytes());
-        cmd.extend_from_slice(k.as_bytes());
-        amf_str(&mut cmd, &v);
-    }
-    cmd.extend_from_slice(&[0, 0, 9]);
-    message(&mut out, 3, 20, 0, 0, &cmd, CHUNK);
-    let mut cmd = Vec::new();
-    amf_str(&mut cmd, "createStream");
-    amf_num(&mut cmd, 2.0);
-    cmd.push(5);
-    message(&mut out, 3, 20, 0, 0, &cmd, CHUNK);
-    let mut cmd = Vec::new();
-    amf_str(&mut cmd, "publish");
-    amf_num(&mut cmd, 3.0);
-    cmd.push(5);
-    amf_str(&mut cmd, name);
-    amf_str(&mut cmd, "live");
-    message(&mut out, 3, 20, 1, 0, &cmd, CHUNK);
+    let mut out = rtmp::connect(app, &format!("rtmp://{host}:{port}/{app}"));
+    out.extend(rtmp::publish(name));
     s.write_all(&out).await?;
     // Wait for the answer to publish.
     let mut seen = Vec::new();
@@ -140,10 +77,10 @@ async fn main() {
     let rest = a.url.strip_prefix("rtmp://").expect("rtmp:// url");
     let (hostport, app) = rest.split_once('/').expect("rtmp://host:port/app");
     let (host, port) = hostport.split_once(':').map_or((hostport, 1935), |(h, p)| (h, p.parse().unwrap()));
-    let tags = Arc::new(flv::read(&a.flv));
+    let tags = Arc::new(flv::read(std::path::Path::new(&a.flv)));
     let duration = tags.last().map_or(1, |t| t.ts) + 40;
-    let configs: Arc<Vec<usize>> = Arc::new((0..tags.len()).filter(|&i| is_config(&tags[i])).collect());
-    let media: Arc<Vec<usize>> = Arc::new((0..tags.len()).filter(|&i| !is_config(&tags[i])).collect());
+    let configs: Arc<Vec<usize>> = Arc::new((0..tags.len()).filter(|&i| tags[i].is_config()).collect());
+    let media: Arc<Vec<usize>> = Arc::new((0..tags.len()).filter(|&i| !tags[i].is_config()).collect());
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + Duration::from_secs_f64(a.ramp) + Duration::from_secs(a.seconds);

@@ -233,60 +233,10 @@ impl Picture {
     }
 }
 
-/// One FLV tag.
-#[derive(Debug, Clone)]
-pub struct Tag {
-    pub kind: u8,
-    pub ts: u32,
-    pub data: Vec<u8>,
-}
-
-impl Tag {
-    pub fn is_video_keyframe(&self) -> bool {
-        self.kind == 9 && self.data.len() > 1 && self.data[0] >> 4 == 1 && self.data[1] == 1
-    }
-
-    pub fn is_avc_config(&self) -> bool {
-        self.kind == 9 && self.data.len() > 1 && self.data[1] == 0
-    }
-}
+pub use edgesnap_testkit::flv::{Tag, annexb_job, frame_tag, nalus};
 
 pub fn read_flv(path: &Path) -> Vec<Tag> {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..3], b"FLV");
-    let mut pos = u32::from_be_bytes(b[5..9].try_into().unwrap()) as usize + 4;
-    let mut tags = Vec::new();
-    while pos + 11 <= b.len() {
-        let kind = b[pos] & 0x1f;
-        let size = u32::from_be_bytes([0, b[pos + 1], b[pos + 2], b[pos + 3]]) as usize;
-        let ts = u32::from_be_bytes([b[pos + 7], b[pos + 4], b[pos + 5], b[pos + 6]]);
-        let data = b[pos + 11..pos + 11 + size].to_vec();
-        tags.push(Tag { kind, ts, data });
-        pos += 11 + size + 4;
-    }
-    tags
-}
-
-/// The NAL units of an AVC frame tag (4-byte lengths).
-pub fn nalus(tag: &Tag) -> Vec<&[u8]> {
-    let mut rest = &tag.data[5..];
-    let mut out = Vec::new();
-    while rest.len() >= 4 {
-        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-        out.push(&rest[4..4 + len]);
-        rest = &rest[4 + len..];
-    }
-    out
-}
-
-/// A frame tag rebuilt from NAL units, lengths consistent.
-pub fn frame_tag(template: &Tag, nals: &[Vec<u8>]) -> Tag {
-    let mut data = template.data[..5].to_vec();
-    for n in nals {
-        data.extend_from_slice(&(n.len() as u32).to_be_bytes());
-        data.extend_from_slice(n);
-    }
-    Tag { kind: 9, ts: template.ts, data }
+    edgesnap_testkit::flv::read(path)
 }
 
 /// Cuts every IDR slice to `keep` of its bytes, keeping lengths consistent:
@@ -297,33 +247,6 @@ pub fn truncate_idr(tag: &Tag, keep: f64) -> Tag {
         .map(|n| if n[0] & 0x1f == 5 { n[..((n.len() as f64 * keep) as usize).max(8)].to_vec() } else { n.to_vec() })
         .collect();
     frame_tag(tag, &nals)
-}
-
-/// The Annex-B decoder job of a keyframe: SPS + PPS from the config, then the frame.
-pub fn annexb_job(config: &Tag, frame: &Tag) -> Vec<u8> {
-    let rec = &config.data[5..];
-    let mut out = Vec::new();
-    let mut pos = 6;
-    let n_sps = rec[5] & 0x1f;
-    for _ in 0..n_sps {
-        let len = u16::from_be_bytes([rec[pos], rec[pos + 1]]) as usize;
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(&rec[pos + 2..pos + 2 + len]);
-        pos += 2 + len;
-    }
-    let n_pps = rec[pos];
-    pos += 1;
-    for _ in 0..n_pps {
-        let len = u16::from_be_bytes([rec[pos], rec[pos + 1]]) as usize;
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(&rec[pos + 2..pos + 2 + len]);
-        pos += 2 + len;
-    }
-    for n in nalus(frame) {
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(n);
-    }
-    out
 }
 
 /// Pushes a file with ffmpeg (`-c copy`); `realtime` paces it (-re).
