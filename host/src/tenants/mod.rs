@@ -215,13 +215,13 @@ impl Tenants {
         operator_token: &str,
         index: Arc<Index>,
         sealer: Sealer,
-    ) -> Result<Arc<Tenants>, anyhow::Error> {
+    ) -> Result<Arc<Tenants>, ChangeError> {
         let (catalog, unsealed) = Catalog::load(&index, &sealer)?;
         let (config, warnings) = effective(&file, &catalog);
         for w in warnings {
             tracing::warn!("{w}");
         }
-        let storage = Arc::new(Storage::from_config(&config)?);
+        let storage = Arc::new(Storage::from_config(&config).map_err(ChangeError::Storage)?);
         let settings = Settings::new(config);
         let tenants = Arc::new(Tenants {
             settings: settings.clone(),
