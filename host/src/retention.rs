@@ -379,16 +379,21 @@ mod tests {
         index.query(&q).unwrap().records
     }
 
-    #[tokio::test]
-    async fn objects_are_deleted_and_a_gone_target_counts_as_done() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(&format!(
+    /// Domain d.example with a local target under `dir`/objects.
+    fn local_config(dir: &std::path::Path) -> Config {
+        Config::parse(&format!(
             "version = 1\n[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
              data_dir = \"{d}/data\"\noperator_token = \"0123456789abcdef\"\n\
              [domains.\"d.example\".storage.local]\ntype = \"local\"\npath = \"{d}/objects\"\n",
-            d = dir.path().display()
+            d = dir.display()
         ))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn objects_are_deleted_and_a_gone_target_counts_as_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = local_config(dir.path());
         let storage = Storage::from_config(&config).unwrap();
         std::fs::create_dir_all(dir.path().join("objects/live")).unwrap();
         std::fs::write(dir.path().join("objects/live/a.jpg"), b"jpg").unwrap();
@@ -406,13 +411,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_page_through_a_stream_and_a_failure_deletes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(&format!(
-            "version = 1\n[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
-             data_dir = \"{d}/data\"\noperator_token = \"0123456789abcdef\"\n\
-             [domains.\"d.example\".storage.local]\ntype = \"local\"\npath = \"{d}/objects\"\n",
-            d = dir.path().display()
-        ))
-        .unwrap();
+        let config = local_config(dir.path());
         let storage = Arc::new(Storage::from_config(&config).unwrap());
         let index = Arc::new(Index::open(&dir.path().join("index.redb")).unwrap());
         let metrics = Arc::new(Metrics::new());

@@ -526,6 +526,18 @@ impl Host {
         panic!("timed out waiting for {what}; host log:\n{}", self.log());
     }
 
+    /// The value of one series of `/metrics` (exact name and labels), or -1 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.try_get("/metrics").unwrap();
+        let want = format!("{series} ");
+        String::from_utf8(body).unwrap().lines().find_map(|l| l.strip_prefix(&want)?.parse().ok()).unwrap_or(-1.0)
+    }
+
+    /// How often a limit was hit (`edgesnap_limit_hits_total{limit}`).
+    pub fn limit_hits(&self, limit: &str) -> f64 {
+        self.metric(&format!("edgesnap_limit_hits_total{{limit=\"{limit}\"}}"))
+    }
+
     /// The running host's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("host is running").id()

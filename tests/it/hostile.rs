@@ -126,14 +126,7 @@ fn hostile_plugins_are_refused_or_contained_while_another_tenant_streams() {
     for (stream, _) in ATTACKS {
         assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url(&format!("live/{stream}")), false).status.success());
         host.wait_for("the attack's 3 naming calls", Duration::from_secs(30), || {
-            let runs = host.get_json("/v1/domains/localhost/plugins/runs");
-            let named: Vec<Value> = runs["runs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r["stream"] == stream && r["call"] == "name")
-                .cloned()
-                .collect();
+            let named = crate::plugins::runs_of(&host, stream);
             let done = named.len() == 3;
             if done {
                 attack_runs.push((stream, named));

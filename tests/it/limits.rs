@@ -28,12 +28,6 @@ fn closed_after(mut sock: TcpStream, within: Duration) -> Option<Duration> {
     }
 }
 
-fn limit_hits(host: &Host, limit: &str) -> f64 {
-    let (_, body) = host.try_get("/metrics").unwrap();
-    let want = format!("edgesnap_limit_hits_total{{limit=\"{limit}\"}} ");
-    String::from_utf8(body).unwrap().lines().find_map(|l| l.strip_prefix(&want)?.parse().ok()).unwrap_or(-1.0)
-}
-
 #[test]
 fn slow_heads_and_bodies_are_cut_off_and_connections_are_capped() {
     let host = Host::start_with(
@@ -96,11 +90,11 @@ fn slow_heads_and_bodies_are_cut_off_and_connections_are_capped() {
     // after the first. They stay open on this side until then: one closed
     // first would end quietly, not by the timeout (a race CI once lost).
     host.wait_for("idle, trickled and six held cut off", Duration::from_secs(10), || {
-        limit_hits(&host, "http_header_timeout") >= 8.0
+        host.limit_hits("http_header_timeout") >= 8.0
     });
     drop(held);
-    assert_eq!(limit_hits(&host, "http_body_timeout"), 1.0);
-    assert!(limit_hits(&host, "http_connections") >= 1.0);
+    assert_eq!(host.limit_hits("http_body_timeout"), 1.0);
+    assert!(host.limit_hits("http_connections") >= 1.0);
     // Logged once per 10 s, not once per hit (the test takes about 10 s).
     let lines = host.log().lines().filter(|l| l.contains("limit reached") && l.contains("http_header_timeout")).count();
     assert!((1..=2).contains(&lines), "{lines} lines for 8 hits:\n{}", host.log());
@@ -139,18 +133,12 @@ fn a_full_descriptor_table_backs_off_instead_of_spinning() {
     assert!(spent < 0.5, "{spent:.2} s of CPU in 3 s with its descriptors used up");
     drop(conns);
     host.wait_for("serving again", Duration::from_secs(20), || matches!(host.try_get("/healthz"), Ok((200, _))));
-    assert!(limit_hits(&host, "http_accept_errors") >= 1.0, "accepts failed: {}", host.log());
+    assert!(host.limit_hits("http_accept_errors") >= 1.0, "accepts failed: {}", host.log());
     let lines = host.log().lines().filter(|l| l.contains("limit reached") && l.contains("http_accept_errors")).count();
     assert!(lines <= 2, "logged once per 10 s, not per failure: {lines} lines\n{}", host.log());
 }
 
 // RTMP peers (docs/configuration.md, `rtmp_*` limits).
-
-fn metric(host: &Host, series: &str) -> f64 {
-    let (_, body) = host.try_get("/metrics").unwrap();
-    let want = format!("{series} ");
-    String::from_utf8(body).unwrap().lines().find_map(|l| l.strip_prefix(&want)?.parse().ok()).unwrap_or(-1.0)
-}
 
 /// The first 512 KiB of a video message that claims to be 8 MiB, on `csid`, in 4096-byte chunks.
 fn unfinished_video(csid: u8) -> Vec<u8> {
@@ -194,7 +182,7 @@ fn rtmp_peers_cannot_hold_memory_or_connections() {
     let (mut one, all_sent) = trickle_partials(port, "one", 60);
     assert!(!all_sent || one.closed_by_host(Duration::from_secs(5)), "cut off past 16 MiB");
     host.wait_for("the per-connection limit counted", Duration::from_secs(5), || {
-        limit_hits(&host, "rtmp_buffer_per_connection") == 1.0
+        host.limit_hits("rtmp_buffer_per_connection") == 1.0
     });
 
     // Three publishers hold 14 MiB each, each within its own limit: the
@@ -204,7 +192,7 @@ fn rtmp_peers_cannot_hold_memory_or_connections() {
     assert!(a_sent && b_sent, "14 MiB each is within the limits");
     let (mut c, _) = trickle_partials(port, "c", 28);
     assert!(c.closed_by_host(Duration::from_secs(5)), "the third is cut off");
-    assert_eq!(limit_hits(&host, "rtmp_buffer_total"), 1.0);
+    assert_eq!(host.limit_hits("rtmp_buffer_total"), 1.0);
     assert!(!a.closed_by_host(Duration::from_millis(300)) && !b.closed_by_host(Duration::from_millis(300)));
     let rss = host.rss_mib();
     assert!(rss < rss_before + 120, "resident memory went from {rss_before} to {rss} MiB");
@@ -212,17 +200,15 @@ fn rtmp_peers_cannot_hold_memory_or_connections() {
 
     // Six connections from one address; the seventh is closed unanswered.
     host.wait_for("the publishers are gone", Duration::from_secs(5), || {
-        metric(&host, "edgesnap_rtmp_connections") == 0.0
+        host.metric("edgesnap_rtmp_connections") == 0.0
     });
     let mut held: Vec<TcpStream> = (0..6).map(|_| handshake(port).unwrap()).collect();
     assert!(handshake(port).is_err(), "a seventh connection from the same address is refused");
-    assert_eq!(limit_hits(&host, "rtmp_connections_per_ip"), 1.0);
+    assert_eq!(host.limit_hits("rtmp_connections_per_ip"), 1.0);
     held.pop();
-    host.wait_for("a place is free again", Duration::from_secs(5), || {
-        metric(&host, "edgesnap_rtmp_connections") == 5.0
-    });
+    host.wait_for("a place is free again", Duration::from_secs(5), || host.metric("edgesnap_rtmp_connections") == 5.0);
     assert!(handshake(port).is_ok());
-    assert_eq!(metric(&host, "edgesnap_rtmp_rejected_total{reason=\"limit\"}"), 3.0, "{}", host.log());
+    assert_eq!(host.metric("edgesnap_rtmp_rejected_total{reason=\"limit\"}"), 3.0, "{}", host.log());
 }
 
 /// An AMF0 command: a name, a transaction id, then `rest` (encoded values).
@@ -278,7 +264,7 @@ fn amf_bombs_are_refused_and_a_short_header_mid_message_is_survived() {
     sock.write_all(&set_chunk_size).unwrap();
     sock.write_all(&message(3, 20, 0, 0, &command("connect", 1.0, &nulls), 65536)).unwrap();
     assert!(closed_after(sock, Duration::from_secs(5)).is_some(), "the null bomb closes the connection");
-    assert_eq!(limit_hits(&host, "rtmp_amf"), 1.0);
+    assert_eq!(host.limit_hits("rtmp_amf"), 1.0);
 
     // 256 bytes of a 1000-byte command, then a type-1 header of 10 bytes on
     // the same chunk stream (this underflowed a subtraction once): the old
@@ -292,7 +278,7 @@ fn amf_bombs_are_refused_and_a_short_header_mid_message_is_survived() {
     sock.write_all(&message(3, 20, 0, 0, &command("connect", 1.0, &connect_object), 128)).unwrap();
     assert!(answered(&mut sock, b"NetConnection.Connect.Success"), "the connection survives: {}", host.log());
     drop(sock);
-    host.wait_for("no connection open", Duration::from_secs(5), || metric(&host, "edgesnap_rtmp_connections") == 0.0);
+    host.wait_for("no connection open", Duration::from_secs(5), || host.metric("edgesnap_rtmp_connections") == 0.0);
     assert!(!host.log().contains("panicked"), "{}", host.log());
 }
 
@@ -331,11 +317,9 @@ fn a_peer_that_reads_nothing_is_cut_off_and_does_not_hold_shutdown() {
     let host = Host::start_with(&[DomainSpec::new("localhost")], 1, "rtmp_write_timeout = \"2s\"");
     let stalled = Instant::now();
     let _peer = non_reading_peer(host.rtmp_port);
-    host.wait_for("the write timeout", Duration::from_secs(10), || limit_hits(&host, "rtmp_write_timeout") == 1.0);
+    host.wait_for("the write timeout", Duration::from_secs(10), || host.limit_hits("rtmp_write_timeout") == 1.0);
     assert!(stalled.elapsed() < Duration::from_secs(8), "after {:?}", stalled.elapsed());
-    host.wait_for("the connection closed", Duration::from_secs(5), || {
-        metric(&host, "edgesnap_rtmp_connections") == 0.0
-    });
+    host.wait_for("the connection closed", Duration::from_secs(5), || host.metric("edgesnap_rtmp_connections") == 0.0);
 
     // SIGTERM with such a peer attached (a write timeout far away): the host still stops at once.
     let mut host = Host::start_with(&[DomainSpec::new("localhost")], 1, "rtmp_write_timeout = \"5m\"");

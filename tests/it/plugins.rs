@@ -360,15 +360,8 @@ fn thin_by_age_through_the_local_runner() {
     assert!(v["fuel"].as_u64().unwrap() > 0);
 }
 
-/// The `limit_hits` counter of one limit.
-fn limit_hits(host: &Host, limit: &str) -> f64 {
-    let (_, body) = host.try_get("/metrics").unwrap();
-    let want = format!("edgesnap_limit_hits_total{{limit=\"{limit}\"}} ");
-    String::from_utf8(body).unwrap().lines().find_map(|l| l.strip_prefix(&want)?.parse().ok()).unwrap_or(-1.0)
-}
-
-/// The naming runs of a stream, oldest first.
-fn runs_of(host: &Host, stream: &str) -> Vec<Value> {
+/// The naming runs of a stream on domain localhost, oldest first.
+pub fn runs_of(host: &Host, stream: &str) -> Vec<Value> {
     let runs = host.get_json("/v1/domains/localhost/plugins/runs");
     let mut named: Vec<Value> = runs["runs"]
         .as_array()
@@ -399,7 +392,7 @@ fn a_tenant_cannot_fill_the_disk_with_state_or_uploads() {
     let (status, v) = upload(&host, example("keep_last"));
     assert_eq!((status, v["code"].as_str()), (409, Some("PluginQuotaExceeded")), "{v}");
     assert!(v["message"].as_str().unwrap().contains("max_versions"), "{v}");
-    assert_eq!(limit_hits(&host, "plugin_uploads"), 1.0);
+    assert_eq!(host.limit_hits("plugin_uploads"), 1.0);
     assert_eq!(host.api("DELETE", &format!("/v1/domains/localhost/plugins/{folders}"), None).0, 204);
     assert_eq!(upload(&host, example("keep_last")).0, 201);
     let list = host.get_json("/v1/domains/localhost/plugins");
@@ -433,7 +426,7 @@ fn a_tenant_cannot_fill_the_disk_with_state_or_uploads() {
         assert!(runs[0]["error"].as_str().unwrap().contains(says), "{stream}: {}", runs[0]);
     }
     assert_eq!(host.get_json("/v1/domains/localhost/plugins")["state"]["bytes"].as_u64(), Some(bytes));
-    assert_eq!(limit_hits(&host, "plugin_state"), 2.0 + 3.0 * 3.0);
+    assert_eq!(host.limit_hits("plugin_state"), 2.0 + 3.0 * 3.0);
 
     // A stored version altered on disk no longer loads: at start the
     // default policy runs instead, and it cannot be activated again.
@@ -482,12 +475,7 @@ fn a_cpu_hungry_plugin_gets_its_cpu_budget_and_the_default_names_the_rest() {
     assert!(held.iter().all(|r| r["fell_back"] == true));
     let spent: f64 = ran.iter().map(|r| r["cpu_ms"].as_f64().unwrap()).sum();
     // (Deletion passes that found the budget spent count too.)
-    assert!(limit_hits(&host, "plugin_cpu") >= held.len() as f64);
-    let (_, body) = host.try_get("/metrics").unwrap();
-    let metrics = String::from_utf8(body).unwrap();
-    let counted: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("edgesnap_policy_cpu_seconds_total{domain=\"localhost\"} ")?.parse().ok())
-        .expect("the CPU series");
+    assert!(host.limit_hits("plugin_cpu") >= held.len() as f64);
+    let counted = host.metric("edgesnap_policy_cpu_seconds_total{domain=\"localhost\"}");
     assert!(counted * 1000.0 >= spent * 0.99, "{counted} s counted, {spent} ms in the runs");
 }

@@ -88,15 +88,7 @@ impl Policies {
         self.metrics.policy_call(facts.domain, &plugin.version, "name", "cpu_budget", 0.0, None);
         self.keep_run(
             facts.domain,
-            RunRecord {
-                app: facts.app.to_owned(),
-                stream: facts.stream.to_owned(),
-                create_timestamp_ms: Some(facts.create_timestamp_ms),
-                sequence: Some(facts.sequence),
-                error: Some(why),
-                fell_back: true,
-                ..RunRecord::new(&plugin.version, "name", "cpu_budget")
-            },
+            RunRecord { error: Some(why), fell_back: true, ..RunRecord::naming(&plugin.version, facts, "cpu_budget") },
         );
         None
     }

@@ -43,6 +43,17 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// A record of a naming call about a capture, now; the rest empty.
+    pub(super) fn naming(version: &str, facts: &CaptureFacts<'_>, outcome: &'static str) -> RunRecord {
+        RunRecord {
+            app: facts.app.to_owned(),
+            stream: facts.stream.to_owned(),
+            create_timestamp_ms: Some(facts.create_timestamp_ms),
+            sequence: Some(facts.sequence),
+            ..RunRecord::new(version, "name", outcome)
+        }
+    }
+
     /// A record of `call` with `outcome`, now; the rest empty.
     pub(super) fn new(version: &str, call: &'static str, outcome: &'static str) -> RunRecord {
         RunRecord {
@@ -89,10 +100,6 @@ impl Policies {
         self.keep_run(
             facts.domain,
             RunRecord {
-                app: facts.app.to_owned(),
-                stream: facts.stream.to_owned(),
-                create_timestamp_ms: Some(facts.create_timestamp_ms),
-                sequence: Some(facts.sequence),
                 error: call.result.as_ref().err().map(ToString::to_string),
                 placements: call
                     .result
@@ -109,7 +116,7 @@ impl Policies {
                 duration_ms: seconds * 1000.0,
                 cpu_ms,
                 fell_back: call.result.is_err(),
-                ..RunRecord::new(version, "name", outcome)
+                ..RunRecord::naming(version, facts, outcome)
             },
         );
     }
