@@ -24,6 +24,7 @@ pub mod retention;
 pub mod snapshot;
 pub mod spool;
 pub mod storage;
+pub mod store;
 pub mod stream;
 pub mod tenants;
 pub mod thumbs;

@@ -223,11 +223,12 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
     let notifier = notify::Notifier::new(index.clone(), settings.clone(), urls.clone(), metrics.clone())?;
     let notifier_stop = CancellationToken::new();
     let notifier_loop = tokio::spawn(notifier.clone().run(notifier_stop.clone()));
+    let store = edgesnap::store::Store::new(index.clone(), notifier.clone(), metrics.clone());
     let spool = spool::Spool::new(
         server.data_dir.join("spool"),
         index.clone(),
         storage.clone(),
-        notifier.clone(),
+        store.clone(),
         settings.clone(),
         metrics.clone(),
     )?;
@@ -250,7 +251,7 @@ async fn run(config_path: PathBuf, config: Config, operator_token: String) -> an
         storage: storage.clone(),
         policies: policies.clone(),
         retention,
-        notifier: notifier.clone(),
+        store,
         spool: spool.clone(),
         metrics: metrics.clone(),
     });

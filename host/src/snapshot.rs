@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use md5::Digest;
-
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
@@ -16,7 +15,8 @@ use crate::index::{Index, Intent, Planned, Record, RecordId, StateWrites};
 use crate::media::{Decoded, Jpeg};
 use crate::metrics::Metrics;
 use crate::policy::{CaptureFacts, Placement, Policies};
-use crate::storage::{Storage, StorageError, Target};
+use crate::storage::Storage;
+use crate::store::{Origin, Store, StoreError};
 
 /// Snapshots being stored at once.
 const IN_FLIGHT: usize = 64;
@@ -27,6 +27,8 @@ pub enum SnapshotError {
     Index(#[from] crate::index::IndexError),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     #[error("policy task: {0}")]
@@ -42,7 +44,7 @@ pub struct SnapshotPath {
     pub storage: Arc<Storage>,
     pub policies: Arc<Policies>,
     pub retention: Arc<crate::retention::Retention>,
-    pub notifier: Arc<crate::notify::Notifier>,
+    pub store: Arc<Store>,
     pub spool: Arc<crate::spool::Spool>,
     pub metrics: Arc<Metrics>,
 }
@@ -182,88 +184,49 @@ impl SnapshotPath {
         self.index.reserve(id, intent.clone()).await.inspect_err(|_| self.metrics.failed("index"))?;
         crate::failpoint!("capture-after-reserve");
 
-        let t = Instant::now();
-        let mut stored: Vec<Option<String>> = vec![None; intent.placements.len()];
-        let down = if self.spool.backlog(&info.domain, &template.storage) {
+        let mut progress: Vec<Option<String>> = vec![None; intent.placements.len()];
+        let jpg = &jpeg.bytes;
+        let (error, state) = if self.spool.backlog(&info.domain, &template.storage) {
             // Older captures of this target wait in the spool: this one joins them.
-            Some(None)
+            (None, state)
         } else {
-            match put_all(&target, &intent, &jpeg.bytes, &mut stored).await {
-                Ok(()) => None,
-                Err(e @ StorageError::Backend { .. }) => Some(Some(e)),
-                Err(e) => {
+            match self.store.store(Origin::Live, id, &intent, jpg, &target, &mut progress, state, ()).await {
+                Ok(records) => return Ok(records),
+                Err(StoreError::Down { source, state }) => (Some(source), state),
+                Err(StoreError::Refused(e)) => {
                     self.metrics.failed("store");
-                    // Nothing stored: the plugin's state writes are dropped with the capture.
-                    if stored.iter().all(Option::is_none) {
-                        let _ = self.index.abandon(id, None).await;
-                        return Err(e.into());
-                    }
-                    // What was stored so far still gets its records.
-                    tracing::error!(domain = %info.domain, error = %e, "one placement of a snapshot was not stored");
-                    None
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    self.metrics.failed("index");
+                    return Err(e.into());
                 }
             }
         };
-        crate::failpoint!("capture-after-put");
-        self.metrics.stage("store", t.elapsed().as_secs_f64());
-        if let Some(error) = down {
-            if let Some(e) = &error {
-                self.spool.target_failed(&info.domain, &template.storage, &e.to_string());
+        if let Some(e) = &error {
+            self.spool.target_failed(&info.domain, &template.storage, &e.to_string());
+        }
+        let target_name = format!("{}/{}", info.domain, template.storage);
+        let nothing_stored = progress.iter().all(Option::is_none);
+        match self.spool.add(id, &intent, jpg.clone(), progress.clone()).await {
+            Ok(()) => {
+                // The plugin's decision stands; the records follow once stored.
+                if let Some(st) = state.filter(|s| !s.writes.is_empty()) {
+                    self.index.commit_plugin_state(st.domain, st.writes).await?;
+                }
+                Err(SnapshotError::Spooled { target: target_name })
             }
-            let target_name = format!("{}/{}", info.domain, template.storage);
-            match self.spool.add(id, intent.clone(), jpeg.bytes.clone(), stored.clone()).await {
-                Ok(()) => {
-                    // The plugin's decision stands; the records follow once stored.
-                    if let Some(st) = state.filter(|s| !s.writes.is_empty()) {
-                        self.index.commit_plugin_state(st.domain, st.writes).await?;
-                    }
-                    return Err(SnapshotError::Spooled { target: target_name });
-                }
-                Err(full) if stored.iter().all(Option::is_none) => {
-                    self.metrics.snapshots_skipped.get_or_create(&vec![("domain", info.domain.clone())]).inc();
-                    info.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.index.abandon(id, state).await;
-                    return Err(SnapshotError::Skipped { target: target_name, why: full.to_string() });
-                }
-                Err(full) => {
-                    tracing::error!(domain = %info.domain, error = %full, "part of a snapshot was stored; the rest is skipped");
-                }
+            Err(full) if nothing_stored => {
+                self.metrics.snapshots_skipped.get_or_create(&vec![("domain", info.domain.clone())]).inc();
+                info.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                let _ = self.index.abandon(id, state).await;
+                Err(SnapshotError::Skipped { target: target_name, why: full.to_string() })
+            }
+            Err(full) => {
+                tracing::error!(domain = %info.domain, error = %full, "part of a snapshot was stored; the rest is skipped");
+                let records = crate::store::records_of(id, &intent, &progress, &target);
+                Ok(self.store.commit(id, records, state).await.inspect_err(|_| self.metrics.failed("index"))?)
             }
         }
-
-        let records = crate::spool::records_of(id, &intent, &stored, &target);
-        let t = Instant::now();
-        let events = self.notifier.events_of(crate::notify::SNAPSHOT);
-        let stored = self
-            .index
-            .commit_capture(id, records, state, Some(events))
-            .await
-            .inspect_err(|_| self.metrics.failed("index"))?;
-        crate::failpoint!("capture-after-commit");
-        self.notifier.poke();
-        self.metrics.stage("index", t.elapsed().as_secs_f64());
-        Ok(stored)
     }
-}
-
-/// Stores a capture's placements not stored yet, in order, recording the
-/// key each one got; stops at the first failure.
-pub async fn put_all(
-    target: &Target,
-    intent: &Intent,
-    jpg: &bytes::Bytes,
-    stored: &mut [Option<String>],
-) -> Result<(), StorageError> {
-    for (p, slot) in intent.placements.iter().zip(stored.iter_mut()) {
-        if slot.is_some() {
-            continue;
-        }
-        let key = if p.overwrite {
-            target.put_overwrite(&p.key, jpg.clone()).await.map(|()| p.key.clone())?
-        } else {
-            target.put_sequential(&p.key, jpg.clone()).await?
-        };
-        *slot = Some(key);
-    }
-    Ok(())
 }

@@ -1,8 +1,9 @@
 //! The local spool (docs/storage.md): a capture whose storage target is down waits
 //! here, on disk, and is stored when the target answers again, in capture
 //! order per target. Its index records are committed only once its objects
-//! are stored. Also settles, at start, the captures that were in flight at
-//! a crash.
+//! are stored. This module is the queue (quotas, the drain tasks); the
+//! files are `files`; settling, at start, the captures that were in flight
+//! at a crash is `recovery`.
 //!
 //! Invariants:
 //! - A spooled capture has an intent in the index (committed before any of
@@ -18,23 +19,24 @@
 //!   past that (or past the whole spool) new captures for its down targets
 //!   are skipped, counted and logged. Nothing spooled is ever dropped.
 
+mod files;
+mod recovery;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use md5::Digest;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::Settings;
-use crate::index::{Index, Intent, Record, RecordId};
+use crate::index::{Index, Intent, RecordId};
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
-use crate::storage::{Storage, StorageError, Target};
-
-/// Sequential keys tried at recovery (as many as a write would try).
-const MAX_SUFFIX: usize = 1000;
+use crate::storage::Storage;
+use crate::store::{Origin, Store, StoreError};
+use files::{Entry, Files, io};
+pub use recovery::SettleError;
 /// Backoff between attempts at a down target.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -51,14 +53,8 @@ pub enum SpoolError {
     Full { domain: String, used: u64, limit: u64 },
     #[error("spool {path}: {source}")]
     Io { path: String, source: std::io::Error },
-}
-
-/// One spooled capture: its intent and, per placement, the key it is stored at.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    id: u128,
-    intent: Intent,
-    stored: Vec<Option<String>>,
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
 }
 
 type TargetKey = (String, String);
@@ -123,10 +119,10 @@ pub struct TargetDown {
 }
 
 pub struct Spool {
-    dir: PathBuf,
+    files: Files,
     index: Arc<Index>,
     storage: Arc<Storage>,
-    notifier: Arc<Notifier>,
+    store: Arc<Store>,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
@@ -141,16 +137,16 @@ impl Spool {
         dir: PathBuf,
         index: Arc<Index>,
         storage: Arc<Storage>,
-        notifier: Arc<Notifier>,
+        store: Arc<Store>,
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Spool>, SpoolError> {
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         Ok(Arc::new(Spool {
-            dir,
+            files: Files { dir },
             index,
             storage,
-            notifier,
+            store,
             settings,
             metrics,
             state: Default::default(),
@@ -205,7 +201,7 @@ impl Spool {
     pub async fn add(
         self: &Arc<Self>,
         id: RecordId,
-        intent: Intent,
+        intent: &Intent,
         jpg: Bytes,
         stored: Vec<Option<String>>,
     ) -> Result<(), SpoolError> {
@@ -227,10 +223,10 @@ impl Spool {
             st.peak = st.peak.max(st.total);
             *st.domain_bytes.entry(domain.clone()).or_default() += len;
         }
-        let entry = Entry { id: id.0, intent, stored };
+        let entry = Entry { id: id.0, intent: intent.into(), stored };
         let written = async {
-            write_atomic(&self.jpg_path(id.0), jpg).await?;
-            self.write_entry(&entry).await
+            self.files.write_jpg(id.0, jpg).await?;
+            self.files.write_entry(&entry).await
         }
         .await;
         if let Err(e) = written {
@@ -309,7 +305,7 @@ impl Spool {
                     self.target_answered(&key.0, &key.1);
                 }
                 Some(e) => {
-                    self.target_failed(&key.0, &key.1, &e);
+                    self.target_failed(&key.0, &key.1, &e.to_string());
                     self.pause(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
@@ -319,209 +315,29 @@ impl Spool {
 
     /// Stores what is left of one spooled capture, commits its records and
     /// removes its files.
-    async fn upload(&self, id: u128) -> Result<(), String> {
-        let mut entry = self.read_entry(id).await.map_err(|e| e.to_string())?;
-        let jpg = tokio::fs::read(self.jpg_path(id))
-            .await
-            .map_err(|e| format!("read spooled {}: {e}", self.jpg_path(id).display()))?;
-        let target = match self.storage.target(&entry.intent.domain, &entry.intent.storage) {
+    async fn upload(&self, id: u128) -> Result<(), StoreError> {
+        let entry = self.files.read_entry(id).await.map_err(|e| StoreError::Progress(Box::new(e)))?;
+        let jpg = self.files.read_jpg(id).await.map_err(|e| StoreError::Progress(Box::new(e)))?;
+        let (mut progress, intent) = (entry.stored, Intent::from(entry.intent));
+        let rid = RecordId(id);
+        let target = match self.storage.target(&intent.domain, &intent.storage) {
             Ok(t) => t,
             Err(e) => {
                 // The domain or target is gone: nothing can store this capture any more.
-                tracing::error!(id = %RecordId(id), error = %e, "spooled capture dropped: its target is no longer configured");
-                let _ = self.index.abandon(RecordId(id), None).await;
-                self.remove_files(id).await;
+                tracing::error!(id = %rid, error = %e, "spooled capture dropped: its target is no longer configured");
+                let _ = self.index.abandon(rid, None).await;
+                self.files.remove(id).await;
                 return Ok(());
             }
         };
-        let jpg = Bytes::from(jpg);
-        for i in 0..entry.intent.placements.len() {
-            if entry.stored[i].is_some() {
-                continue;
-            }
-            let p = &entry.intent.placements[i];
-            let key = if p.overwrite {
-                target.put_overwrite(&p.key, jpg.clone()).await.map(|()| p.key.clone())
-            } else {
-                target.put_sequential(&p.key, jpg.clone()).await
-            };
-            match key {
-                Ok(k) => {
-                    entry.stored[i] = Some(k);
-                    self.write_entry(&entry).await.map_err(|e| e.to_string())?;
-                }
-                Err(e @ StorageError::Backend { .. }) => return Err(e.to_string()),
-                // A key the target refuses stays refused: the placement is given up.
-                Err(e) => {
-                    tracing::error!(id = %RecordId(id), error = %e, "one placement of a spooled capture cannot be stored");
-                    entry.stored[i] = Some(String::new());
-                }
-            }
+        let save = files::Saver { files: &self.files, id, capture: files::Capture::from(&intent) };
+        match self.store.store(Origin::Spool, rid, &intent, &jpg, &target, &mut progress, None, save).await {
+            // Every placement refused: nothing will ever store it.
+            Ok(_) | Err(StoreError::Refused(_)) => {}
+            Err(e) => return Err(e),
         }
-        crate::failpoint!("spool-after-upload");
-        let records = records_of(RecordId(id), &entry.intent, &entry.stored, &target);
-        self.finish(RecordId(id), records).await.map_err(|e| format!("commit spooled capture: {e}"))?;
         self.metrics.snapshots_stored.inc();
-        self.remove_files(id).await;
-        Ok(())
-    }
-
-    /// At start: spooled captures go back in their queues; captures that
-    /// were being stored when the host stopped are settled by looking for
-    /// their objects (in the background, retried while a target is down).
-    pub async fn recover(self: &Arc<Self>) -> Result<(), crate::index::IndexError> {
-        let pending = self.index.pending_intents()?;
-        let mut in_flight = Vec::new();
-        let mut spooled = 0;
-        for (id, intent) in pending {
-            if intent.placements.is_empty() {
-                // Layout-3 intents carry no placements: nothing to look for.
-                tracing::warn!(%id, "a capture in flight before the upgrade has no record");
-                self.index.abandon(id, None).await?;
-                continue;
-            }
-            match self.read_entry(id.0).await {
-                Ok(entry) => match tokio::fs::metadata(self.jpg_path(id.0)).await {
-                    Ok(m) => {
-                        {
-                            let mut st = self.state.lock().unwrap();
-                            st.total += m.len();
-                            st.peak = st.peak.max(st.total);
-                            *st.domain_bytes.entry(entry.intent.domain.clone()).or_default() += m.len();
-                        }
-                        let stream = (entry.intent.app.clone(), entry.intent.stream.clone());
-                        let key = (entry.intent.domain.clone(), entry.intent.storage.clone());
-                        self.enqueue(key, id.0, Queued { len: m.len(), stream });
-                        spooled += 1;
-                    }
-                    Err(_) => in_flight.push((id, intent)),
-                },
-                Err(_) => in_flight.push((id, intent)),
-            }
-        }
-        // Files whose capture is no longer pending (committed just before a crash).
-        let mut dir =
-            tokio::fs::read_dir(&self.dir).await.map_err(|e| crate::index::IndexError::Corrupt(e.to_string()))?;
-        let mut stale = 0;
-        while let Ok(Some(f)) = dir.next_entry().await {
-            let name = f.file_name().to_string_lossy().into_owned();
-            let id = name.split('.').next().and_then(RecordId::parse);
-            let queued = id.is_some_and(|id| {
-                let st = self.state.lock().unwrap();
-                st.queues.values().any(|q| q.entries.contains_key(&id.0))
-            });
-            if !queued {
-                let _ = tokio::fs::remove_file(f.path()).await;
-                stale += 1;
-            }
-        }
-        if spooled + in_flight.len() + stale > 0 {
-            tracing::info!(
-                spooled,
-                in_flight = in_flight.len(),
-                stale_files = stale,
-                "recovering captures of the last run"
-            );
-        }
-        if !in_flight.is_empty() {
-            let spool = self.clone();
-            self.tasks.spawn(async move {
-                let mut backoff = BACKOFF_FIRST;
-                while !in_flight.is_empty() && !spool.stop.is_cancelled() {
-                    let mut left = Vec::new();
-                    for (id, intent) in in_flight {
-                        if let Err(e) = spool.settle(id, &intent).await {
-                            tracing::warn!(%id, error = %e, "a capture in flight at the last stop is not settled yet");
-                            left.push((id, intent));
-                        }
-                    }
-                    in_flight = left;
-                    if !in_flight.is_empty() {
-                        spool.pause(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
-                }
-            });
-        }
-        Ok(())
-    }
-
-    /// Settles one capture that was being stored when the host stopped: an
-    /// object at a planned key (or, for a sequential one, a suffixed key no
-    /// record holds) with the capture's length and MD5 is its object and
-    /// gets its record (an overwrite object only if no newer capture's
-    /// record holds it); without any, the intent is dropped.
-    async fn settle(&self, id: RecordId, intent: &Intent) -> Result<(), String> {
-        let target = match self.storage.target(&intent.domain, &intent.storage) {
-            Ok(t) => t,
-            Err(_) => {
-                self.index.abandon(id, None).await.map_err(|e| e.to_string())?;
-                return Ok(());
-            }
-        };
-        let mut stored = vec![None; intent.placements.len()];
-        // The capture's own bytes: same length, same MD5.
-        let ours = |key: String| {
-            let target = target.clone();
-            async move {
-                match target.head_size(&key).await.map_err(|e| e.to_string())? {
-                    None => Ok::<_, String>(None),
-                    Some(size) if size != intent.size => Ok(Some(false)),
-                    Some(_) => {
-                        let bytes = target.get(&key).await.map_err(|e| e.to_string())?;
-                        Ok(Some(<[u8; 16]>::from(md5::Md5::digest(&bytes)) == intent.md5))
-                    }
-                }
-            }
-        };
-        for (i, p) in intent.placements.iter().enumerate() {
-            if p.overwrite {
-                if ours(p.key.clone()).await? == Some(true) {
-                    // Not if a newer capture's record already holds the object.
-                    let owner =
-                        self.index.key_owner(&intent.domain, &intent.storage, &p.key).map_err(|e| e.to_string())?;
-                    let newer = match owner {
-                        Some(o) => self
-                            .index
-                            .get(o)
-                            .map_err(|e| e.to_string())?
-                            .is_some_and(|r| r.create_timestamp_ms > intent.create_timestamp_ms),
-                        None => false,
-                    };
-                    if !newer {
-                        stored[i] = Some(p.key.clone());
-                    }
-                }
-                continue;
-            }
-            for candidate in crate::storage::candidates(&p.key).take(MAX_SUFFIX + 1) {
-                let Some(same) = ours(candidate.clone()).await? else { break };
-                let owner =
-                    self.index.key_owner(&intent.domain, &intent.storage, &candidate).map_err(|e| e.to_string())?;
-                if owner.is_none() && same {
-                    stored[i] = Some(candidate);
-                    break;
-                }
-            }
-        }
-        let records = records_of(id, intent, &stored, &target);
-        let outcome = if records.is_empty() { "nothing" } else { "recorded" };
-        tracing::info!(%id, domain = %intent.domain, app = %intent.app, stream = %intent.stream,
-            objects = records.len(), "settled a capture in flight at the last stop");
-        self.finish(id, records).await.map_err(|e| e.to_string())?;
-        self.metrics.recovered.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
-        Ok(())
-    }
-
-    /// Commits a capture's records with their callbacks, or drops its
-    /// intent when nothing of it was stored.
-    async fn finish(&self, id: RecordId, records: Vec<Record>) -> Result<(), crate::index::IndexError> {
-        if records.is_empty() {
-            return self.index.abandon(id, None).await;
-        }
-        let events = self.notifier.events_of(crate::notify::SNAPSHOT);
-        self.index.commit_capture(id, records, None, Some(events)).await?;
-        self.notifier.poke();
+        self.files.remove(id).await;
         Ok(())
     }
 
@@ -563,76 +379,6 @@ impl Spool {
         let st = self.state.lock().unwrap();
         st.queues.iter().filter(|((d, _), _)| d == domain).map(|(_, q)| q.entries.len()).sum()
     }
-
-    fn jpg_path(&self, id: u128) -> PathBuf {
-        self.dir.join(format!("{:032x}.jpg", id))
-    }
-
-    fn entry_path(&self, id: u128) -> PathBuf {
-        self.dir.join(format!("{:032x}.json", id))
-    }
-
-    async fn write_entry(&self, entry: &Entry) -> Result<(), SpoolError> {
-        let json = serde_json::to_vec(entry).expect("encode spool entry");
-        write_atomic(&self.entry_path(entry.id), Bytes::from(json)).await
-    }
-
-    async fn read_entry(&self, id: u128) -> Result<Entry, SpoolError> {
-        let path = self.entry_path(id);
-        let bytes = tokio::fs::read(&path).await.map_err(|e| io(&path, e))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| io(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())))
-    }
-
-    async fn remove_files(&self, id: u128) {
-        let _ = tokio::fs::remove_file(self.entry_path(id)).await;
-        let _ = tokio::fs::remove_file(self.jpg_path(id)).await;
-    }
-}
-
-/// The records of a capture's stored placements: the first takes the
-/// intent's id, others fresh ids of the same time. An empty key marks a
-/// placement given up.
-pub fn records_of(id: RecordId, intent: &Intent, stored: &[Option<String>], target: &Target) -> Vec<Record> {
-    let mut records: Vec<Record> = Vec::with_capacity(stored.len());
-    for (p, key) in intent.placements.iter().zip(stored) {
-        let Some(key) = key.as_ref().filter(|k| !k.is_empty()) else { continue };
-        records.push(Record {
-            id: if records.is_empty() { id } else { RecordId::new(intent.create_timestamp_ms) },
-            domain: intent.domain.clone(),
-            app: intent.app.clone(),
-            stream: intent.stream.clone(),
-            create_timestamp_ms: intent.create_timestamp_ms,
-            key: key.clone(),
-            storage: intent.storage.clone(),
-            endpoint: target.endpoint.clone(),
-            bucket: target.bucket.clone(),
-            size: intent.size,
-            width: intent.width,
-            height: intent.height,
-            is_overlay: p.overwrite,
-            sequence: intent.sequence,
-        });
-    }
-    records
-}
-
-/// Writes a file whole or not at all: a temporary file, synced, renamed.
-async fn write_atomic(path: &std::path::Path, data: Bytes) -> Result<(), SpoolError> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(&data).and_then(|()| f.sync_data()).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
-    })
-    .await
-    .expect("spool write task")
-}
-
-fn io(path: &std::path::Path, source: std::io::Error) -> SpoolError {
-    SpoolError::Io { path: path.display().to_string(), source }
 }
 
 #[cfg(test)]
