@@ -13,6 +13,7 @@ pub mod api;
 pub mod capture;
 pub mod config;
 pub mod datadir;
+pub mod host;
 pub mod index;
 pub mod ingest;
 pub mod listen;

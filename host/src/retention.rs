@@ -83,6 +83,20 @@ pub async fn delete_objects<'a>(
     (files, outcomes.iter().filter(|o| o.2).map(|o| o.0).collect())
 }
 
+/// Removes, at start, the objects whose records were deleted before a
+/// crash or while their target was down.
+pub async fn remove_tombstoned(index: &Index, storage: &Storage) -> Result<(), crate::index::IndexError> {
+    let tombstones = index.tombstones()?;
+    if tombstones.is_empty() {
+        return Ok(());
+    }
+    let doomed =
+        tombstones.iter().map(|(id, t)| Doomed { id: *id, domain: &t.domain, storage: &t.storage, key: &t.key });
+    let (removed, done) = delete_objects(doomed, |d, s| storage.target(d, s)).await;
+    tracing::info!(removed, pending = tombstones.len() - done.len(), "removed objects of deleted records");
+    index.clear_tombstones(done).await
+}
+
 /// Reconciles every domain each `server.reconcile_every` (read anew each
 /// round; `off` checks again in a minute) until `stop`.
 pub async fn reconcile_schedule(

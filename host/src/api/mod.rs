@@ -57,6 +57,7 @@ pub struct Api {
     pub ingest: Arc<Ingest>,
     pub metrics: Arc<Metrics>,
     pub policies: Arc<crate::policy::Policies>,
+    pub plugins: Arc<crate::policy::PluginStore>,
     /// HMAC key of signed image URLs.
     pub urls: Arc<crate::urls::UrlSigner>,
     pub notifier: Arc<crate::notify::Notifier>,

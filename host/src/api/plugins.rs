@@ -4,7 +4,6 @@
 //! its bytes; an upload is accepted only if it compiles as a component of
 //! the `policy` world and passes a conformance run under production limits.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use hyper::header::CONTENT_TYPE;
@@ -14,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::snapshots::iso_ms;
 use super::{Api, ApiError, Body, Call};
-use crate::policy::{Plugin, PolicyError};
+use crate::policy::{PluginFileError, PolicyError};
 use crate::tenants::PluginDoc;
 
 /// The largest component accepted.
@@ -23,32 +22,17 @@ pub(super) const MAX_PLUGIN_BYTES: usize = 8 << 20;
 /// What `activate` takes for the built-in policy.
 const DEFAULT: &str = "default";
 
-pub(super) fn plugin_dir(api: &Api) -> PathBuf {
-    api.settings.get().server.data_dir.join("plugins")
-}
-
-fn path_of(api: &Api, version: &str) -> PathBuf {
-    plugin_dir(api).join(format!("{version}.wasm"))
-}
-
 fn is_version(v: &str) -> bool {
     v.len() == 64 && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Compiles a stored version (blocking work, off the runtime).
-pub(crate) async fn compile(
-    api_policies: Arc<crate::policy::Policies>,
-    path: PathBuf,
-    version: String,
-) -> Result<Plugin, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let bytes = std::fs::read(&path).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("read {}: {e}", path.display()))
-        })?;
-        api_policies.load(&version, &bytes).map_err(invalid)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
+fn file_error(e: PluginFileError) -> ApiError {
+    match e {
+        PluginFileError::Policy(e) => invalid(e),
+        e @ PluginFileError::Io { .. } => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string())
+        }
+    }
 }
 
 fn invalid(e: PolicyError) -> ApiError {
@@ -85,7 +69,7 @@ pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<R
         api.metrics.limit_hit("plugin_uploads", format_args!("domain {domain}: {e}"));
         return Err(e.into());
     }
-    let policies = api.policies.clone();
+    let policies = api.plugins.policies().clone();
     let v = version.clone();
     let data = bytes.clone();
     let d = domain.to_owned();
@@ -96,17 +80,7 @@ pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<R
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
     .map_err(invalid)?;
-    let path = path_of(api, &version);
-    if !path.exists() {
-        let dir = plugin_dir(api);
-        let tmp = dir.join(format!("{version}.part"));
-        let write = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&tmp, &bytes))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        write.map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("store {}: {e}", path.display()))
-        })?;
-    }
+    api.plugins.save(&version, &bytes).map_err(file_error)?;
     let doc = PluginDoc {
         size: bytes.len() as u64,
         uploaded_ms: crate::unix_ms(),
@@ -170,7 +144,7 @@ pub(super) async fn activate(api: &Api, domain: &str, version: &str) -> Result<R
                 format!("domain {domain:?} has no plugin version {version}"),
             ));
         }
-        let plugin = compile(api.policies.clone(), path_of(api, version), version.to_owned()).await?;
+        let plugin = api.plugins.compile(version).await.map_err(file_error)?;
         api.tenants.activate_plugin(domain, Some(version)).await?;
         api.policies.activate(domain, Some(Arc::new(plugin)));
     }
@@ -181,7 +155,7 @@ pub(super) async fn activate(api: &Api, domain: &str, version: &str) -> Result<R
 pub(super) async fn delete(api: &Api, domain: &str, version: &str) -> Result<Response<Body>, ApiError> {
     let still_used = api.tenants.delete_plugin(domain, version).await?;
     if !still_used {
-        let _ = std::fs::remove_file(path_of(api, version));
+        api.plugins.remove(version);
     }
     Ok(super::no_content())
 }

@@ -17,9 +17,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 mod budgets;
 mod conformance;
+mod plugins;
 mod runs;
 
 use budgets::{CpuBudgets, thread_cpu_ms};
+pub use plugins::{PluginCatalog, PluginFileError, PluginStore};
 pub use runs::{DeletionRun, Demoted, RUNS_KEPT, RunRecord};
 
 use crate::config::Template;

@@ -133,8 +133,11 @@ pub struct Spool {
 }
 
 impl Spool {
+    /// `stage`: the drain and recovery tasks, and their stop (at shutdown
+    /// an upload under way finishes, and what is spooled stays on disk).
     pub fn new(
         dir: PathBuf,
+        stage: crate::host::Stage,
         index: Arc<Index>,
         storage: Arc<Storage>,
         store: Arc<Store>,
@@ -150,17 +153,9 @@ impl Spool {
             settings,
             metrics,
             state: Default::default(),
-            tasks: Default::default(),
-            stop: Default::default(),
+            tasks: stage.tasks,
+            stop: stage.stop,
         }))
-    }
-
-    /// Stops draining: an upload under way finishes (or fails), and what is
-    /// still spooled waits on disk for the next start.
-    pub async fn shutdown(&self) {
-        self.stop.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
     }
 
     /// Whether a target has spooled captures waiting (new ones join them).

@@ -111,12 +111,16 @@ impl Storage {
     /// Probes every target for conditional create in the background, so the
     /// log says at start which ones lack it (a target that does not answer
     /// is probed before its first sequential write instead).
-    pub fn probe_all(&self) {
+    /// The probes are `tasks`, and give up at `stop`.
+    pub fn probe_all(&self, tasks: &tokio_util::task::TaskTracker, stop: tokio_util::sync::CancellationToken) {
         for (_, target) in self.targets.read().unwrap().values() {
-            let target = target.clone();
-            tokio::spawn(async move {
-                if let Err(e) = target.ensure_probed().await {
-                    tracing::warn!(target = %target.name, error = %e, "storage target not probed yet");
+            let (target, stop) = (target.clone(), stop.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    probed = target.ensure_probed() => if let Err(e) = probed {
+                        tracing::warn!(target = %target.name, error = %e, "storage target not probed yet");
+                    },
                 }
             });
         }
