@@ -11,6 +11,19 @@ use std::path::{Path, PathBuf};
 use crate::index::Index;
 
 /// Why the data directory or a secret in it cannot be used.
+/// Why a sealed value does not open.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("a sealed value is not hex")]
+    NotHex,
+    #[error("a sealed value is too short")]
+    TooShort,
+    #[error("a sealed value does not open with data_dir/sealing.key (the key file was replaced?)")]
+    WrongKey,
+    #[error("a sealed value is not UTF-8")]
+    NotUtf8,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
     #[error("data_dir {0}: {1}")]
@@ -112,20 +125,17 @@ impl Sealer {
 
     /// The plain text of a sealed value; a value an earlier version stored
     /// unsealed is returned as it is (`Ok((value, false))`).
-    pub fn unseal(&self, value: &str) -> Result<(String, bool), String> {
+    pub fn unseal(&self, value: &str) -> Result<(String, bool), SealError> {
         use chacha20poly1305::aead::Aead;
         let Some(hexed) = value.strip_prefix(SEALED) else { return Ok((value.to_owned(), false)) };
-        let bytes = hex::decode(hexed).map_err(|_| "a sealed value is not hex".to_string())?;
+        let bytes = hex::decode(hexed).map_err(|_| SealError::NotHex)?;
         if bytes.len() < 12 + 16 {
-            return Err("a sealed value is too short".into());
+            return Err(SealError::TooShort);
         }
         let (nonce, sealed) = bytes.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().expect("12 bytes");
-        let plain = self
-            .0
-            .decrypt(&nonce.into(), sealed)
-            .map_err(|_| "a sealed value does not open with data_dir/sealing.key (the key file was replaced?)")?;
-        String::from_utf8(plain).map(|p| (p, true)).map_err(|_| "a sealed value is not UTF-8".into())
+        let plain = self.0.decrypt(&nonce.into(), sealed).map_err(|_| SealError::WrongKey)?;
+        String::from_utf8(plain).map(|p| (p, true)).map_err(|_| SealError::NotUtf8)
     }
 }
 
@@ -199,7 +209,7 @@ mod tests {
         );
         assert_eq!(sealer.unseal("plain-from-before").unwrap(), ("plain-from-before".to_string(), false));
         let other = Sealer::with_key(&[1; 32]);
-        assert!(other.unseal(&a).unwrap_err().contains("does not open"));
+        assert!(other.unseal(&a).unwrap_err().to_string().contains("does not open"));
         let mut tampered = a.clone();
         let last = tampered.pop().unwrap();
         tampered.push(if last == '0' { '1' } else { '0' });

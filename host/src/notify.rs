@@ -208,7 +208,13 @@ impl Notifier {
     }
 
     /// What a delivery attempt means for the outbox.
-    fn outcome(&self, config: &Config, key: (u64, u128), mut d: Delivery, result: Result<(), String>) -> OutboxChange {
+    fn outcome(
+        &self,
+        config: &Config,
+        key: (u64, u128),
+        mut d: Delivery,
+        result: Result<(), SendError>,
+    ) -> OutboxChange {
         let domain = d.domain.clone();
         match result {
             Ok(()) => {
@@ -218,12 +224,12 @@ impl Notifier {
             }
             Err(e) => {
                 d.attempts += 1;
-                d.last_error = Some(e.clone());
+                d.last_error = Some(e.to_string());
                 let backoff = Duration::from_secs(1 << d.attempts.min(12)).min(MAX_BACKOFF);
                 let jitter = rand::random_range(0.75..1.0);
                 let due = crate::unix_ms() + (backoff.as_millis() as f64 * jitter) as u64;
                 let give_up = d.created_ms + config.server.callback_retry_for.as_millis() as u64;
-                if due > give_up || e.starts_with("refused:") {
+                if due > give_up || e.is_refusal() {
                     tracing::warn!(%domain, url = %d.url, attempts = d.attempts, error = %e, "callback failed; kept for replay");
                     self.metrics.callback(&domain, "failed");
                     self.settled(&domain);
@@ -240,13 +246,13 @@ impl Notifier {
     /// One POST; Ok on a 2xx answer. A host name is resolved once, by the
     /// client's [`CheckedResolver`], which drops private addresses: what
     /// was checked is what is connected to. An IP literal is checked here.
-    async fn send(&self, config: &Config, d: &Delivery) -> Result<(), String> {
-        let url = reqwest::Url::parse(&d.url).map_err(|e| format!("refused: {e}"))?;
-        let host = url.host_str().ok_or("refused: no host")?.to_owned();
+    async fn send(&self, config: &Config, d: &Delivery) -> Result<(), SendError> {
+        let url = reqwest::Url::parse(&d.url).map_err(|e| SendError::Refused(e.to_string()))?;
+        let host = url.host_str().ok_or_else(|| SendError::Refused("no host".into()))?.to_owned();
         if !config.server.allow_private_callbacks
             && let Some(why) = private_literal(url.as_str())
         {
-            return Err(format!("refused: {why}"));
+            return Err(SendError::Refused(why));
         }
         let mut req = self.client.post(url.clone()).header("content-type", "application/json");
         let key = config.domains.get(&d.domain).and_then(|dom| dom.notify.as_ref()).and_then(|n| n.auth_key.clone());
@@ -261,7 +267,7 @@ impl Notifier {
             }
         }
         let resp = req.body(d.body.clone()).send().await.map_err(|e| send_error(&e))?;
-        if resp.status().is_success() { Ok(()) } else { Err(format!("answered {}", resp.status())) }
+        if resp.status().is_success() { Ok(()) } else { Err(SendError::Status(resp.status())) }
     }
 }
 
@@ -297,11 +303,11 @@ pub fn private_literal(url: &str) -> Option<String> {
 
 /// Why a callback could not be sent, with the causes reqwest wraps (a
 /// refusal by the resolver reads as itself).
-fn send_error(e: &reqwest::Error) -> String {
+fn send_error(e: &reqwest::Error) -> SendError {
     let mut source: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = source {
         if let Some(r) = s.downcast_ref::<Refused>() {
-            return r.to_string();
+            return SendError::Resolved(Refused(r.0.clone()));
         }
         source = s.source();
     }
@@ -311,7 +317,29 @@ fn send_error(e: &reqwest::Error) -> String {
         out = format!("{out}: {s}");
         source = s.source();
     }
-    out
+    SendError::Transport(out)
+}
+
+/// Why one delivery attempt failed. A refusal is final (the delivery is
+/// kept for replay at once); the others are retried.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The resolver found only addresses edgesnap may not call.
+    #[error(transparent)]
+    Resolved(Refused),
+    #[error("answered {0}")]
+    Status(reqwest::StatusCode),
+    /// reqwest's error and its causes, on one line.
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl SendError {
+    fn is_refusal(&self) -> bool {
+        matches!(self, SendError::Refused(_) | SendError::Resolved(_))
+    }
 }
 
 /// A callback host that resolves to no address edgesnap may call. The
@@ -476,9 +504,11 @@ mod tests {
         let (resolver, lookups) = fickle(public, "127.0.0.1".parse().unwrap(), false);
         let c = client(resolver);
         let first = c.post(&url).send().await.unwrap_err();
-        assert!(!send_error(&first).starts_with("refused"), "the public answer is tried: {}", send_error(&first));
+        assert!(!send_error(&first).is_refusal(), "the public answer is tried: {}", send_error(&first));
         let second = c.post(&url).send().await.unwrap_err();
         let why = send_error(&second);
+        assert!(why.is_refusal(), "{why}");
+        let why = why.to_string();
         assert!(why.starts_with("refused: rebind.example resolves only to"), "{why}");
         assert!(!why.contains("127.0.0.1"), "the address is not shown: {why}");
         assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 2, "one lookup per connection, none besides");

@@ -240,19 +240,32 @@ pub enum Secret {
     File(PathBuf),
 }
 
+/// Why a secret (`{ env = … }` or `{ file = … }`) cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+    #[error("environment variable {0} is empty")]
+    EmptyVar(String),
+    #[error("read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0} is empty")]
+    EmptyFile(String),
+}
+
 impl Secret {
-    pub fn read(&self) -> Result<String, String> {
+    pub fn read(&self) -> Result<String, SecretError> {
         let value = match self {
-            Secret::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+            Secret::Env(var) => std::env::var(var).map_err(|_| SecretError::Unset(var.clone()))?,
             Secret::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("read {}: {e}", path.display()))?
+                .map_err(|source| SecretError::Read { path: path.display().to_string(), source })?
                 .trim_end_matches(['\n', '\r'])
                 .to_owned(),
         };
         if value.is_empty() {
             return Err(match self {
-                Secret::Env(var) => format!("environment variable {var} is empty"),
-                Secret::File(path) => format!("{} is empty", path.display()),
+                Secret::Env(var) => SecretError::EmptyVar(var.clone()),
+                Secret::File(path) => SecretError::EmptyFile(path.display().to_string()),
             });
         }
         Ok(value)
@@ -659,7 +672,7 @@ fn secret_field(
         (None, None) => return Ok(None),
     };
     let field = join(path, if matches!(secret, Secret::Env(_)) { &env } else { &file });
-    let key = secret.read().map_err(|e| ConfigError::new(&field, e))?;
+    let key = secret.read().map_err(|e| ConfigError::new(&field, e.to_string()))?;
     if key.len() < 16 {
         return Err(ConfigError::new(field, "the key must be at least 16 characters"));
     }

@@ -325,17 +325,17 @@ pub(crate) fn check_publish_auth(
     stream: &str,
     auth_key: Option<&str>,
     now_s: u64,
-) -> Result<(), String> {
+) -> Result<(), AuthError> {
     use md5::{Digest, Md5};
     let PublishAuth::TypeA(a) = auth else { return Ok(()) };
-    let auth_key = auth_key.ok_or("auth_key is missing")?;
+    let auth_key = auth_key.ok_or(AuthError::Missing)?;
     let parts: Vec<&str> = auth_key.splitn(4, '-').collect();
     let [timestamp, rand, uid, hash] = parts.as_slice() else {
-        return Err("auth_key must be {timestamp}-{rand}-{uid}-{md5hash}".into());
+        return Err(AuthError::Malformed);
     };
-    let ts: u64 = timestamp.parse().map_err(|_| "auth_key timestamp is not a unix time")?;
+    let ts: u64 = timestamp.parse().map_err(|_| AuthError::Timestamp)?;
     if now_s > ts.saturating_add(a.ttl.as_secs()) {
-        return Err("auth_key has expired".into());
+        return Err(AuthError::Expired);
     }
     let expected = |key: &str| hex::encode(Md5::digest(format!("/{app}/{stream}-{timestamp}-{rand}-{uid}-{key}")));
     for secret in std::iter::once(&a.primary).chain(a.secondary.as_ref()) {
@@ -345,7 +345,31 @@ pub(crate) fn check_publish_auth(
             Err(e) => tracing::error!(error = %e, "publish auth key cannot be read"),
         }
     }
-    Err("auth_key signature does not match".into())
+    Err(AuthError::Mismatch)
+}
+
+/// Why a publish's `auth_key` is refused (docs/capture.md).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("auth_key is missing")]
+    Missing,
+    #[error("auth_key must be {{timestamp}}-{{rand}}-{{uid}}-{{md5hash}}")]
+    Malformed,
+    #[error("auth_key timestamp is not a unix time")]
+    Timestamp,
+    #[error("auth_key has expired")]
+    Expired,
+    #[error("auth_key signature does not match")]
+    Mismatch,
+}
+
+/// Why a publish names no configured domain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoDomain {
+    #[error("vhost {0:?} names no configured domain")]
+    UnknownVhost(String),
+    #[error("no domain: no vhost parameter, tcUrl host {0:?} is not configured, and no default_domain")]
+    NoDefault(String),
 }
 
 /// The query parameters of an ingest URL part (`name?k=v&k2=v2`): the name
@@ -373,12 +397,12 @@ pub(crate) fn resolve_domain(
     config: &crate::config::Config,
     vhost: Option<&str>,
     tc_url: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, NoDomain> {
     if let Some(v) = vhost {
         return if config.domains.contains_key(v) {
             Ok(v.to_owned())
         } else {
-            Err(format!("vhost {v:?} names no configured domain"))
+            Err(NoDomain::UnknownVhost(v.to_owned()))
         };
     }
     if let Some(host) = tc_url.and_then(tc_url_host)
@@ -386,12 +410,11 @@ pub(crate) fn resolve_domain(
     {
         return Ok(host.to_owned());
     }
-    config.server.default_domain.clone().ok_or_else(|| {
-        format!(
-            "no domain: no vhost parameter, tcUrl host {:?} is not configured, and no default_domain",
-            tc_url.and_then(tc_url_host).unwrap_or("")
-        )
-    })
+    config
+        .server
+        .default_domain
+        .clone()
+        .ok_or_else(|| NoDomain::NoDefault(tc_url.and_then(tc_url_host).unwrap_or("").to_owned()))
 }
 
 /// `rtmp://host[:port]/app...` → `host`.
@@ -457,7 +480,7 @@ mod tests {
         assert_eq!(check(&sign("primarykey0123456", now), now), Ok(()));
         assert_eq!(check(&sign("secondarykey01234", now - 100), now), Ok(()));
         assert_eq!(check(&sign("primarykey0123456", now - 1800), now), Ok(()));
-        assert_eq!(check(&sign("primarykey0123456", now - 1801), now), Err("auth_key has expired".into()));
+        assert_eq!(check(&sign("primarykey0123456", now - 1801), now), Err(AuthError::Expired));
         assert!(check(&sign("wrongkey000000000", now), now).is_err());
         assert!(check_publish_auth(&auth, "live", "cam2", Some(&sign("primarykey0123456", now)), now).is_err());
         assert!(check_publish_auth(&auth, "live", "cam1", None, now).is_err());

@@ -503,8 +503,8 @@ impl Session {
             )));
         }
         let config = self.ingest.settings.get();
-        let domain =
-            super::resolve_domain(&config, param("vhost"), self.tc_url.as_deref()).map_err(SessionError::Refused)?;
+        let domain = super::resolve_domain(&config, param("vhost"), self.tc_url.as_deref())
+            .map_err(|e| SessionError::Refused(e.to_string()))?;
         let domain_cfg =
             config.domains.get(&domain).ok_or_else(|| SessionError::Refused(format!("domain {domain:?} is gone")))?;
         super::check_publish_auth(&domain_cfg.publish_auth, &app, &stream, param("auth_key"), crate::unix_ms() / 1000)

@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// Why a call's state writes are not kept.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StateRefused {
+    #[error("state cannot be read: {0}")]
+    Read(#[from] crate::index::IndexError),
+    #[error("the domain's state would grow to {size} bytes, over its quota of {quota} (plugin_limits.state_quota_mib)")]
+    OverQuota { size: u64, quota: u64 },
+}
+
 /// Plugin CPU per second for each domain (SPEC §6): a bucket refilled at
 /// the domain's rate and holding at most one second of it. A call is let
 /// in while the bucket is not empty, charged the domain's recent mean cost
@@ -103,16 +112,15 @@ impl Policies {
         domain: &str,
         writes: &[(String, Option<Vec<u8>>)],
         quota: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateRefused> {
         let size = |k: &str, v: Option<usize>| v.map_or(0, |n| (k.len() + n) as i64);
         let mut delta = 0i64;
         for (k, v) in writes {
-            let old = self.index.plugin_state(domain, k).map_err(|e| format!("state cannot be read: {e}"))?;
+            let old = self.index.plugin_state(domain, k)?;
             delta += size(k, v.as_ref().map(Vec::len)) - size(k, old.as_ref().map(Vec::len));
         }
         let mut usage = self.state_usage.lock().unwrap();
-        let counted =
-            |index: &Index| index.plugin_state_usage(domain).map_err(|e| format!("state cannot be read: {e}"));
+        let counted = |index: &Index| index.plugin_state_usage(domain);
         let mut used = match usage.get(domain) {
             Some(u) => *u,
             None => counted(&self.index)?,
@@ -121,10 +129,7 @@ impl Policies {
             used = counted(&self.index)?;
             if used + delta as u64 > quota {
                 usage.insert(domain.to_owned(), used);
-                return Err(format!(
-                    "the domain's state would grow to {} bytes, over its quota of {quota} (plugin_limits.state_quota_mib)",
-                    used + delta as u64
-                ));
+                return Err(StateRefused::OverQuota { size: used + delta as u64, quota });
             }
         }
         usage.insert(domain.to_owned(), used.saturating_add_signed(delta));

@@ -487,7 +487,7 @@ impl Policies {
             if call.result.is_ok() && !call.state_writes.is_empty() {
                 let quota = self.limits_for(facts.domain, &plugin).state_quota_bytes;
                 if let Err(why) = self.admit_state(facts.domain, &call.state_writes, quota) {
-                    call.result = Err(PolicyError::State { version: plugin.version.clone(), why });
+                    call.result = Err(PolicyError::State { version: plugin.version.clone(), why: why.to_string() });
                     call.state_writes.clear();
                 }
             }

@@ -192,7 +192,7 @@ fn build(full: &str, t: &StorageTarget) -> Result<Target, StorageError> {
                 }
             }
             if let Some(file) = credentials_file {
-                let c = read_credentials(file).map_err(setup)?;
+                let c = read_credentials(file).map_err(|e| setup(e.to_string()))?;
                 b = b.with_access_key_id(c.key_id).with_secret_access_key(c.secret);
                 if let Some(t) = c.token {
                     b = b.with_token(t);
@@ -223,6 +223,19 @@ pub fn candidates(key: &str) -> impl Iterator<Item = String> + '_ {
     (0..).map(move |n| if n == 0 { key.to_owned() } else { format!("{stem}-{n}{ext}") })
 }
 
+/// Why a `credentials_file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum CredentialsError {
+    #[error("read credentials_file {file}: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("credentials_file {0}: a line is neither [profile] nor key = value")]
+    Syntax(String),
+    #[error("credentials_file {0}: no [default] profile")]
+    NoDefault(String),
+    #[error("credentials_file {0}: needs aws_access_key_id and aws_secret_access_key")]
+    Incomplete(String),
+}
+
 struct Credentials {
     key_id: String,
     secret: String,
@@ -231,8 +244,9 @@ struct Credentials {
 
 /// Reads an AWS-style credentials file: `key = value` lines, the
 /// `[default]` profile (or the only one); `aws_` prefixes optional.
-fn read_credentials(path: &std::path::Path) -> Result<Credentials, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("read credentials_file {}: {e}", path.display()))?;
+fn read_credentials(path: &std::path::Path) -> Result<Credentials, CredentialsError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read { file: file.clone(), source })?;
     let mut profiles: Vec<(String, HashMap<String, String>)> = vec![(String::new(), HashMap::new())];
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';')) {
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
@@ -242,19 +256,19 @@ fn read_credentials(path: &std::path::Path) -> Result<Credentials, String> {
             let k = k.strip_prefix("aws_").unwrap_or(&k).to_owned();
             profiles.last_mut().expect("one profile at least").1.insert(k, v.trim().trim_matches('"').to_owned());
         } else {
-            return Err(format!("credentials_file {}: a line is neither [profile] nor key = value", path.display()));
+            return Err(CredentialsError::Syntax(file));
         }
     }
     profiles.retain(|(_, kv)| !kv.is_empty());
     let chosen = match profiles.iter().find(|(n, _)| n == "default" || n.is_empty()) {
         Some((_, kv)) => kv,
         None if profiles.len() == 1 => &profiles[0].1,
-        None => return Err(format!("credentials_file {}: no [default] profile", path.display())),
+        None => return Err(CredentialsError::NoDefault(file)),
     };
     let get = |k: &str| chosen.get(k).filter(|v| !v.is_empty()).cloned();
     match (get("access_key_id"), get("secret_access_key")) {
         (Some(key_id), Some(secret)) => Ok(Credentials { key_id, secret, token: get("session_token") }),
-        _ => Err(format!("credentials_file {}: needs aws_access_key_id and aws_secret_access_key", path.display())),
+        _ => Err(CredentialsError::Incomplete(file)),
     }
 }
 
@@ -482,10 +496,18 @@ mod tests {
         std::fs::write(&f, "access_key_id = K\nsecret_access_key = \"S\"\n").unwrap();
         assert_eq!(read_credentials(&f).unwrap().secret, "S");
         std::fs::write(&f, "[p]\naws_access_key_id = K\n").unwrap();
-        assert!(read_credentials(&f).err().unwrap().contains("needs aws_access_key_id and aws_secret_access_key"));
+        assert!(
+            read_credentials(&f)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("needs aws_access_key_id and aws_secret_access_key")
+        );
         std::fs::write(&f, "garbage\n").unwrap();
-        assert!(read_credentials(&f).err().unwrap().contains("neither"));
-        assert!(read_credentials(&dir.path().join("missing")).err().unwrap().contains("read credentials_file"));
+        assert!(read_credentials(&f).err().unwrap().to_string().contains("neither"));
+        assert!(
+            read_credentials(&dir.path().join("missing")).err().unwrap().to_string().contains("read credentials_file")
+        );
     }
 
     #[test]
