@@ -6,7 +6,7 @@ use hyper::{Response, StatusCode};
 
 use crate::index::IndexError;
 use crate::storage::StorageError;
-use crate::tenants::ChangeError;
+use crate::tenants::{CatalogError, ChangeError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -81,7 +81,10 @@ impl From<ChangeError> for ApiError {
             ChangeError::Conflict(code, m) => ApiError::new(StatusCode::CONFLICT, code, m),
             ChangeError::NotFound(code, m) => ApiError::new(StatusCode::NOT_FOUND, code, m),
             ChangeError::Storage(s) => ApiError::bad("InvalidParameter.Storage", s.to_string()),
-            ChangeError::Index(i) => i.into(),
+            ChangeError::Catalog(CatalogError::Stopped) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", e.to_string())
+            }
+            ChangeError::Catalog(c) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", c.to_string()),
         }
     }
 }

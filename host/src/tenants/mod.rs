@@ -18,12 +18,15 @@ use crate::config::{
     self, Config, ConfigError, Domain, Origin, RawDomain, RawNotify, RawTemplate, RuleError, Settings, Template,
 };
 use crate::datadir::Sealer;
-use crate::index::{CatalogKey, Index, IndexError};
+use crate::index::CatalogKey;
 use crate::storage::{Storage, StorageError};
 pub use crate::tokens::Role;
 use crate::tokens::{constant_time_eq, hash_token};
 
+mod catalog;
 mod plugins;
+use catalog::Catalog;
+pub use catalog::{CatalogError, CatalogStore, CatalogWrite};
 pub use plugins::{Demotion, PluginDoc};
 
 const DOMAIN: &str = "domain";
@@ -78,59 +81,7 @@ pub enum ChangeError {
     #[error("{0}")]
     Storage(StorageError),
     #[error(transparent)]
-    Index(#[from] IndexError),
-}
-
-/// What the API made, decoded from the catalog.
-#[derive(Debug, Clone, Default)]
-struct Catalog {
-    domains: BTreeMap<String, RawDomain>,
-    templates: BTreeMap<(String, String), RawTemplate>,
-    notify: BTreeMap<String, RawNotify>,
-    tokens: BTreeMap<(String, String), TokenDoc>,
-    plugins: BTreeMap<(String, String), PluginDoc>,
-    active_plugins: BTreeMap<String, String>,
-    /// The version active before the active one, per domain: where a
-    /// demotion goes (absent: the default).
-    previous_plugins: BTreeMap<String, String>,
-}
-
-impl Catalog {
-    /// The catalog, its sealed notify keys opened; also the domains whose
-    /// key an earlier version stored unsealed.
-    fn load(index: &Index, sealer: &Sealer) -> Result<(Catalog, Vec<String>), IndexError> {
-        let mut c = Catalog::default();
-        let mut unsealed = Vec::new();
-        for ((kind, domain, name), bytes) in index.catalog()? {
-            let what = format!("catalog {kind} {domain}/{name}");
-            match kind.as_str() {
-                DOMAIN => drop(c.domains.insert(domain, decode(&what, &bytes)?)),
-                TEMPLATE => drop(c.templates.insert((domain, name), decode(&what, &bytes)?)),
-                NOTIFY => {
-                    let mut raw: RawNotify = decode(&what, &bytes)?;
-                    if let Some(key) = &raw.notify_auth_key {
-                        let (plain, was_sealed) =
-                            sealer.unseal(key).map_err(|e| IndexError::Corrupt(format!("{what}: {e}")))?;
-                        if !was_sealed {
-                            unsealed.push(domain.clone());
-                        }
-                        raw.notify_auth_key = Some(plain);
-                    }
-                    c.notify.insert(domain, raw);
-                }
-                TOKEN => drop(c.tokens.insert((domain, name), decode(&what, &bytes)?)),
-                PLUGIN => drop(c.plugins.insert((domain, name), decode(&what, &bytes)?)),
-                PLUGIN_ACTIVE => drop(c.active_plugins.insert(domain, decode(&what, &bytes)?)),
-                PLUGIN_PREVIOUS => drop(c.previous_plugins.insert(domain, decode(&what, &bytes)?)),
-                other => tracing::warn!(kind = other, "unknown catalog entry kind; ignored"),
-            }
-        }
-        Ok((c, unsealed))
-    }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, IndexError> {
-    serde_json::from_slice(bytes).map_err(|e| IndexError::Corrupt(format!("{what}: {e}")))
+    Catalog(#[from] CatalogError),
 }
 
 fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
@@ -190,7 +141,7 @@ fn effective(file: &Config, cat: &Catalog) -> (Config, Vec<String>) {
 
 pub struct Tenants {
     settings: Arc<Settings>,
-    index: Arc<Index>,
+    catalog: Arc<dyn CatalogStore>,
     storage: Arc<Storage>,
     operator_sha256: String,
     state: tokio::sync::Mutex<State>,
@@ -213,10 +164,10 @@ impl Tenants {
     pub fn start(
         file: Config,
         operator_token: &str,
-        index: Arc<Index>,
+        store: Arc<dyn CatalogStore>,
         sealer: Sealer,
     ) -> Result<Arc<Tenants>, ChangeError> {
-        let (catalog, unsealed) = Catalog::load(&index, &sealer)?;
+        let (catalog, unsealed) = Catalog::load(store.as_ref(), &sealer)?;
         let (config, warnings) = effective(&file, &catalog);
         for w in warnings {
             tracing::warn!("{w}");
@@ -225,7 +176,7 @@ impl Tenants {
         let settings = Settings::new(config);
         let tenants = Arc::new(Tenants {
             settings: settings.clone(),
-            index,
+            catalog: store,
             storage: storage.clone(),
             operator_sha256: hash_token(operator_token),
             state: tokio::sync::Mutex::new(State { file: Arc::new(file), catalog }),
@@ -320,7 +271,7 @@ impl Tenants {
     ) -> Result<(), ChangeError> {
         let (config, _) = effective(&state.file, &next);
         let prepared = self.storage.prepare(&config).map_err(ChangeError::Storage)?;
-        self.index.write_catalog(clear_domain, writes).await?;
+        self.catalog.write(clear_domain, writes).await?;
         self.storage.commit(prepared);
         self.settings.set(config);
         self.reload_tokens(&next);
@@ -537,7 +488,7 @@ impl Tenants {
             .map(|(d, raw)| ((NOTIFY.to_owned(), d.clone(), String::new()), Some(self.sealed_notify(raw))))
             .collect();
         let n = writes.len();
-        self.index.write_catalog(None, writes).await?;
+        self.catalog.write(None, writes).await?;
         tracing::info!(domains = n, "sealed the notify keys an earlier version stored in the clear");
         Ok(n)
     }
