@@ -18,14 +18,16 @@
 //! one transaction, at most one commit per 20 ms, so under load the commit
 //! cost is shared by many snapshots.
 
+mod rows;
 mod writer;
+
+pub(crate) use rows::{decode_delivery, decode_record, encode_record};
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 /// The records, clustered by app and time: a page of a whole app is adjacent pages.
@@ -102,7 +104,7 @@ pub struct Record {
 /// A capture whose objects may be written but whose records are not yet
 /// committed: committed before the first object is written, so recovery
 /// finds its objects by these planned keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
     pub domain: String,
     pub app: String,
@@ -121,25 +123,14 @@ pub struct Intent {
 }
 
 /// One object a capture is to write: a sequential key may end up suffixed (docs/templates.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     pub key: String,
     pub overwrite: bool,
 }
 
-/// Layout 3's intent, converted when opening a layout-3 index.
-#[derive(Deserialize)]
-struct IntentV3 {
-    domain: String,
-    app: String,
-    stream: String,
-    create_timestamp_ms: u64,
-    sequence: u64,
-    storage: String,
-}
-
 /// An object to remove from storage: its record is already deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tombstone {
     pub domain: String,
     pub storage: String,
@@ -147,7 +138,7 @@ pub struct Tombstone {
 }
 
 /// One callback to deliver (docs/callbacks.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub domain: String,
     pub url: String,
@@ -190,64 +181,6 @@ pub struct StateWrites {
 /// A catalog entry's key: (kind, domain, name).
 pub type CatalogKey = (String, String, String);
 
-/// The stored form of a record (private to the index).
-#[derive(Serialize, Deserialize)]
-struct Row<'a> {
-    domain: &'a str,
-    app: &'a str,
-    stream: &'a str,
-    create_timestamp_ms: u64,
-    key: &'a str,
-    storage: &'a str,
-    endpoint: &'a str,
-    bucket: &'a str,
-    size: u64,
-    width: u32,
-    height: u32,
-    is_overlay: bool,
-    sequence: u64,
-}
-
-pub(crate) fn encode_record(r: &Record) -> Vec<u8> {
-    postcard::to_stdvec(&Row {
-        domain: &r.domain,
-        app: &r.app,
-        stream: &r.stream,
-        create_timestamp_ms: r.create_timestamp_ms,
-        key: &r.key,
-        storage: &r.storage,
-        endpoint: &r.endpoint,
-        bucket: &r.bucket,
-        size: r.size,
-        width: r.width,
-        height: r.height,
-        is_overlay: r.is_overlay,
-        sequence: r.sequence,
-    })
-    .expect("encoding a record cannot fail")
-}
-
-pub(crate) fn decode_record(id: u128, bytes: &[u8]) -> Result<Record, IndexError> {
-    let row: Row<'_> =
-        postcard::from_bytes(bytes).map_err(|e| IndexError::Corrupt(format!("record {id:032x}: {e}")))?;
-    Ok(Record {
-        id: RecordId(id),
-        domain: row.domain.into(),
-        app: row.app.into(),
-        stream: row.stream.into(),
-        create_timestamp_ms: row.create_timestamp_ms,
-        key: row.key.into(),
-        storage: row.storage.into(),
-        endpoint: row.endpoint.into(),
-        bucket: row.bucket.into(),
-        size: row.size,
-        width: row.width,
-        height: row.height,
-        is_overlay: row.is_overlay,
-        sequence: row.sequence,
-    })
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("index database: {0}")]
@@ -262,10 +195,6 @@ pub enum IndexError {
         "index at {path} has table layout {found}, this edgesnap reads layout {SCHEMA_VERSION}; move it away (there is no migration before 1.0)"
     )]
     Schema { path: String, found: String },
-}
-
-pub(crate) fn decode_delivery(bytes: &[u8]) -> Result<Delivery, IndexError> {
-    serde_json::from_slice(bytes).map_err(|e| IndexError::Corrupt(format!("outbox entry: {e}")))
 }
 
 pub(crate) fn db<E: Into<redb::Error>>(e: E) -> IndexError {
@@ -558,8 +487,7 @@ impl Index {
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
-            let ts: Tombstone =
-                postcard::from_bytes(v.value()).map_err(|e| IndexError::Corrupt(format!("tombstone: {e}")))?;
+            let ts = rows::decode_tombstone(v.value())?;
             out.push((RecordId(k.value()), ts));
         }
         Ok(out)
@@ -797,8 +725,7 @@ impl Index {
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
-            let intent: Intent =
-                postcard::from_bytes(v.value()).map_err(|e| IndexError::Corrupt(format!("intent: {e}")))?;
+            let intent = rows::decode_intent(v.value())?;
             out.push((RecordId(k.value()), intent));
         }
         Ok(out)
@@ -817,8 +744,7 @@ fn migrate_from_3(txn: &redb::WriteTransaction) -> Result<(), IndexError> {
     let mut converted = Vec::new();
     for item in intents.iter().map_err(db_err)? {
         let (k, v) = item.map_err(db_err)?;
-        let old: IntentV3 =
-            postcard::from_bytes(v.value()).map_err(|e| IndexError::Corrupt(format!("layout-3 intent: {e}")))?;
+        let old = rows::decode_intent_v3(v.value())?;
         let new = Intent {
             domain: old.domain,
             app: old.app,
@@ -832,7 +758,7 @@ fn migrate_from_3(txn: &redb::WriteTransaction) -> Result<(), IndexError> {
             width: 0,
             height: 0,
         };
-        converted.push((k.value(), postcard::to_stdvec(&new).expect("encode intent")));
+        converted.push((k.value(), rows::encode_intent(&new)));
     }
     for (k, v) in converted {
         intents.insert(k, v.as_slice()).map_err(db_err)?;

@@ -232,7 +232,7 @@ fn enqueue(txn: &WriteTransaction, outbox: &[Delivery]) -> Result<(), IndexError
     let mut t = txn.open_table(OUTBOX).map_err(db)?;
     for d in outbox {
         let key = (d.created_ms, rand::random::<u128>());
-        t.insert(key, serde_json::to_vec(d).expect("encode delivery").as_slice()).map_err(db)?;
+        t.insert(key, super::rows::encode_delivery(d).as_slice()).map_err(db)?;
     }
     Ok(())
 }
@@ -245,11 +245,11 @@ fn outbox_apply(txn: &WriteTransaction, changes: Vec<OutboxChange>) -> Result<()
             OutboxChange::Delivered(key) => drop(t.remove(key).map_err(db)?),
             OutboxChange::Retry(key, due, d) => {
                 t.remove(key).map_err(db)?;
-                t.insert((due, key.1), serde_json::to_vec(&d).expect("encode delivery").as_slice()).map_err(db)?;
+                t.insert((due, key.1), super::rows::encode_delivery(&d).as_slice()).map_err(db)?;
             }
             OutboxChange::Failed(key, d) => {
                 t.remove(key).map_err(db)?;
-                failed.insert(key.1, serde_json::to_vec(&d).expect("encode delivery").as_slice()).map_err(db)?;
+                failed.insert(key.1, super::rows::encode_delivery(&d).as_slice()).map_err(db)?;
             }
         }
     }
@@ -270,7 +270,7 @@ fn replay(txn: &WriteTransaction, domain: &str, ids: Option<&[u128]>, now_ms: u6
     for (id, mut d) in chosen.iter().cloned() {
         failed.remove(id).map_err(db)?;
         (d.attempts, d.created_ms) = (0, now_ms);
-        t.insert((now_ms, id), serde_json::to_vec(&d).expect("encode delivery").as_slice()).map_err(db)?;
+        t.insert((now_ms, id), super::rows::encode_delivery(&d).as_slice()).map_err(db)?;
     }
     Ok(chosen.len())
 }
@@ -293,7 +293,7 @@ fn reserve(txn: &WriteTransaction, id: RecordId, intent: &Intent) -> Result<(), 
         seqs.insert(key, intent.sequence + 1).map_err(db)?;
     }
     let mut intents = txn.open_table(INTENTS).map_err(db)?;
-    intents.insert(id.0, postcard::to_stdvec(intent).expect("encode intent").as_slice()).map_err(db)?;
+    intents.insert(id.0, super::rows::encode_intent(intent).as_slice()).map_err(db)?;
     Ok(())
 }
 
@@ -416,7 +416,7 @@ fn delete(txn: &WriteTransaction, ids: &[RecordId], tombstone: bool) -> Result<V
         }
         if tombstone {
             let t = Tombstone { domain: r.domain.clone(), storage: r.storage.clone(), key: r.key.clone() };
-            tombs.insert(id.0, postcard::to_stdvec(&t).expect("encode tombstone").as_slice()).map_err(db)?;
+            tombs.insert(id.0, super::rows::encode_tombstone(&t).as_slice()).map_err(db)?;
         }
         removed.push(r);
     }
