@@ -41,7 +41,7 @@ async fn capture(index: std::sync::Arc<Index>, i: u64) {
         let stream = format!("s{}", i % 200);
         let ts = 1_800_000_000_000 + i * 25;
         let id = RecordId::new(ts);
-        let seq = index.next_sequence("bench", "live", &stream).unwrap();
+        let seq = index.next_sequence(edgesnap::stream::StreamKey::new("bench", "live", &stream)).unwrap();
         let planned = |key: String, overwrite| Planned { key, overwrite };
         let intent = Intent {
             domain: "bench".into(),

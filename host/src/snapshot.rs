@@ -64,7 +64,8 @@ impl SnapshotPath {
             };
             // Numbered here, in the order captures leave the decoders: the
             // tasks below may take the stream's lock in another order.
-            let sequence = match self.index.next_sequence(&job.info.domain, &job.info.app, &job.info.stream) {
+            let key = crate::stream::StreamKey::new(&job.info.domain, &job.info.app, &job.info.stream);
+            let sequence = match self.index.next_sequence(key) {
                 Ok(s) => s,
                 Err(e) => {
                     self.metrics.failed("index");

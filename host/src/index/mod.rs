@@ -228,7 +228,7 @@ pub struct Index {
     writer: writer::Handle,
     /// The next `{Sequence}` of each stream that allocated one since start;
     /// others start from `sequences`.
-    sequences: std::sync::Mutex<HashMap<(String, String, String), u64>>,
+    sequences: std::sync::Mutex<HashMap<crate::stream::StreamKey, u64>>,
 }
 
 impl Index {
@@ -285,15 +285,16 @@ impl Index {
     /// Allocates the next `{Sequence}` of a stream. It becomes durable with
     /// the intent that uses it ([`Index::reserve`]); one allocated but never
     /// reserved stored nothing, so reusing it after a crash is harmless.
-    pub fn next_sequence(&self, domain: &str, app: &str, stream: &str) -> Result<u64, IndexError> {
+    pub fn next_sequence(&self, key: crate::stream::StreamKey) -> Result<u64, IndexError> {
         let mut seqs = self.sequences.lock().unwrap();
-        let key = (domain.to_owned(), app.to_owned(), stream.to_owned());
         let next = match seqs.get(&key) {
             Some(n) => *n,
             None => {
                 let txn = self.db.begin_read().map_err(db_err)?;
                 let t = txn.open_table(SEQUENCES).map_err(db_err)?;
-                t.get((domain, app, stream)).map_err(db_err)?.map_or(0, |v| v.value())
+                t.get((key.domain.as_str(), key.app.as_str(), key.stream.as_str()))
+                    .map_err(db_err)?
+                    .map_or(0, |v| v.value())
             }
         };
         seqs.insert(key, next + 1);

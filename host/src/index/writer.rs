@@ -478,7 +478,7 @@ mod tests {
         // Five captures; three share one millisecond.
         for (i, ts) in [1000u64, 2000, 2000, 2000, 3000].into_iter().enumerate() {
             let id = RecordId::new(ts);
-            let seq = index.next_sequence("d", "live", "cam1").unwrap();
+            let seq = index.next_sequence(crate::stream::StreamKey::new("d", "live", "cam1")).unwrap();
             assert_eq!(seq, i as u64);
             index.reserve(id, Intent { sequence: seq, ..intent(ts) }).await.unwrap();
             assert_eq!(index.pending_intents().unwrap().len(), 1);
@@ -536,8 +536,8 @@ mod tests {
         index.close();
         // A restart continues each stream's sequence from the last reserved one.
         let index = Index::open(&dir.path().join("index.redb")).unwrap();
-        assert_eq!(index.next_sequence("d", "live", "cam1").unwrap(), 5);
-        assert_eq!(index.next_sequence("d", "live", "other").unwrap(), 0);
+        assert_eq!(index.next_sequence(crate::stream::StreamKey::new("d", "live", "cam1")).unwrap(), 5);
+        assert_eq!(index.next_sequence(crate::stream::StreamKey::new("d", "live", "other")).unwrap(), 0);
         index.close();
     }
 
