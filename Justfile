@@ -38,6 +38,7 @@ build-failpoints:
 
 # rustfmt and clippy, warnings as errors.
 lint:
+    python3 scripts/imports.py
     cargo fmt --all -- --check
     cd plugins && cargo fmt --all -- --check
     cargo clippy --release --locked --workspace --all-targets -- -D warnings

@@ -166,7 +166,8 @@ impl Host {
         let store = store::Store::new(index.clone(), notifier.clone(), metrics.clone());
         let spool = spool::Spool::new(
             server.data_dir.join("spool"),
-            stages.spool.clone(),
+            stages.spool.tasks.clone(),
+            stages.spool.stop.clone(),
             index.clone(),
             storage.clone(),
             store.clone(),

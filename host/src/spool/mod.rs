@@ -133,11 +133,14 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// `stage`: the drain and recovery tasks, and their stop (at shutdown
-    /// an upload under way finishes, and what is spooled stays on disk).
+    /// `tasks`, `stop`: the drain and recovery tasks' tracker and their
+    /// stop (at shutdown an upload under way finishes, and what is spooled
+    /// stays on disk).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dir: PathBuf,
-        stage: crate::host::Stage,
+        tasks: tokio_util::task::TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
         index: Arc<Index>,
         storage: Arc<Storage>,
         store: Arc<Store>,
@@ -153,8 +156,8 @@ impl Spool {
             settings,
             metrics,
             state: Default::default(),
-            tasks: stage.tasks,
-            stop: stage.stop,
+            tasks,
+            stop,
         }))
     }
 
