@@ -68,7 +68,7 @@ bench-policy *ARGS:
 # The capacity benchmark (issue 3): edgesnap vs nginx-rtmp + ffmpeg; see BENCHMARKS.md.
 bench *ARGS: build
     cargo build --release --locked --examples
-    python3 scripts/bench.py --bin {{bin}} --loadgen {{CARGO_TARGET_DIR}}/release/examples/loadgen --floor {{CARGO_TARGET_DIR}}/release/examples/floor --out {{CARGO_TARGET_DIR}}/../bench {{ARGS}}
+    python3 scripts/bench.py --bin {{bin}} --loadgen {{CARGO_TARGET_DIR}}/release/examples/loadgen --floor {{CARGO_TARGET_DIR}}/release/examples/floor --sink {{CARGO_TARGET_DIR}}/release/examples/sink --out {{CARGO_TARGET_DIR}}/../bench {{ARGS}}
 
 # Reliability (issue 6): 50 real-time streams into S3 (moto) through a
 # 5-minute storage outage, with a callback receiver; see BENCHMARKS.md.
