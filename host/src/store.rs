@@ -13,6 +13,10 @@
 //!   with nothing committed: the caller keeps the capture (spools it, or
 //!   leaves it spooled). A key the target refuses gives that placement up
 //!   and the step goes on with the others.
+//! - Sequential placements are written first; an overwrite placement of a
+//!   capture that has a stored sequential object is a copy of it on the
+//!   target (a hard link on a local directory: no second file, no second
+//!   write of the bytes), and a put only if the copy fails.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -92,13 +96,17 @@ impl Store {
     ) -> Result<Vec<Record>, StoreError> {
         let t = Instant::now();
         let mut refused = None;
-        for i in 0..intent.placements.len() {
+        // Sequential placements first, so an overwrite one can be a copy.
+        let order = (0..intent.placements.len()).filter(|&i| !intent.placements[i].overwrite);
+        let order: Vec<usize> =
+            order.chain((0..intent.placements.len()).filter(|&i| intent.placements[i].overwrite)).collect();
+        for i in order {
             if progress[i].is_some() {
                 continue;
             }
             let p = &intent.placements[i];
             let key = if p.overwrite {
-                target.put_overwrite(&p.key, jpg.clone()).await.map(|()| p.key.clone())
+                self.put_overwrite(target, intent, progress, &p.key, jpg).await.map(|()| p.key.clone())
             } else {
                 target.put_sequential(&p.key, jpg.clone()).await
             };
@@ -139,6 +147,31 @@ impl Store {
             self.metrics.stage("index", t.elapsed().as_secs_f64());
         }
         Ok(records)
+    }
+
+    /// Replaces an overwrite object: a copy of this capture's stored
+    /// sequential object when it has one (falling back to a put when the
+    /// copy fails), else a put.
+    async fn put_overwrite(
+        &self,
+        target: &Target,
+        intent: &Intent,
+        progress: &[Option<String>],
+        key: &str,
+        jpg: &Bytes,
+    ) -> Result<(), StorageError> {
+        let stored_sequential = intent
+            .placements
+            .iter()
+            .zip(progress)
+            .find_map(|(p, k)| k.as_deref().filter(|k| !p.overwrite && !k.is_empty()));
+        if let Some(from) = stored_sequential {
+            match target.copy_overwrite(from, key).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(%key, %from, error = %e, "copy not made; the overwrite object is written"),
+            }
+        }
+        target.put_overwrite(key, jpg.clone()).await
     }
 
     /// Commits a capture's records with their callbacks, or drops its

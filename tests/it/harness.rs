@@ -135,6 +135,19 @@ pub enum Objects {
 }
 
 impl Objects {
+    /// For a local directory, whether two keys name one file (one inode);
+    /// `None` for S3.
+    pub fn same_file(&self, a: &str, b: &str) -> Option<bool> {
+        use std::os::unix::fs::MetadataExt;
+        match self {
+            Objects::Dir(dir) => {
+                let (a, b) = (std::fs::metadata(dir.join(a)).unwrap(), std::fs::metadata(dir.join(b)).unwrap());
+                Some((a.dev(), a.ino()) == (b.dev(), b.ino()))
+            }
+            Objects::S3 { .. } => None,
+        }
+    }
+
     pub fn get(&self, key: &str) -> Vec<u8> {
         match self {
             Objects::Dir(d) => std::fs::read(d.join(key)).unwrap_or_else(|e| panic!("read {key}: {e}")),

@@ -62,6 +62,12 @@ pub fn check_stream(host: &Host, domain: &str, app: &str, stream: &str, clip: &C
     let jpg = host.objects(domain).get(&format!("{app}/{stream}.jpg"));
     assert_eq!(decode(&jpg).grey_second(), *expected.last().unwrap(), "overwrite object shows the last capture");
     assert_eq!(overlay[0]["create_timestamp"], sequential.last().unwrap()["create_timestamp"]);
+    // On a local directory the overwrite object is the last sequential one's
+    // file under a second name (a hard link): its bytes are written once.
+    let last = sequential.last().unwrap()["object"].as_str().unwrap();
+    if let Some(same) = host.objects(domain).same_file(&format!("{app}/{stream}.jpg"), last) {
+        assert!(same, "the overwrite object is a link to {last}, not a second file");
+    }
 
     // Signed URLs work without a token; a tampered one does not.
     let url = sequential[0]["url"].as_str().unwrap();

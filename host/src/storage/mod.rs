@@ -285,6 +285,14 @@ impl Target {
         Ok(())
     }
 
+    /// Replaces the object at `key` atomically with the object at `from` on
+    /// this target, without sending the bytes again: a hard link renamed
+    /// into place on a local directory, a server-side copy on S3.
+    pub async fn copy_overwrite(&self, from: &str, key: &str) -> Result<(), StorageError> {
+        let (from_path, path) = (check_key(from)?, check_key(key)?);
+        self.store.copy(&from_path, &path).await.map_err(|e| self.backend("copy", key, e))
+    }
+
     /// Stores a new object at `key`, or at the first free `NAME-N.ext`;
     /// returns the key used. Never replaces an existing object.
     pub async fn put_sequential(&self, key: &str, jpg: Bytes) -> Result<String, StorageError> {
