@@ -133,7 +133,11 @@ fn a_storage_outage_spools_in_order_across_a_restart_then_stores_everything() {
         mine.sort_by_key(|r| r["sequence"].as_u64());
         let got: Vec<u32> =
             mine.iter().map(|r| decode(&moto.get(r["object"].as_str().unwrap())).grey_second()).collect();
-        assert_eq!(got, seconds[..mine.len()], "stream {s}: the earliest captures were spooled, in order");
+        // In capture order, each a due second of the clip. Not always the
+        // earliest ones: past the domain's share a capture is skipped, and a
+        // later, smaller JPG may still fit (the share is counted in bytes).
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "stream {s}: spooled captures stored in capture order: {got:?}");
+        assert!(got.iter().all(|g| seconds.contains(g)), "stream {s}: {got:?} are due seconds of {seconds:?}");
         let overwrite = decode(&moto.get(&format!("live/{s}.jpg"))).grey_second();
         assert_eq!(
             overwrite,
