@@ -3,10 +3,11 @@
 //! Modules follow a snapshot's life: [`ingest`] (RTMP, FLV/AVC) →
 //! [`capture`] (the per-stream media-clock grid) → [`media`] (the shared
 //! decoder pool, JPEG) → [`snapshot`] (the path that calls [`policy`] (Wasm
-//! plugins), [`storage`] (object stores) and [`index`] (redb) in order;
-//! [`spool`] holds what a down target cannot take yet).
+//! plugins), then [`store`]: [`storage`] (object stores) and [`index`]
+//! (redb) in order; [`spool`] holds what a down target cannot take yet).
 //! [`api`] reads and steers them; [`config`] is the operator's file and
 //! [`tenants`] the domains in force (the file plus what the API made).
+//! [`host`] wires them together and stops them in order.
 //! ARCHITECTURE.md states the invariants between them.
 
 pub mod api;
