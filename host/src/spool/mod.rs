@@ -316,7 +316,8 @@ impl Spool {
     async fn upload(&self, id: u128) -> Result<(), StoreError> {
         let entry = self.files.read_entry(id).await.map_err(|e| StoreError::Progress(Box::new(e)))?;
         let jpg = self.files.read_jpg(id).await.map_err(|e| StoreError::Progress(Box::new(e)))?;
-        let (mut progress, intent) = (entry.stored, Intent::from(entry.intent));
+        let (mut progress, capture) = (entry.stored, entry.intent);
+        let intent = Intent::from(capture.clone());
         let rid = RecordId(id);
         let target = match self.storage.target(&intent.domain, &intent.storage) {
             Ok(t) => t,
@@ -328,7 +329,7 @@ impl Spool {
                 return Ok(());
             }
         };
-        let save = files::Saver { files: &self.files, id, capture: files::Capture::from(&intent) };
+        let save = files::Saver { files: &self.files, id, capture };
         match self.store.store(Origin::Spool, rid, &intent, &jpg, &target, &mut progress, None, save).await {
             // Every placement refused: nothing will ever store it.
             Ok(_) | Err(StoreError::Refused(_)) => {}
