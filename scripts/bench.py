@@ -99,6 +99,25 @@ def sample(root):
     return cpu, sum(m[0] for m in mem), sum(m[1] for m in mem), len(pids)
 
 
+def threads_cpu(pid):
+    """CPU seconds so far per thread group of one process: threads by name,
+    decoder-0, decoder-1... as one."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            name, rest = open(f"/proc/{pid}/task/{tid}/stat").read().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, ValueError):
+            continue
+        f = rest.split()
+        name = re.sub(r"-\d+$", "", name)
+        out[name] = out.get(name, 0) + (int(f[11]) + int(f[12])) / HZ
+    return out
+
+
 def machine_cpu():
     """(busy, steal) CPU seconds of the whole machine so far (/proc/stat)."""
     f = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
@@ -180,16 +199,17 @@ def measure(root, load, window, counter):
     """Samples root's process tree through warm-up and the window."""
     time.sleep(RAMP + WARMUP)
     c0, rss0, pss0, _ = sample(root); n0 = counter(); lg0 = proc_cpu(load.pid); t0 = time.time()
-    m0 = machine_cpu()
+    m0 = machine_cpu(); th0 = threads_cpu(root)
     peak_rss, rss_sum, pss_sum, k = rss0, 0, 0, 0
     while time.time() - t0 < window:
         time.sleep(2)
         _, rss, pss, _ = sample(root)
         peak_rss = max(peak_rss, rss); rss_sum += rss; pss_sum += pss; k += 1
     c1, rss1, pss1, nproc = sample(root); n1 = counter(); lg1 = proc_cpu(load.pid); t1 = time.time()
-    m1 = machine_cpu()
+    m1 = machine_cpu(); th1 = threads_cpu(root)
     other = (m1[0] - m0[0]) - (c1 - c0) - (lg1 - lg0)
-    return dict(cpu=c1 - c0, snapshots=n1 - n0, window=t1 - t0, t0=t0, t1=t1, peak_rss=peak_rss,
+    threads = {k: v - th0.get(k, 0) for k, v in th1.items() if v - th0.get(k, 0) > 0}
+    return dict(cpu=c1 - c0, threads=threads, snapshots=n1 - n0, window=t1 - t0, t0=t0, t1=t1, peak_rss=peak_rss,
                 rss=rss_sum / max(k, 1), pss=pss_sum / max(k, 1), procs=nproc, loadgen_cpu=lg1 - lg0,
                 other_cpu=other, steal=m1[1] - m0[1])
 
@@ -457,6 +477,22 @@ def row(r, floor_ms):
             f"{r['loadgen_cpu']/r['window']*100:.0f} % | {other} |")
 
 
+def print_threads(results):
+    """Where edgesnap's CPU went: ms per snapshot by thread (threads that
+    ended within the window, e.g. idle blocking-pool threads, are the rest)."""
+    if not results:
+        return
+    names = sorted({k for r in results for k in r["threads"]}, key=lambda k: -max(r["threads"].get(k, 0) for r in results))
+    print("\nCPU ms per snapshot by thread")
+    print("| system | N | " + " | ".join(names) + " | ended threads |")
+    print("|---|---|" + "---|" * (len(names) + 1))
+    for r in results:
+        snaps = max(r["snapshots"], 1)
+        cells = [f"{r['threads'].get(k, 0) / snaps * 1000:.2f}" for k in names]
+        rest = (r["cpu"] - sum(r["threads"].values())) / snaps * 1000
+        print(f"| {r['system']} | {r['n']} | " + " | ".join(cells) + f" | {rest:.2f} |")
+
+
 HEADER = ("| system | N | receive floor ms / snapshot | CPU ms / snapshot (above receive) | x decode floor | CPU s / stream-min | CPU (of 200 %) | peak RSS MiB | "
           "RSS / PSS MiB per stream | stored / expected | missed | lateness p50 / p90 / p99 / max ms | "
           "commit p99 ms (histogram) | loadgen CPU | other CPU / steal |\n"
@@ -560,6 +596,7 @@ def main():
     print(HEADER)
     for r in results:
         print(row(r, floor["cpu_ms_per_job"]))
+    print_threads([r for r in results if r.get("threads")])
     if args.check:
         misses, busy = [], []
         for r in results:

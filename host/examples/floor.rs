@@ -2,7 +2,11 @@
 //! long-lived GStreamer pipeline decoding a clip's keyframes into JPEGs with
 //! nothing else of the host around it. Prints CPU ms per keyframe.
 //!
-//! cargo run --release --example floor -- clip.flv [jobs]
+//! cargo run --release --example floor -- clip.flv [jobs] [streams]
+//!
+//! With `streams` > 1 consecutive jobs come from different publish sessions,
+//! as in a host with many streams: the worker flushes its decoder between
+//! them (the pixel isolation of SPEC §3), and that cost is in the figure.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +28,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: floor CLIP.flv [JOBS]");
     let n: usize = args.next().map_or(300, |s| s.parse().unwrap());
+    let streams: usize = args.next().map_or(1, |s| s.parse().unwrap());
     let keyframes = flv::keyframe_jobs(&flv::read(std::path::Path::new(&path)));
     assert!(!keyframes.is_empty(), "no keyframes in {path}");
     let template = Arc::new(edgesnap::config::Template {
@@ -36,14 +41,16 @@ fn main() {
         jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
         origin: edgesnap::config::Origin::File,
     });
-    let info = Arc::new(StreamInfo::new(1, "floor".into(), "live".into(), "s".into(), Some(template.clone())));
+    let infos: Vec<Arc<StreamInfo>> = (0..streams.max(1))
+        .map(|i| Arc::new(StreamInfo::new(i as u64, "floor".into(), "live".into(), format!("s{i}"), Some(template.clone()))))
+        .collect();
     let (tx, rx) = crossbeam_channel::bounded(16);
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Decoded>(16);
     let metrics = Arc::new(edgesnap::metrics::Metrics::new());
     let handles = edgesnap::media::start(PoolOptions { workers: 1 }, rx, out_tx, metrics).unwrap();
     // Warm up: the first job negotiates caps and allocates.
     let job = move |i: usize| CaptureJob {
-        info: info.clone(),
+        info: infos[i % infos.len()].clone(),
         template: template.clone(),
         waiters: Vec::new(),
         create_timestamp_ms: i as u64,
@@ -74,7 +81,7 @@ fn main() {
         drop(h);
     }
     println!(
-        "{{\"jobs\": {n}, \"pictures\": {ok}, \"cpu_ms_per_job\": {:.2}, \"wall_ms_per_job\": {:.2}, \"mean_jpeg_bytes\": {}}}",
+        "{{\"jobs\": {n}, \"streams\": {streams}, \"pictures\": {ok}, \"cpu_ms_per_job\": {:.2}, \"wall_ms_per_job\": {:.2}, \"mean_jpeg_bytes\": {}}}",
         cpu * 1000.0 / n as f64,
         wall * 1000.0 / n as f64,
         bytes / ok.max(1)

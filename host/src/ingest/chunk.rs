@@ -1,8 +1,6 @@
 //! The RTMP chunk layer: reassembles messages from interleaved chunk streams
 //! (sans-IO, over a byte buffer) and splits outgoing messages into chunks.
 
-use std::collections::HashMap;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// One reassembled RTMP message.
@@ -67,7 +65,8 @@ struct ChunkStream {
 
 pub(crate) struct ChunkReader {
     chunk_size: usize,
-    streams: HashMap<u32, ChunkStream>,
+    /// By chunk stream id; a handful in practice, so a scan beats hashing.
+    streams: Vec<(u32, ChunkStream)>,
     /// The largest audio, video or aggregate message accepted now.
     media_max: u32,
     /// Bytes held in unfinished messages, over all chunk streams.
@@ -76,7 +75,7 @@ pub(crate) struct ChunkReader {
 
 impl ChunkReader {
     pub(crate) fn new() -> Self {
-        ChunkReader { chunk_size: 128, streams: HashMap::new(), media_max: MAX_CONTROL_MESSAGE, buffered: 0 }
+        ChunkReader { chunk_size: 128, streams: Vec::new(), media_max: MAX_CONTROL_MESSAGE, buffered: 0 }
     }
 
     /// From now on media messages may be up to [`MAX_MESSAGE`] (the peer is publishing).
@@ -99,7 +98,7 @@ impl ChunkReader {
     }
 
     pub(crate) fn abort(&mut self, csid: u32) {
-        if let Some(s) = self.streams.get_mut(&csid) {
+        if let Some((_, s)) = self.streams.iter_mut().find(|(id, _)| *id == csid) {
             self.buffered -= s.partial.len();
             s.partial = BytesMut::new();
         }
@@ -117,10 +116,15 @@ impl ChunkReader {
             if buf.len() < basic_len + header_len {
                 return Ok(None);
             }
-            if !self.streams.contains_key(&csid) && self.streams.len() >= MAX_CHUNK_STREAMS {
-                return Err(ChunkError::TooManyStreams);
-            }
-            let cs = self.streams.entry(csid).or_default();
+            let i = match self.streams.iter().position(|(id, _)| *id == csid) {
+                Some(i) => i,
+                None if self.streams.len() >= MAX_CHUNK_STREAMS => return Err(ChunkError::TooManyStreams),
+                None => {
+                    self.streams.push((csid, ChunkStream::default()));
+                    self.streams.len() - 1
+                }
+            };
+            let cs = &mut self.streams[i].1;
             if fmt != 0 && !cs.has_header {
                 return Err(ChunkError::NoHeader(csid));
             }

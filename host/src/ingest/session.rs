@@ -207,7 +207,7 @@ impl Session {
             if buf.capacity() - buf.len() < 16 * 1024 {
                 buf.reserve(64 * 1024);
             }
-            let evicted = self.publishing.as_ref().map_or(&never, |p| &p.claim.evicted).clone();
+            let evicted = self.publishing.as_ref().map_or(&never, |p| &p.claim.evicted);
             let n = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),

@@ -172,6 +172,19 @@ impl Pipeline {
             }
             gst::PadProbeReturn::Ok
         });
+        // A flush between streams is for the decoder's reference pictures
+        // only: nothing after it holds a picture across jobs, and flushing
+        // the encoder too would make it set itself up again every job.
+        let dec_src = decoder.static_pad("src").ok_or_else(|| MediaError::Pipeline("decoder src pad".into()))?;
+        dec_src.add_probe(gst::PadProbeType::EVENT_FLUSH, |_pad, info| match &info.data {
+            Some(gst::PadProbeData::Event(ev))
+                if matches!(ev.type_(), gst::EventType::FlushStart | gst::EventType::FlushStop) =>
+            {
+                info.data = None;
+                gst::PadProbeReturn::Handled
+            }
+            _ => gst::PadProbeReturn::Ok,
+        });
         pipeline.set_state(gst::State::Playing).map_err(|e| pipeline_err("start", e))?;
         Ok(Pipeline { pipeline, src, decoder, encoder, rx })
     }
