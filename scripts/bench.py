@@ -6,7 +6,7 @@ table. Run through `just bench` (which builds the binaries first).
   bench.py --bin EDGESNAP --loadgen LOADGEN --floor FLOOR --out DIR
            [--edgesnap 50,100,250,500] [--full 10,25] [--expert 25,50,100]
            [--window 40] [--clip 720p|480p] [--soak MINUTES [--soak-streams 200]]
-           [--plugin COMPONENT.wasm]
+           [--plugin COMPONENT.wasm] [--s3 S3S_FS]
   bench.py ... --noisy HOSTILE.wasm [--noisy-streams 300] [--quiet-streams 100]
            [--noisy-cpu MS_PER_S]
   bench.py ... --check
@@ -195,10 +195,12 @@ def run_load(args, url, n, seconds, prefix="s"):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def measure(root, load, window, counter):
-    """Samples root's process tree through warm-up and the window."""
+def measure(root, load, window, counter, side=None):
+    """Samples root's process tree through warm-up and the window; `side`
+    is a helper process (the S3 server) counted on its own."""
     time.sleep(RAMP + WARMUP)
     c0, rss0, pss0, _ = sample(root); n0 = counter(); lg0 = proc_cpu(load.pid); t0 = time.time()
+    s0 = proc_cpu(side) if side else 0
     m0 = machine_cpu(); th0 = threads_cpu(root)
     peak_rss, rss_sum, pss_sum, k = rss0, 0, 0, 0
     while time.time() - t0 < window:
@@ -207,9 +209,10 @@ def measure(root, load, window, counter):
         peak_rss = max(peak_rss, rss); rss_sum += rss; pss_sum += pss; k += 1
     c1, rss1, pss1, nproc = sample(root); n1 = counter(); lg1 = proc_cpu(load.pid); t1 = time.time()
     m1 = machine_cpu(); th1 = threads_cpu(root)
-    other = (m1[0] - m0[0]) - (c1 - c0) - (lg1 - lg0)
+    side_cpu = proc_cpu(side) - s0 if side else 0
+    other = (m1[0] - m0[0]) - (c1 - c0) - (lg1 - lg0) - side_cpu
     threads = {k: v - th0.get(k, 0) for k, v in th1.items() if v - th0.get(k, 0) > 0}
-    return dict(cpu=c1 - c0, threads=threads, snapshots=n1 - n0, window=t1 - t0, t0=t0, t1=t1, peak_rss=peak_rss,
+    return dict(cpu=c1 - c0, threads=threads, side_cpu=side_cpu, snapshots=n1 - n0, window=t1 - t0, t0=t0, t1=t1, peak_rss=peak_rss,
                 rss=rss_sum / max(k, 1), pss=pss_sum / max(k, 1), procs=nproc, loadgen_cpu=lg1 - lg0,
                 other_cpu=other, steal=m1[1] - m0[1])
 
@@ -237,8 +240,19 @@ def receive_floor(args, n):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def write_config(d, rtmp, http, extra=""):
-    """The benchmark's host: local storage, app * every 5 s in both modes."""
+def write_config(d, rtmp, http, extra="", s3=None):
+    """The benchmark's host: app * every 5 s in both modes, into local
+    storage, or into the S3 server on port `s3` (bucket `snaps`)."""
+    storage = f"""[domains."bench".storage.main]
+type = "local"
+path = "{d}/snapshots"
+""" if s3 is None else f"""[domains."bench".storage.main]
+type = "s3"
+endpoint = "http://127.0.0.1:{s3}"
+bucket = "snaps"
+access_key_id_env = "BENCH_S3_KEY"
+secret_access_key_env = "BENCH_S3_KEY"
+"""
     open(f"{d}/edgesnap.toml", "w").write(f"""version = 1
 [server]
 rtmp_listen = "127.0.0.1:{rtmp}"
@@ -248,16 +262,31 @@ operator_token = "bench-operator-token-0123"
 default_domain = "bench"
 # The load generator publishes every stream from 127.0.0.1.
 rtmp_max_connections_per_ip = 100000
-[domains."bench".storage.local]
-type = "local"
-path = "{d}/snapshots"
-[[domains."bench".snapshot_configs]]
+{storage}[[domains."bench".snapshot_configs]]
 app_name = "*"
 time_interval = {INTERVAL}
-storage = "local"
+storage = "main"
 overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
 sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
 {extra}""")
+
+
+def start_s3(args, d):
+    """s3s-fs on loopback with the bucket `snaps` under d/s3; (process, port)."""
+    os.makedirs(f"{d}/s3/snaps")
+    port = free_port()
+    os.environ["BENCH_S3_KEY"] = "bench-s3-key"
+    proc = subprocess.Popen([args.s3, "--host", "127.0.0.1", "--port", str(port), "--access-key", "bench-s3-key",
+                             "--secret-key", "bench-s3-key", f"{d}/s3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close(); break
+        except OSError:
+            if time.time() > end or proc.poll() is not None:
+                proc.kill(); raise SystemExit("s3s-fs did not start")
+            time.sleep(0.05)
+    return proc, port
 
 
 def start_host(args, d, http):
@@ -292,7 +321,8 @@ def activate_plugin(http, path, domain="bench"):
 def edgesnap(args, n):
     d = tempfile.mkdtemp(prefix="edgesnap-bench-")
     rtmp, http = free_port(), free_port()
-    write_config(d, rtmp, http)
+    s3, s3_port = start_s3(args, d) if args.s3 else (None, None)
+    write_config(d, rtmp, http, s3=s3_port)
     host = start_host(args, d, http)
     try:
         if args.plugin:
@@ -303,20 +333,24 @@ def edgesnap(args, n):
         seconds = WARMUP + args.window + 5
         load = run_load(args, f"rtmp://127.0.0.1:{rtmp}/live", n, seconds)
         r = measure(host.pid, load, args.window,
-                    lambda: metrics(http).get("edgesnap_snapshots_stored_total", 0))
+                    lambda: metrics(http).get("edgesnap_snapshots_stored_total", 0), side=s3.pid if s3 else None)
+        if s3:
+            print(f"s3s-fs CPU: {r['side_cpu'] / r['window'] * 100:.0f} % of a core", flush=True)
         m1 = metrics(http)
         p50, p99, _ = lateness(m0, m1)
         load.wait()
         out = json.loads(load.stdout.read().strip().splitlines()[-1])
-        measured = quantiles(object_lateness(f"{d}/snapshots", r["t0"], r["t1"]))
+        measured = quantiles(object_lateness(f"{d}/s3/snaps" if s3 else f"{d}/snapshots", r["t0"], r["t1"]))
         missed = m1.get("edgesnap_snapshots_missed_total", 0)
         failed = sum(v for k, v in m1.items() if k.startswith("edgesnap_snapshots_failed_total"))
         expected = n * r["window"] / INTERVAL
-        system = "edgesnap" + (f" + {os.path.basename(args.plugin)}" if args.plugin else "")
+        system = "edgesnap" + (f" + {os.path.basename(args.plugin)}" if args.plugin else "") + (" -> S3" if s3 else "")
         return dict(system=system, n=n, **r, base_rss=base_rss, base_pss=base_pss, expected=expected,
                     missed=missed, failed=failed, lateness_p50=p50, lateness_p99=p99,
                     lateness=measured, publish_failed=out["failed"])
     finally:
+        if s3:
+            s3.kill(); s3.wait()
         stop_host(host, d)
 
 
@@ -550,6 +584,7 @@ def main():
                     help="720p30 at 2.5 Mb/s (the targets), or 480p30 at 1 Mb/s (the stretch)")
     ap.add_argument("--soak", type=int, default=0, help="minutes of a soak at --soak-streams instead of the sweep")
     ap.add_argument("--soak-streams", type=int, default=200)
+    ap.add_argument("--s3", help="an s3s-fs binary: the edgesnap runs store into it on loopback instead of local files")
     ap.add_argument("--plugin", help="a policy component uploaded and active for the edgesnap runs")
     ap.add_argument("--noisy", help="the noisy-neighbour run instead of the sweep, with this plugin (hostile.wasm)")
     ap.add_argument("--noisy-streams", type=int, default=300)
