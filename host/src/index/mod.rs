@@ -15,7 +15,7 @@
 //! - `object_keys`: (domain, storage, key) → id   which record holds an object (recovery's suffix walk)
 //!
 //! Writes go through one writer thread that commits whatever is waiting as
-//! one transaction, at most one commit per 20 ms, so under load the commit
+//! one transaction, at most one commit per 40 ms, so under load the commit
 //! cost is shared by many snapshots.
 
 mod rows;

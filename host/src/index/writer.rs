@@ -18,7 +18,7 @@ const MAX_BATCH: usize = 256;
 
 /// Commits are at least this far apart: under load, what arrives meanwhile
 /// shares one fsync; after a quiet spell, an operation commits at once.
-const LINGER: Duration = Duration::from_millis(20);
+const LINGER: Duration = Duration::from_millis(40);
 
 pub(super) enum Op {
     Reserve {
