@@ -70,6 +70,13 @@ bench *ARGS: build
     cargo build --release --locked --examples
     python3 scripts/bench.py --bin {{bin}} --loadgen {{CARGO_TARGET_DIR}}/release/examples/loadgen --floor {{CARGO_TARGET_DIR}}/release/examples/floor --sink {{CARGO_TARGET_DIR}}/release/examples/sink --out {{CARGO_TARGET_DIR}}/../bench {{ARGS}}
 
+# The capacity benchmark into S3 (issue 16): the same runs with an
+# S3-compatible server (s3s-fs, installed once under the cache) on loopback.
+bench-s3 *ARGS: build
+    cargo build --release --locked --examples
+    test -x {{CARGO_TARGET_DIR}}/../tools/bin/s3s-fs || cargo install s3s-fs@0.14.1 --features binary --locked --root {{CARGO_TARGET_DIR}}/../tools
+    python3 scripts/bench.py --bin {{bin}} --loadgen {{CARGO_TARGET_DIR}}/release/examples/loadgen --floor {{CARGO_TARGET_DIR}}/release/examples/floor --sink {{CARGO_TARGET_DIR}}/release/examples/sink --out {{CARGO_TARGET_DIR}}/../bench --s3 {{CARGO_TARGET_DIR}}/../tools/bin/s3s-fs --full= --expert= {{ARGS}}
+
 # Reliability (issue 6): 50 real-time streams into S3 (moto) through a
 # 5-minute storage outage, with a callback receiver; see BENCHMARKS.md.
 reliability *ARGS: build

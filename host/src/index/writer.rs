@@ -68,6 +68,9 @@ pub(super) enum Op {
         ids: Vec<RecordId>,
         reply: oneshot::Sender<Result<(), IndexError>>,
     },
+    /// Unit tests only: writes a plugin state row, then fails.
+    #[cfg(test)]
+    WriteThenFail { reply: oneshot::Sender<Result<(), IndexError>> },
 }
 
 pub(super) struct Handle {
@@ -123,97 +126,124 @@ pub(super) fn start(db: Arc<Database>) -> Handle {
     Handle { tx: Some(tx), thread: Some(thread), later }
 }
 
-enum Done {
-    Count(oneshot::Sender<Result<usize, IndexError>>, Result<usize, IndexError>),
-    Commit(oneshot::Sender<Result<Vec<Record>, IndexError>>, Result<Vec<Record>, IndexError>),
-    Unit(oneshot::Sender<Result<(), IndexError>>, Result<(), IndexError>),
+/// What an applied operation answers, before its commit.
+enum Outcome {
+    Count(usize),
+    Records(Vec<Record>),
+    Unit,
 }
 
-fn run_batch(db: &Database, batch: Vec<Op>, clears: &[RecordId]) {
-    let mut txn = match db.begin_write() {
-        Ok(t) => t,
-        Err(e) => {
-            let msg = e.to_string();
-            for op in batch {
-                fail(op, &msg);
+/// Applies a batch as one transaction. Each operation applies fully or not
+/// at all: when one fails, the transaction is dropped (redb keeps nothing of
+/// it), that operation gets its error, and the rest run again in a fresh
+/// one. (redb savepoints cannot do this: it refuses them once a transaction
+/// has written.) Failures are rare, so the replay costs nothing in practice.
+fn run_batch(db: &Database, mut ops: Vec<Op>, clears: &[RecordId]) {
+    loop {
+        let txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                for op in ops {
+                    reply(op, Err(IndexError::Corrupt(format!("begin write: {e}"))));
+                }
+                return;
             }
-            return;
+        };
+        if !clears.is_empty()
+            && let Err(e) = clear_tombstones(&txn, clears)
+        {
+            // Left for the next start, which removes their (already gone) objects again.
+            tracing::warn!(error = %e, "tombstones not cleared");
         }
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut failed = None;
+        for (i, op) in ops.iter().enumerate() {
+            match apply(&txn, op) {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
+            }
+        }
+        if let Some((i, e)) = failed {
+            // Nothing of this attempt is kept; an abort that fails leaves the same.
+            let _ = txn.abort();
+            reply(ops.remove(i), Err(e));
+            continue;
+        }
+        let committed = txn.commit().map_err(|e| e.to_string());
+        for (op, outcome) in ops.into_iter().zip(outcomes) {
+            reply(op, committed.as_ref().map(|()| outcome).map_err(|e| commit_failed(e)));
+        }
+        return;
+    }
+}
+
+fn apply(txn: &WriteTransaction, op: &Op) -> Result<Outcome, IndexError> {
+    Ok(match op {
+        Op::Reserve { id, intent, .. } => reserve(txn, *id, intent).map(|()| Outcome::Unit)?,
+        Op::Commit { intent, records, state: st, events, .. } => {
+            let r = commit(txn, *intent, records)?;
+            with_state(txn, st.as_ref())?;
+            with_events(txn, &r, events.as_ref())?;
+            Outcome::Records(r)
+        }
+        Op::Abandon { intent, state: st, .. } => {
+            abandon(txn, *intent)?;
+            with_state(txn, st.as_ref())?;
+            Outcome::Unit
+        }
+        Op::State { domain, writes, .. } => state(txn, domain, writes).map(|()| Outcome::Unit)?,
+        Op::Catalog { clear_domain, writes, .. } => {
+            catalog(txn, clear_domain.as_deref(), writes).map(|()| Outcome::Unit)?
+        }
+        Op::Delete { ids, tombstone, events, .. } => {
+            let r = delete(txn, ids, *tombstone)?;
+            with_events(txn, &r, events.as_ref())?;
+            Outcome::Records(r)
+        }
+        Op::Outbox { changes, .. } => outbox_apply(txn, changes).map(|()| Outcome::Unit)?,
+        Op::Replay { domain, ids, now_ms, .. } => Outcome::Count(replay(txn, domain, ids.as_deref(), *now_ms)?),
+        Op::ClearTombstones { ids, .. } => clear_tombstones(txn, ids).map(|()| Outcome::Unit)?,
+        #[cfg(test)]
+        Op::WriteThenFail { .. } => {
+            state(txn, "d", &[("half".into(), Some(vec![1]))])?;
+            return Err(IndexError::Corrupt("failed on purpose".into()));
+        }
+    })
+}
+
+/// Answers an operation with its outcome (or why it has none).
+fn reply(op: Op, result: Result<Outcome, IndexError>) {
+    let records = |r: Result<Outcome, IndexError>| {
+        r.map(|o| match o {
+            Outcome::Records(r) => r,
+            _ => Vec::new(),
+        })
     };
-    if !clears.is_empty()
-        && let Err(e) = clear_tombstones(&txn, clears)
-    {
-        // Left for the next start, which removes their (already gone) objects again.
-        tracing::warn!(error = %e, "tombstones not cleared");
-    }
-    let mut done = Vec::with_capacity(batch.len());
-    for op in batch {
-        // Each op applies fully or not at all: a failed op rolls back to a savepoint.
-        let savepoint = txn.ephemeral_savepoint().ok();
-        let d = match op {
-            Op::Reserve { id, intent, reply } => Done::Unit(reply, reserve(&txn, id, &intent)),
-            Op::Commit { intent, records, state: st, events, reply } => Done::Commit(
-                reply,
-                commit(&txn, intent, records)
-                    .and_then(|r| with_state(&txn, st.as_ref()).map(|()| r))
-                    .and_then(|r| with_events(&txn, &r, events.as_ref()).map(|()| r)),
-            ),
-            Op::Abandon { intent, state: st, reply } => {
-                Done::Unit(reply, abandon(&txn, intent).and_then(|()| with_state(&txn, st.as_ref())))
-            }
-            Op::State { domain, writes, reply } => Done::Unit(reply, state(&txn, &domain, &writes)),
-            Op::Catalog { clear_domain, writes, reply } => {
-                Done::Unit(reply, catalog(&txn, clear_domain.as_deref(), &writes))
-            }
-            Op::Delete { ids, tombstone, events, reply } => Done::Commit(
-                reply,
-                delete(&txn, &ids, tombstone).and_then(|r| with_events(&txn, &r, events.as_ref()).map(|()| r)),
-            ),
-            Op::Outbox { changes, reply } => Done::Unit(reply, outbox_apply(&txn, changes)),
-            Op::Replay { domain, ids, now_ms, reply } => {
-                Done::Count(reply, replay(&txn, &domain, ids.as_deref(), now_ms))
-            }
-            Op::ClearTombstones { ids, reply } => Done::Unit(reply, clear_tombstones(&txn, &ids)),
-        };
-        let failed = match &d {
-            Done::Count(_, r) => r.is_err(),
-            Done::Commit(_, r) => r.is_err(),
-            Done::Unit(_, r) => r.is_err(),
-        };
-        if failed && let Some(sp) = &savepoint {
-            let _ = txn.restore_savepoint(sp);
-        }
-        done.push(d);
-    }
-    let committed = txn.commit().map_err(|e| e.to_string());
-    for d in done {
-        match (d, &committed) {
-            (Done::Count(reply, r), Ok(())) => drop(reply.send(r)),
-            (Done::Count(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
-            (Done::Commit(reply, r), Ok(())) => drop(reply.send(r)),
-            (Done::Unit(reply, r), Ok(())) => drop(reply.send(r)),
-            (Done::Commit(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
-            (Done::Unit(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
-        }
-    }
-}
-
-fn commit_failed(e: &str) -> IndexError {
-    IndexError::Corrupt(format!("commit failed: {e}"))
-}
-
-fn fail(op: Op, msg: &str) {
-    let e = || IndexError::Corrupt(format!("begin write: {msg}"));
+    let count = |r: Result<Outcome, IndexError>| {
+        r.map(|o| match o {
+            Outcome::Count(n) => n,
+            _ => 0,
+        })
+    };
     match op {
-        Op::Commit { reply, .. } | Op::Delete { reply, .. } => drop(reply.send(Err(e()))),
-        Op::Replay { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Commit { reply, .. } | Op::Delete { reply, .. } => drop(reply.send(records(result))),
+        Op::Replay { reply, .. } => drop(reply.send(count(result))),
         Op::Abandon { reply, .. }
         | Op::Reserve { reply, .. }
         | Op::Outbox { reply, .. }
         | Op::State { reply, .. }
         | Op::Catalog { reply, .. }
-        | Op::ClearTombstones { reply, .. } => drop(reply.send(Err(e()))),
+        | Op::ClearTombstones { reply, .. } => drop(reply.send(result.map(|_| ()))),
+        #[cfg(test)]
+        Op::WriteThenFail { reply } => drop(reply.send(result.map(|_| ()))),
     }
+}
+
+fn commit_failed(e: &str) -> IndexError {
+    IndexError::Corrupt(format!("commit failed: {e}"))
 }
 
 /// Puts the callbacks telling of `records` in the outbox.
@@ -237,19 +267,19 @@ fn enqueue(txn: &WriteTransaction, outbox: &[Delivery]) -> Result<(), IndexError
     Ok(())
 }
 
-fn outbox_apply(txn: &WriteTransaction, changes: Vec<OutboxChange>) -> Result<(), IndexError> {
+fn outbox_apply(txn: &WriteTransaction, changes: &[OutboxChange]) -> Result<(), IndexError> {
     let mut t = txn.open_table(OUTBOX).map_err(db)?;
     let mut failed = txn.open_table(OUTBOX_FAILED).map_err(db)?;
     for c in changes {
         match c {
-            OutboxChange::Delivered(key) => drop(t.remove(key).map_err(db)?),
+            OutboxChange::Delivered(key) => drop(t.remove(*key).map_err(db)?),
             OutboxChange::Retry(key, due, d) => {
-                t.remove(key).map_err(db)?;
-                t.insert((due, key.1), super::rows::encode_delivery(&d).as_slice()).map_err(db)?;
+                t.remove(*key).map_err(db)?;
+                t.insert((*due, key.1), super::rows::encode_delivery(d).as_slice()).map_err(db)?;
             }
             OutboxChange::Failed(key, d) => {
-                t.remove(key).map_err(db)?;
-                failed.insert(key.1, super::rows::encode_delivery(&d).as_slice()).map_err(db)?;
+                t.remove(*key).map_err(db)?;
+                failed.insert(key.1, super::rows::encode_delivery(d).as_slice()).map_err(db)?;
             }
         }
     }
@@ -317,14 +347,15 @@ fn remove_record(
     Ok(Some(r))
 }
 
-fn commit(txn: &WriteTransaction, intent: RecordId, records: Vec<Record>) -> Result<Vec<Record>, IndexError> {
+fn commit(txn: &WriteTransaction, intent: RecordId, records: &[Record]) -> Result<Vec<Record>, IndexError> {
     let mut recs = txn.open_table(RECORDS).map_err(db)?;
     let mut ids = txn.open_table(IDS).map_err(db)?;
     let mut by_stream = txn.open_table(BY_STREAM).map_err(db)?;
     let mut overlays = txn.open_table(OVERLAYS).map_err(db)?;
     let mut keys = txn.open_table(OBJECT_KEYS).map_err(db)?;
     let mut stored = Vec::with_capacity(records.len());
-    for mut r in records {
+    for r in records {
+        let mut r = r.clone();
         if r.is_overlay {
             let okey = (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.key.as_str());
             let old_id = overlays.get(okey).map_err(db)?.map(|v| v.value());
@@ -468,6 +499,27 @@ mod tests {
             width: 64,
             height: 48,
         }
+    }
+
+    #[test]
+    fn a_failed_operation_leaves_nothing_and_the_rest_of_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let (a, mut a_rx) = oneshot::channel();
+        let (x, mut x_rx) = oneshot::channel();
+        let (b, mut b_rx) = oneshot::channel();
+        let ops = vec![
+            super::Op::Reserve { id: RecordId::new(1000), intent: intent(1000), reply: a },
+            super::Op::WriteThenFail { reply: x },
+            super::Op::Reserve { id: RecordId::new(2000), intent: intent(2000), reply: b },
+        ];
+        super::run_batch(&index.db, ops, &[]);
+        assert!(a_rx.try_recv().unwrap().is_ok());
+        assert!(matches!(x_rx.try_recv().unwrap(), Err(IndexError::Corrupt(m)) if m == "failed on purpose"));
+        assert!(b_rx.try_recv().unwrap().is_ok());
+        // The two reservations are committed; nothing of the failed operation is.
+        assert_eq!(index.pending_intents().unwrap().len(), 2);
+        assert_eq!(index.plugin_state("d", "half").unwrap(), None);
     }
 
     #[tokio::test]
