@@ -240,7 +240,7 @@ def receive_floor(args, n):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def write_config(d, rtmp, http, extra="", s3=None):
+def write_config(d, rtmp, http, extra="", s3=None, server=""):
     """The benchmark's host: app * every 5 s in both modes, into local
     storage, or into the S3 server on port `s3` (bucket `snaps`)."""
     storage = f"""[domains."bench".storage.main]
@@ -262,7 +262,7 @@ operator_token = "bench-operator-token-0123"
 default_domain = "bench"
 # The load generator publishes every stream from 127.0.0.1.
 rtmp_max_connections_per_ip = 100000
-{storage}[[domains."bench".snapshot_configs]]
+{server}{storage}[[domains."bench".snapshot_configs]]
 app_name = "*"
 time_interval = {INTERVAL}
 storage = "main"
@@ -322,7 +322,8 @@ def edgesnap(args, n):
     d = tempfile.mkdtemp(prefix="edgesnap-bench-")
     rtmp, http = free_port(), free_port()
     s3, s3_port = start_s3(args, d) if args.s3 else (None, None)
-    write_config(d, rtmp, http, s3=s3_port)
+    server = f"decoder_workers = {args.decoder_workers}\n" if args.decoder_workers else ""
+    write_config(d, rtmp, http, s3=s3_port, server=server)
     host = start_host(args, d, http)
     try:
         if args.plugin:
@@ -344,7 +345,8 @@ def edgesnap(args, n):
         missed = m1.get("edgesnap_snapshots_missed_total", 0)
         failed = sum(v for k, v in m1.items() if k.startswith("edgesnap_snapshots_failed_total"))
         expected = n * r["window"] / INTERVAL
-        system = "edgesnap" + (f" + {os.path.basename(args.plugin)}" if args.plugin else "") + (" -> S3" if s3 else "")
+        system = "edgesnap" + (f" + {os.path.basename(args.plugin)}" if args.plugin else "") + (" -> S3" if s3 else "") + \
+            (f" ({args.decoder_workers} decoder workers)" if args.decoder_workers else "")
         return dict(system=system, n=n, **r, base_rss=base_rss, base_pss=base_pss, expected=expected,
                     missed=missed, failed=failed, lateness_p50=p50, lateness_p99=p99,
                     lateness=measured, publish_failed=out["failed"])
@@ -597,6 +599,7 @@ def main():
                     help="720p30 at 2.5 Mb/s (the targets), or 480p30 at 1 Mb/s (the stretch)")
     ap.add_argument("--soak", type=int, default=0, help="minutes of a soak at --soak-streams instead of the sweep")
     ap.add_argument("--soak-streams", type=int, default=200)
+    ap.add_argument("--decoder-workers", type=int, help="server.decoder_workers for the edgesnap runs (default: one per core)")
     ap.add_argument("--s3", help="an s3s-fs binary: the edgesnap runs store into it on loopback instead of local files")
     ap.add_argument("--plugin", help="a policy component uploaded and active for the edgesnap runs")
     ap.add_argument("--noisy", help="the noisy-neighbour run instead of the sweep, with this plugin (hostile.wasm)")
