@@ -42,7 +42,9 @@ fn main() {
         origin: edgesnap::config::Origin::File,
     });
     let infos: Vec<Arc<StreamInfo>> = (0..streams.max(1))
-        .map(|i| Arc::new(StreamInfo::new(i as u64, "floor".into(), "live".into(), format!("s{i}"), Some(template.clone()))))
+        .map(|i| {
+            Arc::new(StreamInfo::new(i as u64, "floor".into(), "live".into(), format!("s{i}"), Some(template.clone())))
+        })
         .collect();
     let (tx, rx) = crossbeam_channel::bounded(16);
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Decoded>(16);

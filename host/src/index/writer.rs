@@ -70,7 +70,9 @@ pub(super) enum Op {
     },
     /// Unit tests only: writes a plugin state row, then fails.
     #[cfg(test)]
-    WriteThenFail { reply: oneshot::Sender<Result<(), IndexError>> },
+    WriteThenFail {
+        reply: oneshot::Sender<Result<(), IndexError>>,
+    },
 }
 
 pub(super) struct Handle {
