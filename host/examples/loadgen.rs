@@ -108,7 +108,11 @@ async fn main() {
                 let t = &tags[c];
                 message(&mut out, if t.kind == 8 { 4 } else { 6 }, t.kind, 1, 0, &t.data, CHUNK);
             }
-            let base = tags[media[start_at]].ts;
+            // The clock starts at the earliest tag near the start: audio and
+            // video interleave a little out of order, and a tag before the
+            // base would wrap to a time that never comes (the stream would
+            // send nothing but its configuration).
+            let base = media[start_at..].iter().take(256).map(|&m| tags[m].ts).min().unwrap_or(0);
             let t0 = tokio::time::Instant::now();
             let mut k = start_at;
             let mut loop_offset: u32 = 0;
