@@ -2,11 +2,14 @@
 //! long-lived GStreamer pipeline decoding a clip's keyframes into JPEGs with
 //! nothing else of the host around it. Prints CPU ms per keyframe.
 //!
-//! cargo run --release --example floor -- clip.flv [jobs] [streams]
+//! cargo run --release --example floor -- clip.flv [jobs] [streams] [pace_ms] [burst]
 //!
 //! With `streams` > 1 consecutive jobs come from different publish sessions,
 //! as in a host with many streams: the worker flushes its decoder between
 //! them (the pixel isolation of SPEC §3), and that cost is in the figure.
+//! With `pace_ms` > 0 the jobs arrive that far apart instead of back to
+//! back, as they do in a host that is not saturated (10 ms at 500 streams);
+//! with `burst` > 1, that many jobs arrive together every `burst * pace_ms`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +32,8 @@ fn main() {
     let path = args.next().expect("usage: floor CLIP.flv [JOBS]");
     let n: usize = args.next().map_or(300, |s| s.parse().unwrap());
     let streams: usize = args.next().map_or(1, |s| s.parse().unwrap());
+    let pace = std::time::Duration::from_millis(args.next().map_or(0, |s| s.parse().unwrap()));
+    let burst: usize = args.next().map_or(1, |s| s.parse().unwrap());
     let keyframes = flv::keyframe_jobs(&flv::read(std::path::Path::new(&path)));
     assert!(!keyframes.is_empty(), "no keyframes in {path}");
     let template = Arc::new(edgesnap::config::Template {
@@ -66,6 +71,9 @@ fn main() {
     let feeder = std::thread::spawn(move || {
         for i in 0..n {
             tx.send(job(i)).unwrap();
+            if (i + 1) % burst.max(1) == 0 {
+                std::thread::sleep(pace * burst.max(1) as u32);
+            }
         }
     });
     let mut ok = 0;
