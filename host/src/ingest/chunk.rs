@@ -360,6 +360,28 @@ mod tests {
         assert!(matches!(ChunkReader::new().read(&mut buf), Err(ChunkError::TooLarge(..))));
     }
 
+    /// A one-chunk type-0 message of one byte on any chunk stream id (< 320).
+    fn one_byte_message(csid: u32, byte: u8) -> Vec<u8> {
+        let mut m = if csid < 64 { vec![csid as u8] } else { vec![0, (csid - 64) as u8] };
+        m.extend_from_slice(&[0, 0, 0, 0, 0, 1, types::VIDEO, 1, 0, 0, 0, byte]);
+        m
+    }
+
+    #[test]
+    fn at_most_64_chunk_streams() {
+        let mut r = ChunkReader::new();
+        for csid in 2..2 + MAX_CHUNK_STREAMS as u32 {
+            let mut buf = BytesMut::from(&one_byte_message(csid, csid as u8)[..]);
+            let m = r.read(&mut buf).unwrap().expect("a message");
+            assert_eq!(&m.payload[..], &[csid as u8], "chunk stream {csid}");
+        }
+        // A stream in use goes on; a 65th is refused.
+        let mut buf = BytesMut::from(&one_byte_message(40, 7)[..]);
+        assert_eq!(&r.read(&mut buf).unwrap().expect("a message").payload[..], &[7]);
+        let mut buf = BytesMut::from(&one_byte_message(2 + MAX_CHUNK_STREAMS as u32, 0)[..]);
+        assert_eq!(r.read(&mut buf).unwrap_err(), ChunkError::TooManyStreams);
+    }
+
     #[test]
     fn a_new_header_mid_message_drops_the_old_message() {
         // 300 bytes of a 1000-byte message (chunk size 128: three chunks)...
