@@ -195,7 +195,14 @@ impl Policies {
             .total_core_instances(POOL_INSTANCES * 8)
             .total_memories(POOL_INSTANCES * 2)
             .total_tables(POOL_INSTANCES * 4)
-            .max_memory_size(crate::config::MAX_PLUGIN_MEMORY_MIB << 20);
+            .max_memory_size(crate::config::MAX_PLUGIN_MEMORY_MIB << 20)
+            // A slot's pages that a call dirtied are reset in place (found
+            // with PAGEMAP_SCAN where the kernel has it, else the low 256 KiB
+            // by memset) instead of `madvise`d away: an madvise per call
+            // flushed the TLB of every core the host runs on (BENCHMARKS.md).
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let cache =
             match compiled_cache {
