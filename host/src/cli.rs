@@ -233,6 +233,17 @@ pub(crate) enum DomainsCmd {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum FleetCmd {
+    /// The fleet's nodes: roles, last heartbeat, live streams (operator).
+    Status,
+}
+
+/// A JSON list of roles as `edge,index`.
+fn roles(v: &Value) -> String {
+    v.as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
+}
+
+#[derive(Subcommand)]
 pub(crate) enum TokensCmd {
     /// Mint a domain token; it is printed once.
     Mint {
@@ -410,6 +421,30 @@ impl Client {
                 }
             })
         }))
+    }
+
+    pub(crate) fn fleet(&self, cmd: FleetCmd) -> ExitCode {
+        match cmd {
+            FleetCmd::Status => self.finish(self.call("GET", "/v1/fleet", None).map(|v| {
+                self.show(&v, |v| {
+                    outln!("asked: {} ({})", cell(&v["node_id"]), roles(&v["roles"]));
+                    let rows = v["nodes"].as_array().into_iter().flatten().map(|n| {
+                        let age = n["heartbeat_age_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+                        vec![
+                            cell(&n["node_id"]),
+                            roles(&n["roles"]),
+                            format!("{age:.1} s ago"),
+                            if n["silent"] == true { "silent".into() } else { "alive".into() },
+                            cell(&n["live_streams"]),
+                            cell(&n["version"]),
+                            cell(&n["started_time"]),
+                        ]
+                    });
+                    let header = ["NODE", "ROLES", "LAST HEARTBEAT", "STATE", "LIVE STREAMS", "VERSION", "STARTED"];
+                    outln!("{}", table(&header, &[4], rows));
+                })
+            })),
+        }
     }
 
     pub(crate) fn snapshots(&self, cmd: SnapshotsCmd) -> ExitCode {

@@ -42,6 +42,8 @@ pub enum StartError {
     Spool(#[from] spool::SpoolError),
     #[error(transparent)]
     Bind(#[from] listen::BindError),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
@@ -93,6 +95,8 @@ struct Stages {
     spool: Stage,
     /// Storage probes and the plugin store's demotion follower.
     background: Stage,
+    /// Fleet heartbeats: the node leaves the fleet last.
+    fleet: Stage,
 }
 
 pub struct Host {
@@ -124,6 +128,7 @@ impl Host {
     /// listeners and starts serving.
     pub async fn start(config: Config, operator_token: &str) -> Result<Host, StartError> {
         let server = config.server.clone();
+        let config_fleet = config.fleet.clone();
         let stages = Stages::default();
         datadir::prepare(&server.data_dir)?;
         let metrics = Arc::new(Metrics::new());
@@ -203,6 +208,15 @@ impl Host {
             spool: spool.clone(),
             metrics: metrics.clone(),
         });
+        let fleet = match &config_fleet {
+            Some(f) => {
+                let fleet = crate::fleet::Fleet::join(f, metrics.clone()).await?;
+                stages.fleet.spawn(fleet.clone().run(stages.fleet.stop.clone()));
+                tracing::info!(node = %f.node_id, roles = ?f.roles(), nats = %f.nats_urls.join(","), "joining the fleet");
+                Some(fleet)
+            }
+            None => None,
+        };
         let api = Arc::new(api::Api {
             settings: settings.clone(),
             tenants: tenants.clone(),
@@ -216,6 +230,7 @@ impl Host {
             notifier,
             spool: spool.clone(),
             thumbs: Default::default(),
+            fleet: fleet.clone(),
         });
         let s = &stages.snapshots;
         s.spawn(path.run(decoded_rx, s.tasks.clone()));
@@ -263,6 +278,7 @@ impl Host {
         // 6. Spooled captures stay on disk; an upload under way ends first.
         stages.spool.stop().await;
         stages.background.stop().await;
+        stages.fleet.stop().await;
         let spooled = spool.status().entries;
         drop(spool);
         // 7. Close redb cleanly: the last holder of the index is this function.

@@ -14,6 +14,7 @@ pub mod api;
 pub mod capture;
 pub mod config;
 pub mod datadir;
+pub mod fleet;
 pub mod host;
 pub mod index;
 pub mod ingest;

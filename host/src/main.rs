@@ -71,6 +71,9 @@ enum Command {
     /// A domain's policy plugins.
     #[command(subcommand)]
     Plugins(cli::PluginsCmd),
+    /// The fleet this node belongs to (SPEC §9).
+    #[command(subcommand)]
+    Fleet(cli::FleetCmd),
 }
 
 #[derive(Subcommand)]
@@ -100,6 +103,7 @@ fn main() -> std::process::ExitCode {
         Command::Tokens(cmd) => return client.tokens(cmd),
         Command::Streams(cmd) => return client.streams(cmd),
         Command::Plugins(cmd) => return client.plugins(cmd),
+        Command::Fleet(cmd) => return client.fleet(cmd),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|c| outln!("{}: ok ({} domains)", file.display(), c.domains.len()))
             .map_err(anyhow::Error::from),

@@ -65,6 +65,11 @@ fn invalid_configs_exit_non_zero_naming_field_and_rule() {
     );
     check("[server]", "[server]\nreconcile_every = \"10s\"", "server.reconcile_every: must be at least 1m");
     check(
+        "[server]",
+        "[fleet]\nnats_url = \"nats://127.0.0.1:4222\"\nroles = [\"archive\"]\n[server]",
+        "fleet.roles: each must be \"edge\" or \"index\"",
+    );
+    check(
         "[[domains.\"localhost\".snapshot_configs]]",
         "[domains.\"localhost\".storage.b]\ntype = \"s3\"\nbucket = \"x\"\ncredentials_file = \"/c\"\naccess_key_id_env = \"K\"\n\
          [[domains.\"localhost\".snapshot_configs]]",

@@ -254,6 +254,56 @@ impl Drop for S3Server {
     }
 }
 
+/// nats-server with JetStream on a loopback port it picks itself (`-p -1`),
+/// read back from the ports file it writes; stopped when dropped.
+pub struct NatsServer {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = venv_bin("nats-server");
+        let child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--http_port", "0"])
+            .arg("-sd")
+            .arg(dir.path().join("js"))
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {} (scripts/setup.sh installs it): {e}", bin.display()));
+        let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let url = std::fs::read(&ports)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["nats"].as_array().and_then(|a| a.first()).and_then(|u| u.as_str()).map(String::from));
+            if let Some(port) = url.and_then(|u| u.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())) {
+                break port;
+            }
+            assert!(Instant::now() < deadline, "nats-server wrote no ports file within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        NatsServer { port, child, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running host; stopped with SIGTERM when dropped. Its config says port 0:
 /// each start's ports are read back from what the host announces.
 pub struct Host {

@@ -19,6 +19,7 @@ mod config;
 mod console;
 mod dist;
 mod durability;
+mod fleet;
 mod fuzz;
 mod hostile;
 mod isolation;

@@ -63,6 +63,8 @@ pub struct Api {
     pub notifier: Arc<crate::notify::Notifier>,
     pub spool: Arc<crate::spool::Spool>,
     pub thumbs: crate::thumbs::Thumbs,
+    /// This node's fleet membership; None: a node alone.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -77,6 +79,37 @@ fn readyz(api: &Api) -> serde_json::Value {
         "targets_down": spool.targets_down,
         "spool": {"bytes": spool.bytes, "max_bytes": spool.max_bytes, "peak_bytes": spool.peak_bytes, "entries": spool.entries},
     })
+}
+
+/// `GET /v1/fleet`: the fleet's nodes as their heartbeats tell them.
+async fn fleet_status(api: &Api) -> Result<Response<Body>, ApiError> {
+    let Some(fleet) = &api.fleet else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotInFleet",
+            "this node has no [fleet] section: it runs alone",
+        ));
+    };
+    let nodes = fleet
+        .status()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "FleetUnavailable", e.to_string()))?;
+    let nodes: Vec<serde_json::Value> = nodes
+        .into_iter()
+        .map(|n| {
+            serde_json::json!({
+                "node_id": n.entry.node_id,
+                "roles": n.entry.roles,
+                "version": n.entry.version,
+                "started_time": crate::iso_ms(n.entry.started_ms),
+                "last_heartbeat_time": crate::iso_ms(n.entry.heartbeat_ms),
+                "heartbeat_age_ms": n.heartbeat_age_ms,
+                "silent": n.silent,
+                "live_streams": n.entry.live_streams,
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({"node_id": fleet.node_id(), "roles": fleet.roles(), "nodes": nodes})))
 }
 
 /// Who may call a route.
@@ -133,6 +166,7 @@ enum Op {
     DeletePlugin,
     Thumbnail,
     StreamNames,
+    FleetStatus,
 }
 
 #[derive(Debug)]
@@ -154,6 +188,7 @@ const ROUTES: &[RouteDef] = &[
     r("GET", "/metrics", Op::Metrics, Access::Metrics),
     r("GET", "/openapi.json", Op::OpenApi, Access::Public),
     r("GET", "/v1/whoami", Op::Whoami, Access::Token),
+    r("GET", "/v1/fleet", Op::FleetStatus, Access::Operator),
     r("GET", "/v1/domains", Op::ListDomains, Access::Operator),
     r("PUT", "/v1/domains/{domain}", Op::PutDomain, Access::Operator),
     r("GET", "/v1/domains/{domain}", Op::GetDomain, Access::Domain),
@@ -508,6 +543,7 @@ impl Api {
             Op::Metrics => Ok(metrics(self, &call)),
             Op::OpenApi => Ok(text(OPENAPI, "application/json")),
             Op::Whoami => domains::whoami(self, &call),
+            Op::FleetStatus => fleet_status(self).await,
             Op::ListDomains => domains::list(self).await,
             Op::PutDomain => domains::put(self, d, &mut call).await,
             Op::GetDomain => domains::get(self, d).await,

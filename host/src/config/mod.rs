@@ -24,6 +24,28 @@ pub struct Config {
     /// Limits of every uploaded plugin's calls, unless its domain overrides them.
     pub plugin_limits: PluginLimits,
     pub domains: BTreeMap<String, Domain>,
+    /// This node's place in a fleet; absent: a node alone (SPEC §9).
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]`: the NATS JetStream cluster this node shares with the others,
+/// its name there and its roles. Read at start (a SIGHUP does not move a
+/// node between fleets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// The servers to try, from the comma-separated `nats_url`.
+    pub nats_urls: Vec<String>,
+    pub node_id: String,
+    pub edge: bool,
+    pub index: bool,
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl Fleet {
+    /// The roles as written in the config, in a fixed order.
+    pub fn roles(&self) -> Vec<&'static str> {
+        [(self.edge, "edge"), (self.index, "index")].into_iter().filter(|(on, _)| *on).map(|(_, r)| r).collect()
+    }
 }
 
 /// Limits of one plugin call (docs/plugins.md).
@@ -390,6 +412,76 @@ struct RawConfig {
     plugins: RawPluginLimits,
     #[serde(default)]
     domains: BTreeMap<String, RawDomain>,
+    fleet: Option<RawFleet>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    nats_url: String,
+    node_id: Option<String>,
+    roles: Option<Vec<String>>,
+    credentials_file: Option<PathBuf>,
+}
+
+impl RawFleet {
+    fn validate(self) -> Result<Fleet, ConfigError> {
+        let mut nats_urls = Vec::new();
+        for part in self.nats_url.split(',').map(str::trim) {
+            let ok = url::Url::parse(part)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "nats" | "tls") && u.host_str().is_some_and(|h| !h.is_empty()));
+            if ok.is_none() {
+                return Err(ConfigError::new(
+                    "fleet.nats_url",
+                    format!("must be nats://HOST:PORT or tls://HOST:PORT, comma-separated; got {part:?}"),
+                ));
+            }
+            nats_urls.push(part.to_owned());
+        }
+        let node_id = match self.node_id {
+            Some(id) => id,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).map_err(|e| {
+                ConfigError::new("fleet.node_id", format!("not set, and the host name cannot be read: {e}"))
+            })?,
+        };
+        let valid_id = (1..=64).contains(&node_id.len())
+            && node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_id {
+            return Err(ConfigError::new(
+                "fleet.node_id",
+                format!(
+                    "must be 1-64 letters, digits, '-' or '_' (it names the node in NATS subjects and keys); got {node_id:?}"
+                ),
+            ));
+        }
+        let roles = self.roles.unwrap_or_else(|| vec!["edge".into()]);
+        let (mut edge, mut index) = (false, false);
+        for r in &roles {
+            let seen = match r.as_str() {
+                "edge" => std::mem::replace(&mut edge, true),
+                "index" => std::mem::replace(&mut index, true),
+                _ => {
+                    return Err(ConfigError::new(
+                        "fleet.roles",
+                        format!("each must be \"edge\" or \"index\"; got {r:?}"),
+                    ));
+                }
+            };
+            if seen {
+                return Err(ConfigError::new("fleet.roles", format!("{r:?} is listed twice")));
+            }
+        }
+        if !edge && !index {
+            return Err(ConfigError::new("fleet.roles", "must name at least one role: \"edge\", \"index\" or both"));
+        }
+        if let Some(f) = &self.credentials_file
+            && let Err(e) = std::fs::metadata(f)
+        {
+            return Err(ConfigError::new("fleet.credentials_file", format!("cannot be read ({}): {e}", f.display())));
+        }
+        Ok(Fleet { nats_urls, node_id, edge, index, credentials_file: self.credentials_file })
+    }
 }
 
 #[derive(Deserialize)]
@@ -997,6 +1089,7 @@ impl RawConfig {
         if self.version != 1 {
             return Err(ConfigError::new("version", format!("must be 1, got {}", self.version)));
         }
+        let fleet = self.fleet.map(RawFleet::validate).transpose()?;
         let s = self.server;
         let rtmp_listen = socket_addr("server.rtmp_listen", &s.rtmp_listen)?;
         let http_listen = socket_addr("server.http_listen", &s.http_listen)?;
@@ -1164,6 +1257,7 @@ impl RawConfig {
                 reconcile_every,
             },
             domains,
+            fleet,
         })
     }
 }
@@ -1317,6 +1411,38 @@ sequence_object = "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
         ] {
             let got = check(from, to);
             assert!(got.contains(want), "{from:?} -> {to:?}: got {got:?}, want it to contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn fleet_section() {
+        assert_eq!(Config::parse(BASE).unwrap().fleet, None, "a node alone without [fleet]");
+        let with = |section: &str| Config::parse(&format!("{BASE}\n[fleet]\n{section}\n"));
+        let f = with("nats_url = \"nats://10.0.0.1:4222, nats://10.0.0.2:4222\"\nnode_id = \"edge-a\"\nroles = [\"edge\", \"index\"]")
+            .unwrap()
+            .fleet
+            .unwrap();
+        assert_eq!(f.nats_urls, ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]);
+        assert_eq!((f.node_id.as_str(), f.roles()), ("edge-a", vec!["edge", "index"]));
+        let f = with("nats_url = \"nats://127.0.0.1:4222\"").unwrap().fleet.unwrap();
+        assert_eq!(f.roles(), ["edge"], "the default role");
+        assert!(!f.node_id.is_empty(), "the host name by default");
+        for (section, want) in [
+            ("nats_url = \"http://x:4222\"", "fleet.nats_url: must be nats://HOST:PORT"),
+            ("nats_url = \"nats://a:1,\"", "fleet.nats_url: must be nats://HOST:PORT"),
+            ("nats_url = \"nats://a:1\"\nnode_id = \"edge.a\"", "fleet.node_id: must be 1-64 letters"),
+            ("nats_url = \"nats://a:1\"\nroles = []", "fleet.roles: must name at least one role"),
+            ("nats_url = \"nats://a:1\"\nroles = [\"edge\", \"edge\"]", "fleet.roles: \"edge\" is listed twice"),
+            ("nats_url = \"nats://a:1\"\nroles = [\"ingest\"]", "fleet.roles: each must be \"edge\" or \"index\""),
+            (
+                "nats_url = \"nats://a:1\"\ncredentials_file = \"/nonexistent/n.creds\"",
+                "fleet.credentials_file: cannot be read",
+            ),
+            ("nats_url = \"nats://a:1\"\nnode = \"x\"", "unknown field `node`"),
+            ("node_id = \"x\"", "missing field `nats_url`"),
+        ] {
+            let e = with(section).unwrap_err().to_string();
+            assert!(e.contains(want), "{section}: {e}");
         }
     }
 

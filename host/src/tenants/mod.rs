@@ -136,7 +136,10 @@ fn effective(file: &Config, cat: &Catalog) -> (Config, Vec<String>) {
     for d in domains.values_mut() {
         d.templates.sort_by(|a, b| a.app_name.cmp(&b.app_name));
     }
-    (Config { server: file.server.clone(), plugin_limits: file.plugin_limits, domains }, warnings)
+    (
+        Config { server: file.server.clone(), plugin_limits: file.plugin_limits, domains, fleet: file.fleet.clone() },
+        warnings,
+    )
 }
 
 pub struct Tenants {
@@ -233,6 +236,9 @@ impl Tenants {
                     .into(),
             );
         }
+        if state.file.fleet != file.fleet {
+            warnings.push("changes to [fleet] need a restart".into());
+        }
         // What can change live: the domains, the plugin limits, and how URLs and domains resolve.
         let server = crate::config::Server {
             default_domain: new.default_domain.clone(),
@@ -250,7 +256,8 @@ impl Tenants {
             reconcile_every: new.reconcile_every,
             ..old.clone()
         };
-        let file = Config { server, plugin_limits: file.plugin_limits, domains: file.domains };
+        let fleet = state.file.fleet.clone();
+        let file = Config { server, plugin_limits: file.plugin_limits, domains: file.domains, fleet };
         let (config, w) = effective(&file, &state.catalog);
         warnings.extend(w);
         let prepared = self.storage.prepare(&config).map_err(ChangeError::Storage)?;

@@ -1,0 +1,220 @@
+//! This node's membership of a fleet (SPEC §9) on NATS JetStream: it
+//! connects to the cluster named by `[fleet]`, says every 2 s in the KV
+//! bucket `EDGESNAP_NODES` that it is alive (its roles, version, live
+//! streams), and reads the others' entries for `GET /v1/fleet`.
+//!
+//! Invariants:
+//! - Only `fleet` imports async-nats; the rest of the host sees plain types.
+//! - NATS never holds up the node: the connection is made in the
+//!   background (retried for as long as the node runs), a heartbeat that
+//!   fails is logged and tried again at the next tick, and nothing on the
+//!   snapshot path waits on NATS.
+//! - A node's entry is its last heartbeat. An entry older than
+//!   [`SILENT_AFTER`] is reported silent; a node that stops cleanly deletes
+//!   its entry; a crashed node's entry is dropped by JetStream after
+//!   [`FORGET_AFTER`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Fleet as FleetConfig;
+use crate::metrics::Metrics;
+
+/// The KV bucket of the fleet's members, one key per node id.
+pub const NODES_BUCKET: &str = "EDGESNAP_NODES";
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A node whose last heartbeat is older than this is silent.
+pub const SILENT_AFTER: Duration = Duration::from_secs(10);
+/// A crashed node's entry expires after this.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// How long one request to NATS may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("fleet: NATS at {urls} is not reachable yet")]
+    NotConnected { urls: String },
+    #[error("fleet: {what}: {source}")]
+    Nats { what: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("fleet: credentials file {path}: {source}")]
+    Credentials { path: String, source: std::io::Error },
+}
+
+fn nats(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> FleetError {
+    FleetError::Nats { what, source: Box::new(source) }
+}
+
+/// A node's heartbeat, as kept in `EDGESNAP_NODES`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeEntry {
+    pub node_id: String,
+    pub roles: Vec<String>,
+    pub version: String,
+    pub started_ms: u64,
+    pub heartbeat_ms: u64,
+    pub live_streams: u64,
+}
+
+/// A node as `GET /v1/fleet` reports it.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub entry: NodeEntry,
+    /// Milliseconds since its last heartbeat, by this node's clock.
+    pub heartbeat_age_ms: u64,
+    pub silent: bool,
+}
+
+pub struct Fleet {
+    config: FleetConfig,
+    started_ms: u64,
+    metrics: Arc<Metrics>,
+    client: async_nats::Client,
+    nodes: OnceCell<kv::Store>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Fleet {
+    /// Starts connecting to the fleet's NATS servers (in the background:
+    /// this returns at once, whether or not one answers).
+    pub async fn join(config: &FleetConfig, metrics: Arc<Metrics>) -> Result<Arc<Fleet>, FleetError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("edgesnap {}", config.node_id))
+            .retry_on_initial_connect()
+            .connection_timeout(REQUEST_TIMEOUT)
+            .request_timeout(Some(REQUEST_TIMEOUT));
+        if let Some(path) = &config.credentials_file {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|source| FleetError::Credentials { path: path.display().to_string(), source })?;
+        }
+        let client = options.connect(config.nats_urls.as_slice()).await.map_err(|e| nats("connect", e))?;
+        Ok(Arc::new(Fleet { config: config.clone(), started_ms: now_ms(), metrics, client, nodes: OnceCell::new() }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    pub fn roles(&self) -> Vec<&'static str> {
+        self.config.roles()
+    }
+
+    /// The members' bucket, made by the first node that needs it.
+    async fn nodes(&self) -> Result<&kv::Store, FleetError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(FleetError::NotConnected { urls: self.config.nats_urls.join(",") });
+        }
+        self.nodes
+            .get_or_try_init(|| async {
+                let js = jetstream::new(self.client.clone());
+                match js.get_key_value(NODES_BUCKET).await {
+                    Ok(store) => Ok(store),
+                    Err(_) => js
+                        .create_key_value(kv::Config {
+                            bucket: NODES_BUCKET.into(),
+                            description: "edgesnap: the fleet's nodes, each its last heartbeat".into(),
+                            history: 1,
+                            max_age: FORGET_AFTER,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|e| nats("create the nodes bucket", e)),
+                }
+            })
+            .await
+    }
+
+    fn entry(&self) -> NodeEntry {
+        NodeEntry {
+            node_id: self.config.node_id.clone(),
+            roles: self.roles().into_iter().map(String::from).collect(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_ms: self.started_ms,
+            heartbeat_ms: now_ms(),
+            live_streams: self.metrics.live_streams.get().max(0) as u64,
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<(), FleetError> {
+        let bytes = serde_json::to_vec(&self.entry()).expect("a node entry serializes");
+        let nodes = self.nodes().await?;
+        nodes.put(&self.config.node_id, bytes.into()).await.map_err(|e| nats("heartbeat", e))?;
+        Ok(())
+    }
+
+    /// Heartbeats until `stop`, then deletes this node's entry (the node left).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut failing = false;
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match tokio::time::timeout(REQUEST_TIMEOUT, self.heartbeat()).await {
+                Ok(Ok(())) if failing => {
+                    failing = false;
+                    tracing::info!(node = %self.config.node_id, "fleet: heartbeats reach NATS again");
+                }
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if !failing => {
+                    failing = true;
+                    tracing::warn!(node = %self.config.node_id, error = %e, "fleet: heartbeat failed; the node goes on and retries");
+                }
+                Err(_) if !failing => {
+                    failing = true;
+                    tracing::warn!(node = %self.config.node_id, "fleet: heartbeat timed out; the node goes on and retries");
+                }
+                _ => {}
+            }
+        }
+        if let Ok(Ok(nodes)) = tokio::time::timeout(REQUEST_TIMEOUT, self.nodes()).await {
+            let gone = tokio::time::timeout(REQUEST_TIMEOUT, nodes.delete(&self.config.node_id)).await;
+            if !matches!(gone, Ok(Ok(()))) {
+                tracing::warn!(node = %self.config.node_id, "fleet: could not remove this node's entry; it expires");
+            }
+        }
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, self.client.flush()).await;
+    }
+
+    /// Every node with an entry, by node id.
+    pub async fn status(&self) -> Result<Vec<NodeStatus>, FleetError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.read_nodes())
+            .await
+            .unwrap_or_else(|_| Err(FleetError::NotConnected { urls: self.config.nats_urls.join(",") }))
+    }
+
+    async fn read_nodes(&self) -> Result<Vec<NodeStatus>, FleetError> {
+        let nodes = self.nodes().await?;
+        let mut keys = nodes.keys().await.map_err(|e| nats("list the nodes", e))?;
+        let now = now_ms();
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| nats("list the nodes", e))?;
+            let Some(bytes) = nodes.get(&key).await.map_err(|e| nats("read a node", e))? else { continue };
+            let Ok(entry) = serde_json::from_slice::<NodeEntry>(&bytes) else {
+                tracing::warn!(%key, "fleet: an entry in {NODES_BUCKET} is not a node's heartbeat; skipped");
+                continue;
+            };
+            let heartbeat_age_ms = now.saturating_sub(entry.heartbeat_ms);
+            out.push(NodeStatus {
+                entry,
+                heartbeat_age_ms,
+                silent: heartbeat_age_ms > SILENT_AFTER.as_millis() as u64,
+            });
+        }
+        out.sort_by(|a, b| a.entry.node_id.cmp(&b.entry.node_id));
+        Ok(out)
+    }
+}
