@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{DomainSpec, Host, NatsServer, TOKEN, bin, output_within};
+use crate::harness::{DomainSpec, Host, NatsCluster, NatsServer, TOKEN, bin, output_within};
 use crate::publisher::Publisher;
 
 fn fleet_node(nats: &str, node_id: &str, roles: &str) -> Host {
@@ -98,6 +98,32 @@ fn a_crashed_node_turns_silent() {
         node(&nodes(&a), "edge-c").is_some_and(|n| n["silent"] == true)
     });
     assert!(killed.elapsed() >= Duration::from_secs(8), "silent only after ~10 s without a heartbeat");
+}
+
+#[test]
+fn a_three_server_cluster_loses_a_server_and_the_fleet_goes_on() {
+    let mut cluster = NatsCluster::start();
+    let a = fleet_node(&cluster.urls(), "edge-a", r#"["edge"]"#);
+    let b = fleet_node(&cluster.urls(), "edge-b", r#"["edge"]"#);
+    // Both nodes listed, each with a heartbeat younger than 3 s.
+    let fresh = |host: &Host| {
+        let list = nodes(host);
+        list.len() == 2
+            && ["edge-a", "edge-b"].iter().all(|id| {
+                node(&list, id).is_some_and(|n| n["heartbeat_age_ms"].as_u64().is_some_and(|age| age < 3_000))
+            })
+    };
+    a.wait_for("both nodes in the fleet", Duration::from_secs(30), || fresh(&a));
+    // The bucket of nodes is kept on three servers: its leader killed loses
+    // nothing, and both nodes go on heartbeating through the other two.
+    // Checked 4 s after the kill, a heartbeat younger than 3 s was written
+    // after it.
+    let leader = cluster.stream_leader("KV_EDGESNAP_NODES").expect("a server leads the nodes bucket");
+    cluster.servers[leader].kill();
+    std::thread::sleep(Duration::from_secs(4));
+    for host in [&a, &b] {
+        host.wait_for("fresh heartbeats of both nodes after a server died", Duration::from_secs(30), || fresh(host));
+    }
 }
 
 #[test]

@@ -258,16 +258,24 @@ impl Drop for S3Server {
 /// read back from the ports file it writes; stopped when dropped.
 pub struct NatsServer {
     pub port: u16,
+    /// Its HTTP monitoring port (`/jsz`).
+    pub monitor_port: u16,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        NatsServer::try_start(&[]).expect("nats-server started")
+    }
+
+    /// A server with `extra` arguments; None if it exits before it listens.
+    pub fn try_start(extra: &[String]) -> Option<NatsServer> {
         let dir = tempfile::tempdir().unwrap();
         let bin = venv_bin("nats-server");
-        let child = Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--http_port", "0"])
+        let mut child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--http_port", "-1"])
+            .args(extra)
             .arg("-sd")
             .arg(dir.path().join("js"))
             .arg("--ports_file_dir")
@@ -278,22 +286,100 @@ impl NatsServer {
             .unwrap_or_else(|e| panic!("start {} (scripts/setup.sh installs it): {e}", bin.display()));
         let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
         let deadline = Instant::now() + Duration::from_secs(20);
-        let port = loop {
-            let url = std::fs::read(&ports)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["nats"].as_array().and_then(|a| a.first()).and_then(|u| u.as_str()).map(String::from));
-            if let Some(port) = url.and_then(|u| u.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())) {
-                break port;
+        // {"nats": ["nats://127.0.0.1:P"], "monitoring": ["http://127.0.0.1:M"]}
+        let port_of = |v: &serde_json::Value, what: &str| {
+            v[what].as_array()?.first()?.as_str()?.rsplit(':').next()?.parse::<u16>().ok()
+        };
+        let (port, monitor_port) = loop {
+            let written = std::fs::read(&ports).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            if let Some((p, m)) = written.and_then(|v| Some((port_of(&v, "nats")?, port_of(&v, "monitoring")?))) {
+                break (p, m);
+            }
+            if child.try_wait().unwrap().is_some() {
+                return None;
             }
             assert!(Instant::now() < deadline, "nats-server wrote no ports file within 20 s");
             std::thread::sleep(Duration::from_millis(50));
         };
-        NatsServer { port, child, _dir: dir }
+        Some(NatsServer { port, monitor_port, child, _dir: dir })
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Three nats-servers with JetStream as one cluster on loopback. Client
+/// ports are picked by each server (`-p -1`) and read back; the route ports
+/// must be known to all three before they start, so they are ports that
+/// were free a moment ago, and a cluster whose servers do not all come up
+/// is started again on others.
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start() -> NatsCluster {
+        for _ in 0..3 {
+            let routes: Vec<u16> =
+                (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+            let all = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+            let servers: Vec<Option<NatsServer>> = routes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let args = [
+                        "--server_name".to_string(),
+                        format!("it-{i}"),
+                        "--cluster_name".into(),
+                        "edgesnap-it".into(),
+                        "--cluster".into(),
+                        format!("nats://127.0.0.1:{p}"),
+                        "--routes".into(),
+                        all.clone(),
+                    ];
+                    NatsServer::try_start(&args)
+                })
+                .collect();
+            if servers.iter().all(Option::is_some) {
+                return NatsCluster { servers: servers.into_iter().flatten().collect() };
+            }
+            eprintln!("a NATS cluster server did not start on its route port; trying other ports");
+        }
+        panic!("no NATS cluster came up on three tries");
+    }
+
+    /// The index of the server leading the JetStream stream `name` (a KV
+    /// bucket `B` is the stream `KV_B`), from the servers' `/jsz`.
+    pub fn stream_leader(&self, name: &str) -> Option<usize> {
+        let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().new_agent();
+        for s in &self.servers {
+            let url = format!("http://127.0.0.1:{}/jsz?streams=true", s.monitor_port);
+            let Ok(mut r) = agent.get(&url).call() else { continue };
+            let Ok(text) = r.body_mut().read_to_string() else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            for account in v["account_details"].as_array().into_iter().flatten() {
+                for stream in account["stream_detail"].as_array().into_iter().flatten() {
+                    if stream["name"] == name
+                        && let Some(leader) = stream["cluster"]["leader"].as_str()
+                    {
+                        return leader.strip_prefix("it-").and_then(|i| i.parse().ok());
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Every server's client URL, comma-separated (a `[fleet] nats_url`).
+    pub fn urls(&self) -> String {
+        self.servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
     }
 }
 

@@ -117,18 +117,27 @@ impl Fleet {
         self.nodes
             .get_or_try_init(|| async {
                 let js = jetstream::new(self.client.clone());
-                match js.get_key_value(NODES_BUCKET).await {
+                if let Ok(store) = js.get_key_value(NODES_BUCKET).await {
+                    return Ok(store);
+                }
+                // On a cluster the bucket is kept on three servers, so one
+                // server lost loses nothing; a single server keeps one copy.
+                let clustered = self.client.server_info().cluster.is_some();
+                let config = |num_replicas| kv::Config {
+                    bucket: NODES_BUCKET.into(),
+                    description: "edgesnap: the fleet's nodes, each its last heartbeat".into(),
+                    history: 1,
+                    max_age: FORGET_AFTER,
+                    num_replicas,
+                    ..Default::default()
+                };
+                match js.create_key_value(config(if clustered { 3 } else { 1 })).await {
                     Ok(store) => Ok(store),
-                    Err(_) => js
-                        .create_key_value(kv::Config {
-                            bucket: NODES_BUCKET.into(),
-                            description: "edgesnap: the fleet's nodes, each its last heartbeat".into(),
-                            history: 1,
-                            max_age: FORGET_AFTER,
-                            ..Default::default()
-                        })
-                        .await
-                        .map_err(|e| nats("create the nodes bucket", e)),
+                    Err(e) if clustered => {
+                        tracing::warn!(error = %e, "fleet: the cluster cannot keep 3 copies of {NODES_BUCKET}; keeping one");
+                        js.create_key_value(config(1)).await.map_err(|e| nats("create the nodes bucket", e))
+                    }
+                    Err(e) => Err(nats("create the nodes bucket", e)),
                 }
             })
             .await
