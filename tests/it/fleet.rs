@@ -5,6 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{DomainSpec, Host, NatsCluster, NatsServer, TOKEN, bin, output_within};
+use crate::media::{Clip, ffmpeg_push};
+use crate::pipeline::check_stream;
 use crate::publisher::Publisher;
 
 fn fleet_node(nats: &str, node_id: &str, roles: &str) -> Host {
@@ -124,6 +126,26 @@ fn a_three_server_cluster_loses_a_server_and_the_fleet_goes_on() {
     for host in [&a, &b] {
         host.wait_for("fresh heartbeats of both nodes after a server died", Duration::from_secs(30), || fresh(host));
     }
+}
+
+#[test]
+fn while_nats_is_down_a_node_captures_and_then_rejoins() {
+    let mut nats = NatsServer::start();
+    let a = fleet_node(&nats.url(), "edge-a", r#"["edge"]"#);
+    a.wait_for("edge-a in the fleet", Duration::from_secs(15), || node(&nodes(&a), "edge-a").is_some());
+    nats.kill();
+    a.wait_for("503 while NATS is down", Duration::from_secs(15), || a.api("GET", "/v1/fleet", None).0 == 503);
+    // Capture does not wait on NATS: a real push, every snapshot stored and its pixels right.
+    let clip = Clip::new(640, 360, 11, 1);
+    let out = ffmpeg_push(&clip.flv(), &a.rtmp_url("live/cam1"), false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = check_stream(&a, "localhost", "live", "cam1", &clip, 5);
+    assert!(records.len() >= 3, "{records:?}");
+    // NATS back on its port with what it stored: the node heartbeats again.
+    nats.restart();
+    a.wait_for("edge-a heartbeating again", Duration::from_secs(30), || {
+        node(&nodes(&a), "edge-a").is_some_and(|n| n["heartbeat_age_ms"].as_u64().is_some_and(|age| age < 3_000))
+    });
 }
 
 #[test]

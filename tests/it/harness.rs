@@ -261,7 +261,8 @@ pub struct NatsServer {
     /// Its HTTP monitoring port (`/jsz`).
     pub monitor_port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl NatsServer {
@@ -271,10 +272,21 @@ impl NatsServer {
 
     /// A server with `extra` arguments; None if it exits before it listens.
     pub fn try_start(extra: &[String]) -> Option<NatsServer> {
-        let dir = tempfile::tempdir().unwrap();
+        NatsServer::spawn(tempfile::tempdir().unwrap(), "-1", extra)
+    }
+
+    /// Starts the killed server again on its port, with what it stored.
+    pub fn restart(&mut self) {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let again = NatsServer::spawn(dir, &self.port.to_string(), &self.extra.clone())
+            .unwrap_or_else(|| panic!("nats-server did not start again on port {}", self.port));
+        *self = again;
+    }
+
+    fn spawn(dir: tempfile::TempDir, port: &str, extra: &[String]) -> Option<NatsServer> {
         let bin = venv_bin("nats-server");
         let mut child = Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--http_port", "-1"])
+            .args(["-js", "-a", "127.0.0.1", "-p", port, "--http_port", "-1"])
             .args(extra)
             .arg("-sd")
             .arg(dir.path().join("js"))
@@ -301,7 +313,7 @@ impl NatsServer {
             assert!(Instant::now() < deadline, "nats-server wrote no ports file within 20 s");
             std::thread::sleep(Duration::from_millis(50));
         };
-        Some(NatsServer { port, monitor_port, child, _dir: dir })
+        Some(NatsServer { port, monitor_port, child, dir, extra: extra.to_vec() })
     }
 
     /// Kills the server (SIGKILL) and waits for it.
