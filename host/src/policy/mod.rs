@@ -643,6 +643,32 @@ mod tests {
         std::fs::read(std::path::Path::new(env!("PLUGINS_WASM_DIR")).join(format!("{name}.wasm"))).unwrap()
     }
 
+    /// Instance slots are reused and reset in place (keep-resident): no
+    /// call sees what an earlier one left in memory, near or far.
+    #[test]
+    fn every_call_starts_from_fresh_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
+        let p = Policies::new(index, Limits::default(), Arc::new(Metrics::new()), None).unwrap();
+        let hostile = Arc::new(p.load("hostile", &example("hostile")).unwrap());
+        p.activate("a.example", Some(hostile));
+        let facts = CaptureFacts {
+            domain: "a.example",
+            app: "live",
+            stream: "remember",
+            create_timestamp_ms: 1_764_057_600_123,
+            sequence: 1,
+            width: 64,
+            height: 48,
+            frame: Default::default(),
+        };
+        let t = template(None, Some("{AppName}/{StreamName}/{Sequence}.jpg"));
+        for _ in 0..5 {
+            let named = p.name(&facts, &t).unwrap().placements;
+            assert_eq!(named, vec![Placement { key: "live/remember/1-0.jpg".into(), overwrite: false }]);
+        }
+    }
+
     #[test]
     fn uploaded_plugins_name_and_a_failing_one_falls_back() {
         let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,7 @@
 //! | `bigvalue` | writes one state value of 65 KiB |
 //! | `bigkey` | writes under a state key of 300 bytes |
 //! | `manywrites` | makes 65 state writes |
+//! | `remember` | counts its calls in a static and reads, then sets, the last byte of a static 1 MiB array: `live/remember/{calls}-{byte}.jpg` (a fresh instance every call names `1-0`) |
 //! | `hog…` | 1000 random reads and writes over 4 MiB per pixel of picture width (320 wide: about 16 M fuel, within the default limits, milliseconds of CPU; 1280 wide: about 64 M fuel, for a domain whose limits allow it) |
 //!
 //! Its deletion answer for stream `faildel` selects everything, then panics;
@@ -34,8 +35,15 @@ const _: &[u8] = include_bytes!("../../../wit/policy.wit");
 
 use edgesnap::policy::state;
 use edgesnap::policy::types::Mode;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 struct Hostile;
+
+/// What `remember` would carry from one call to the next if an instance's
+/// memory were not fresh: a counter in the first pages, a byte past the
+/// first MiB (beyond what the host resets in place).
+static CALLS: AtomicU32 = AtomicU32::new(0);
+static FAR: [AtomicU8; 1 << 20] = [const { AtomicU8::new(0) }; 1 << 20];
 
 fn seq(key: String) -> Vec<Placement> {
     vec![Placement { key, mode: Mode::Sequential }]
@@ -109,6 +117,11 @@ impl Guest for Hostile {
                 }
                 std::hint::black_box(acc);
                 seq(format!("{}/{}/{}.jpg", capture.app, capture.stream, capture.sequence))
+            }
+            "remember" => {
+                let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                let byte = FAR[FAR.len() - 1].swap(1, Ordering::Relaxed);
+                seq(format!("live/remember/{calls}-{byte}.jpg"))
             }
             "manywrites" => {
                 for i in 0..65 {
