@@ -442,6 +442,11 @@ impl Client {
                     });
                     let header = ["NODE", "ROLES", "LAST HEARTBEAT", "STATE", "LIVE STREAMS", "VERSION", "STARTED"];
                     outln!("{}", table(&header, &[4], rows));
+                    for n in v["nodes"].as_array().into_iter().flatten() {
+                        for (domain, why) in n["plugin_problems"].as_object().into_iter().flatten() {
+                            outln!("{}: domain {domain}: plugin not in force: {}", cell(&n["node_id"]), cell(why));
+                        }
+                    }
                 })
             })),
         }

@@ -72,6 +72,25 @@ pub fn url_signing_key(dir: &Path, index: &Index) -> Result<Vec<u8>, DataDirErro
     Ok(key)
 }
 
+/// The fleet's URL-signing key as this node last got it from the fleet
+/// (`data_dir/fleet-url-signing.key`), if it has been in one.
+pub fn fleet_url_signing_key(dir: &Path) -> Result<Option<Vec<u8>>, DataDirError> {
+    let path = dir.join(FLEET_URL_KEY);
+    match std::fs::read(&path) {
+        Ok(key) if key.len() == 32 => Ok(Some(key)),
+        Ok(key) => Err(DataDirError::BadKey(path, key.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(DataDirError::Io(path, e)),
+    }
+}
+
+/// Keeps the fleet's URL-signing key for starts without NATS (0600).
+pub fn keep_fleet_url_signing_key(dir: &Path, key: &[u8]) -> Result<(), DataDirError> {
+    write_new(&dir.join(FLEET_URL_KEY), key)
+}
+
+const FLEET_URL_KEY: &str = "fleet-url-signing.key";
+
 /// A 32-byte key in a file of mode 0600: read, or made (from `earlier`, or
 /// random) when there is none.
 fn key_file(
@@ -111,7 +130,8 @@ impl Sealer {
         Ok(Sealer::with_key(&key))
     }
 
-    fn with_key(key: &[u8]) -> Sealer {
+    /// A sealer with a key of its own (a fleet's, kept in its control plane).
+    pub fn with_key(key: &[u8]) -> Sealer {
         use chacha20poly1305::KeyInit;
         Sealer(chacha20poly1305::ChaCha20Poly1305::new_from_slice(key).expect("a 32-byte key"))
     }

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::index::{Index, IndexError};
 use crate::metrics::Metrics;
 use crate::policy::{PluginCatalog, PluginStore, Policies, PolicyError};
-use crate::tenants::{ChangeError, Tenants};
+use crate::tenants::{CatalogError, ChangeError, Tenants};
 use crate::{api, datadir, ingest, listen, media, notify, retention, snapshot, spool, store, urls};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,9 @@ impl Stage {
 struct Stages {
     /// The RTMP accept loop and its sessions.
     ingest: Stage,
+    /// Following the fleet's control plane (it holds ingest, to disconnect
+    /// a removed domain's publishers, so it stops with ingest).
+    control: Stage,
     /// The snapshot path's loop and its in-flight snapshots.
     snapshots: Stage,
     /// Deletion passes and reconcile rounds.
@@ -134,9 +137,30 @@ impl Host {
         let metrics = Arc::new(Metrics::new());
         let index = Arc::new(Index::open(&server.data_dir.join("index.redb"))?);
         datadir::private(&server.data_dir.join("index.redb"))?;
-        let sealer = datadir::Sealer::open_dir(&server.data_dir)?;
-        let tenants = Tenants::start(config, operator_token, index.clone(), sealer)?;
-        tenants.seal_earlier_notify_keys().await?;
+        let sealer = || datadir::Sealer::open_dir(&server.data_dir);
+        // In a fleet the catalog is the control plane's (this node's index
+        // keeps a copy to start from); the connection is made in the background.
+        let (fleet, control) = match &config_fleet {
+            Some(f) => {
+                let fleet = crate::fleet::Fleet::join(f, metrics.clone()).await?;
+                let control = crate::fleet::ControlPlane::new(fleet.clone(), index.clone(), sealer()?)
+                    .map_err(|e| StartError::Tenants(e.into()))?;
+                tracing::info!(node = %f.node_id, roles = ?f.roles(), nats = %f.nats_urls.join(","), "joining the fleet");
+                (Some(fleet), Some(control))
+            }
+            None => (None, None),
+        };
+        let store: Arc<dyn crate::tenants::CatalogStore> = match &control {
+            Some(c) => c.clone(),
+            None => index.clone(),
+        };
+        let tenants = Tenants::start(config, operator_token, store, sealer()?)?;
+        match tenants.seal_earlier_notify_keys().await {
+            Err(ChangeError::Catalog(CatalogError::Unavailable(e))) => {
+                tracing::warn!(error = %e, "notify keys an earlier version stored in the clear are sealed at a later start")
+            }
+            r => drop(r?),
+        }
         let (settings, storage) = (tenants.settings().clone(), tenants.storage().clone());
         retention::remove_tombstoned(&index, &storage).await?;
 
@@ -157,7 +181,12 @@ impl Host {
             l.local_addr().map_err(|source| StartError::Io { what: "read a bound address".into(), source })
         };
         let (rtmp_addr, http_addr) = (local(&rtmp)?, local(&http)?);
-        let signing_key = datadir::url_signing_key(&server.data_dir, &index)?;
+        // A node of a fleet signs with the fleet's key once it has had it.
+        let signing_key = match fleet.is_some().then(|| datadir::fleet_url_signing_key(&server.data_dir)) {
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(Some(key))) => key,
+            _ => datadir::url_signing_key(&server.data_dir, &index)?,
+        };
         let urls = Arc::new(urls::UrlSigner::new(settings.clone(), signing_key, http_addr));
 
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(server.capture_queue);
@@ -208,15 +237,17 @@ impl Host {
             spool: spool.clone(),
             metrics: metrics.clone(),
         });
-        let fleet = match &config_fleet {
-            Some(f) => {
-                let fleet = crate::fleet::Fleet::join(f, metrics.clone()).await?;
-                stages.fleet.spawn(fleet.clone().run(stages.fleet.stop.clone()));
-                tracing::info!(node = %f.node_id, roles = ?f.roles(), nats = %f.nats_urls.join(","), "joining the fleet");
-                Some(fleet)
-            }
-            None => None,
-        };
+        if let (Some(fleet), Some(control)) = (&fleet, &control) {
+            stages.fleet.spawn(fleet.clone().run(stages.fleet.stop.clone()));
+            let effects = crate::fleet::Effects {
+                ingest: ingest.clone(),
+                plugins: plugins.clone(),
+                urls: urls.clone(),
+                data_dir: server.data_dir.clone(),
+            };
+            let c = &stages.control;
+            c.spawn(control.clone().run(tenants.clone(), effects, c.stop.clone()));
+        }
         let api = Arc::new(api::Api {
             settings: settings.clone(),
             tenants: tenants.clone(),
@@ -231,6 +262,7 @@ impl Host {
             spool: spool.clone(),
             thumbs: Default::default(),
             fleet: fleet.clone(),
+            control,
         });
         let s = &stages.snapshots;
         s.spawn(path.run(decoded_rx, s.tasks.clone()));
@@ -260,6 +292,7 @@ impl Host {
         //    HTTP server stops accepting; its requests finish meanwhile.
         stages.http.stop.cancel();
         stages.ingest.stop().await;
+        stages.control.stop().await;
         // 2. The decoders drain the queue; the capture queue's last sender is ingest's.
         drop(ingest);
         let _ = tokio::task::spawn_blocking(move || decoders.into_iter().for_each(|h| drop(h.join()))).await;

@@ -11,7 +11,8 @@ use crate::index::Record;
 
 pub struct UrlSigner {
     settings: Arc<Settings>,
-    key: Vec<u8>,
+    /// Swapped whole when a fleet's key replaces the node's own.
+    key: std::sync::RwLock<Vec<u8>>,
     /// `http://` and the HTTP listener's bound address: the public URL when
     /// the config sets none.
     bound_url: String,
@@ -19,7 +20,16 @@ pub struct UrlSigner {
 
 impl UrlSigner {
     pub fn new(settings: Arc<Settings>, key: Vec<u8>, http: std::net::SocketAddr) -> UrlSigner {
-        UrlSigner { settings, key, bound_url: format!("http://{http}") }
+        UrlSigner { settings, key: std::sync::RwLock::new(key), bound_url: format!("http://{http}") }
+    }
+
+    /// Signs and verifies with `key` from now on (a fleet's, shared by
+    /// every node). Returns whether it differs from the key in use.
+    pub fn set_key(&self, key: Vec<u8>) -> bool {
+        let mut current = self.key.write().unwrap();
+        let changed = *current != key;
+        *current = key;
+        changed
     }
 
     /// A record's image path under the API.
@@ -61,7 +71,8 @@ impl UrlSigner {
 
     /// The signature of a path valid until `exp` (unix s).
     pub fn signature(&self, path: &str, exp: u64) -> String {
-        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.key).expect("hmac takes any key length");
+        let mut mac =
+            hmac::Hmac::<Sha256>::new_from_slice(&self.key.read().unwrap()).expect("hmac takes any key length");
         mac.update(format!("{path}?exp={exp}").as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
     }

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 use crate::harness::{DomainSpec, Host, NatsCluster, NatsServer, TOKEN, bin, output_within};
 use crate::media::{Clip, ffmpeg_push};
 use crate::pipeline::check_stream;
@@ -116,6 +118,10 @@ fn a_three_server_cluster_loses_a_server_and_the_fleet_goes_on() {
             })
     };
     a.wait_for("both nodes in the fleet", Duration::from_secs(30), || fresh(&a));
+    let ((status, body), _) = change(&a, "POST", "/v1/domains/localhost/tokens", Some(json!({"label": "before"})));
+    assert_eq!(status, 201, "{body}");
+    let replicas = cluster.stream_replicas("KV_EDGESNAP_CATALOG");
+    assert_eq!(replicas, Some(3), "the catalog is kept on three servers");
     // The bucket of nodes is kept on three servers: its leader killed loses
     // nothing, and both nodes go on heartbeating through the other two.
     // Checked 4 s after the kill, a heartbeat younger than 3 s was written
@@ -126,6 +132,14 @@ fn a_three_server_cluster_loses_a_server_and_the_fleet_goes_on() {
     for host in [&a, &b] {
         host.wait_for("fresh heartbeats of both nodes after a server died", Duration::from_secs(30), || fresh(host));
     }
+    // The catalog is kept on three servers too: with one of them gone, a
+    // change through one node still reaches the other.
+    let ((status, body), _) = change(&b, "POST", "/v1/domains/localhost/tokens", Some(json!({"label": "after"})));
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    everywhere(&[&a], "a token made after a server died on edge-a", |h| {
+        h.api_as(&token, "GET", "/v1/whoami", None).0 == 200
+    });
 }
 
 #[test]
@@ -172,4 +186,213 @@ fn mint_domain_token(host: &Host) -> String {
     let (status, body) = host.api("POST", "/v1/domains/localhost/tokens", Some(serde_json::json!({"label": "fleet"})));
     assert_eq!(status, 201, "{body}");
     body["token"].as_str().unwrap().to_owned()
+}
+
+/// A change through the API, retried while the node's control plane is
+/// not following NATS yet (503) or another node changed the same domain
+/// first (409 `ConcurrentChange`). The final answer, and how many tries.
+fn change(host: &Host, method: &str, path: &str, body: Option<Value>) -> ((u16, Value), u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (status, answer) = host.api(method, path, body.clone());
+        let retry = (status == 503 && answer["code"] == "ControlPlaneUnavailable")
+            || (status == 409 && answer["code"] == "ConcurrentChange");
+        if !retry || Instant::now() > deadline {
+            return ((status, answer), tries);
+        }
+        std::thread::sleep(Duration::from_millis(if status == 503 { 200 } else { 5 }));
+    }
+}
+
+/// How long until `f` holds on every node (panics after 10 s).
+fn everywhere(hosts: &[&Host], what: &str, f: impl Fn(&Host) -> bool) -> Duration {
+    let started = Instant::now();
+    for host in hosts {
+        host.wait_for(what, Duration::from_secs(10), || f(host));
+    }
+    let took = started.elapsed();
+    eprintln!("{what}: {took:?}");
+    took
+}
+
+#[test]
+fn a_change_through_any_node_is_in_force_on_every_node() {
+    let nats = NatsServer::start();
+    let (a, b, c) = (
+        fleet_node(&nats.url(), "edge-a", r#"["edge"]"#),
+        fleet_node(&nats.url(), "edge-b", r#"["edge"]"#),
+        fleet_node(&nats.url(), "edge-c", r#"["edge"]"#),
+    );
+    let all = [&a, &b, &c];
+    let shared = tempfile::tempdir().unwrap();
+
+    // A domain made through edge-a.
+    let domain = json!({"storage": {"s": {"type": "local", "path": shared.path().join("tenant")}}});
+    let ((status, body), _) = change(&a, "PUT", "/v1/domains/tenant.example.com", Some(domain));
+    assert_eq!(status, 201, "{body}");
+    let took =
+        everywhere(&all, "the domain on every node", |h| h.api("GET", "/v1/domains/tenant.example.com", None).0 == 200);
+    assert!(took <= Duration::from_secs(2), "the domain reached every node in {took:?}");
+
+    // A template made through edge-b captures a stream pushed to edge-c:
+    // every 10 s of content, where the file's `*` template takes every 5 s.
+    let template = json!({"app_name": "cams", "time_interval": 10, "storage": "store",
+                          "overwrite_object": "{AppName}/{StreamName}.jpg",
+                          "sequence_object": "{AppName}/{StreamName}/{UnixTimestamp}.jpg"});
+    let ((status, body), _) = change(&b, "POST", "/v1/domains/localhost/snapshot-configs", Some(template));
+    assert_eq!(status, 201, "{body}");
+    let took = everywhere(&all, "the template on every node", |h| {
+        h.api("GET", "/v1/domains/localhost/snapshot-configs/cams", None).0 == 200
+    });
+    assert!(took <= Duration::from_secs(2), "the template reached every node in {took:?}");
+    let clip = Clip::new(640, 360, 30, 1);
+    let out = ffmpeg_push(&clip.flv(), &c.rtmp_url("cams/door"), false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = check_stream(&c, "localhost", "cams", "door", &clip, 10);
+    assert_eq!(records.iter().filter(|r| r["is_overlay"] == false).count(), 3, "0, 10, 20 s: {records:#?}");
+    // Image URLs are signed with the fleet's key: edge-a accepts edge-c's
+    // signature (and has no such record: 404), refuses a forged one (403).
+    let url = records[0]["url"].as_str().unwrap();
+    let path = &url[url.find("/v1/").unwrap()..];
+    let (status, body) = c.raw_request(None, "GET", path, None);
+    assert_eq!((status, &body[..2]), (200, &[0xff, 0xd8][..]), "edge-c serves its own signed URL");
+    let (status, body) = a.raw_request(None, "GET", path, None);
+    assert_eq!(status, 404, "edge-a verifies edge-c's signature: {}", String::from_utf8_lossy(&body));
+    let forged = format!("{}0", &path[..path.len() - 1]).replace("sig=", "sig=0");
+    assert_eq!(a.raw_request(None, "GET", &forged, None).0, 403, "a forged signature");
+
+    // A token minted through edge-c opens edge-a; notify settings (their
+    // key sealed with the fleet's key) made through edge-a read on edge-b.
+    let ((status, minted), _) =
+        change(&c, "POST", "/v1/domains/tenant.example.com/tokens", Some(json!({"label": "fleet"})));
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["token"].as_str().unwrap().to_owned();
+    let took = everywhere(&all, "the token accepted by every node", |h| {
+        h.api_as(&token, "GET", "/v1/domains/tenant.example.com/snapshot-configs", None).0 == 200
+    });
+    assert!(took <= Duration::from_secs(2), "the token reached every node in {took:?}");
+    let notify = json!({"notify_url": "https://biz.example.com/hook", "notify_req_auth": "yes", "notify_auth_key": "fleetKey1234567890"});
+    let ((status, body), _) = change(&a, "PUT", "/v1/domains/tenant.example.com/notify", Some(notify.clone()));
+    assert_eq!(status, 201, "{body}");
+    let took = everywhere(&all, "the notify settings on every node", |h| {
+        h.api("GET", "/v1/domains/tenant.example.com/notify", None).1["notify_url"] == notify["notify_url"]
+    });
+    assert!(took <= Duration::from_secs(2), "the notify settings reached every node in {took:?}");
+
+    // A plugin uploaded through edge-a and activated through edge-b names
+    // the captures of a stream pushed to edge-c.
+    let (status, uploaded) = crate::plugins::upload(&a, crate::plugins::example("date_folders"));
+    assert_eq!(status, 201, "{uploaded}");
+    let version = uploaded["version"].as_str().unwrap().to_owned();
+    let ((status, body), _) = change(&b, "POST", &format!("/v1/domains/localhost/plugins/{version}/activate"), None);
+    assert_eq!(status, 200, "{body}");
+    let took = everywhere(&all, "the plugin active on every node", |h| {
+        h.api("GET", "/v1/domains/localhost/plugins", None).1["active"] == version.as_str()
+    });
+    assert!(took <= Duration::from_secs(2), "the activation reached every node in {took:?}");
+    c.wait_for("edge-c using the plugin", Duration::from_secs(10), || {
+        c.log().contains("plugin activated on another node is in force here")
+    });
+    let keys = crate::plugins::push(&c, "dated");
+    assert!(keys.iter().all(|k| crate::plugins::is_date_folder_key(k, "dated")), "{keys:?}");
+
+    // Deleted through edge-b: gone everywhere, its token with it.
+    let ((status, body), _) = change(&b, "DELETE", "/v1/domains/tenant.example.com", None);
+    assert_eq!(status, 200, "{body}");
+    let took = everywhere(&all, "the domain gone from every node", |h| {
+        h.api("GET", "/v1/domains/tenant.example.com", None).0 == 404
+            && h.api_as(&token, "GET", "/v1/whoami", None).0 == 401
+    });
+    assert!(took <= Duration::from_secs(2), "the deletion reached every node in {took:?}");
+}
+
+/// Two nodes mint tokens in one domain at once: each write is a
+/// compare-and-set on the domain's revision, the loser retries on 409
+/// `ConcurrentChange`, and no token is lost.
+#[test]
+fn concurrent_changes_through_two_nodes_lose_nothing() {
+    let nats = NatsServer::start();
+    let (a, b) = (fleet_node(&nats.url(), "edge-a", r#"["edge"]"#), fleet_node(&nats.url(), "edge-b", r#"["edge"]"#));
+    // Both following the control plane: a first change through each.
+    for (host, label) in [(&a, "warm-a"), (&b, "warm-b")] {
+        let ((status, body), _) = change(host, "POST", "/v1/domains/localhost/tokens", Some(json!({"label": label})));
+        assert_eq!(status, 201, "{body}");
+    }
+    a.wait_for("both warm-up tokens on edge-a", Duration::from_secs(10), || tokens(&a).len() == 2);
+    let mint = |host: &Host, who: &str| {
+        let mut minted = Vec::new();
+        let mut retried = 0;
+        for i in 0..15 {
+            let ((status, body), tries) =
+                change(host, "POST", "/v1/domains/localhost/tokens", Some(json!({"label": format!("{who}-{i}")})));
+            assert_eq!(status, 201, "{body}");
+            retried += tries - 1;
+            minted.push(body["token"].as_str().unwrap().to_owned());
+        }
+        (minted, retried)
+    };
+    let ((from_a, retried_a), (from_b, retried_b)) = std::thread::scope(|s| {
+        let ta = s.spawn(|| mint(&a, "a"));
+        let tb = s.spawn(|| mint(&b, "b"));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    eprintln!("409 ConcurrentChange retries: through edge-a {retried_a}, through edge-b {retried_b}");
+    for host in [&a, &b] {
+        host.wait_for("all 32 tokens listed", Duration::from_secs(10), || tokens(host).len() == 32);
+        for token in from_a.iter().chain(&from_b) {
+            assert_eq!(host.api_as(token, "GET", "/v1/whoami", None).0, 200, "every minted token opens every node");
+        }
+    }
+}
+
+fn tokens(host: &Host) -> Vec<Value> {
+    host.api("GET", "/v1/domains/localhost/tokens", None).1["tokens"].as_array().cloned().unwrap_or_default()
+}
+
+/// A node starts from its copy of the control plane when NATS is down,
+/// refuses changes meanwhile (nothing made on one node only), and catches
+/// up with what changed while it was away once NATS is back.
+#[test]
+fn a_node_starts_from_its_copy_without_nats_and_catches_up() {
+    let mut nats = NatsServer::start();
+    let a = fleet_node(&nats.url(), "edge-a", r#"["edge"]"#);
+    let mut b = fleet_node(&nats.url(), "edge-b", r#"["edge"]"#);
+    let shared = tempfile::tempdir().unwrap();
+    let domain = json!({"storage": {"s": {"type": "local", "path": shared.path().join("tenant")}}});
+    let ((status, body), _) = change(&a, "PUT", "/v1/domains/tenant.example.com", Some(domain));
+    assert_eq!(status, 201, "{body}");
+    everywhere(&[&b], "the domain on edge-b", |h| h.api("GET", "/v1/domains/tenant.example.com", None).0 == 200);
+
+    // edge-b away; a template made meanwhile; then NATS goes too.
+    assert!(b.stop().is_some_and(|s| s.success()), "edge-b stopped cleanly");
+    let template =
+        json!({"app_name": "cams", "time_interval": 10, "storage": "s", "overwrite_object": "{StreamName}.jpg"});
+    let ((status, body), _) = change(&a, "POST", "/v1/domains/tenant.example.com/snapshot-configs", Some(template));
+    assert_eq!(status, 201, "{body}");
+    nats.kill();
+
+    // edge-b starts on its copy: the domain it saw is in force, the
+    // template it did not see is not, and changes wait for NATS.
+    b.spawn();
+    assert_eq!(b.api("GET", "/v1/domains/tenant.example.com", None).0, 200, "from the copy");
+    assert_eq!(b.api("GET", "/v1/domains/tenant.example.com/snapshot-configs/cams", None).0, 404);
+    let (status, body) = b.api("POST", "/v1/domains/tenant.example.com/tokens", Some(json!({"label": "x"})));
+    assert_eq!((status, body["code"].as_str()), (503, Some("ControlPlaneUnavailable")), "{body}");
+    assert_eq!(
+        b.api("GET", "/v1/domains/tenant.example.com/tokens", None).1["tokens"],
+        json!([]),
+        "nothing made locally"
+    );
+
+    // NATS back: edge-b catches up, and changes through it work again.
+    nats.restart();
+    b.wait_for("edge-b caught up with the template", Duration::from_secs(30), || {
+        b.api("GET", "/v1/domains/tenant.example.com/snapshot-configs/cams", None).0 == 200
+    });
+    let ((status, body), _) = change(&b, "POST", "/v1/domains/tenant.example.com/tokens", Some(json!({"label": "x"})));
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    everywhere(&[&a], "edge-b's token on edge-a", |h| h.api_as(&token, "GET", "/v1/whoami", None).0 == 200);
 }

@@ -370,18 +370,27 @@ impl NatsCluster {
     /// The index of the server leading the JetStream stream `name` (a KV
     /// bucket `B` is the stream `KV_B`), from the servers' `/jsz`.
     pub fn stream_leader(&self, name: &str) -> Option<usize> {
+        let stream = self.stream_detail(name)?;
+        stream["cluster"]["leader"].as_str()?.strip_prefix("it-").and_then(|i| i.parse().ok())
+    }
+
+    /// On how many servers a JetStream stream is kept.
+    pub fn stream_replicas(&self, name: &str) -> Option<u64> {
+        self.stream_detail(name)?["config"]["num_replicas"].as_u64()
+    }
+
+    /// A stream's details as a live server's `/jsz` reports them.
+    fn stream_detail(&self, name: &str) -> Option<serde_json::Value> {
         let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().new_agent();
         for s in &self.servers {
-            let url = format!("http://127.0.0.1:{}/jsz?streams=true", s.monitor_port);
+            let url = format!("http://127.0.0.1:{}/jsz?streams=true&config=true", s.monitor_port);
             let Ok(mut r) = agent.get(&url).call() else { continue };
             let Ok(text) = r.body_mut().read_to_string() else { continue };
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
             for account in v["account_details"].as_array().into_iter().flatten() {
                 for stream in account["stream_detail"].as_array().into_iter().flatten() {
-                    if stream["name"] == name
-                        && let Some(leader) = stream["cluster"]["leader"].as_str()
-                    {
-                        return leader.strip_prefix("it-").and_then(|i| i.parse().ok());
+                    if stream["name"] == name && stream["cluster"]["leader"].is_string() {
+                        return Some(stream.clone());
                     }
                 }
             }

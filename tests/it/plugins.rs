@@ -9,11 +9,11 @@ use serde_json::Value;
 use crate::harness::{DomainSpec, Host, OutputWithin, TOKEN};
 use crate::media::{Clip, decode, ffmpeg_push, moving_flv, solid_flv};
 
-fn example(name: &str) -> Vec<u8> {
+pub fn example(name: &str) -> Vec<u8> {
     std::fs::read(std::path::Path::new(env!("PLUGINS_WASM_DIR")).join(format!("{name}.wasm"))).unwrap()
 }
 
-fn upload(host: &Host, bytes: Vec<u8>) -> (u16, Value) {
+pub fn upload(host: &Host, bytes: Vec<u8>) -> (u16, Value) {
     let (status, body) =
         host.raw_request(Some(TOKEN), "POST", "/v1/domains/localhost/plugins", Some(("application/wasm", bytes)));
     (status, serde_json::from_slice(&body).unwrap())
@@ -21,7 +21,7 @@ fn upload(host: &Host, bytes: Vec<u8>) -> (u16, Value) {
 
 /// Pushes 12 s (GOP 1 s) to `live/{stream}` and returns its sequential
 /// objects' keys in capture order.
-fn push(host: &Host, stream: &str) -> Vec<String> {
+pub fn push(host: &Host, stream: &str) -> Vec<String> {
     let clip = Clip { bframes: false, ..Clip::new(320, 180, 12, 1) };
     assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url(&format!("live/{stream}")), false).status.success());
     host.wait_for("3 captures", Duration::from_secs(30), || {
@@ -33,7 +33,7 @@ fn push(host: &Host, stream: &str) -> Vec<String> {
     records.iter().map(|r| r["object"].as_str().unwrap().to_owned()).collect()
 }
 
-fn is_date_folder_key(key: &str, stream: &str) -> bool {
+pub fn is_date_folder_key(key: &str, stream: &str) -> bool {
     // live/{stream}/YYYY/MM/DD/HHmmss-{seq}.jpg
     let parts: Vec<&str> = key.split('/').collect();
     parts.len() == 6

@@ -84,6 +84,12 @@ impl From<ChangeError> for ApiError {
             ChangeError::Catalog(CatalogError::Stopped) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", e.to_string())
             }
+            ChangeError::Catalog(CatalogError::Conflict(m)) => {
+                ApiError::new(StatusCode::CONFLICT, "ConcurrentChange", m)
+            }
+            ChangeError::Catalog(CatalogError::Unavailable(m)) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ControlPlaneUnavailable", m)
+            }
             ChangeError::Catalog(c) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", c.to_string()),
         }
     }

@@ -65,6 +65,8 @@ pub struct Api {
     pub thumbs: crate::thumbs::Thumbs,
     /// This node's fleet membership; None: a node alone.
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// The fleet's control plane (shares uploaded plugins); None: a node alone.
+    pub control: Option<Arc<crate::fleet::ControlPlane>>,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -106,6 +108,7 @@ async fn fleet_status(api: &Api) -> Result<Response<Body>, ApiError> {
                 "heartbeat_age_ms": n.heartbeat_age_ms,
                 "silent": n.silent,
                 "live_streams": n.entry.live_streams,
+                "plugin_problems": n.entry.plugin_problems,
             })
         })
         .collect();

@@ -81,6 +81,9 @@ pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<R
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
     .map_err(invalid)?;
     api.plugins.save(&version, &bytes).map_err(file_error)?;
+    if let Some(control) = &api.control {
+        control.share_plugin(&version, &bytes).await.map_err(crate::tenants::ChangeError::Catalog)?;
+    }
     let doc = PluginDoc {
         size: bytes.len() as u64,
         uploaded_ms: crate::unix_ms(),
@@ -143,6 +146,15 @@ pub(super) async fn activate(api: &Api, domain: &str, version: &str) -> Result<R
                 "PluginNotFound",
                 format!("domain {domain:?} has no plugin version {version}"),
             ));
+        }
+        if let Some(control) = &api.control {
+            control.fetch_missing_plugin(version, &api.plugins).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ControlPlaneUnavailable",
+                    format!("plugin version {version} is not on this node and cannot be fetched from the fleet: {e}"),
+                )
+            })?;
         }
         let plugin = api.plugins.compile(version).await.map_err(file_error)?;
         api.tenants.activate_plugin(domain, Some(version)).await?;

@@ -14,7 +14,8 @@
 //!   its entry; a crashed node's entry is dropped by JetStream after
 //!   [`FORGET_AFTER`].
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv};
@@ -24,7 +25,10 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Fleet as FleetConfig;
+
+mod control;
 use crate::metrics::Metrics;
+pub use control::{CATALOG_BUCKET, ControlPlane, Effects, PLUGINS_BUCKET, SECRETS_BUCKET};
 
 /// The KV bucket of the fleet's members, one key per node id.
 pub const NODES_BUCKET: &str = "EDGESNAP_NODES";
@@ -59,6 +63,10 @@ pub struct NodeEntry {
     pub started_ms: u64,
     pub heartbeat_ms: u64,
     pub live_streams: u64,
+    /// Domains whose plugin activated elsewhere this node cannot use
+    /// (it keeps the previous one), with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin_problems: BTreeMap<String, String>,
 }
 
 /// A node as `GET /v1/fleet` reports it.
@@ -76,6 +84,7 @@ pub struct Fleet {
     metrics: Arc<Metrics>,
     client: async_nats::Client,
     nodes: OnceCell<kv::Store>,
+    plugin_problems: Mutex<BTreeMap<String, String>>,
 }
 
 fn now_ms() -> u64 {
@@ -98,7 +107,59 @@ impl Fleet {
                 .map_err(|source| FleetError::Credentials { path: path.display().to_string(), source })?;
         }
         let client = options.connect(config.nats_urls.as_slice()).await.map_err(|e| nats("connect", e))?;
-        Ok(Arc::new(Fleet { config: config.clone(), started_ms: now_ms(), metrics, client, nodes: OnceCell::new() }))
+        Ok(Arc::new(Fleet {
+            config: config.clone(),
+            started_ms: now_ms(),
+            metrics,
+            client,
+            nodes: OnceCell::new(),
+            plugin_problems: Mutex::default(),
+        }))
+    }
+
+    /// Whether the connection to NATS is up now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn not_connected(&self) -> FleetError {
+        FleetError::NotConnected { urls: self.config.nats_urls.join(",") }
+    }
+
+    /// A KV bucket of the fleet, made by the first node that needs it: on a
+    /// cluster kept on three servers (one server lost loses nothing), on a
+    /// single server one copy; a cluster that cannot keep three gets one
+    /// (logged).
+    async fn bucket<'a>(&self, cell: &'a OnceCell<kv::Store>, config: kv::Config) -> Result<&'a kv::Store, FleetError> {
+        if !self.connected() {
+            return Err(self.not_connected());
+        }
+        cell.get_or_try_init(|| async {
+            let js = jetstream::new(self.client.clone());
+            if let Ok(store) = js.get_key_value(&config.bucket).await {
+                return Ok(store);
+            }
+            let clustered = self.client.server_info().cluster.is_some();
+            let name = config.bucket.clone();
+            let replicated = kv::Config { num_replicas: if clustered { 3 } else { 1 }, ..config.clone() };
+            match js.create_key_value(replicated).await {
+                Ok(store) => Ok(store),
+                Err(e) if clustered => {
+                    tracing::warn!(error = %e, "fleet: the cluster cannot keep 3 copies of {name}; keeping one");
+                    js.create_key_value(config).await.map_err(|e| nats("create a bucket", e))
+                }
+                Err(e) => Err(nats("create a bucket", e)),
+            }
+        })
+        .await
+    }
+
+    /// The fleet's JetStream context (for its object store).
+    fn jetstream(&self) -> Result<jetstream::Context, FleetError> {
+        if !self.connected() {
+            return Err(self.not_connected());
+        }
+        Ok(jetstream::new(self.client.clone()))
     }
 
     pub fn node_id(&self) -> &str {
@@ -109,38 +170,16 @@ impl Fleet {
         self.config.roles()
     }
 
-    /// The members' bucket, made by the first node that needs it.
+    /// The members' bucket.
     async fn nodes(&self) -> Result<&kv::Store, FleetError> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(FleetError::NotConnected { urls: self.config.nats_urls.join(",") });
-        }
-        self.nodes
-            .get_or_try_init(|| async {
-                let js = jetstream::new(self.client.clone());
-                if let Ok(store) = js.get_key_value(NODES_BUCKET).await {
-                    return Ok(store);
-                }
-                // On a cluster the bucket is kept on three servers, so one
-                // server lost loses nothing; a single server keeps one copy.
-                let clustered = self.client.server_info().cluster.is_some();
-                let config = |num_replicas| kv::Config {
-                    bucket: NODES_BUCKET.into(),
-                    description: "edgesnap: the fleet's nodes, each its last heartbeat".into(),
-                    history: 1,
-                    max_age: FORGET_AFTER,
-                    num_replicas,
-                    ..Default::default()
-                };
-                match js.create_key_value(config(if clustered { 3 } else { 1 })).await {
-                    Ok(store) => Ok(store),
-                    Err(e) if clustered => {
-                        tracing::warn!(error = %e, "fleet: the cluster cannot keep 3 copies of {NODES_BUCKET}; keeping one");
-                        js.create_key_value(config(1)).await.map_err(|e| nats("create the nodes bucket", e))
-                    }
-                    Err(e) => Err(nats("create the nodes bucket", e)),
-                }
-            })
-            .await
+        let config = kv::Config {
+            bucket: NODES_BUCKET.into(),
+            description: "edgesnap: the fleet's nodes, each its last heartbeat".into(),
+            history: 1,
+            max_age: FORGET_AFTER,
+            ..Default::default()
+        };
+        self.bucket(&self.nodes, config).await
     }
 
     fn entry(&self) -> NodeEntry {
@@ -151,6 +190,17 @@ impl Fleet {
             started_ms: self.started_ms,
             heartbeat_ms: now_ms(),
             live_streams: self.metrics.live_streams.get().max(0) as u64,
+            plugin_problems: self.plugin_problems.lock().unwrap().clone(),
+        }
+    }
+
+    /// Records (or clears, with None) why a domain's plugin activated on
+    /// another node is not in force here; heartbeats carry it.
+    fn plugin_problem(&self, domain: &str, problem: Option<String>) {
+        let mut problems = self.plugin_problems.lock().unwrap();
+        match problem {
+            Some(p) => drop(problems.insert(domain.to_owned(), p)),
+            None => drop(problems.remove(domain)),
         }
     }
 
@@ -199,9 +249,7 @@ impl Fleet {
 
     /// Every node with an entry, by node id.
     pub async fn status(&self) -> Result<Vec<NodeStatus>, FleetError> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.read_nodes())
-            .await
-            .unwrap_or_else(|_| Err(FleetError::NotConnected { urls: self.config.nats_urls.join(",") }))
+        tokio::time::timeout(REQUEST_TIMEOUT, self.read_nodes()).await.unwrap_or_else(|_| Err(self.not_connected()))
     }
 
     async fn read_nodes(&self) -> Result<Vec<NodeStatus>, FleetError> {

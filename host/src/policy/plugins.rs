@@ -50,6 +50,11 @@ impl PluginStore {
         self.dir.join(format!("{version}.wasm"))
     }
 
+    /// Whether this node has a version's component.
+    pub fn has(&self, version: &str) -> bool {
+        self.path(version).is_file()
+    }
+
     /// Reads and compiles (or takes from the compiled cache) a stored version.
     pub fn load(&self, version: &str) -> Result<Plugin, PluginFileError> {
         let path = self.path(version);

@@ -26,7 +26,7 @@ use crate::tokens::{constant_time_eq, hash_token};
 mod catalog;
 mod plugins;
 use catalog::Catalog;
-pub use catalog::{CatalogError, CatalogStore, CatalogWrite};
+pub use catalog::{CatalogAccept, CatalogError, CatalogStore, CatalogWrite, reseal};
 pub use plugins::{Demotion, PluginDoc};
 
 const DOMAIN: &str = "domain";
@@ -58,6 +58,16 @@ struct TokenDoc {
     created_ms: u64,
     #[serde(default)]
     label: Option<String>,
+}
+
+/// What a node must do after [`Tenants::apply_remote`] beyond the config
+/// in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChange {
+    /// The domain was removed: its live publishers go, its policy is the default.
+    pub gone: bool,
+    /// The domain's active plugin changed to this (None inside: the default).
+    pub active_plugin: Option<Option<String>>,
 }
 
 /// A domain token as listed.
@@ -286,6 +296,61 @@ impl Tenants {
         Ok(())
     }
 
+    /// Holds off every change until the guard drops (a store that writes
+    /// outside a change, like a fleet offering what a node made alone).
+    pub async fn hold_changes(&self) -> impl Sized + '_ {
+        self.state.lock().await
+    }
+
+    /// Puts in force a domain as another writer of the catalog left it at
+    /// `revision` (another node of a fleet; `None`: the domain is gone),
+    /// through the same steps as a change made here. Returns what this node
+    /// must do about it, or None when the store had that revision already.
+    /// Targets that cannot be built on this node leave the config in force
+    /// as it was (logged); the catalog still follows.
+    pub async fn apply_remote(
+        &self,
+        domain: &str,
+        revision: u64,
+        entries: Option<Vec<(CatalogKey, Vec<u8>)>>,
+    ) -> Result<Option<RemoteChange>, ChangeError> {
+        let mut state = self.state.lock().await;
+        let mut next = state.catalog.clone();
+        next.remove_domain(domain);
+        for (key, bytes) in entries.iter().flatten() {
+            if key.1 != domain {
+                return Err(CatalogError::Corrupt {
+                    what: format!("{} {}/{}", key.0, key.1, key.2),
+                    why: format!("offered as an entry of domain {domain:?}"),
+                }
+                .into());
+            }
+            next.insert(key.clone(), bytes, &self.sealer)?;
+        }
+        if !self.catalog.accept(domain, revision, entries).await? {
+            return Ok(None);
+        }
+        let (config, _) = effective(&state.file, &next);
+        match self.storage.prepare(&config) {
+            Ok(prepared) => {
+                self.storage.commit(prepared);
+                self.settings.set(config);
+            }
+            Err(e) => tracing::error!(
+                %domain, revision, error = %e,
+                "a change made on another node cannot be put in force here (its storage targets do not build); the config in force stays as it was"
+            ),
+        }
+        self.reload_tokens(&next);
+        let change = RemoteChange {
+            gone: !next.domains.contains_key(domain) && state.catalog.domains.contains_key(domain),
+            active_plugin: (next.active_plugins.get(domain) != state.catalog.active_plugins.get(domain))
+                .then(|| next.active_plugins.get(domain).cloned()),
+        };
+        state.catalog = next;
+        Ok(Some(change))
+    }
+
     fn domain_in_force(&self, name: &str) -> Result<Domain, ChangeError> {
         self.settings
             .get()
@@ -366,13 +431,7 @@ impl Tenants {
             return Err(ChangeError::NotFound("DomainNotFound", format!("domain {name:?} does not exist")));
         }
         let mut next = state.catalog.clone();
-        next.domains.remove(name);
-        next.templates.retain(|(d, _), _| d != name);
-        next.notify.remove(name);
-        next.tokens.retain(|(d, _), _| d != name);
-        next.plugins.retain(|(d, _), _| d != name);
-        next.active_plugins.remove(name);
-        next.previous_plugins.remove(name);
+        next.remove_domain(name);
         self.change(&mut state, next, Some(name.to_owned()), Vec::new()).await
     }
 
