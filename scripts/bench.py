@@ -342,6 +342,22 @@ def start_s3(args, d):
     return proc, port
 
 
+def start_nats(args, d):
+    """nats-server with JetStream on loopback, its store under d/nats; (process, port)."""
+    port = free_port()
+    proc = subprocess.Popen([args.nats, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", f"{d}/nats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close(); break
+        except OSError:
+            if time.time() > end or proc.poll() is not None:
+                proc.kill(); raise SystemExit("nats-server did not start")
+            time.sleep(0.05)
+    return proc, port
+
+
 def start_host(args, d, http):
     host = subprocess.Popen([args.bin, "serve", "--config", f"{d}/edgesnap.toml"],
                             stderr=open(f"{d}/edgesnap.log", "w"), env={**os.environ, "RUST_LOG": "warn"})
@@ -371,13 +387,17 @@ def activate_plugin(http, path, domain="bench"):
     urllib.request.urlopen(req).read()
 
 
-def edgesnap(args, n):
+def edgesnap(args, n, fleet=False):
+    """One point; with `fleet`, the host is a fleet's edge on a nats-server of its own
+    (its records published to the record stream as they are stored)."""
     d = tempfile.mkdtemp(prefix="edgesnap-bench-")
     create_us = quiet_fs(d)
     rtmp, http = free_port(), free_port()
     s3, s3_port = start_s3(args, d) if args.s3 else (None, None)
+    nats, nats_port = start_nats(args, d) if fleet else (None, None)
     server = f"decoder_workers = {args.decoder_workers}\n" if args.decoder_workers else ""
-    write_config(d, rtmp, http, s3=s3_port, server=server)
+    extra = f'[fleet]\nnats_url = "nats://127.0.0.1:{nats_port}"\nnode_id = "bench"\n' if fleet else ""
+    write_config(d, rtmp, http, s3=s3_port, server=server, extra=extra)
     host = start_host(args, d, http)
     try:
         if args.plugin:
@@ -387,10 +407,15 @@ def edgesnap(args, n):
         m0 = metrics(http)
         seconds = WARMUP + args.window + 5
         load = run_load(args, f"rtmp://127.0.0.1:{rtmp}/live", n, seconds)
+        side = s3 or nats
         r = measure(host.pid, load, args.window,
-                    lambda: metrics(http).get("edgesnap_snapshots_stored_total", 0), side=s3.pid if s3 else None)
-        if s3:
-            print(f"s3s-fs CPU: {r['side_cpu'] / r['window'] * 100:.0f} % of a core", flush=True)
+                    lambda: metrics(http).get("edgesnap_snapshots_stored_total", 0), side=side.pid if side else None)
+        if side:
+            name = "s3s-fs" if s3 else "nats-server"
+            print(f"{name} CPU: {r['side_cpu'] / r['window'] * 100:.0f} % of a core", flush=True)
+        if fleet:
+            ready = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz"))
+            print(f"fleet outbox at the end of the window: {ready['fleet']['outbox_depth']}", flush=True)
         m1 = metrics(http)
         p50, p99, _ = lateness(m0, m1)
         load.wait()
@@ -400,7 +425,7 @@ def edgesnap(args, n):
         failed = sum(v for k, v in m1.items() if k.startswith("edgesnap_snapshots_failed_total"))
         expected = n * r["window"] / INTERVAL
         system = "edgesnap" + (f" + {os.path.basename(args.plugin)}" if args.plugin else "") + (" -> S3" if s3 else "") + \
-            (f" ({args.decoder_workers} decoder workers)" if args.decoder_workers else "")
+            (f" ({args.decoder_workers} decoder workers)" if args.decoder_workers else "") + (" [fleet]" if fleet else "")
         return dict(system=system, n=n, **r, create_us=create_us, base_rss=base_rss, base_pss=base_pss, expected=expected,
                     missed=missed, failed=failed, lateness_p50=p50, lateness_p99=p99,
                     lateness=measured, publish_failed=out["failed"])
@@ -408,6 +433,8 @@ def edgesnap(args, n):
         if s3:
             s3.kill(); s3.wait()
         stop_host(host, d)
+        if nats:
+            nats.kill(); nats.wait()
 
 
 def domain_lateness(m0, m1, domain):
@@ -664,6 +691,7 @@ def main():
     ap.add_argument("--quiet-streams", type=int, default=100)
     ap.add_argument("--noisy-cpu", type=int, default=0, help="the noisy domain's plugin_limits.cpu_ms_per_s")
     ap.add_argument("--sink", help="the `sink` example: measure the receive floor before each edgesnap point")
+    ap.add_argument("--nats", help="a nats-server binary: each edgesnap point runs twice, alone and as a fleet's edge")
     ap.add_argument("--check", action="store_true",
                     help="the regression guard: 500 and 1500 streams against issue 16's targets; exit 1 on a miss")
     args = ap.parse_args()
@@ -684,19 +712,22 @@ def main():
     print(f"floor: {floor}", flush=True)
     results = []
     log = open(os.path.join(args.out, "results.jsonl"), "a")
-    plan = [("edgesnap", int(n)) for n in args.edgesnap.split(",") if n] + \
+    plan = [(s, int(n)) for n in args.edgesnap.split(",") if n
+            for s in (["edgesnap", "edgesnap+fleet"] if args.nats else ["edgesnap"])] + \
            [("full", int(n)) for n in args.full.split(",") if n] + \
            [("expert", int(n)) for n in args.expert.split(",") if n]
     stopped = set()
     for system, n in plan:
         if system in stopped: continue
+        fleet = system == "edgesnap+fleet"
+        system = "edgesnap" if fleet else system
         receive = receive_floor(args, n) * 1000 if system == "edgesnap" and args.sink else None
         if receive is not None:
             print(f"receive floor at N = {n}: {receive:.2f} ms CPU per snapshot", flush=True)
         here = decode_floor(args, n) if system == "edgesnap" else floor
         if system == "edgesnap":
             print(f"decode floor before N = {n}: {here}", flush=True)
-        r = edgesnap(args, n) if system == "edgesnap" else anchor(args, n, system)
+        r = edgesnap(args, n, fleet) if system == "edgesnap" else anchor(args, n, system)
         r["receive_ms"] = receive
         r["floor_ms"] = here["cpu_ms_per_job"]
         results.append(r); log.write(json.dumps(r) + "\n"); log.flush()

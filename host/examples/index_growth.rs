@@ -75,6 +75,7 @@ async fn capture(index: std::sync::Arc<Index>, i: u64) {
             height: 720,
             is_overlay: overlay,
             sequence: seq,
+            node: String::new(),
         };
         index
             .commit(

@@ -97,6 +97,7 @@ fn main() {
             height: 720,
             is_overlay: false,
             sequence: 1000 - i,
+            node: String::new(),
         })
         .collect();
 

@@ -121,6 +121,7 @@ fn build(o: &Opts) -> (Option<f64>, u64) {
                 height: 720,
                 is_overlay: false,
                 sequence: j as u64,
+                node: String::new(),
             });
             if batch.len() == batch.capacity() {
                 done += batch.len();

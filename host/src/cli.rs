@@ -436,12 +436,24 @@ impl Client {
                             format!("{age:.1} s ago"),
                             if n["silent"] == true { "silent".into() } else { "alive".into() },
                             cell(&n["live_streams"]),
+                            cell(&n["outbox_depth"]),
+                            if n["index_lag"].is_null() { "-".into() } else { cell(&n["index_lag"]) },
                             cell(&n["version"]),
                             cell(&n["started_time"]),
                         ]
                     });
-                    let header = ["NODE", "ROLES", "LAST HEARTBEAT", "STATE", "LIVE STREAMS", "VERSION", "STARTED"];
-                    outln!("{}", table(&header, &[4], rows));
+                    let header = [
+                        "NODE",
+                        "ROLES",
+                        "LAST HEARTBEAT",
+                        "STATE",
+                        "LIVE STREAMS",
+                        "OUTBOX",
+                        "INDEX LAG",
+                        "VERSION",
+                        "STARTED",
+                    ];
+                    outln!("{}", table(&header, &[4, 5, 6], rows));
                     for n in v["nodes"].as_array().into_iter().flatten() {
                         for (domain, why) in n["plugin_problems"].as_object().into_iter().flatten() {
                             outln!("{}: domain {domain}: plugin not in force: {}", cell(&n["node_id"]), cell(why));

@@ -142,7 +142,10 @@ impl Host {
         // keeps a copy to start from); the connection is made in the background.
         let (fleet, control) = match &config_fleet {
             Some(f) => {
-                let fleet = crate::fleet::Fleet::join(f, metrics.clone()).await?;
+                let fleet = crate::fleet::Fleet::join(f, metrics.clone(), index.clone()).await?;
+                if f.roles().contains(&"edge") {
+                    index.join_fleet(&f.node_id);
+                }
                 let control = crate::fleet::ControlPlane::new(fleet.clone(), index.clone(), sealer()?)
                     .map_err(|e| StartError::Tenants(e.into()))?;
                 tracing::info!(node = %f.node_id, roles = ?f.roles(), nats = %f.nats_urls.join(","), "joining the fleet");
@@ -239,6 +242,12 @@ impl Host {
         });
         if let (Some(fleet), Some(control)) = (&fleet, &control) {
             stages.fleet.spawn(fleet.clone().run(stages.fleet.stop.clone()));
+            fleet.start_records(&stages.fleet.tasks, stages.fleet.stop.clone());
+            if fleet.roles().contains(&"edge") {
+                let leases = crate::fleet::Leases::new(fleet.clone(), index.clone(), &ingest);
+                ingest.use_leases(leases.clone());
+                stages.fleet.spawn(leases.run(stages.fleet.stop.clone()));
+            }
             let effects = crate::fleet::Effects {
                 ingest: ingest.clone(),
                 plugins: plugins.clone(),

@@ -342,6 +342,7 @@ mod tests {
             height: 48,
             is_overlay: overlay,
             sequence: 0,
+            node: String::new(),
         }
     }
 

@@ -79,6 +79,7 @@ impl SnapshotIn {
             height: 0,
             is_overlay: false,
             sequence: self.sequence,
+            node: String::new(),
         })
     }
 }

@@ -215,6 +215,7 @@ pub fn records_of(id: RecordId, intent: &Intent, stored: &[Option<String>], targ
             height: intent.height,
             is_overlay: p.overwrite,
             sequence: intent.sequence,
+            node: String::new(),
         });
     }
     records

@@ -49,7 +49,7 @@ impl UrlSigner {
     /// A record as the API and the callbacks show it: its fields and a
     /// signed URL of its image. Callers add what is theirs (`id`, `event`, ...).
     pub fn record_view(&self, r: &Record) -> serde_json::Map<String, serde_json::Value> {
-        let serde_json::Value::Object(map) = serde_json::json!({
+        let serde_json::Value::Object(mut map) = serde_json::json!({
             "app": r.app,
             "stream": r.stream,
             "create_time": crate::iso_ms(r.create_timestamp_ms),
@@ -66,6 +66,9 @@ impl UrlSigner {
         }) else {
             unreachable!("an object literal")
         };
+        if !r.node.is_empty() {
+            map.insert("node".into(), r.node.clone().into());
+        }
         map
     }
 

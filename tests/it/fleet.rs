@@ -147,8 +147,14 @@ fn while_nats_is_down_a_node_captures_and_then_rejoins() {
     let mut nats = NatsServer::start();
     let a = fleet_node(&nats.url(), "edge-a", r#"["edge"]"#);
     a.wait_for("edge-a in the fleet", Duration::from_secs(15), || node(&nodes(&a), "edge-a").is_some());
+    // edge-a holds the stream's lease last, so it may take the stream while NATS is away.
+    held_last(&a, "cam1");
     nats.kill();
     a.wait_for("503 while NATS is down", Duration::from_secs(15), || a.api("GET", "/v1/fleet", None).0 == 503);
+    // A stream it never held cannot be checked: refused, saying why.
+    let mut never = Publisher::connect(a.rtmp_port, "live").unwrap();
+    assert!(!never.publish("never").unwrap(), "a stream whose lease cannot be checked");
+    assert!(never.said("this node did not hold it last"), "the refusal says why");
     // Capture does not wait on NATS: a real push, every snapshot stored and its pixels right.
     let clip = Clip::new(640, 360, 11, 1);
     let out = ffmpeg_push(&clip.flv(), &a.rtmp_url("live/cam1"), false);
@@ -164,7 +170,9 @@ fn while_nats_is_down_a_node_captures_and_then_rejoins() {
 
 #[test]
 fn without_nats_a_node_serves_and_says_so() {
-    // A port nothing listens on: the node starts, ingests, and answers 503.
+    // A port nothing listens on: the node starts, answers 503, and answers
+    // a publish at once: refused, as no node's lease on the stream can be
+    // checked and this node never held it (SPEC §9).
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = dead.local_addr().unwrap().port();
     drop(dead);
@@ -173,13 +181,23 @@ fn without_nats_a_node_serves_and_says_so() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["code"], "FleetUnavailable", "{body}");
     let mut publisher = Publisher::connect(host.rtmp_port, "live").unwrap();
-    assert!(publisher.publish("cam1").unwrap(), "ingest does not wait on NATS");
+    let asked = Instant::now();
+    assert!(!publisher.publish("cam1").unwrap());
+    assert!(publisher.said("its fleet lease cannot be checked (NATS is unreachable)"), "refused, saying why");
+    assert!(asked.elapsed() < Duration::from_secs(2), "without waiting on NATS: {:?}", asked.elapsed());
 
     // And a node alone has no fleet.
     let alone = Host::start(&[DomainSpec::new("localhost")], 1);
     let (status, body) = alone.api("GET", "/v1/fleet", None);
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["code"], "NotInFleet", "{body}");
+}
+
+/// Publishes `live/{stream}` on `host` and ends it: the node holds the
+/// stream's fleet lease last.
+fn held_last(host: &Host, stream: &str) {
+    let mut p = Publisher::connect(host.rtmp_port, "live").unwrap();
+    assert!(p.publish(stream).unwrap(), "{stream} published on {}", host.rtmp_port);
 }
 
 fn mint_domain_token(host: &Host) -> String {
@@ -395,4 +413,156 @@ fn a_node_starts_from_its_copy_without_nats_and_catches_up() {
     assert_eq!(status, 201, "{body}");
     let token = body["token"].as_str().unwrap().to_owned();
     everywhere(&[&a], "edge-b's token on edge-a", |h| h.api_as(&token, "GET", "/v1/whoami", None).0 == 200);
+}
+
+/// The sequential records of a stream as `host` lists them: (id, object, node).
+fn listed(host: &Host, stream: &str) -> Vec<(String, String, String)> {
+    let mut out: Vec<_> = host
+        .snapshots("localhost", "live", Some(stream))
+        .iter()
+        .filter(|r| r["is_overlay"] == false)
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (s("id"), s("object"), s("node"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every snapshot two edges store is listed by the index node, with the
+/// node that stored it, once; the edges' outboxes drain to 0.
+#[test]
+fn the_index_node_lists_every_edges_snapshots() {
+    let nats = NatsServer::start();
+    let a = fleet_node(&nats.url(), "edge-a", r#"["edge"]"#);
+    let b = fleet_node(&nats.url(), "edge-b", r#"["edge"]"#);
+    let x = fleet_node(&nats.url(), "index-x", r#"["index"]"#);
+    let clip = Clip::new(640, 360, 21, 1);
+    for (host, stream) in [(&a, "cam1"), (&b, "cam2")] {
+        let out = ffmpeg_push(&clip.flv(), &host.rtmp_url(&format!("live/{stream}")), false);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        check_stream(host, "localhost", "live", stream, &clip, 5);
+    }
+    for (host, stream, node) in [(&a, "cam1", "edge-a"), (&b, "cam2", "edge-b")] {
+        let own = listed(host, stream);
+        assert_eq!(own.len(), 5, "{own:?}");
+        assert!(own.iter().all(|(_, _, n)| n == node), "records carry their node: {own:?}");
+        x.wait_for(&format!("{stream} on the index node"), Duration::from_secs(15), || listed(&x, stream) == own);
+    }
+    // The whole app across edges, in time order, and each edge still answers for its own.
+    let all = x.snapshots("localhost", "live", None);
+    assert_eq!(all.iter().filter(|r| r["is_overlay"] == false).count(), 10);
+    assert_eq!(all.iter().filter(|r| r["is_overlay"] == true).count(), 2, "one overwrite record per stream");
+    assert!(listed(&a, "cam2").is_empty() && listed(&b, "cam1").is_empty());
+    x.wait_for("outboxes empty, index lag 0", Duration::from_secs(10), || {
+        let list = nodes(&x);
+        ["edge-a", "edge-b"].iter().all(|id| node(&list, id).is_some_and(|n| n["outbox_depth"] == 0))
+            && node(&list, "index-x").is_some_and(|n| n["index_lag"] == 0)
+    });
+}
+
+/// NATS away while an edge captures: records wait in its outbox (counted
+/// in `/readyz`) and reach the index node once NATS is back; the index
+/// node SIGKILLed three times while records flow: each listed once.
+#[test]
+fn records_survive_nats_down_and_index_node_crashes() {
+    let mut nats = NatsServer::start();
+    let a = fleet_node(&nats.url(), "edge-a", r#"["edge"]"#);
+    let mut x = fleet_node(&nats.url(), "index-x", r#"["index"]"#);
+    a.wait_for("edge-a in the fleet", Duration::from_secs(15), || node(&nodes(&a), "index-x").is_some());
+    held_last(&a, "offline");
+    nats.kill();
+    let clip = Clip::new(640, 360, 21, 1);
+    let out = ffmpeg_push(&clip.flv(), &a.rtmp_url("live/offline"), false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_stream(&a, "localhost", "live", "offline", &clip, 5);
+    let own = listed(&a, "offline");
+    assert_eq!(own.len(), 5, "{own:?}");
+    let ready = a.get_json("/readyz");
+    assert_eq!(ready["fleet"]["connected"], false, "{ready}");
+    assert!(ready["fleet"]["outbox_depth"].as_u64().unwrap() >= 5, "waiting in the outbox: {ready}");
+    nats.restart();
+    x.wait_for("the offline captures on the index node", Duration::from_secs(30), || listed(&x, "offline") == own);
+    a.wait_for("the outbox drained", Duration::from_secs(10), || a.get_json("/readyz")["fleet"]["outbox_depth"] == 0);
+
+    // Three streams pushed in real time one after another; the index node
+    // killed in the middle of each (after its first capture).
+    let short = Clip::new(640, 360, 11, 1);
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        let stream = format!("crash{i}");
+        let url = a.rtmp_url(&format!("live/{stream}"));
+        let flv = short.flv();
+        let push = std::thread::spawn(move || ffmpeg_push(&flv, &url, true));
+        std::thread::sleep(Duration::from_millis(2500));
+        x.kill();
+        x.spawn();
+        assert!(push.join().unwrap().status.success());
+        check_stream(&a, "localhost", "live", &stream, &short, 5);
+        let own = listed(&a, &stream);
+        assert_eq!(own.len(), 3, "{own:?}");
+        expected.push((stream.clone(), own));
+    }
+    for (stream, own) in &expected {
+        x.wait_for(&format!("{stream} on the index node"), Duration::from_secs(30), || listed(&x, stream) == *own);
+    }
+}
+
+/// The sequential records' `{Sequence}` numbers of `live/{stream}` on a host, in capture order.
+fn sequences(host: &Host, stream: &str) -> Vec<u64> {
+    let mut records: Vec<Value> =
+        host.snapshots("localhost", "live", Some(stream)).into_iter().filter(|r| r["is_overlay"] == false).collect();
+    records.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
+    records.iter().map(|r| r["sequence"].as_u64().unwrap()).collect()
+}
+
+/// A stream pushed to edge-a, then edge-b, then edge-c: `{Sequence}`
+/// strictly increasing across the three, every object listed once by the
+/// index node; a second publisher on another node refused while one is
+/// live; a silent holder's stream taken over after 10 s.
+#[test]
+fn a_stream_moves_between_edges_and_its_sequence_goes_on() {
+    let nats = NatsServer::start();
+    let mut a = fleet_node(&nats.url(), "edge-a", r#"["edge"]"#);
+    let b = fleet_node(&nats.url(), "edge-b", r#"["edge"]"#);
+    let c = fleet_node(&nats.url(), "edge-c", r#"["edge"]"#);
+    let x = fleet_node(&nats.url(), "index-x", r#"["index"]"#);
+    x.wait_for("four nodes", Duration::from_secs(15), || nodes(&x).len() == 4);
+
+    let clip = Clip::new(640, 360, 11, 1);
+    let mut all = Vec::new();
+    let mut last: Option<u64> = None;
+    for host in [&a, &b, &c] {
+        let out = ffmpeg_push(&clip.flv(), &host.rtmp_url("live/cam1"), false);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        check_stream(host, "localhost", "live", "cam1", &clip, 5);
+        let seqs = sequences(host, "cam1");
+        assert_eq!(seqs.len(), 3, "{seqs:?}");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "increasing on one node: {seqs:?}");
+        assert!(last.is_none_or(|l| seqs[0] > l), "{seqs:?} continues past {last:?}");
+        last = seqs.last().copied();
+        all.extend(listed(host, "cam1"));
+    }
+    all.sort();
+    x.wait_for("every edge's captures listed once by the index node", Duration::from_secs(15), || {
+        listed(&x, "cam1") == all
+    });
+
+    // One live publisher per stream in the fleet.
+    let mut first = Publisher::connect(a.rtmp_port, "live").unwrap();
+    assert!(first.publish("dup").unwrap());
+    let mut second = Publisher::connect(c.rtmp_port, "live").unwrap();
+    assert!(!second.publish("dup").unwrap(), "refused on another node");
+    assert!(
+        second.said("is already being published by a live session (on node edge-a)"),
+        "the refusal names the holder"
+    );
+    // edge-a dies with the stream: its lease goes silent and edge-c takes it after 10 s.
+    a.kill();
+    let killed = Instant::now();
+    c.wait_for("edge-c taking the silent stream over", Duration::from_secs(30), || {
+        Publisher::connect(c.rtmp_port, "live").is_ok_and(|mut p| p.publish("dup").unwrap_or(false))
+    });
+    assert!(killed.elapsed() >= Duration::from_secs(7), "not before the lease went silent: {:?}", killed.elapsed());
 }

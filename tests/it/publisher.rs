@@ -45,6 +45,11 @@ impl Publisher {
         Ok(false)
     }
 
+    /// Whether the host's answers so far contain `text` (a refusal's description).
+    pub fn said(&self, text: &str) -> bool {
+        contains(&self.seen, text.as_bytes())
+    }
+
     pub fn send(&mut self, tag: &Tag, ts: u32) -> std::io::Result<()> {
         let csid = if tag.kind == 8 { 4 } else { 6 };
         self.write_message(csid, tag.kind, 1, ts, &tag.data)

@@ -75,12 +75,19 @@ const OPENAPI: &str = include_str!("openapi.json");
 /// but does not stop ingest, so readiness stays 200 and names what is down.
 fn readyz(api: &Api) -> serde_json::Value {
     let spool = api.spool.status();
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "ready": true,
         "degraded": !spool.targets_down.is_empty(),
         "targets_down": spool.targets_down,
         "spool": {"bytes": spool.bytes, "max_bytes": spool.max_bytes, "peak_bytes": spool.peak_bytes, "entries": spool.entries},
-    })
+    });
+    if let Some(fleet) = &api.fleet {
+        v["fleet"] = serde_json::json!({
+            "connected": fleet.connected(),
+            "outbox_depth": api.index.fleet_outbox_depth().unwrap_or(0),
+        });
+    }
+    v
 }
 
 /// `GET /v1/fleet`: the fleet's nodes as their heartbeats tell them.
@@ -109,6 +116,8 @@ async fn fleet_status(api: &Api) -> Result<Response<Body>, ApiError> {
                 "silent": n.silent,
                 "live_streams": n.entry.live_streams,
                 "plugin_problems": n.entry.plugin_problems,
+                "outbox_depth": n.entry.outbox_depth,
+                "index_lag": n.entry.index_lag,
             })
         })
         .collect();

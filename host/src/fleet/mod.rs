@@ -26,9 +26,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Fleet as FleetConfig;
 
-mod control;
 use crate::metrics::Metrics;
+
+mod control;
+mod leases;
+mod records;
 pub use control::{CATALOG_BUCKET, ControlPlane, Effects, PLUGINS_BUCKET, SECRETS_BUCKET};
+pub use leases::{Leases, STREAMS_BUCKET};
+pub use records::{RECORDS_STREAM, Records, subject};
 
 /// The KV bucket of the fleet's members, one key per node id.
 pub const NODES_BUCKET: &str = "EDGESNAP_NODES";
@@ -63,6 +68,12 @@ pub struct NodeEntry {
     pub started_ms: u64,
     pub heartbeat_ms: u64,
     pub live_streams: u64,
+    /// Records stored or deleted here and not yet published.
+    #[serde(default)]
+    pub outbox_depth: u64,
+    /// On an index node: records published and not yet indexed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_lag: Option<u64>,
     /// Domains whose plugin activated elsewhere this node cannot use
     /// (it keeps the previous one), with why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -85,6 +96,9 @@ pub struct Fleet {
     client: async_nats::Client,
     nodes: OnceCell<kv::Store>,
     plugin_problems: Mutex<BTreeMap<String, String>>,
+    index: Arc<crate::index::Index>,
+    /// The record stream's side of this node (set once at start).
+    records: std::sync::OnceLock<Arc<Records>>,
 }
 
 fn now_ms() -> u64 {
@@ -94,7 +108,11 @@ fn now_ms() -> u64 {
 impl Fleet {
     /// Starts connecting to the fleet's NATS servers (in the background:
     /// this returns at once, whether or not one answers).
-    pub async fn join(config: &FleetConfig, metrics: Arc<Metrics>) -> Result<Arc<Fleet>, FleetError> {
+    pub async fn join(
+        config: &FleetConfig,
+        metrics: Arc<Metrics>,
+        index: Arc<crate::index::Index>,
+    ) -> Result<Arc<Fleet>, FleetError> {
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("edgesnap {}", config.node_id))
             .retry_on_initial_connect()
@@ -114,6 +132,8 @@ impl Fleet {
             client,
             nodes: OnceCell::new(),
             plugin_problems: Mutex::default(),
+            index,
+            records: std::sync::OnceLock::new(),
         }))
     }
 
@@ -191,6 +211,21 @@ impl Fleet {
             heartbeat_ms: now_ms(),
             live_streams: self.metrics.live_streams.get().max(0) as u64,
             plugin_problems: self.plugin_problems.lock().unwrap().clone(),
+            outbox_depth: self.index.fleet_outbox_depth().unwrap_or(0),
+            index_lag: self.config.roles().contains(&"index").then(|| self.records.get().map_or(0, |r| r.lag())),
+        }
+    }
+
+    /// Starts this node's side of the record stream: an edge publishes its
+    /// outbox, an index node consumes the stream into its index.
+    pub fn start_records(self: &Arc<Self>, tasks: &tokio_util::task::TaskTracker, stop: CancellationToken) {
+        let records = self.records.get_or_init(|| Records::new(self.clone(), self.index.clone())).clone();
+        let roles = self.config.roles();
+        if roles.contains(&"edge") {
+            tasks.spawn(records.clone().publish(stop.clone()));
+        }
+        if roles.contains(&"index") {
+            tasks.spawn(records.index(stop));
         }
     }
 

@@ -13,6 +13,8 @@
 //! - `catalog`:   (kind, domain, name) → JSON   what the API made: domains, templates, notify, tokens
 //! - `tombstones`: id → (domain, storage, key)  objects whose records are deleted but which are not yet removed
 //! - `object_keys`: (domain, storage, key) → id   which record holds an object (recovery's suffix walk)
+//! - `fleet_outbox`: n → event   in a fleet, records stored or deleted here and not yet published
+//!   (written in the transaction that stores or deletes them)
 //!
 //! Writes go through one writer thread that commits whatever is waiting as
 //! one transaction, at most one commit per 40 ms, so under load the commit
@@ -22,12 +24,13 @@ mod rows;
 mod writer;
 
 pub(crate) use rows::{decode_delivery, decode_record, encode_record};
+pub use rows::{decode_fleet_event, encode_fleet_event};
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use tokio::sync::oneshot;
 
 /// The records, clustered by app and time: a page of a whole app is adjacent pages.
@@ -50,6 +53,27 @@ pub(crate) const OUTBOX: TableDefinition<(u64, u128), &[u8]> = TableDefinition::
 pub(crate) const OUTBOX_FAILED: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox_failed");
 /// The record holding each object: (domain, storage, key) → id.
 pub(crate) const OBJECT_KEYS: TableDefinition<(&str, &str, &str), u128> = TableDefinition::new("object_keys");
+
+/// In a fleet: records stored or deleted here, not yet published (n → event JSON).
+pub(crate) const FLEET_OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("fleet_outbox");
+/// `meta` key: the record stream's position an index node has applied (u64 BE).
+pub(crate) const FLEET_POSITION: &str = "fleet-records-position";
+
+/// A record stored or deleted on a node of a fleet, as the record stream
+/// carries it (docs/fleet.md has the JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetEvent {
+    Stored(Record),
+    Deleted(Record),
+}
+
+impl FleetEvent {
+    pub fn record(&self) -> &Record {
+        match self {
+            FleetEvent::Stored(r) | FleetEvent::Deleted(r) => r,
+        }
+    }
+}
 
 /// The table layout this code reads and writes (`meta` key `schema`).
 /// 2: `stream_records` holds a copy of each record.
@@ -99,6 +123,8 @@ pub struct Record {
     pub height: u32,
     pub is_overlay: bool,
     pub sequence: u64,
+    /// The fleet node that stored it ("" on a node alone).
+    pub node: String,
 }
 
 /// A capture whose objects may be written but whose records are not yet
@@ -229,6 +255,10 @@ pub struct Index {
     /// The next `{Sequence}` of each stream that allocated one since start;
     /// others start from `sequences`.
     sequences: std::sync::Mutex<HashMap<crate::stream::StreamKey, u64>>,
+    /// In a fleet, the node id stamped on committed records.
+    fleet: writer::FleetNode,
+    /// In a fleet, where each stream's reserved block of `{Sequence}` ends.
+    blocks: std::sync::Mutex<HashMap<crate::stream::StreamKey, u64>>,
 }
 
 impl Index {
@@ -278,8 +308,65 @@ impl Index {
         }
         txn.commit().map_err(db_err)?;
         let db = Arc::new(db);
-        let writer = writer::start(db.clone());
-        Ok(Index { db, writer, sequences: Default::default() })
+        let fleet = writer::FleetNode::default();
+        let writer = writer::start(db.clone(), fleet.clone());
+        Ok(Index { db, writer, sequences: Default::default(), fleet, blocks: Default::default() })
+    }
+
+    /// Makes this index a fleet node's: every record it commits carries
+    /// `node`, and each stored or deleted record is put in the fleet outbox
+    /// in the same transaction. Set once, before the first commit.
+    pub fn join_fleet(&self, node: &str) {
+        let _ = self.fleet.set(node.to_owned());
+    }
+
+    /// The oldest rows of the fleet outbox, in order: (n, event JSON).
+    pub fn fleet_outbox(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = match txn.open_table(FLEET_OUTBOX) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)?.take(limit) {
+            let (k, v) = item.map_err(db_err)?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// How many rows wait in the fleet outbox.
+    pub fn fleet_outbox_depth(&self) -> Result<u64, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        match txn.open_table(FLEET_OUTBOX) {
+            Ok(t) => t.len().map_err(db_err),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    /// Removes the fleet outbox's rows up to `upto` (published).
+    pub async fn fleet_published(&self, upto: u64) -> Result<(), IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::Published { upto, reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Applies other nodes' records and keeps the record stream's position
+    /// they bring this index to, in one commit.
+    pub async fn replicate(&self, events: Vec<FleetEvent>, position: u64) -> Result<(), IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::Replicate { events, position, reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// The record stream's position this index has applied (0: none).
+    pub fn fleet_position(&self) -> Result<u64, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(META).map_err(db_err)?;
+        let v = t.get(FLEET_POSITION).map_err(db_err)?;
+        Ok(v.and_then(|v| v.value().try_into().ok()).map_or(0, u64::from_be_bytes))
     }
 
     /// Allocates the next `{Sequence}` of a stream. It becomes durable with
@@ -289,16 +376,48 @@ impl Index {
         let mut seqs = self.sequences.lock().unwrap();
         let next = match seqs.get(&key) {
             Some(n) => *n,
-            None => {
-                let txn = self.db.begin_read().map_err(db_err)?;
-                let t = txn.open_table(SEQUENCES).map_err(db_err)?;
-                t.get((key.domain.as_str(), key.app.as_str(), key.stream.as_str()))
-                    .map_err(db_err)?
-                    .map_or(0, |v| v.value())
-            }
+            None => self.stored_next_sequence(&key)?,
         };
+        if self.blocks.lock().unwrap().get(&key).is_some_and(|end| next >= *end) {
+            tracing::warn!(
+                domain = %key.domain, app = %key.app, stream = %key.stream, sequence = next,
+                "{{Sequence}} past the block this node reserved in the fleet (NATS unreachable for long): it may repeat on another node"
+            );
+        }
         seqs.insert(key, next + 1);
         Ok(next)
+    }
+
+    fn stored_next_sequence(&self, key: &crate::stream::StreamKey) -> Result<u64, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(SEQUENCES).map_err(db_err)?;
+        Ok(t.get((key.domain.as_str(), key.app.as_str(), key.stream.as_str()))
+            .map_err(db_err)?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// The `{Sequence}` a stream would take next here.
+    pub fn peek_sequence(&self, key: &crate::stream::StreamKey) -> Result<u64, IndexError> {
+        match self.sequences.lock().unwrap().get(key) {
+            Some(n) => Ok(*n),
+            None => self.stored_next_sequence(key),
+        }
+    }
+
+    /// In a fleet: this node may number a stream's captures from `start`
+    /// up to (not with) `end`, a block reserved fleet-wide; the stream's
+    /// next `{Sequence}` is raised to `start` if below it.
+    pub fn sequence_block(&self, key: crate::stream::StreamKey, start: u64, end: u64) -> Result<(), IndexError> {
+        let current = self.peek_sequence(&key)?;
+        self.sequences.lock().unwrap().insert(key.clone(), current.max(start));
+        self.blocks.lock().unwrap().insert(key, end);
+        Ok(())
+    }
+
+    /// How many numbers are left in a stream's reserved block (None: no block).
+    pub fn sequence_room(&self, key: &crate::stream::StreamKey) -> Result<Option<u64>, IndexError> {
+        let Some(end) = self.blocks.lock().unwrap().get(key).copied() else { return Ok(None) };
+        Ok(Some(end.saturating_sub(self.peek_sequence(key)?)))
     }
 
     /// Records a capture's intent (its sequence and planned placements) in

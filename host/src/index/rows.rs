@@ -6,11 +6,31 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Delivery, IndexError, Intent, Planned, Record, RecordId, Tombstone};
+use super::{Delivery, FleetEvent, IndexError, Intent, Planned, Record, RecordId, Tombstone};
 
 /// The stored form of a record (private to the index).
 #[derive(Serialize, Deserialize)]
 struct Row<'a> {
+    domain: &'a str,
+    app: &'a str,
+    stream: &'a str,
+    create_timestamp_ms: u64,
+    key: &'a str,
+    storage: &'a str,
+    endpoint: &'a str,
+    bucket: &'a str,
+    size: u64,
+    width: u32,
+    height: u32,
+    is_overlay: bool,
+    sequence: u64,
+    /// Added in the fleet: rows written before it end at `sequence`.
+    node: &'a str,
+}
+
+/// A row as written before records carried their node.
+#[derive(Deserialize)]
+struct RowBeforeFleet<'a> {
     domain: &'a str,
     app: &'a str,
     stream: &'a str,
@@ -41,13 +61,36 @@ pub(crate) fn encode_record(r: &Record) -> Vec<u8> {
         height: r.height,
         is_overlay: r.is_overlay,
         sequence: r.sequence,
+        node: &r.node,
     })
     .expect("encoding a record cannot fail")
 }
 
 pub(crate) fn decode_record(id: u128, bytes: &[u8]) -> Result<Record, IndexError> {
-    let row: Row<'_> =
-        postcard::from_bytes(bytes).map_err(|e| IndexError::Corrupt(format!("record {id:032x}: {e}")))?;
+    let row: Row<'_> = match postcard::from_bytes(bytes) {
+        Ok(row) => row,
+        Err(e) => {
+            let Ok(r) = postcard::from_bytes::<RowBeforeFleet<'_>>(bytes) else {
+                return Err(IndexError::Corrupt(format!("record {id:032x}: {e}")));
+            };
+            Row {
+                domain: r.domain,
+                app: r.app,
+                stream: r.stream,
+                create_timestamp_ms: r.create_timestamp_ms,
+                key: r.key,
+                storage: r.storage,
+                endpoint: r.endpoint,
+                bucket: r.bucket,
+                size: r.size,
+                width: r.width,
+                height: r.height,
+                is_overlay: r.is_overlay,
+                sequence: r.sequence,
+                node: "",
+            }
+        }
+    };
     Ok(Record {
         id: RecordId(id),
         domain: row.domain.into(),
@@ -63,6 +106,7 @@ pub(crate) fn decode_record(id: u128, bytes: &[u8]) -> Result<Record, IndexError
         height: row.height,
         is_overlay: row.is_overlay,
         sequence: row.sequence,
+        node: row.node.into(),
     })
 }
 
@@ -257,5 +301,87 @@ mod tests {
         let json = r#"{"domain":"d","url":"https://x/cb","event":"live_snapshot","record_id":"0f","body":"{}","created_ms":5,"attempts":1,"last_error":"answered 500"}"#;
         assert_eq!(String::from_utf8(encode_delivery(&d)).unwrap(), json);
         assert_eq!(decode_delivery(json.as_bytes()).unwrap(), d);
+    }
+}
+
+/// A fleet event as the record stream carries it (JSON, `v` 1): what a
+/// record holds, its id in hex, and `op` `stored` or `deleted`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetEventJson {
+    v: u32,
+    op: String,
+    id: String,
+    domain: String,
+    app: String,
+    stream: String,
+    create_timestamp: u64,
+    object: String,
+    storage: String,
+    endpoint: String,
+    bucket: String,
+    size: u64,
+    width: u32,
+    height: u32,
+    is_overlay: bool,
+    sequence: u64,
+    node: String,
+}
+
+pub fn encode_fleet_event(e: &FleetEvent) -> Vec<u8> {
+    let (op, r) = match e {
+        FleetEvent::Stored(r) => ("stored", r),
+        FleetEvent::Deleted(r) => ("deleted", r),
+    };
+    serde_json::to_vec(&FleetEventJson {
+        v: 1,
+        op: op.into(),
+        id: r.id.to_string(),
+        domain: r.domain.clone(),
+        app: r.app.clone(),
+        stream: r.stream.clone(),
+        create_timestamp: r.create_timestamp_ms,
+        object: r.key.clone(),
+        storage: r.storage.clone(),
+        endpoint: r.endpoint.clone(),
+        bucket: r.bucket.clone(),
+        size: r.size,
+        width: r.width,
+        height: r.height,
+        is_overlay: r.is_overlay,
+        sequence: r.sequence,
+        node: r.node.clone(),
+    })
+    .expect("a fleet event serializes")
+}
+
+pub fn decode_fleet_event(bytes: &[u8]) -> Result<FleetEvent, IndexError> {
+    let e: FleetEventJson =
+        serde_json::from_slice(bytes).map_err(|e| IndexError::Corrupt(format!("fleet event: {e}")))?;
+    let id = RecordId::parse(&e.id).ok_or_else(|| IndexError::Corrupt(format!("fleet event: id {:?}", e.id)))?;
+    if e.v != 1 {
+        return Err(IndexError::Corrupt(format!("fleet event: version {} (this build reads 1)", e.v)));
+    }
+    let r = Record {
+        id,
+        domain: e.domain,
+        app: e.app,
+        stream: e.stream,
+        create_timestamp_ms: e.create_timestamp,
+        key: e.object,
+        storage: e.storage,
+        endpoint: e.endpoint,
+        bucket: e.bucket,
+        size: e.size,
+        width: e.width,
+        height: e.height,
+        is_overlay: e.is_overlay,
+        sequence: e.sequence,
+        node: e.node,
+    };
+    match e.op.as_str() {
+        "stored" => Ok(FleetEvent::Stored(r)),
+        "deleted" => Ok(FleetEvent::Deleted(r)),
+        other => Err(IndexError::Corrupt(format!("fleet event: op {other:?}"))),
     }
 }

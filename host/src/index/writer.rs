@@ -8,9 +8,10 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::{
-    BY_STREAM, CATALOG, CatalogKey, Delivery, IDS, INTENTS, IndexError, Intent, OBJECT_KEYS, OUTBOX, OUTBOX_FAILED,
-    OVERLAYS, OutboxChange, PLUGIN_STATE, RECORDS, Record, RecordEvents, RecordId, SEQUENCES, StateWrites, TOMBSTONES,
-    Tombstone, db, decode_record, encode_record,
+    BY_STREAM, CATALOG, CatalogKey, Delivery, FLEET_OUTBOX, FLEET_POSITION, FleetEvent, IDS, INTENTS, IndexError,
+    Intent, META, OBJECT_KEYS, OUTBOX, OUTBOX_FAILED, OVERLAYS, OutboxChange, PLUGIN_STATE, RECORDS, Record,
+    RecordEvents, RecordId, SEQUENCES, StateWrites, TOMBSTONES, Tombstone, db, decode_record, encode_fleet_event,
+    encode_record,
 };
 
 /// Operations per commit at most.
@@ -21,6 +22,18 @@ const MAX_BATCH: usize = 256;
 const LINGER: Duration = Duration::from_millis(40);
 
 pub(super) enum Op {
+    /// Records other nodes of a fleet stored or deleted (the index role),
+    /// with the record stream's position they bring this index to.
+    Replicate {
+        events: Vec<FleetEvent>,
+        position: u64,
+        reply: oneshot::Sender<Result<(), IndexError>>,
+    },
+    /// Removes the fleet outbox's rows up to (and with) this one: published.
+    Published {
+        upto: u64,
+        reply: oneshot::Sender<Result<(), IndexError>>,
+    },
     Reserve {
         id: RecordId,
         intent: Intent,
@@ -96,7 +109,12 @@ impl Handle {
     }
 }
 
-pub(super) fn start(db: Arc<Database>) -> Handle {
+/// The writer's view of the fleet: which node it stamps on the records it
+/// commits (and then puts each stored or deleted record in the fleet
+/// outbox, in the same transaction). Unset on a node alone.
+pub(super) type FleetNode = Arc<std::sync::OnceLock<String>>;
+
+pub(super) fn start(db: Arc<Database>, fleet: FleetNode) -> Handle {
     let (tx, rx) = mpsc::channel::<Op>();
     let later: Arc<std::sync::Mutex<Vec<RecordId>>> = Arc::default();
     let pending = later.clone();
@@ -116,12 +134,12 @@ pub(super) fn start(db: Arc<Database>) -> Handle {
                     }
                 }
                 let clears = std::mem::take(&mut *pending.lock().unwrap());
-                run_batch(&db, batch, &clears);
+                run_batch(&db, batch, &clears, fleet.get().map(String::as_str));
                 last_commit = Instant::now();
             }
             let clears = std::mem::take(&mut *pending.lock().unwrap());
             if !clears.is_empty() {
-                run_batch(&db, Vec::new(), &clears);
+                run_batch(&db, Vec::new(), &clears, None);
             }
         })
         .expect("spawn index writer thread");
@@ -140,7 +158,7 @@ enum Outcome {
 /// it), that operation gets its error, and the rest run again in a fresh
 /// one. (redb savepoints cannot do this: it refuses them once a transaction
 /// has written.) Failures are rare, so the replay costs nothing in practice.
-fn run_batch(db: &Database, mut ops: Vec<Op>, clears: &[RecordId]) {
+fn run_batch(db: &Database, mut ops: Vec<Op>, clears: &[RecordId], fleet: Option<&str>) {
     loop {
         let txn = match db.begin_write() {
             Ok(t) => t,
@@ -160,7 +178,7 @@ fn run_batch(db: &Database, mut ops: Vec<Op>, clears: &[RecordId]) {
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut failed = None;
         for (i, op) in ops.iter().enumerate() {
-            match apply(&txn, op) {
+            match apply(&txn, op, fleet) {
                 Ok(o) => outcomes.push(o),
                 Err(e) => {
                     failed = Some((i, e));
@@ -182,11 +200,16 @@ fn run_batch(db: &Database, mut ops: Vec<Op>, clears: &[RecordId]) {
     }
 }
 
-fn apply(txn: &WriteTransaction, op: &Op) -> Result<Outcome, IndexError> {
+fn apply(txn: &WriteTransaction, op: &Op, fleet: Option<&str>) -> Result<Outcome, IndexError> {
     Ok(match op {
+        Op::Replicate { events, position, .. } => replicate(txn, events, *position).map(|()| Outcome::Unit)?,
+        Op::Published { upto, .. } => published(txn, *upto).map(|()| Outcome::Unit)?,
         Op::Reserve { id, intent, .. } => reserve(txn, *id, intent).map(|()| Outcome::Unit)?,
         Op::Commit { intent, records, state: st, events, .. } => {
-            let r = commit(txn, *intent, records)?;
+            let r = commit(txn, *intent, records, fleet)?;
+            if fleet.is_some() {
+                to_fleet(txn, r.iter().cloned().map(FleetEvent::Stored))?;
+            }
             with_state(txn, st.as_ref())?;
             with_events(txn, &r, events.as_ref())?;
             Outcome::Records(r)
@@ -202,6 +225,9 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<Outcome, IndexError> {
         }
         Op::Delete { ids, tombstone, events, .. } => {
             let r = delete(txn, ids, *tombstone)?;
+            if fleet.is_some() {
+                to_fleet(txn, r.iter().cloned().map(FleetEvent::Deleted))?;
+            }
             with_events(txn, &r, events.as_ref())?;
             Outcome::Records(r)
         }
@@ -234,6 +260,8 @@ fn reply(op: Op, result: Result<Outcome, IndexError>) {
         Op::Commit { reply, .. } | Op::Delete { reply, .. } => drop(reply.send(records(result))),
         Op::Replay { reply, .. } => drop(reply.send(count(result))),
         Op::Abandon { reply, .. }
+        | Op::Replicate { reply, .. }
+        | Op::Published { reply, .. }
         | Op::Reserve { reply, .. }
         | Op::Outbox { reply, .. }
         | Op::State { reply, .. }
@@ -349,7 +377,12 @@ fn remove_record(
     Ok(Some(r))
 }
 
-fn commit(txn: &WriteTransaction, intent: RecordId, records: &[Record]) -> Result<Vec<Record>, IndexError> {
+fn commit(
+    txn: &WriteTransaction,
+    intent: RecordId,
+    records: &[Record],
+    fleet: Option<&str>,
+) -> Result<Vec<Record>, IndexError> {
     let mut recs = txn.open_table(RECORDS).map_err(db)?;
     let mut ids = txn.open_table(IDS).map_err(db)?;
     let mut by_stream = txn.open_table(BY_STREAM).map_err(db)?;
@@ -358,6 +391,9 @@ fn commit(txn: &WriteTransaction, intent: RecordId, records: &[Record]) -> Resul
     let mut stored = Vec::with_capacity(records.len());
     for r in records {
         let mut r = r.clone();
+        if let Some(node) = fleet {
+            node.clone_into(&mut r.node);
+        }
         if r.is_overlay {
             let okey = (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.key.as_str());
             let old_id = overlays.get(okey).map_err(db)?.map(|v| v.value());
@@ -456,6 +492,61 @@ fn delete(txn: &WriteTransaction, ids: &[RecordId], tombstone: bool) -> Result<V
     Ok(removed)
 }
 
+/// Puts records stored or deleted here in the fleet outbox, after its last row.
+fn to_fleet(txn: &WriteTransaction, events: impl Iterator<Item = FleetEvent>) -> Result<(), IndexError> {
+    let mut t = txn.open_table(FLEET_OUTBOX).map_err(db)?;
+    let first = t.last().map_err(db)?.map_or(0, |(k, _)| k.value() + 1);
+    for (n, e) in (first..).zip(events) {
+        t.insert(n, encode_fleet_event(&e).as_slice()).map_err(db)?;
+    }
+    Ok(())
+}
+
+fn published(txn: &WriteTransaction, upto: u64) -> Result<(), IndexError> {
+    let mut t = txn.open_table(FLEET_OUTBOX).map_err(db)?;
+    t.retain_in(..=upto, |_, _| false).map_err(db)?;
+    Ok(())
+}
+
+/// Applies other nodes' records: a stored one replaces any record of its
+/// id (an overwrite object's record is updated in place), a deleted one is
+/// removed; then the position is kept, in the same transaction, so a
+/// crash neither loses nor applies twice.
+fn replicate(txn: &WriteTransaction, events: &[FleetEvent], position: u64) -> Result<(), IndexError> {
+    {
+        let mut recs = txn.open_table(RECORDS).map_err(db)?;
+        let mut ids = txn.open_table(IDS).map_err(db)?;
+        let mut by_stream = txn.open_table(BY_STREAM).map_err(db)?;
+        let mut overlays = txn.open_table(OVERLAYS).map_err(db)?;
+        for e in events {
+            match e {
+                FleetEvent::Stored(r) => {
+                    remove_record(&mut recs, &mut ids, &mut by_stream, r.id.0)?;
+                    let row = encode_record(r);
+                    let (d, a, ts) = (r.domain.as_str(), r.app.as_str(), r.create_timestamp_ms);
+                    recs.insert((d, a, ts, r.id.0), row.as_slice()).map_err(db)?;
+                    ids.insert(r.id.0, (d, a, ts)).map_err(db)?;
+                    by_stream.insert((d, a, r.stream.as_str(), ts, r.id.0), row.as_slice()).map_err(db)?;
+                    if r.is_overlay {
+                        overlays.insert((d, a, r.stream.as_str(), r.key.as_str()), r.id.0).map_err(db)?;
+                    }
+                }
+                FleetEvent::Deleted(r) => {
+                    if remove_record(&mut recs, &mut ids, &mut by_stream, r.id.0)?.is_some() && r.is_overlay {
+                        let okey = (r.domain.as_str(), r.app.as_str(), r.stream.as_str(), r.key.as_str());
+                        if overlays.get(okey).map_err(db)?.map(|v| v.value()) == Some(r.id.0) {
+                            overlays.remove(okey).map_err(db)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut meta = txn.open_table(META).map_err(db)?;
+    meta.insert(FLEET_POSITION, position.to_be_bytes().as_slice()).map_err(db)?;
+    Ok(())
+}
+
 fn clear_tombstones(txn: &WriteTransaction, ids: &[RecordId]) -> Result<(), IndexError> {
     let mut t = txn.open_table(TOMBSTONES).map_err(db)?;
     for id in ids {
@@ -484,6 +575,7 @@ mod tests {
             height: 48,
             is_overlay: overlay,
             sequence: 0,
+            node: String::new(),
         }
     }
 
@@ -515,13 +607,81 @@ mod tests {
             super::Op::WriteThenFail { reply: x },
             super::Op::Reserve { id: RecordId::new(2000), intent: intent(2000), reply: b },
         ];
-        super::run_batch(&index.db, ops, &[]);
+        super::run_batch(&index.db, ops, &[], None);
         assert!(a_rx.try_recv().unwrap().is_ok());
         assert!(matches!(x_rx.try_recv().unwrap(), Err(IndexError::Corrupt(m)) if m == "failed on purpose"));
         assert!(b_rx.try_recv().unwrap().is_ok());
         // The two reservations are committed; nothing of the failed operation is.
         assert_eq!(index.pending_intents().unwrap().len(), 2);
         assert_eq!(index.plugin_state("d", "half").unwrap(), None);
+    }
+
+    /// An edge's commits and deletes reach its fleet outbox with its node
+    /// id, in order; another index replicates them (an overwrite record
+    /// updated in place), keeps its position, and a replay changes nothing.
+    #[tokio::test]
+    async fn a_fleet_outbox_replicates_into_another_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = Index::open(&dir.path().join("edge.redb")).unwrap();
+        let fleet = Index::open(&dir.path().join("fleet.redb")).unwrap();
+        edge.join_fleet("edge-a");
+        let (mut seq_ids, mut overlay_id) = (Vec::new(), None);
+        for ts in [1000u64, 2000] {
+            let id = RecordId::new(ts);
+            edge.reserve(id, intent(ts)).await.unwrap();
+            let stored = edge
+                .commit(
+                    id,
+                    vec![
+                        record(RecordId::new(ts), ts, "live/cam1.jpg", true),
+                        record(id, ts, &format!("{ts}.jpg"), false),
+                    ],
+                )
+                .await
+                .unwrap();
+            assert!(stored.iter().all(|r| r.node == "edge-a"), "stamped with the node");
+            overlay_id = Some(stored[0].id);
+            seq_ids.push(id);
+        }
+        edge.delete(vec![seq_ids[0]], false).await.unwrap();
+        let rows = edge.fleet_outbox(100).unwrap();
+        let events: Vec<FleetEvent> = rows.iter().map(|(_, b)| decode_fleet_event(b).unwrap()).collect();
+        let kinds: Vec<(&str, bool)> = events
+            .iter()
+            .map(|e| match e {
+                FleetEvent::Stored(r) => ("stored", r.is_overlay),
+                FleetEvent::Deleted(r) => ("deleted", r.is_overlay),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [("stored", true), ("stored", false), ("stored", true), ("stored", false), ("deleted", false)]
+        );
+        assert_eq!(edge.fleet_outbox_depth().unwrap(), 5);
+
+        let last = rows.last().unwrap().0;
+        fleet.replicate(events.clone(), 42).await.unwrap();
+        fleet.replicate(events, 42).await.unwrap();
+        assert_eq!(fleet.fleet_position().unwrap(), 42);
+        assert!(fleet.get(seq_ids[0]).unwrap().is_none(), "deleted");
+        let kept = fleet.get(seq_ids[1]).unwrap().unwrap();
+        assert_eq!((kept.node.as_str(), kept.create_timestamp_ms), ("edge-a", 2000));
+        let overlay = fleet.get(overlay_id.unwrap()).unwrap().unwrap();
+        assert_eq!(overlay.create_timestamp_ms, 2000, "the overwrite record updated in place");
+        assert_eq!(fleet.fleet_outbox_depth().unwrap(), 0, "replicated records are not published again");
+        edge.fleet_published(last).await.unwrap();
+        assert_eq!(edge.fleet_outbox_depth().unwrap(), 0);
+    }
+
+    /// A record row written before records carried their node still reads.
+    #[test]
+    fn rows_from_before_the_fleet_read_with_no_node() {
+        let r = record(RecordId::new(5), 5, "k.jpg", false);
+        let full = encode_record(&r);
+        // The old form is the new one without the node's string (its length byte, 0).
+        let old = &full[..full.len() - 1];
+        assert_eq!(decode_record(r.id.0, old).unwrap(), r);
+        assert_eq!(decode_record(r.id.0, &full).unwrap(), r);
     }
 
     #[tokio::test]

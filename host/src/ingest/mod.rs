@@ -41,6 +41,32 @@ pub struct Ingest {
     connections: Mutex<(usize, HashMap<IpAddr, usize>)>,
     /// Bytes all connections hold unparsed or in unfinished messages.
     buffered: AtomicUsize,
+    /// In a fleet, where publishers take their leases (set once at start).
+    leases: std::sync::OnceLock<Arc<dyn StreamLeases>>,
+}
+
+/// Where a fleet records which node publishes each stream (SPEC §9): a
+/// publish takes the stream's lease after its local claim; ingest knows
+/// nothing more of it.
+pub trait StreamLeases: Send + Sync + 'static {
+    /// Takes (or keeps) this node's lease on a stream for a new publisher.
+    /// `Err`: why the publish is refused (a live publisher on another
+    /// node; a lease that cannot be checked and was not this node's last).
+    fn acquire(&self, key: StreamKey) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    /// The publisher of a stream ended here: its lease is given up.
+    fn release(&self, key: StreamKey);
+}
+
+/// A stream's lease, given up when the publish ends.
+pub(crate) struct Lease {
+    leases: Arc<dyn StreamLeases>,
+    key: StreamKey,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.leases.release(self.key.clone());
+    }
 }
 
 /// A connection's share of the limits (`server.rtmp_*`): its place in the
@@ -168,7 +194,31 @@ impl Ingest {
             epoch: Instant::now(),
             connections: Mutex::new((0, HashMap::new())),
             buffered: AtomicUsize::new(0),
+            leases: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes publishes take fleet leases (set once, before ingest runs).
+    pub fn use_leases(&self, leases: Arc<dyn StreamLeases>) {
+        let _ = self.leases.set(leases);
+    }
+
+    /// Takes the fleet lease of a stream (a node alone needs none).
+    pub(crate) async fn lease(&self, key: &StreamKey) -> Result<Option<Lease>, String> {
+        let Some(leases) = self.leases.get() else { return Ok(None) };
+        leases.acquire(key.clone()).await?;
+        Ok(Some(Lease { leases: leases.clone(), key: key.clone() }))
+    }
+
+    /// Ends the local publisher of a stream (its fleet lease went to another node).
+    pub fn end_stream(&self, key: &StreamKey, reason: &'static str) -> bool {
+        match self.live.lock().unwrap().get(key) {
+            Some(e) => {
+                e.end(reason);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A place for a new connection from `ip`, unless that takes the

@@ -71,6 +71,8 @@ impl SessionError {
 
 struct Publishing {
     claim: Claim,
+    /// The stream's fleet lease (None on a node alone), given up on drop.
+    _lease: Option<super::Lease>,
     capture: StreamCapture,
     avc: Option<AvcConfig>,
     stream_id: u32,
@@ -225,7 +227,7 @@ impl Session {
             }
             self.received += n as u64;
             while let Some(msg) = self.reader.read(&mut buf)? {
-                if !self.handle(msg)? {
+                if !self.handle(msg).await? {
                     return self.flush(socket).await;
                 }
             }
@@ -264,14 +266,14 @@ impl Session {
     }
 
     /// Handles one message; `Ok(false)` ends the connection cleanly.
-    fn handle(&mut self, msg: Message) -> Result<bool, SessionError> {
+    async fn handle(&mut self, msg: Message) -> Result<bool, SessionError> {
         match msg.type_id {
             types::VIDEO => self.on_video(&msg)?,
             types::AUDIO => self.on_audio(&msg),
             types::AGGREGATE => self.on_aggregate(&msg)?,
-            types::COMMAND_AMF0 => return self.on_command(&msg.payload, msg.stream_id),
+            types::COMMAND_AMF0 => return self.on_command(&msg.payload, msg.stream_id).await,
             types::COMMAND_AMF3 => {
-                return self.on_command(msg.payload.get(1..).unwrap_or_default(), msg.stream_id);
+                return self.on_command(msg.payload.get(1..).unwrap_or_default(), msg.stream_id).await;
             }
             types::SET_CHUNK_SIZE => {
                 let size = msg.payload.get(..4).ok_or(SessionError::Protocol("short SetChunkSize".into()))?;
@@ -385,7 +387,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_command(&mut self, payload: &[u8], stream_id: u32) -> Result<bool, SessionError> {
+    async fn on_command(&mut self, payload: &[u8], stream_id: u32) -> Result<bool, SessionError> {
         let budget = amf0::Budget { max_elements: self.limits.amf_max_elements, max_depth: self.limits.amf_max_depth };
         let values = amf0::decode_all(payload, budget).map_err(|e| match e {
             amf0::AmfError::TooMany(_) | amf0::AmfError::TooDeep(_) => LimitHit("rtmp_amf", e.to_string()).into(),
@@ -401,7 +403,7 @@ impl Session {
             }
             "publish" => {
                 let name = values.get(3).and_then(Value::as_str).unwrap_or_default().to_owned();
-                if let Err(e) = self.on_publish(&name, stream_id) {
+                if let Err(e) = self.on_publish(&name, stream_id).await {
                     let (code, text) = match &e {
                         SessionError::Refused(t) => ("NetStream.Publish.BadName", t.clone()),
                         other => ("NetStream.Publish.BadName", other.to_string()),
@@ -482,7 +484,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_publish(&mut self, raw_name: &str, stream_id: u32) -> Result<(), SessionError> {
+    async fn on_publish(&mut self, raw_name: &str, stream_id: u32) -> Result<(), SessionError> {
         if self.publishing.is_some() {
             return Err(SessionError::Protocol("second publish on one connection".into()));
         }
@@ -515,7 +517,11 @@ impl Session {
             StreamInfo::new(self.id, domain.clone(), app.clone(), stream.clone(), template).with_peer(self.peer),
         );
         let capture = StreamCapture::new(info.clone(), self.ingest.queue.clone(), self.ingest.metrics.clone());
+        let key = crate::stream::StreamKey::new(&domain, &app, &stream);
         let claim = self.ingest.claim(info).map_err(|e| SessionError::Refused(e.to_string()))?;
+        // In a fleet, the stream's lease too (after the local claim: a
+        // duplicate here is refused without asking NATS).
+        let lease = self.ingest.lease(&key).await.map_err(SessionError::Refused)?;
         match interval_s {
             Some(interval_s) => tracing::info!(
                 peer = %self.peer, session = self.id, %domain, %app, %stream, interval_s, "publish started"
@@ -528,6 +534,7 @@ impl Session {
         self.reader.allow_media();
         self.publishing = Some(Publishing {
             claim,
+            _lease: lease,
             capture,
             avc: None,
             stream_id,

@@ -50,6 +50,7 @@ impl Policies {
                     height: facts.height,
                     is_overlay: false,
                     sequence: facts.sequence - i,
+                    node: String::new(),
                 }
             })
             .collect();
