@@ -191,6 +191,9 @@ impl Host {
             _ => datadir::url_signing_key(&server.data_dir, &index)?,
         };
         let urls = Arc::new(urls::UrlSigner::new(settings.clone(), signing_key, http_addr));
+        if let Some(fleet) = &fleet {
+            fleet.set_public_url(urls.base());
+        }
 
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(server.capture_queue);
         let (decoded_tx, decoded_rx) = tokio::sync::mpsc::channel(256);
@@ -244,6 +247,8 @@ impl Host {
             stages.fleet.spawn(fleet.clone().run(stages.fleet.stop.clone()));
             fleet.start_records(&stages.fleet.tasks, stages.fleet.stop.clone());
             if fleet.roles().contains(&"edge") {
+                let f = &stages.fleet;
+                f.spawn(fleet.clone().serve_deletes(notifier.clone(), storage.clone(), f.stop.clone()));
                 let leases = crate::fleet::Leases::new(fleet.clone(), index.clone(), &ingest);
                 ingest.use_leases(leases.clone());
                 stages.fleet.spawn(leases.run(stages.fleet.stop.clone()));

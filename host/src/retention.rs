@@ -44,6 +44,26 @@ pub async fn remove_objects(
     files
 }
 
+/// Deletes records as the API does: removed from the index with their
+/// deletion callbacks (and tombstones when their objects go too), then the
+/// objects removed. Returns the records removed and the objects removed.
+pub async fn delete_records(
+    index: &Index,
+    notifier: &Arc<crate::notify::Notifier>,
+    storage: &Storage,
+    ids: Vec<RecordId>,
+    remove_files: bool,
+) -> Result<(Vec<Record>, u64), crate::index::IndexError> {
+    if ids.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let events = notifier.events_of(crate::notify::DELETED);
+    let removed = index.delete_with_events(ids, remove_files, Some(events)).await?;
+    notifier.poke();
+    let files = if remove_files { remove_objects(index, &removed, |d, s| storage.target(d, s)).await } else { 0 };
+    Ok((removed, files))
+}
+
 /// The object of a deleted record.
 pub struct Doomed<'a> {
     pub id: RecordId,

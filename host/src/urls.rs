@@ -39,10 +39,19 @@ impl UrlSigner {
 
     /// A signed absolute URL for a path, valid for the configured TTL.
     pub fn sign(&self, path: &str) -> String {
-        let config = self.settings.get();
-        let exp = crate::unix_ms() / 1000 + config.server.url_ttl.as_secs();
+        self.sign_at(&self.base(), path)
+    }
+
+    /// Where this host's API answers: `server.public_url`, or the bound address.
+    pub fn base(&self) -> String {
+        self.settings.get().server.public_url.clone().unwrap_or_else(|| self.bound_url.clone())
+    }
+
+    /// A signed URL for a path under another host's base (a fleet's node:
+    /// the key is the fleet's, so that node accepts it).
+    pub fn sign_at(&self, base: &str, path: &str) -> String {
+        let exp = crate::unix_ms() / 1000 + self.settings.get().server.url_ttl.as_secs();
         let sig = self.signature(path, exp);
-        let base = config.server.public_url.as_deref().unwrap_or(&self.bound_url);
         format!("{base}{path}?exp={exp}&sig={sig}")
     }
 

@@ -109,19 +109,22 @@ fn a_three_server_cluster_loses_a_server_and_the_fleet_goes_on() {
     let mut cluster = NatsCluster::start();
     let a = fleet_node(&cluster.urls(), "edge-a", r#"["edge"]"#);
     let b = fleet_node(&cluster.urls(), "edge-b", r#"["edge"]"#);
-    // Both nodes listed, each with a heartbeat younger than 3 s.
+    let x = fleet_node(&cluster.urls(), "index-x", r#"["index"]"#);
+    // Every node listed, each with a heartbeat younger than 3 s.
     let fresh = |host: &Host| {
         let list = nodes(host);
-        list.len() == 2
-            && ["edge-a", "edge-b"].iter().all(|id| {
+        list.len() == 3
+            && ["edge-a", "edge-b", "index-x"].iter().all(|id| {
                 node(&list, id).is_some_and(|n| n["heartbeat_age_ms"].as_u64().is_some_and(|age| age < 3_000))
             })
     };
-    a.wait_for("both nodes in the fleet", Duration::from_secs(30), || fresh(&a));
+    a.wait_for("every node in the fleet", Duration::from_secs(30), || fresh(&a));
     let ((status, body), _) = change(&a, "POST", "/v1/domains/localhost/tokens", Some(json!({"label": "before"})));
     assert_eq!(status, 201, "{body}");
-    let replicas = cluster.stream_replicas("KV_EDGESNAP_CATALOG");
-    assert_eq!(replicas, Some(3), "the catalog is kept on three servers");
+    for bucket in ["KV_EDGESNAP_CATALOG", "KV_EDGESNAP_STREAMS", "EDGESNAP_RECORDS"] {
+        a.wait_for(&format!("{bucket} made"), Duration::from_secs(10), || cluster.stream_replicas(bucket).is_some());
+        assert_eq!(cluster.stream_replicas(bucket), Some(3), "{bucket} is kept on three servers");
+    }
     // The bucket of nodes is kept on three servers: its leader killed loses
     // nothing, and both nodes go on heartbeating through the other two.
     // Checked 4 s after the kill, a heartbeat younger than 3 s was written
@@ -140,6 +143,15 @@ fn a_three_server_cluster_loses_a_server_and_the_fleet_goes_on() {
     everywhere(&[&a], "a token made after a server died on edge-a", |h| {
         h.api_as(&token, "GET", "/v1/whoami", None).0 == 200
     });
+    // And the record stream: a push to edge-b after the kill, every
+    // snapshot (pictures checked) listed by the index node.
+    let clip = Clip::new(640, 360, 11, 1);
+    let out = ffmpeg_push(&clip.flv(), &b.rtmp_url("live/cam1"), false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_stream(&b, "localhost", "live", "cam1", &clip, 5);
+    let own = listed(&b, "cam1");
+    assert_eq!(own.len(), 3, "{own:?}");
+    x.wait_for("edge-b's snapshots on the index node", Duration::from_secs(30), || listed(&x, "cam1") == own);
 }
 
 #[test]
@@ -455,6 +467,32 @@ fn the_index_node_lists_every_edges_snapshots() {
     assert_eq!(all.iter().filter(|r| r["is_overlay"] == false).count(), 10);
     assert_eq!(all.iter().filter(|r| r["is_overlay"] == true).count(), 2, "one overwrite record per stream");
     assert!(listed(&a, "cam2").is_empty() && listed(&b, "cam1").is_empty());
+    // An image stored on edge-a's local directory, asked of the index node
+    // (with a token, and by the signed URL it lists): redirected to edge-a.
+    let item = x.snapshots("localhost", "live", Some("cam1")).into_iter().find(|r| r["is_overlay"] == false).unwrap();
+    let object = a.objects("localhost").get(item["object"].as_str().unwrap());
+    let by_token = x.raw_request(
+        Some(TOKEN),
+        "GET",
+        &format!("/v1/domains/localhost/snapshots/{}.jpg", item["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(by_token, (200, object.clone()), "the bytes edge-a stored");
+    let url = item["url"].as_str().unwrap();
+    let signed = x.raw_request(None, "GET", &url[url.find("/v1/").unwrap()..], None);
+    assert_eq!(signed, (200, object), "through the index node's signed URL");
+    // Deleted through the index node: edge-a deletes its record and object,
+    // and neither lists it any more.
+    let id = item["id"].as_str().unwrap().to_owned();
+    let key = item["object"].as_str().unwrap().to_owned();
+    let (status, body) =
+        x.api("POST", "/v1/domains/localhost/snapshots/delete", Some(json!({"ids": [id], "remove_file": true})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["records_deleted"].as_u64(), body["files_removed"].as_u64()), (Some(1), Some(1)), "{body}");
+    assert!(!a.objects("localhost").keys("live/cam1").contains(&key), "the object is gone from edge-a's directory");
+    assert!(listed(&a, "cam1").iter().all(|(i, _, _)| *i != id), "edge-a's record is gone");
+    assert!(listed(&x, "cam1").iter().all(|(i, _, _)| *i != id), "the index node's copy is gone");
+    assert_eq!(listed(&x, "cam1"), listed(&a, "cam1"));
     x.wait_for("outboxes empty, index lag 0", Duration::from_secs(10), || {
         let list = nodes(&x);
         ["edge-a", "edge-b"].iter().all(|id| node(&list, id).is_some_and(|n| n["outbox_depth"] == 0))
@@ -565,4 +603,61 @@ fn a_stream_moves_between_edges_and_its_sequence_goes_on() {
         Publisher::connect(c.rtmp_port, "live").is_ok_and(|mut p| p.publish("dup").unwrap_or(false))
     });
     assert!(killed.elapsed() >= Duration::from_secs(7), "not before the lease went silent: {:?}", killed.elapsed());
+}
+
+/// 20 streams on two edges, pushed in real time for 60 s; NATS killed for
+/// 30 s in the middle: every snapshot stored (pictures checked) and every
+/// one listed by the index node once NATS is back.
+#[test]
+fn nats_down_under_twenty_live_streams_loses_no_snapshot() {
+    let mut nats = NatsServer::start();
+    let a = fleet_node(&nats.url(), "edge-a", r#"["edge"]"#);
+    let b = fleet_node(&nats.url(), "edge-b", r#"["edge"]"#);
+    let x = fleet_node(&nats.url(), "index-x", r#"["index"]"#);
+    x.wait_for("three nodes", Duration::from_secs(15), || nodes(&x).len() == 3);
+    let clip = Clip::new(320, 180, 30, 1);
+    let pushes: Vec<_> =
+        (0..20)
+            .map(|i| {
+                let host = if i % 2 == 0 { &a } else { &b };
+                let url = host.rtmp_url(&format!("live/s{i}"));
+                let flv = clip.flv();
+                std::thread::spawn(move || {
+                    // Twice through the 30 s clip, in real time.
+                    let mut cmd = std::process::Command::new("ffmpeg");
+                    cmd.args(["-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "1", "-i"])
+                        .arg(&flv)
+                        .args(["-c", "copy", "-rw_timeout", "10000000", "-f", "flv", &url]);
+                    crate::harness::output_within(&mut cmd, Duration::from_secs(120))
+                })
+            })
+            .collect();
+    std::thread::sleep(Duration::from_secs(15));
+    nats.kill();
+    std::thread::sleep(Duration::from_secs(30));
+    let depth = |h: &Host| h.get_json("/readyz")["fleet"]["outbox_depth"].as_u64().unwrap();
+    assert!(depth(&a) > 0 && depth(&b) > 0, "records wait in the outboxes: {} / {}", depth(&a), depth(&b));
+    nats.restart();
+    for p in pushes {
+        let out = p.join().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for i in 0..20 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        let stream = format!("s{i}");
+        host.wait_for(&format!("{stream}'s 12 captures"), Duration::from_secs(30), || {
+            listed(host, &stream).len() >= 12
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let own = listed(host, &stream);
+        assert!((12..=13).contains(&own.len()), "60 s at one per 5 s: {own:?}");
+        for (_, object, _) in &own {
+            let pic = crate::media::decode(&host.objects("localhost").get(object));
+            assert_eq!((pic.width as u32, pic.height as u32), (320, 180), "{object}");
+        }
+        x.wait_for(&format!("{stream} on the index node"), Duration::from_secs(60), || listed(&x, &stream) == own);
+    }
+    for h in [&a, &b] {
+        h.wait_for("the outbox drained", Duration::from_secs(10), || depth(h) == 0);
+    }
 }

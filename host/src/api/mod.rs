@@ -85,6 +85,7 @@ fn readyz(api: &Api) -> serde_json::Value {
         v["fleet"] = serde_json::json!({
             "connected": fleet.connected(),
             "outbox_depth": api.index.fleet_outbox_depth().unwrap_or(0),
+            "outbox_dropped": api.index.fleet_outbox_dropped().unwrap_or(0),
         });
     }
     v

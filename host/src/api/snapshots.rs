@@ -115,6 +115,9 @@ async fn image(api: &Api, r: Record, headers: &hyper::HeaderMap, changes: bool) 
         resp.headers_mut().insert(ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
         return Ok(resp);
     }
+    if let Some(resp) = to_owner(api, &r, &crate::urls::UrlSigner::image_path(&r)).await? {
+        return Ok(resp);
+    }
     let target = api.storage.target(&r.domain, &r.storage)?;
     let bytes = target.get(&r.key).await?;
     let mut resp = Response::new(Full::new(bytes));
@@ -125,11 +128,41 @@ async fn image(api: &Api, r: Record, headers: &hyper::HeaderMap, changes: bool) 
     Ok(resp)
 }
 
+/// In a fleet, a snapshot another node stored on its local directory is
+/// read there: a redirect to that node with a URL signed by the fleet's
+/// key (None: this node reads it).
+async fn to_owner(api: &Api, r: &Record, path: &str) -> Result<Option<Response<Body>>, ApiError> {
+    let Some(fleet) = &api.fleet else { return Ok(None) };
+    if r.node.is_empty() || r.node == fleet.node_id() || !r.bucket.is_empty() {
+        return Ok(None);
+    }
+    let base = fleet.public_url_of(&r.node).await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NodeUnavailable",
+            format!(
+                "snapshot {} is on node {:?}'s local directory, and that node is not answering in the fleet",
+                r.id, r.node
+            ),
+        )
+    })?;
+    let location = HeaderValue::from_str(&api.urls.sign_at(&base, path))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    resp.headers_mut().insert(hyper::header::LOCATION, location);
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(Some(resp))
+}
+
 /// A snapshot scaled down to fit 320x180, for the console (cached).
 pub(super) async fn thumbnail(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
     let id = call.params.get("id");
     let rid = RecordId::parse(id).ok_or_else(|| not_found(format!("no snapshot {id:?}")))?;
     let r = api.index.get(rid)?.filter(|r| r.domain == domain).ok_or_else(|| not_found(format!("no snapshot {id}")))?;
+    if let Some(resp) = to_owner(api, &r, &format!("/v1/domains/{}/thumbs/{}.jpg", r.domain, r.id)).await? {
+        return Ok(resp);
+    }
     let etag = format!("\"t-{}-{}\"", r.id, r.create_timestamp_ms);
     if call.head.headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         let mut resp = Response::new(Full::new(Bytes::new()));
@@ -276,19 +309,34 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &mut Call) -> Result<R
     tokio::task::spawn_blocking(move || index.prefetch_for_delete(&all))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
-    let removed = if ids.is_empty() {
-        Vec::new()
-    } else {
-        let events = api.notifier.events_of(crate::notify::DELETED);
-        let removed = api.index.delete_with_events(ids, body.remove_file, Some(events)).await?;
-        api.notifier.poke();
-        removed
-    };
-    let files_removed = if body.remove_file {
-        crate::retention::remove_objects(&api.index, &removed, |d, s| api.storage.target(d, s)).await
-    } else {
-        0
-    };
+    // In a fleet, records other edges stored are deleted by them (their
+    // objects may be on a directory only they reach); this node drops its
+    // copies once they have.
+    let (mut elsewhere_records, mut elsewhere_files) = (0u64, 0u64);
+    if let Some(fleet) = &api.fleet {
+        let mut by_node: std::collections::BTreeMap<String, Vec<RecordId>> = Default::default();
+        for r in found.iter().flatten() {
+            if !r.node.is_empty() && r.node != fleet.node_id() {
+                by_node.entry(r.node.clone()).or_default().push(r.id);
+            }
+        }
+        for (node, theirs) in by_node {
+            let done = fleet.delete_on(&node, domain, &theirs, body.remove_file).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "NodeUnavailable",
+                    format!("snapshots stored by node {node:?} are deleted by it, and it did not answer: {e}"),
+                )
+            })?;
+            elsewhere_records += done.0;
+            elsewhere_files += done.1;
+            api.index.delete(theirs.clone(), false).await?;
+            ids.retain(|id| !theirs.contains(id));
+        }
+    }
+    let (removed, files_removed) =
+        crate::retention::delete_records(&api.index, &api.notifier, &api.storage, ids, body.remove_file).await?;
+    let files_removed = files_removed + elsewhere_files;
     let mut results = Vec::with_capacity(items.len());
     let mut ok = 0usize;
     for (item, records) in items.iter().zip(&found) {
@@ -304,7 +352,7 @@ pub(super) async fn delete(api: &Api, domain: &str, call: &mut Call) -> Result<R
         &json!({
             "success_count": ok,
             "failure_count": items.len() - ok,
-            "records_deleted": removed.len(),
+            "records_deleted": removed.len() as u64 + elsewhere_records,
             "files_removed": files_removed,
             "results": results,
         }),

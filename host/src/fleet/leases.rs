@@ -6,11 +6,14 @@
 //! Invariants:
 //! - Every write is a compare-and-set on the key's revision: two nodes
 //!   cannot both take a lease or both reserve one block.
-//! - A lease is held while its node renews it (every 2 s); one not renewed
-//!   for [`SILENT_AFTER`] (by the KV server's time of the last write
-//!   against this node's clock: clocks within a few seconds, NTP) is taken
-//!   over by the next publish elsewhere. A holder that finds its lease
-//!   taken ends its local publisher.
+//! - A lease is held while its node is alive: its node's heartbeat (every
+//!   2 s in `EDGESNAP_NODES`) is the lease's renewal, so held streams cost
+//!   NATS nothing while they run. A lease whose node has been silent for
+//!   `SILENT_AFTER` (its last heartbeat's time, by its clock, against this
+//!   node's: clocks within a few seconds, NTP) is taken over by
+//!   the next publish elsewhere. A holder checks its leases after it gets
+//!   NATS back (and every 30 s) and ends the local publisher of one taken.
+//! - A publish that ends gives its lease up (retried until NATS takes it).
 //! - A node numbers a stream's captures only inside blocks it reserved
 //!   while holding the lease; the next holder's block starts past them, so
 //!   a number is never used twice in a stream (gaps are allowed). A block
@@ -27,13 +30,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use super::{Fleet, FleetError, REQUEST_TIMEOUT, SILENT_AFTER, now_ms, records::subject_tokens};
+use super::{Fleet, FleetError, REQUEST_TIMEOUT, now_ms, records::subject_tokens};
 use crate::index::Index;
 use crate::ingest::{Ingest, StreamLeases};
 use crate::stream::StreamKey;
 
 pub const STREAMS_BUCKET: &str = "EDGESNAP_STREAMS";
-const RENEW: Duration = Duration::from_secs(2);
+/// How often the upkeep round runs (block refills, releases).
+const TICK: Duration = Duration::from_secs(1);
+/// How often held leases are checked while NATS stays connected.
+const CHECK_EVERY: Duration = Duration::from_secs(30);
 /// `{Sequence}` numbers reserved at a time.
 const BLOCK: u64 = 1000;
 
@@ -56,6 +62,9 @@ pub struct Leases {
     /// Streams whose lease this node held last (a publish of one is
     /// accepted while NATS cannot be asked).
     held_last: Mutex<HashSet<StreamKey>>,
+    /// Leases given up here and not yet removed from KV (with the revision
+    /// this node wrote).
+    releasing: Mutex<HashMap<StreamKey, u64>>,
 }
 
 fn lease_key(k: &StreamKey) -> String {
@@ -79,6 +88,7 @@ impl Leases {
             bucket: OnceCell::new(),
             held: Mutex::default(),
             held_last: Mutex::default(),
+            releasing: Mutex::default(),
         })
     }
 
@@ -111,13 +121,11 @@ impl Leases {
                 Some(e) if e.operation == kv::Operation::Put => {
                     let doc: Option<LeaseDoc> = serde_json::from_slice(&e.value).ok();
                     let holder = doc.map(|d| d.node).unwrap_or_default();
-                    let written_ms = (e.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-                    let silent = now_ms().saturating_sub(written_ms) > SILENT_AFTER.as_millis() as u64;
-                    if holder != self.fleet.node_id() && !silent {
-                        return Err(Ok(refused_busy(key, &holder)));
-                    }
                     if holder != self.fleet.node_id() {
-                        tracing::info!(stream = %key, from = %holder, "fleet: the stream's lease was silent; taken over");
+                        if self.fleet.alive(&holder).await.map_err(Err)? {
+                            return Err(Ok(refused_busy(key, &holder)));
+                        }
+                        tracing::info!(stream = %key, from = %holder, "fleet: the stream's holder is silent; its lease is taken over");
                     }
                     kv.update(&lk, self.doc(), e.revision).await
                 }
@@ -160,6 +168,13 @@ impl Leases {
                 None => (0, None),
             };
             let local = self.index.peek_sequence(key).map_err(|e| super::nats("read a stream's sequence", e))?;
+            if !first {
+                let room = self.index.sequence_room(key).ok().flatten().unwrap_or(0);
+                if reserved != local + room {
+                    tracing::warn!(stream = %key, "fleet: another node reserved {{Sequence}} numbers of this stream; the block is not extended");
+                    return Ok(());
+                }
+            }
             let start = if first { reserved.max(local) } else { reserved };
             let end = start + BLOCK;
             let value: bytes::Bytes = end.to_string().into_bytes().into();
@@ -185,60 +200,95 @@ impl Leases {
         Err(super::nats("reserve a sequence block", std::io::Error::other("the block changed hands too often")))
     }
 
-    /// Renews every held lease until `stop`; ends the local publisher of a
-    /// stream whose lease another node took; refills half-used blocks.
+    /// Until `stop`: refills half-used `{Sequence}` blocks, retries the
+    /// releases NATS did not take, and after a loss of NATS (and every 30 s)
+    /// checks that each held lease is still this node's, ending the local
+    /// publisher of one another node took meanwhile.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(RENEW);
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut was_connected, mut last_check) = (true, tokio::time::Instant::now());
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, self.renew_all())
-                .await
-                .unwrap_or_else(|_| Err(self.fleet.not_connected()))
-            {
-                tracing::debug!(error = %e, "fleet: renewing stream leases failed; retried");
+            let connected = self.fleet.connected();
+            let check = connected && (!was_connected || last_check.elapsed() >= CHECK_EVERY);
+            was_connected = connected;
+            if !connected {
+                continue;
+            }
+            let round = async {
+                // Made as soon as NATS answers (not at the first publish), so
+                // it gets its three copies while the cluster is whole.
+                self.bucket().await?;
+                self.retry_releases().await?;
+                self.refill().await?;
+                if check {
+                    self.check_held().await?;
+                }
+                Ok::<_, FleetError>(())
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT * 4, round).await {
+                Ok(Ok(())) if check => last_check = tokio::time::Instant::now(),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "fleet: stream lease upkeep failed; retried"),
+                Err(_) => tracing::debug!("fleet: stream lease upkeep timed out; retried"),
             }
         }
     }
 
-    async fn renew_all(&self) -> Result<(), FleetError> {
-        let held: Vec<(StreamKey, u64)> =
-            self.held.lock().unwrap().iter().map(|(k, h)| (k.clone(), h.revision)).collect();
-        if held.is_empty() {
+    /// Extends the block of each held stream that has used half of it.
+    async fn refill(&self) -> Result<(), FleetError> {
+        let held: Vec<StreamKey> = self.held.lock().unwrap().keys().cloned().collect();
+        for key in held {
+            if self.index.sequence_room(&key).ok().flatten().is_some_and(|room| room < BLOCK / 2) {
+                self.reserve(&key, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the local publisher of each held stream whose lease is no
+    /// longer this node's (taken while this node's heartbeat was silent).
+    async fn check_held(&self) -> Result<(), FleetError> {
+        let kv = self.bucket().await?;
+        let held: Vec<StreamKey> = self.held.lock().unwrap().keys().cloned().collect();
+        for key in held {
+            let entry = kv.entry(lease_key(&key)).await.map_err(|e| super::nats("read a stream lease", e))?;
+            let holder = entry
+                .filter(|e| e.operation == kv::Operation::Put)
+                .and_then(|e| serde_json::from_slice::<LeaseDoc>(&e.value).ok())
+                .map(|d| d.node);
+            if holder.as_deref() != Some(self.fleet.node_id()) {
+                self.held.lock().unwrap().remove(&key);
+                self.held_last.lock().unwrap().remove(&key);
+                if let Some(ingest) = self.ingest.upgrade() {
+                    ingest.end_stream(&key, "its fleet lease was taken by another node");
+                }
+                tracing::warn!(stream = %key, holder = ?holder, "fleet: another node took this stream's lease; its publisher here is ended");
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives up the leases whose release did not reach NATS.
+    async fn retry_releases(&self) -> Result<(), FleetError> {
+        let pending: Vec<(StreamKey, u64)> = self.releasing.lock().unwrap().drain().collect();
+        if pending.is_empty() {
             return Ok(());
         }
         let kv = self.bucket().await?;
-        for (key, revision) in held {
-            match kv.update(lease_key(&key), self.doc(), revision).await {
-                Ok(r) => {
-                    if let Some(h) = self.held.lock().unwrap().get_mut(&key) {
-                        h.revision = r;
-                    }
+        for (key, revision) in pending {
+            match kv.delete_expect_revision(lease_key(&key), Some(revision)).await {
+                Ok(()) => {}
+                // Taken (or given up) since: nothing left to release.
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => {
+                    self.releasing.lock().unwrap().insert(key, revision);
+                    return Err(super::nats("release a stream lease", e));
                 }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    let holder = kv
-                        .get(lease_key(&key))
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|v| serde_json::from_slice::<LeaseDoc>(&v).ok())
-                        .map(|d| d.node);
-                    if holder.as_deref() != Some(self.fleet.node_id()) {
-                        self.held.lock().unwrap().remove(&key);
-                        self.held_last.lock().unwrap().remove(&key);
-                        if let Some(ingest) = self.ingest.upgrade() {
-                            ingest.end_stream(&key, "its fleet lease was taken by another node");
-                        }
-                        tracing::warn!(stream = %key, holder = ?holder, "fleet: another node took this stream's lease; its publisher here is ended");
-                    }
-                }
-                Err(e) => return Err(super::nats("renew a stream lease", e)),
-            }
-            if self.index.sequence_room(&key).ok().flatten().is_some_and(|room| room < BLOCK / 2) {
-                self.reserve(&key, false).await?;
             }
         }
         Ok(())
@@ -273,12 +323,8 @@ impl StreamLeases for Leases {
 
     fn release(&self, key: StreamKey) {
         let Some(held) = self.held.lock().unwrap().remove(&key) else { return };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-        let (kv, lk) = (self.bucket.get().cloned(), lease_key(&key));
-        handle.spawn(async move {
-            if let Some(kv) = kv {
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, kv.delete_expect_revision(lk, Some(held.revision))).await;
-            }
-        });
+        // Given up at the next round of `run` (at most a second away), and
+        // retried there until NATS takes it.
+        self.releasing.lock().unwrap().insert(key, held.revision);
     }
 }

@@ -71,6 +71,10 @@ pub struct NodeEntry {
     /// Records stored or deleted here and not yet published.
     #[serde(default)]
     pub outbox_depth: u64,
+    /// Where the node's API answers (its `server.public_url`, or its bound
+    /// HTTP address): an index node redirects image requests there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     /// On an index node: records published and not yet indexed here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_lag: Option<u64>,
@@ -78,6 +82,27 @@ pub struct NodeEntry {
     /// (it keeps the previous one), with why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugin_problems: BTreeMap<String, String>,
+}
+
+/// A delete asked of the node that stored the records (core NATS request
+/// on `edgesnap.node.{node_id}.delete`).
+#[derive(Debug, Serialize, Deserialize)]
+struct DeleteAsk {
+    domain: String,
+    ids: Vec<String>,
+    remove_files: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct DeleteDone {
+    records_deleted: u64,
+    files_removed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn delete_subject(node: &str) -> String {
+    format!("edgesnap.node.{node}.delete")
 }
 
 /// A node as `GET /v1/fleet` reports it.
@@ -99,6 +124,8 @@ pub struct Fleet {
     index: Arc<crate::index::Index>,
     /// The record stream's side of this node (set once at start).
     records: std::sync::OnceLock<Arc<Records>>,
+    /// Where this node's API answers (set once its listener is bound).
+    public_url: std::sync::OnceLock<String>,
 }
 
 fn now_ms() -> u64 {
@@ -134,6 +161,7 @@ impl Fleet {
             plugin_problems: Mutex::default(),
             index,
             records: std::sync::OnceLock::new(),
+            public_url: std::sync::OnceLock::new(),
         }))
     }
 
@@ -212,7 +240,120 @@ impl Fleet {
             live_streams: self.metrics.live_streams.get().max(0) as u64,
             plugin_problems: self.plugin_problems.lock().unwrap().clone(),
             outbox_depth: self.index.fleet_outbox_depth().unwrap_or(0),
+            public_url: self.public_url.get().cloned(),
             index_lag: self.config.roles().contains(&"index").then(|| self.records.get().map_or(0, |r| r.lag())),
+        }
+    }
+
+    /// Whether a node heartbeats (its entry is younger than [`SILENT_AFTER`]).
+    pub(crate) async fn alive(&self, node: &str) -> Result<bool, FleetError> {
+        let Some(bytes) = self.nodes().await?.get(node).await.map_err(|e| nats("read a node", e))? else {
+            return Ok(false);
+        };
+        let Ok(entry) = serde_json::from_slice::<NodeEntry>(&bytes) else { return Ok(false) };
+        Ok(now_ms().saturating_sub(entry.heartbeat_ms) <= SILENT_AFTER.as_millis() as u64)
+    }
+
+    /// Where this node's API answers, told to the others in its heartbeat.
+    pub fn set_public_url(&self, url: String) {
+        let _ = self.public_url.set(url);
+    }
+
+    /// Where another node's API answers, from its last heartbeat (None: it
+    /// is not in the fleet, silent, or did not say).
+    pub async fn public_url_of(&self, node: &str) -> Option<String> {
+        let read = async {
+            let bytes = self.nodes().await.ok()?.get(node).await.ok()??;
+            let entry: NodeEntry = serde_json::from_slice(&bytes).ok()?;
+            let silent = now_ms().saturating_sub(entry.heartbeat_ms) > SILENT_AFTER.as_millis() as u64;
+            if silent { None } else { entry.public_url }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, read).await.ok().flatten()
+    }
+
+    /// Asks another node to delete records it stored (their objects too
+    /// with `remove_files`), as its own API would; waits for its answer.
+    /// Returns the records and objects it removed.
+    pub async fn delete_on(
+        &self,
+        node: &str,
+        domain: &str,
+        ids: &[crate::index::RecordId],
+        remove_files: bool,
+    ) -> Result<(u64, u64), FleetError> {
+        if !self.connected() {
+            return Err(self.not_connected());
+        }
+        let ask =
+            DeleteAsk { domain: domain.to_owned(), ids: ids.iter().map(|i| i.to_string()).collect(), remove_files };
+        let payload = serde_json::to_vec(&ask).expect("a delete request serializes");
+        let answer =
+            tokio::time::timeout(REQUEST_TIMEOUT * 2, self.client.request(delete_subject(node), payload.into()))
+                .await
+                .map_err(|_| self.not_connected())?
+                .map_err(|e| nats("ask a node to delete", e))?;
+        let done: DeleteDone =
+            serde_json::from_slice(&answer.payload).map_err(|e| nats("read a node's delete answer", e))?;
+        match done.error {
+            Some(e) => Err(FleetError::Nats { what: "delete on another node", source: e.into() }),
+            None => Ok((done.records_deleted, done.files_removed)),
+        }
+    }
+
+    /// Deletes what other nodes ask this one to (records it stored) until `stop`.
+    pub async fn serve_deletes(
+        self: Arc<Self>,
+        notifier: Arc<crate::notify::Notifier>,
+        storage: Arc<crate::storage::Storage>,
+        stop: CancellationToken,
+    ) {
+        let mut sub = match self.client.subscribe(delete_subject(self.node_id())).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "fleet: cannot take delete requests from other nodes");
+                return;
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = sub.next() => match m { Some(m) => m, None => return },
+            };
+            let done = match serde_json::from_slice::<DeleteAsk>(&msg.payload) {
+                Ok(ask) => self.delete_here(&ask, &notifier, &storage).await,
+                Err(e) => DeleteDone { error: Some(format!("the request does not read: {e}")), ..Default::default() },
+            };
+            if let Some(reply) = msg.reply {
+                let body = serde_json::to_vec(&done).expect("a delete answer serializes");
+                if let Err(e) = self.client.publish(reply, body.into()).await {
+                    tracing::warn!(error = %e, "fleet: could not answer a delete request");
+                }
+            }
+        }
+    }
+
+    async fn delete_here(
+        &self,
+        ask: &DeleteAsk,
+        notifier: &Arc<crate::notify::Notifier>,
+        storage: &crate::storage::Storage,
+    ) -> DeleteDone {
+        let ids: Vec<_> = ask.ids.iter().filter_map(|i| crate::index::RecordId::parse(i)).collect();
+        let mine = match self.index.get_many(&ids) {
+            Ok(found) => found
+                .into_iter()
+                .flatten()
+                .filter(|r| r.domain == ask.domain && (r.node.is_empty() || r.node == self.node_id()))
+                .map(|r| r.id)
+                .collect(),
+            Err(e) => return DeleteDone { error: Some(e.to_string()), ..Default::default() },
+        };
+        match crate::retention::delete_records(&self.index, notifier, storage, mine, ask.remove_files).await {
+            Ok((removed, files)) => {
+                tracing::info!(domain = %ask.domain, records = removed.len(), files, "fleet: deleted on another node's request");
+                DeleteDone { records_deleted: removed.len() as u64, files_removed: files, error: None }
+            }
+            Err(e) => DeleteDone { error: Some(e.to_string()), ..Default::default() },
         }
     }
 

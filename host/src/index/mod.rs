@@ -58,6 +58,8 @@ pub(crate) const OBJECT_KEYS: TableDefinition<(&str, &str, &str), u128> = TableD
 pub(crate) const FLEET_OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("fleet_outbox");
 /// `meta` key: the record stream's position an index node has applied (u64 BE).
 pub(crate) const FLEET_POSITION: &str = "fleet-records-position";
+/// `meta` key: fleet outbox rows dropped because it was full (u64 BE).
+pub(crate) const FLEET_OUTBOX_DROPPED: &str = "fleet-outbox-dropped";
 
 /// A record stored or deleted on a node of a fleet, as the record stream
 /// carries it (docs/fleet.md has the JSON).
@@ -344,6 +346,14 @@ impl Index {
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
             Err(e) => Err(db_err(e)),
         }
+    }
+
+    /// Fleet outbox rows dropped, in all, because it was full.
+    pub fn fleet_outbox_dropped(&self) -> Result<u64, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(META).map_err(db_err)?;
+        let v = t.get(FLEET_OUTBOX_DROPPED).map_err(db_err)?;
+        Ok(v.and_then(|v| v.value().try_into().ok()).map_or(0, u64::from_be_bytes))
     }
 
     /// Removes the fleet outbox's rows up to `upto` (published).

@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::{
-    BY_STREAM, CATALOG, CatalogKey, Delivery, FLEET_OUTBOX, FLEET_POSITION, FleetEvent, IDS, INTENTS, IndexError,
-    Intent, META, OBJECT_KEYS, OUTBOX, OUTBOX_FAILED, OVERLAYS, OutboxChange, PLUGIN_STATE, RECORDS, Record,
-    RecordEvents, RecordId, SEQUENCES, StateWrites, TOMBSTONES, Tombstone, db, decode_record, encode_fleet_event,
-    encode_record,
+    BY_STREAM, CATALOG, CatalogKey, Delivery, FLEET_OUTBOX, FLEET_OUTBOX_DROPPED, FLEET_POSITION, FleetEvent, IDS,
+    INTENTS, IndexError, Intent, META, OBJECT_KEYS, OUTBOX, OUTBOX_FAILED, OVERLAYS, OutboxChange, PLUGIN_STATE,
+    RECORDS, Record, RecordEvents, RecordId, SEQUENCES, StateWrites, TOMBSTONES, Tombstone, db, decode_record,
+    encode_fleet_event, encode_record,
 };
 
 /// Operations per commit at most.
@@ -492,6 +492,11 @@ fn delete(txn: &WriteTransaction, ids: &[RecordId], tombstone: bool) -> Result<V
     Ok(removed)
 }
 
+/// The fleet outbox keeps at most this many rows (about 400 MB; 2.8 hours
+/// of 500 streams at 5 s): past it, the oldest are dropped and counted.
+/// The edge keeps its records either way; the fleet's index misses them.
+pub(super) const FLEET_OUTBOX_MAX: u64 = 1_000_000;
+
 /// Puts records stored or deleted here in the fleet outbox, after its last row.
 fn to_fleet(txn: &WriteTransaction, events: impl Iterator<Item = FleetEvent>) -> Result<(), IndexError> {
     let mut t = txn.open_table(FLEET_OUTBOX).map_err(db)?;
@@ -499,6 +504,31 @@ fn to_fleet(txn: &WriteTransaction, events: impl Iterator<Item = FleetEvent>) ->
     for (n, e) in (first..).zip(events) {
         t.insert(n, encode_fleet_event(&e).as_slice()).map_err(db)?;
     }
+    drop(t);
+    cap_fleet_outbox(txn, FLEET_OUTBOX_MAX)
+}
+
+/// Drops the oldest outbox rows past `max`, counting them (`meta`).
+pub(super) fn cap_fleet_outbox(txn: &WriteTransaction, max: u64) -> Result<(), IndexError> {
+    let mut t = txn.open_table(FLEET_OUTBOX).map_err(db)?;
+    let over = t.len().map_err(db)?.saturating_sub(max);
+    if over == 0 {
+        return Ok(());
+    }
+    for _ in 0..over {
+        t.pop_first().map_err(db)?;
+    }
+    let mut meta = txn.open_table(META).map_err(db)?;
+    let before = meta
+        .get(FLEET_OUTBOX_DROPPED)
+        .map_err(db)?
+        .and_then(|v| v.value().try_into().ok())
+        .map_or(0, u64::from_be_bytes);
+    meta.insert(FLEET_OUTBOX_DROPPED, (before + over).to_be_bytes().as_slice()).map_err(db)?;
+    tracing::warn!(
+        dropped = over,
+        "fleet outbox full ({max} records not published): the oldest were dropped; the fleet's index misses them"
+    );
     Ok(())
 }
 
@@ -671,6 +701,52 @@ mod tests {
         assert_eq!(fleet.fleet_outbox_depth().unwrap(), 0, "replicated records are not published again");
         edge.fleet_published(last).await.unwrap();
         assert_eq!(edge.fleet_outbox_depth().unwrap(), 0);
+    }
+
+    /// A fleet block raises a stream's next `{Sequence}` to its start (never
+    /// lowers it) and counts what is left of it.
+    #[test]
+    fn sequence_blocks_raise_and_count_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let key = crate::stream::StreamKey::new("d", "live", "cam1");
+        assert_eq!(index.next_sequence(key.clone()).unwrap(), 0);
+        assert_eq!(index.sequence_room(&key).unwrap(), None, "no block on a node alone");
+        index.sequence_block(key.clone(), 1000, 2000).unwrap();
+        assert_eq!(index.sequence_room(&key).unwrap(), Some(1000));
+        assert_eq!(index.next_sequence(key.clone()).unwrap(), 1000);
+        assert_eq!(index.next_sequence(key.clone()).unwrap(), 1001);
+        assert_eq!(index.sequence_room(&key).unwrap(), Some(998));
+        // Extending the block keeps the numbering where it is.
+        index.sequence_block(key.clone(), 1002, 3000).unwrap();
+        assert_eq!(index.next_sequence(key.clone()).unwrap(), 1002);
+        // A block below the numbers used does not lower them.
+        index.sequence_block(key.clone(), 5, 3000).unwrap();
+        assert_eq!(index.peek_sequence(&key).unwrap(), 1003);
+    }
+
+    /// A full fleet outbox drops its oldest rows and counts them.
+    #[tokio::test]
+    async fn a_full_fleet_outbox_drops_the_oldest_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        index.join_fleet("edge-a");
+        for ts in [1000u64, 2000, 3000] {
+            let id = RecordId::new(ts);
+            index.reserve(id, intent(ts)).await.unwrap();
+            index.commit(id, vec![record(id, ts, &format!("{ts}.jpg"), false)]).await.unwrap();
+        }
+        let txn = index.db.begin_write().unwrap();
+        super::cap_fleet_outbox(&txn, 2).unwrap();
+        txn.commit().unwrap();
+        let left: Vec<u64> = index
+            .fleet_outbox(10)
+            .unwrap()
+            .iter()
+            .map(|(_, b)| decode_fleet_event(b).unwrap().record().create_timestamp_ms)
+            .collect();
+        assert_eq!(left, [2000, 3000], "the oldest went");
+        assert_eq!(index.fleet_outbox_dropped().unwrap(), 1);
     }
 
     /// A record row written before records carried their node still reads.
