@@ -70,6 +70,18 @@ bench *ARGS: build
     cargo build --release --locked --examples
     python3 scripts/bench.py --bin {{bin}} --loadgen {{CARGO_TARGET_DIR}}/release/examples/loadgen --floor {{CARGO_TARGET_DIR}}/release/examples/floor --sink {{CARGO_TARGET_DIR}}/release/examples/sink --out {{CARGO_TARGET_DIR}}/../bench {{ARGS}}
 
+# The fleet (issue 17): records into one index node and config-change
+# propagation over 3 nodes (scripts/bench_fleet.py); capacity with [fleet]
+# on and off is `just bench --nats ...` (bench-fleet-capacity).
+bench-fleet *ARGS: build
+    cargo build --release --locked --examples
+    python3 scripts/bench_fleet.py --bin {{bin}} --flood {{CARGO_TARGET_DIR}}/release/examples/records_flood --nats {{CARGO_TARGET_DIR}}/../venv/bin/nats-server {{ARGS}}
+
+# One edge at 500 streams with [fleet] off and on, alternating, same run (issue 17).
+bench-fleet-capacity *ARGS: build
+    cargo build --release --locked --examples
+    python3 scripts/bench.py --bin {{bin}} --loadgen {{CARGO_TARGET_DIR}}/release/examples/loadgen --floor {{CARGO_TARGET_DIR}}/release/examples/floor --sink {{CARGO_TARGET_DIR}}/release/examples/sink --out {{CARGO_TARGET_DIR}}/../bench --nats {{CARGO_TARGET_DIR}}/../venv/bin/nats-server --edgesnap 500,500 --full= --expert= {{ARGS}}
+
 # The capacity benchmark into S3 (issue 16): the same runs with an
 # S3-compatible server (s3s-fs, installed once under the cache) on loopback.
 bench-s3 *ARGS: build
