@@ -331,15 +331,7 @@ def start_s3(args, d):
     os.environ["BENCH_S3_KEY"] = "bench-s3-key"
     proc = subprocess.Popen([args.s3, "--host", "127.0.0.1", "--port", str(port), "--access-key", "bench-s3-key",
                              "--secret-key", "bench-s3-key", f"{d}/s3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.time() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close(); break
-        except OSError:
-            if time.time() > end or proc.poll() is not None:
-                proc.kill(); raise SystemExit("s3s-fs did not start")
-            time.sleep(0.05)
-    return proc, port
+    return listening(proc, port, "s3s-fs"), port
 
 
 def start_nats(args, d):
@@ -347,15 +339,20 @@ def start_nats(args, d):
     port = free_port()
     proc = subprocess.Popen([args.nats, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", f"{d}/nats"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.time() + 10
+    return listening(proc, port, "nats-server"), port
+
+
+def listening(proc, port, what, timeout=10):
+    """`proc` once it accepts connections on `port` (killed, and the run stopped, if it does not in time)."""
+    end = time.time() + timeout
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close(); break
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
         except OSError:
             if time.time() > end or proc.poll() is not None:
-                proc.kill(); raise SystemExit("nats-server did not start")
+                proc.kill(); raise SystemExit(f"{what} did not start")
             time.sleep(0.05)
-    return proc, port
 
 
 def start_host(args, d, http):

@@ -45,6 +45,24 @@ def wait_port(port, proc, what, timeout=30):
     sys.exit(f"{what} did not listen on {port}")
 
 
+def write_node_config(d, http, nats_port, node_id, roles):
+    """A fleet node's config in d/edgesnap.toml: domain `bench` on a local directory."""
+    open(f"{d}/edgesnap.toml", "w").write(f"""version = 1
+[server]
+rtmp_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:{http}"
+data_dir = "{d}/data"
+operator_token = "bench-operator-token-0123"
+[domains."bench".storage.main]
+type = "local"
+path = "{d}/snapshots"
+[fleet]
+nats_url = "nats://127.0.0.1:{nats_port}"
+node_id = "{node_id}"
+roles = {roles}
+""")
+
+
 def pending(monitor, consumer):
     """The consumer's pending events, from nats-server's /jsz."""
     with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/jsz?consumers=true", timeout=5) as r:
@@ -64,20 +82,7 @@ def run(args, rate):
         nats = subprocess.Popen([args.nats, "-js", "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor),
                                  "-sd", f"{d}/nats"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port, nats, "nats-server")
-        open(f"{d}/edgesnap.toml", "w").write(f"""version = 1
-[server]
-rtmp_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:{http}"
-data_dir = "{d}/data"
-operator_token = "bench-operator-token-0123"
-[domains."bench".storage.main]
-type = "local"
-path = "{d}/snapshots"
-[fleet]
-nats_url = "nats://127.0.0.1:{port}"
-node_id = "bench-index"
-roles = ["index"]
-""")
+        write_node_config(d, http, port, "bench-index", '["index"]')
         host = subprocess.Popen([args.bin, "serve", "--config", f"{d}/edgesnap.toml"],
                                 stderr=open(f"{d}/edgesnap.log", "w"), env={**os.environ, "RUST_LOG": "warn"})
         try:
@@ -149,19 +154,7 @@ def propagation(args):
         for name in ["a", "b", "c"]:
             http = free_port()
             os.makedirs(f"{d}/{name}")
-            open(f"{d}/{name}/edgesnap.toml", "w").write(f"""version = 1
-[server]
-rtmp_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:{http}"
-data_dir = "{d}/{name}/data"
-operator_token = "bench-operator-token-0123"
-[domains."bench".storage.main]
-type = "local"
-path = "{d}/{name}/snapshots"
-[fleet]
-nats_url = "nats://127.0.0.1:{port}"
-node_id = "node-{name}"
-""")
+            write_node_config(f"{d}/{name}", http, port, f"node-{name}", '["edge"]')
             p = subprocess.Popen([args.bin, "serve", "--config", f"{d}/{name}/edgesnap.toml"],
                                  stderr=open(f"{d}/{name}/edgesnap.log", "w"), env={**os.environ, "RUST_LOG": "warn"})
             procs.append(p)

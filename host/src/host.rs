@@ -252,6 +252,8 @@ impl Host {
                 let leases = crate::fleet::Leases::new(fleet.clone(), index.clone(), &ingest);
                 ingest.use_leases(leases.clone());
                 stages.fleet.spawn(leases.run(stages.fleet.stop.clone()));
+            } else {
+                ingest.use_leases(Arc::new(crate::fleet::NotAnEdge(fleet.node_id().to_owned())));
             }
             let effects = crate::fleet::Effects {
                 ingest: ingest.clone(),

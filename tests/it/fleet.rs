@@ -64,19 +64,7 @@ fn nodes_see_each_other_through_nats() {
     assert_eq!(node(&nodes(&a), "edge-a").unwrap()["live_streams"], 0);
 
     // The CLI prints the same, asked through edge-a.
-    let out = output_within(
-        std::process::Command::new(bin()).args([
-            "fleet",
-            "status",
-            "--server",
-            &format!("http://127.0.0.1:{}", a.http_port),
-            "--token",
-            TOKEN,
-        ]),
-        Duration::from_secs(20),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let text = fleet_status_cli(&a);
     assert!(text.contains("asked: edge-a (edge)"), "{text}");
     let row_b = text.lines().find(|l| l.starts_with("edge-b")).unwrap_or_else(|| panic!("no edge-b row: {text}"));
     assert!(row_b.contains("edge,index") && row_b.contains("alive"), "{row_b}");
@@ -210,6 +198,24 @@ fn without_nats_a_node_serves_and_says_so() {
 fn held_last(host: &Host, stream: &str) {
     let mut p = Publisher::connect(host.rtmp_port, "live").unwrap();
     assert!(p.publish(stream).unwrap(), "{stream} published on {}", host.rtmp_port);
+}
+
+/// What `edgesnap fleet status` prints, asked through `host` (it must succeed).
+fn fleet_status_cli(host: &Host) -> String {
+    let out = output_within(
+        std::process::Command::new(bin()).args([
+            "fleet",
+            "status",
+            "--server",
+            &format!("http://127.0.0.1:{}", host.http_port),
+            "--token",
+            TOKEN,
+        ]),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    text
 }
 
 fn mint_domain_token(host: &Host) -> String {
@@ -462,6 +468,10 @@ fn the_index_node_lists_every_edges_snapshots() {
         assert!(own.iter().all(|(_, _, n)| n == node), "records carry their node: {own:?}");
         x.wait_for(&format!("{stream} on the index node"), Duration::from_secs(15), || listed(&x, stream) == own);
     }
+    // An index node takes no publishes.
+    let mut p = Publisher::connect(x.rtmp_port, "live").unwrap();
+    assert!(!p.publish("cam9").unwrap(), "refused on an index node");
+    assert!(p.said("has no \"edge\" role in the fleet"), "saying why");
     // The whole app across edges, in time order, and each edge still answers for its own.
     let all = x.snapshots("localhost", "live", None);
     assert_eq!(all.iter().filter(|r| r["is_overlay"] == false).count(), 10);
@@ -690,17 +700,6 @@ fn a_node_that_cannot_use_an_activated_plugin_says_so() {
     // edge-b keeps the default policy: its captures are named by the template.
     let keys = crate::plugins::push(&b, "kept");
     assert!(keys.iter().all(|k| !crate::plugins::is_date_folder_key(k, "kept")), "{keys:?}");
-    let out = output_within(
-        std::process::Command::new(bin()).args([
-            "fleet",
-            "status",
-            "--server",
-            &format!("http://127.0.0.1:{}", a.http_port),
-            "--token",
-            TOKEN,
-        ]),
-        Duration::from_secs(20),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = fleet_status_cli(&a);
     assert!(text.contains("edge-b: domain localhost: plugin not in force: version"), "{text}");
 }

@@ -295,6 +295,18 @@ impl Leases {
     }
 }
 
+/// The leases of a node without the `edge` role: it takes no publishes.
+pub struct NotAnEdge(pub String);
+
+impl StreamLeases for NotAnEdge {
+    fn acquire(&self, key: StreamKey) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        let why = format!("stream {key}: node {} has no \"edge\" role in the fleet; publish to an edge", self.0);
+        Box::pin(async move { Err(why) })
+    }
+
+    fn release(&self, _key: StreamKey) {}
+}
+
 impl StreamLeases for Leases {
     fn acquire(&self, key: StreamKey) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {

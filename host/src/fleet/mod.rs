@@ -32,7 +32,7 @@ mod control;
 mod leases;
 mod records;
 pub use control::{CATALOG_BUCKET, ControlPlane, Effects, PLUGINS_BUCKET, SECRETS_BUCKET};
-pub use leases::{Leases, STREAMS_BUCKET};
+pub use leases::{Leases, NotAnEdge, STREAMS_BUCKET};
 pub use records::{RECORDS_STREAM, Records, subject};
 
 /// The KV bucket of the fleet's members, one key per node id.
