@@ -455,6 +455,12 @@ impl Client {
                     ];
                     outln!("{}", table(&header, &[4, 5, 6], rows));
                     for n in v["nodes"].as_array().into_iter().flatten() {
+                        if let Some(domains) = n["index_domains"].as_array() {
+                            let list: Vec<String> = domains.iter().map(cell).collect();
+                            outln!("{}: indexes domains {}", cell(&n["node_id"]), list.join(", "));
+                        } else if n.get("index_domains").is_some() {
+                            outln!("{}: indexes every domain", cell(&n["node_id"]));
+                        }
                         for (domain, why) in n["plugin_problems"].as_object().into_iter().flatten() {
                             outln!("{}: domain {domain}: plugin not in force: {}", cell(&n["node_id"]), cell(why));
                         }

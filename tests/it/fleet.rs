@@ -11,12 +11,12 @@ use crate::media::{Clip, ffmpeg_push};
 use crate::pipeline::check_stream;
 use crate::publisher::Publisher;
 
+fn fleet_section(nats: &str, node_id: &str, roles: &str) -> String {
+    format!("\n[fleet]\nnats_url = \"{nats}\"\nnode_id = \"{node_id}\"\nroles = {roles}\n")
+}
+
 fn fleet_node(nats: &str, node_id: &str, roles: &str) -> Host {
-    Host::start_with(
-        &[DomainSpec::new("localhost")],
-        1,
-        &format!("\n[fleet]\nnats_url = \"{nats}\"\nnode_id = \"{node_id}\"\nroles = {roles}\n"),
-    )
+    Host::start_with(&[DomainSpec::new("localhost")], 1, &fleet_section(nats, node_id, roles))
 }
 
 /// The nodes `host` lists in `GET /v1/fleet`, by node id.
@@ -435,8 +435,13 @@ fn a_node_starts_from_its_copy_without_nats_and_catches_up() {
 
 /// The sequential records of a stream as `host` lists them: (id, object, node).
 fn listed(host: &Host, stream: &str) -> Vec<(String, String, String)> {
+    listed_in(host, "localhost", stream)
+}
+
+/// A stream's sequential snapshots as `host` lists them: (id, object, node), sorted.
+fn listed_in(host: &Host, domain: &str, stream: &str) -> Vec<(String, String, String)> {
     let mut out: Vec<_> = host
-        .snapshots("localhost", "live", Some(stream))
+        .snapshots(domain, "live", Some(stream))
         .iter()
         .filter(|r| r["is_overlay"] == false)
         .map(|r| {
@@ -702,4 +707,101 @@ fn a_node_that_cannot_use_an_activated_plugin_says_so() {
     assert!(keys.iter().all(|k| !crate::plugins::is_date_folder_key(k, "kept")), "{keys:?}");
     let text = fleet_status_cli(&a);
     assert!(text.contains("edge-b: domain localhost: plugin not in force: version"), "{text}");
+}
+
+/// Two index nodes share the fleet by domain, assigned through any node's
+/// API: each lists its domains' snapshots and answers 421 for the other's,
+/// naming the node that keeps it; a domain added to a node is read there
+/// from the stream's start, one removed is no longer answered, and a node
+/// whose assignment is cleared keeps every domain again.
+#[test]
+fn two_index_nodes_share_the_fleet_by_domain() {
+    let nats = NatsServer::start();
+    let domains = [DomainSpec::new("localhost"), DomainSpec::new("two.example")];
+    let start = |id: &str, roles: &str| Host::start_with(&domains, 1, &fleet_section(&nats.url(), id, roles));
+    let a = start("edge-a", r#"["edge"]"#);
+    let assign = |host: &Host, node: &str, domains: Value| {
+        host.wait_for(&format!("{node} assigned {domains}"), Duration::from_secs(15), || {
+            let (status, body) = host.api("PUT", &format!("/v1/fleet/index/{node}"), Some(json!({"domains": domains})));
+            assert!(status == 200 || status == 503, "{status} {body}");
+            status == 200 && body["domains"] == domains
+        })
+    };
+    assign(&a, "index-1", json!(["localhost"]));
+    assign(&a, "index-2", json!(["two.example"]));
+    for bad in [json!({"domains": []}), json!({"domains": ["no such/name"]}), json!({"domain": ["localhost"]})] {
+        let (status, body) = a.api("PUT", "/v1/fleet/index/index-1", Some(bad.clone()));
+        assert_eq!(status, 400, "{bad} refused: {body}");
+    }
+    let (status, body) = a.api("GET", "/v1/fleet/index", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["assignments"],
+        json!([{"node_id": "index-1", "domains": ["localhost"]}, {"node_id": "index-2", "domains": ["two.example"]}])
+    );
+    let (x1, x2) = (start("index-1", r#"["index"]"#), start("index-2", r#"["index"]"#));
+
+    let clip = Clip::new(640, 360, 21, 1);
+    for (domain, stream, path) in
+        [("localhost", "cam1", "live/cam1"), ("two.example", "cam2", "live/cam2?vhost=two.example")]
+    {
+        let out = ffmpeg_push(&clip.flv(), &a.rtmp_url(path), false);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        check_stream(&a, domain, "live", stream, &clip, 5);
+    }
+    let (own1, own2) = (listed_in(&a, "localhost", "cam1"), listed_in(&a, "two.example", "cam2"));
+    assert_eq!((own1.len(), own2.len()), (5, 5), "{own1:?} {own2:?}");
+    x1.wait_for("localhost on index-1", Duration::from_secs(15), || listed_in(&x1, "localhost", "cam1") == own1);
+    x2.wait_for("two.example on index-2", Duration::from_secs(15), || listed_in(&x2, "two.example", "cam2") == own2);
+    let query = |host: &Host, domain: &str| {
+        let range = "start_time=2000-01-01T00:00:00Z&end_time=2100-01-01T00:00:00Z";
+        host.api("GET", &format!("/v1/domains/{domain}/snapshots?app=live&{range}"), None)
+    };
+    for (asked, domain, keeper) in [(&x1, "two.example", &x2), (&x2, "localhost", &x1)] {
+        let (status, body) = query(asked, domain);
+        assert_eq!((status, body["code"].as_str()), (421, Some("NotIndexedHere")), "{body}");
+        assert_eq!(body["index_nodes"].as_array().map(Vec::len), Some(1), "{body}");
+        let named = &body["index_nodes"][0];
+        assert!(named["url"].as_str().unwrap().ends_with(&format!(":{}", keeper.http_port)), "{body}");
+        assert!(body["message"].as_str().unwrap().contains(named["node_id"].as_str().unwrap()), "{body}");
+    }
+    let list = nodes(&a);
+    assert_eq!(node(&list, "index-1").unwrap()["index_domains"], json!(["localhost"]));
+    assert_eq!(node(&list, "index-2").unwrap()["index_domains"], json!(["two.example"]));
+    assert!(node(&list, "edge-a").unwrap().get("index_domains").is_none(), "only index nodes say");
+    let printed = fleet_status_cli(&a);
+    assert!(printed.contains("index-1: indexes domains localhost"), "{printed}");
+
+    // two.example added to index-1 (through an index node's API): its
+    // history is read there, and localhost stays listed once.
+    assign(&x2, "index-1", json!(["localhost", "two.example"]));
+    x1.wait_for("two.example's history on index-1", Duration::from_secs(20), || {
+        query(&x1, "two.example").0 == 200 && listed_in(&x1, "two.example", "cam2") == own2
+    });
+    assert_eq!(listed_in(&x1, "localhost", "cam1"), own1);
+    // index-2 moved to localhost only: two.example is no longer answered there.
+    assign(&a, "index-2", json!(["localhost"]));
+    x2.wait_for("index-2 keeps localhost only", Duration::from_secs(20), || {
+        query(&x2, "two.example").0 == 421 && listed_in(&x2, "localhost", "cam1") == own1
+    });
+    // Who keeps it comes from heartbeats (every 2 s, and at once after a change).
+    x2.wait_for("index-2 names index-1 as the keeper of two.example", Duration::from_secs(5), || {
+        let (_, body) = query(&x2, "two.example");
+        body["index_nodes"].as_array().is_some_and(|n| n.len() == 1 && n[0]["node_id"] == "index-1")
+    });
+    // New records follow the new filters.
+    let out = ffmpeg_push(&clip.flv(), &a.rtmp_url("live/cam3?vhost=two.example"), false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_stream(&a, "two.example", "live", "cam3", &clip, 5);
+    let own3 = listed_in(&a, "two.example", "cam3");
+    x1.wait_for("cam3 on index-1", Duration::from_secs(15), || listed_in(&x1, "two.example", "cam3") == own3);
+    // Cleared: index-2 keeps every domain again.
+    let (status, body) = a.api("DELETE", "/v1/fleet/index/index-2", None);
+    assert_eq!(status, 204, "{body}");
+    x2.wait_for("every domain on index-2 again", Duration::from_secs(20), || {
+        query(&x2, "two.example").0 == 200
+            && listed_in(&x2, "two.example", "cam2") == own2
+            && listed_in(&x2, "two.example", "cam3") == own3
+            && listed_in(&x2, "localhost", "cam1") == own1
+    });
 }

@@ -15,11 +15,19 @@ pub struct ApiError {
     message: String,
     /// The `Allow` header of a 405.
     allow: Option<String>,
+    /// More fields of the body, for the caller's program.
+    more: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), allow: None }
+        ApiError { status, code, message: message.into(), allow: None, more: Vec::new() }
+    }
+
+    /// The error with another field in its body.
+    pub fn with(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.more.push((name, value));
+        self
     }
 
     /// A 405 naming the methods the path allows.
@@ -43,10 +51,11 @@ impl ApiError {
     }
 
     pub(super) fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
-        let mut r = super::json(
-            self.status,
-            &serde_json::json!({"code": self.code, "message": self.message, "request_id": request_id}),
-        );
+        let mut body = serde_json::json!({"code": self.code, "message": self.message, "request_id": request_id});
+        for (name, value) in self.more {
+            body[name] = value;
+        }
+        let mut r = super::json(self.status, &body);
         if let Some(allow) = self.allow.and_then(|a| hyper::header::HeaderValue::from_str(&a).ok()) {
             r.headers_mut().insert(hyper::header::ALLOW, allow);
         }

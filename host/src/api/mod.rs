@@ -7,6 +7,7 @@ mod configs;
 mod console;
 mod domains;
 mod error;
+mod fleet;
 mod plugins;
 mod snapshots;
 mod streams;
@@ -91,40 +92,6 @@ fn readyz(api: &Api) -> serde_json::Value {
     v
 }
 
-/// `GET /v1/fleet`: the fleet's nodes as their heartbeats tell them.
-async fn fleet_status(api: &Api) -> Result<Response<Body>, ApiError> {
-    let Some(fleet) = &api.fleet else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NotInFleet",
-            "this node has no [fleet] section: it runs alone",
-        ));
-    };
-    let nodes = fleet
-        .status()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "FleetUnavailable", e.to_string()))?;
-    let nodes: Vec<serde_json::Value> = nodes
-        .into_iter()
-        .map(|n| {
-            serde_json::json!({
-                "node_id": n.entry.node_id,
-                "roles": n.entry.roles,
-                "version": n.entry.version,
-                "started_time": crate::iso_ms(n.entry.started_ms),
-                "last_heartbeat_time": crate::iso_ms(n.entry.heartbeat_ms),
-                "heartbeat_age_ms": n.heartbeat_age_ms,
-                "silent": n.silent,
-                "live_streams": n.entry.live_streams,
-                "plugin_problems": n.entry.plugin_problems,
-                "outbox_depth": n.entry.outbox_depth,
-                "index_lag": n.entry.index_lag,
-            })
-        })
-        .collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({"node_id": fleet.node_id(), "roles": fleet.roles(), "nodes": nodes})))
-}
-
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
@@ -180,6 +147,25 @@ enum Op {
     Thumbnail,
     StreamNames,
     FleetStatus,
+    IndexAssignments,
+    AssignIndex,
+    UnassignIndex,
+}
+
+impl Op {
+    /// Whether the route answers from snapshot records (an index node
+    /// answers only for the domains it keeps).
+    fn reads_records(self) -> bool {
+        matches!(
+            self,
+            Op::QuerySnapshots
+                | Op::DeleteSnapshots
+                | Op::SnapshotImage
+                | Op::Thumbnail
+                | Op::LatestImage
+                | Op::StreamNames
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -202,6 +188,9 @@ const ROUTES: &[RouteDef] = &[
     r("GET", "/openapi.json", Op::OpenApi, Access::Public),
     r("GET", "/v1/whoami", Op::Whoami, Access::Token),
     r("GET", "/v1/fleet", Op::FleetStatus, Access::Operator),
+    r("GET", "/v1/fleet/index", Op::IndexAssignments, Access::Operator),
+    r("PUT", "/v1/fleet/index/{node_id}", Op::AssignIndex, Access::Operator),
+    r("DELETE", "/v1/fleet/index/{node_id}", Op::UnassignIndex, Access::Operator),
     r("GET", "/v1/domains", Op::ListDomains, Access::Operator),
     r("PUT", "/v1/domains/{domain}", Op::PutDomain, Access::Operator),
     r("GET", "/v1/domains/{domain}", Op::GetDomain, Access::Domain),
@@ -546,6 +535,12 @@ impl Api {
                 format!("domain {domain:?} does not exist"),
             ));
         }
+        if let Some(fleet) = &self.fleet
+            && def.op.reads_records()
+            && !fleet.answers_for(&domain)
+        {
+            return Err(fleet::not_kept_here(fleet, &domain).await);
+        }
         let (head, body) = req.into_parts();
         let body_timeout = self.settings.get().server.http_body_timeout;
         let mut call = Call { head, body: Some(body), body_timeout, params, role };
@@ -556,7 +551,10 @@ impl Api {
             Op::Metrics => Ok(metrics(self, &call)),
             Op::OpenApi => Ok(text(OPENAPI, "application/json")),
             Op::Whoami => domains::whoami(self, &call),
-            Op::FleetStatus => fleet_status(self).await,
+            Op::FleetStatus => fleet::status(self).await,
+            Op::IndexAssignments => fleet::assignments(self).await,
+            Op::AssignIndex => fleet::assign(self, call.params.get("node_id").to_owned().as_str(), &mut call).await,
+            Op::UnassignIndex => fleet::unassign(self, call.params.get("node_id")).await,
             Op::ListDomains => domains::list(self).await,
             Op::PutDomain => domains::put(self, d, &mut call).await,
             Op::GetDomain => domains::get(self, d).await,

@@ -340,3 +340,25 @@ impl StreamLeases for Leases {
         self.releasing.lock().unwrap().insert(key, held.revision);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What JetStream accepts as a KV key: `[-/_=.a-zA-Z0-9]+`, no `.` at either end.
+    fn valid_kv_key(key: &str) -> bool {
+        !key.is_empty()
+            && !key.starts_with('.')
+            && !key.ends_with('.')
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
+    }
+
+    #[test]
+    fn lease_and_sequence_keys_are_valid_kv_keys_for_any_names() {
+        for (d, a, s) in [("example.com", "live", "cam 1"), ("a-b.example", "app~x", "*>=.")] {
+            let k = StreamKey::new(d, a, s);
+            assert!(valid_kv_key(&lease_key(&k)), "{}", lease_key(&k));
+            assert!(valid_kv_key(&seq_key(&k)), "{}", seq_key(&k));
+        }
+    }
+}

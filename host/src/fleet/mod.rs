@@ -31,9 +31,11 @@ use crate::metrics::Metrics;
 mod control;
 mod leases;
 mod records;
+mod shards;
 pub use control::{CATALOG_BUCKET, ControlPlane, Effects, PLUGINS_BUCKET, SECRETS_BUCKET};
 pub use leases::{Leases, NotAnEdge, STREAMS_BUCKET};
 pub use records::{RECORDS_STREAM, Records, subject};
+pub use shards::{AssignError, INDEX_BUCKET, Keeper, MAX_DOMAINS, Shard};
 
 /// The KV bucket of the fleet's members, one key per node id.
 pub const NODES_BUCKET: &str = "EDGESNAP_NODES";
@@ -82,6 +84,9 @@ pub struct NodeEntry {
     /// (it keeps the previous one), with why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugin_problems: BTreeMap<String, String>,
+    /// On an index node: the domains it keeps (None: every domain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_domains: Shard,
 }
 
 /// A delete asked of the node that stored the records (core NATS request
@@ -120,12 +125,15 @@ pub struct Fleet {
     metrics: Arc<Metrics>,
     client: async_nats::Client,
     nodes: OnceCell<kv::Store>,
+    assignments: OnceCell<kv::Store>,
     plugin_problems: Mutex<BTreeMap<String, String>>,
     index: Arc<crate::index::Index>,
     /// The record stream's side of this node (set once at start).
     records: std::sync::OnceLock<Arc<Records>>,
     /// Where this node's API answers (set once its listener is bound).
     public_url: std::sync::OnceLock<String>,
+    /// Asks for a heartbeat now (what it says changed).
+    beat_now: tokio::sync::Notify,
 }
 
 fn now_ms() -> u64 {
@@ -158,10 +166,12 @@ impl Fleet {
             metrics,
             client,
             nodes: OnceCell::new(),
+            assignments: OnceCell::new(),
             plugin_problems: Mutex::default(),
             index,
             records: std::sync::OnceLock::new(),
             public_url: std::sync::OnceLock::new(),
+            beat_now: tokio::sync::Notify::new(),
         }))
     }
 
@@ -241,7 +251,8 @@ impl Fleet {
             plugin_problems: self.plugin_problems.lock().unwrap().clone(),
             outbox_depth: self.index.fleet_outbox_depth().unwrap_or(0),
             public_url: self.public_url.get().cloned(),
-            index_lag: self.config.roles().contains(&"index").then(|| self.records.get().map_or(0, |r| r.lag())),
+            index_lag: self.config.index.then(|| self.records.get().map_or(0, |r| r.lag())),
+            index_domains: if self.config.index { self.records.get().and_then(|r| r.shard()) } else { None },
         }
     }
 
@@ -396,6 +407,7 @@ impl Fleet {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
+                _ = self.beat_now.notified() => {}
             }
             match tokio::time::timeout(REQUEST_TIMEOUT, self.heartbeat()).await {
                 Ok(Ok(())) if failing => {

@@ -15,16 +15,19 @@
 //!   transaction as the records (`Index::replicate`): after a crash,
 //!   messages up to that position are acknowledged and skipped, the rest
 //!   applied, so nothing is lost or applied twice.
+//! - An index node with an assignment consumes only its domains' subjects
+//!   (see `shards` for how a change of assignment is applied).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use super::shards::{self, Shard};
 use super::{Fleet, FleetError, REQUEST_TIMEOUT, nats};
 use crate::index::{FleetEvent, Index, decode_fleet_event};
 
@@ -38,14 +41,15 @@ const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 const BATCH: usize = 256;
 
 /// A name as one subject token: letters, digits, `-` and `_` kept, any
-/// other byte `~` and two hex digits (`example.com` → `example~2ecom`).
+/// other byte `=` and two hex digits (`example.com` → `example=2ecom`):
+/// valid in a subject and in a KV key (leases use the same tokens).
 fn token(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
             out.push(b as char);
         } else {
-            out.push_str(&format!("~{b:02x}"));
+            out.push_str(&format!("={b:02x}"));
         }
     }
     out
@@ -76,11 +80,19 @@ pub struct Records {
     /// Events published but not yet applied by this index node (its
     /// consumer's pending count at the last fetch).
     lag: AtomicU64,
+    /// The domains this index node keeps (as its index has them).
+    shard: Mutex<Shard>,
 }
 
 impl Records {
     pub fn new(fleet: Arc<Fleet>, index: Arc<Index>) -> Arc<Records> {
-        Arc::new(Records { fleet, index, stream: OnceCell::new(), lag: AtomicU64::new(0) })
+        let shard = index.fleet_shard().ok().flatten().and_then(|b| shards::decode(&b)).unwrap_or(None);
+        Arc::new(Records { fleet, index, stream: OnceCell::new(), lag: AtomicU64::new(0), shard: Mutex::new(shard) })
+    }
+
+    /// The domains this index node keeps now (None: every domain).
+    pub fn shard(&self) -> Shard {
+        self.shard.lock().unwrap().clone()
     }
 
     async fn stream(&self) -> Result<&stream::Stream, FleetError> {
@@ -212,7 +224,8 @@ impl Records {
         let mut failing = false;
         loop {
             match self.consume(&stop).await {
-                Ok(()) => return,
+                Ok(true) => return,
+                Ok(false) => continue, // another assignment: applied at the top
                 Err(e) if !failing => {
                     failing = true;
                     tracing::warn!(error = %e, "fleet: not consuming the record stream; retrying");
@@ -229,28 +242,28 @@ impl Records {
         }
     }
 
-    async fn consume(&self, stop: &CancellationToken) -> Result<(), FleetError> {
+    /// Indexes the stream until `stop` (true) or until this node's
+    /// assignment changes (false).
+    async fn consume(&self, stop: &CancellationToken) -> Result<bool, FleetError> {
         let stream =
             tokio::time::timeout(REQUEST_TIMEOUT, self.stream()).await.map_err(|_| self.fleet.not_connected())??;
-        let name = format!("index-{}", self.fleet.node_id());
-        let mut consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    description: Some(format!("edgesnap index node {}", self.fleet.node_id())),
-                    ack_policy: consumer::AckPolicy::All,
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| nats("make the index consumer", e))?;
+        let wanted = self.fleet.assignment(self.fleet.node_id()).await?;
+        let applied = self.shard();
+        if wanted != applied {
+            self.reshard(&applied, &wanted).await?;
+        }
+        let (name, mut consumer) = self.consumer(stream, &wanted).await?;
+        let mut checked = Instant::now();
         tracing::info!(consumer = %name, "fleet: indexing the record stream");
         loop {
             if stop.is_cancelled() {
-                return Ok(());
+                return Ok(true);
+            }
+            if checked.elapsed() >= Duration::from_secs(1) {
+                checked = Instant::now();
+                if self.fleet.assignment(self.fleet.node_id()).await? != wanted {
+                    return Ok(false);
+                }
             }
             let batch = consumer
                 .fetch()
@@ -260,7 +273,7 @@ impl Records {
                 .await
                 .map_err(|e| nats("fetch records", e))?;
             let messages: Vec<_> = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled() => return Ok(true),
                 m = batch.collect::<Vec<_>>() => m,
             };
             let position = self.index.fleet_position().map_err(|e| nats("read the index position", e))?;
@@ -295,13 +308,101 @@ impl Records {
     }
 }
 
+impl Records {
+    /// This node's durable consumer, its subject filter made from `shard`.
+    /// One with another filter is made again, going on after the position
+    /// this index has applied.
+    async fn consumer(
+        &self,
+        stream: &stream::Stream,
+        shard: &Shard,
+    ) -> Result<(String, consumer::PullConsumer), FleetError> {
+        let name = format!("index-{}", self.fleet.node_id());
+        let mut filter: Vec<String> = shard.iter().flatten().map(|d| format!("{SUBJECTS}.{}.>", token(d))).collect();
+        filter.sort_unstable();
+        let position = self.index.fleet_position().map_err(|e| nats("read the index position", e))?;
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("edgesnap index node {}", self.fleet.node_id())),
+            ack_policy: consumer::AckPolicy::All,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: position + 1 },
+            filter_subjects: filter.clone(),
+            max_ack_pending: 20_000,
+            ..Default::default()
+        };
+        let made = stream
+            .get_or_create_consumer::<consumer::pull::Config>(&name, config.clone())
+            .await
+            .map_err(|e| nats("make the index consumer", e))?;
+        let have = &made.cached_info().config;
+        let mut had: Vec<&str> = have.filter_subjects.iter().map(String::as_str).collect();
+        if !have.filter_subject.is_empty() {
+            had.push(&have.filter_subject);
+        }
+        had.sort_unstable();
+        if had == filter.iter().map(String::as_str).collect::<Vec<_>>() {
+            return Ok((name, made));
+        }
+        stream.delete_consumer(&name).await.map_err(|e| nats("remove the old index consumer", e))?;
+        let made = stream.create_consumer(config).await.map_err(|e| nats("make the index consumer", e))?;
+        tracing::info!(consumer = %name, filter = ?filter, from = position + 1, "fleet: index consumer made for this node's domains");
+        Ok((name, made))
+    }
+
+    /// Applies another assignment (see `shards` for the order of steps).
+    async fn reshard(&self, from: &Shard, to: &Shard) -> Result<(), FleetError> {
+        let index = |e| nats("change the domains this index keeps", e);
+        let dropped: Vec<String> = match (from, to) {
+            (_, None) => Vec::new(),
+            (Some(from), Some(to)) => from.difference(to).cloned().collect(),
+            (None, Some(to)) => {
+                self.index.record_domains().map_err(index)?.into_iter().filter(|d| !to.contains(d)).collect()
+            }
+        };
+        let position = self.index.fleet_position().map_err(index)?;
+        for domain in &dropped {
+            self.drop_domain(domain, position).await?;
+        }
+        let added = match (from, to) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(from), Some(to)) => !to.is_subset(from),
+        };
+        let position = if added { 0 } else { position };
+        self.index.keep_fleet_shard(shards::encode(to), position).await.map_err(index)?;
+        *self.shard.lock().unwrap() = to.clone();
+        self.fleet.beat_now.notify_one();
+        tracing::info!(domains = ?to, dropped = ?dropped, reread = added, "fleet: this index node keeps other domains now");
+        Ok(())
+    }
+
+    /// Drops a domain's records other nodes stored from this index (an
+    /// edge keeps its own), a page at a time.
+    async fn drop_domain(&self, domain: &str, position: u64) -> Result<(), FleetError> {
+        let index = |e| nats("drop a domain from this index", e);
+        let own = self.fleet.config.edge.then(|| self.fleet.node_id());
+        let mut after = None;
+        loop {
+            let page = self.index.domain_records(domain, after.as_ref(), 1000).map_err(index)?;
+            let Some(last) = page.last().cloned() else { return Ok(()) };
+            let theirs = page
+                .into_iter()
+                .filter(|r| own.is_none_or(|own| !(r.node.is_empty() || r.node == own)))
+                .map(FleetEvent::Deleted)
+                .collect();
+            self.index.replicate(theirs, position).await.map_err(index)?;
+            after = Some(last);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn subjects_keep_one_token_per_name() {
-        assert_eq!(subject("example.com", "live", "cam 1"), "edgesnap.records.example~2ecom.live.cam~201");
-        assert_eq!(subject("localhost", "a_b-c", "*>"), "edgesnap.records.localhost.a_b-c.~2a~3e");
+        assert_eq!(subject("example.com", "live", "cam 1"), "edgesnap.records.example=2ecom.live.cam=201");
+        assert_eq!(subject("localhost", "a_b-c", "*>="), "edgesnap.records.localhost.a_b-c.=2a=3e=3d");
     }
 }

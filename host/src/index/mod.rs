@@ -60,6 +60,9 @@ pub(crate) const FLEET_OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::ne
 pub(crate) const FLEET_POSITION: &str = "fleet-records-position";
 /// `meta` key: fleet outbox rows dropped because it was full (u64 BE).
 pub(crate) const FLEET_OUTBOX_DROPPED: &str = "fleet-outbox-dropped";
+/// `meta` key: which domains an index node keeps (its shard, as the fleet
+/// module wrote it; absent: every domain).
+pub(crate) const FLEET_SHARD: &str = "fleet-index-shard";
 
 /// A record stored or deleted on a node of a fleet, as the record stream
 /// carries it (docs/fleet.md has the JSON).
@@ -367,8 +370,23 @@ impl Index {
     /// they bring this index to, in one commit.
     pub async fn replicate(&self, events: Vec<FleetEvent>, position: u64) -> Result<(), IndexError> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(writer::Op::Replicate { events, position, reply })?;
+        self.writer.send(writer::Op::Replicate { events, position, shard: None, reply })?;
         rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// Keeps which domains this index node keeps (`shard`, opaque here) and
+    /// the record stream position it goes on from, in one commit.
+    pub async fn keep_fleet_shard(&self, shard: Vec<u8>, position: u64) -> Result<(), IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(writer::Op::Replicate { events: Vec::new(), position, shard: Some(shard), reply })?;
+        rx.await.map_err(|_| IndexError::Stopped)?
+    }
+
+    /// What [`Index::keep_fleet_shard`] kept last (None: never).
+    pub fn fleet_shard(&self) -> Result<Option<Vec<u8>>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(META).map_err(db_err)?;
+        Ok(t.get(FLEET_SHARD).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     /// The record stream's position this index has applied (0: none).
@@ -694,6 +712,22 @@ impl Index {
             out.push(RecordId(k.3));
         }
         Ok(out)
+    }
+
+    /// Every domain with a record here, in name order (one seek per domain).
+    pub fn record_domains(&self) -> Result<Vec<String>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let recs = txn.open_table(RECORDS).map_err(db_err)?;
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            // The least name after the last one found is that name and a NUL.
+            let from = out.last().map(|d| format!("{d}\0")).unwrap_or_default();
+            let first = recs.range((from.as_str(), "", 0u64, 0u128)..).map_err(db_err)?.next();
+            match first {
+                Some(item) => out.push(item.map_err(db_err)?.0.value().0.to_owned()),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// A page of a domain's records in (app, time, id) order, after `after`.

@@ -8,10 +8,10 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::{
-    BY_STREAM, CATALOG, CatalogKey, Delivery, FLEET_OUTBOX, FLEET_OUTBOX_DROPPED, FLEET_POSITION, FleetEvent, IDS,
-    INTENTS, IndexError, Intent, META, OBJECT_KEYS, OUTBOX, OUTBOX_FAILED, OVERLAYS, OutboxChange, PLUGIN_STATE,
-    RECORDS, Record, RecordEvents, RecordId, SEQUENCES, StateWrites, TOMBSTONES, Tombstone, db, decode_record,
-    encode_fleet_event, encode_record,
+    BY_STREAM, CATALOG, CatalogKey, Delivery, FLEET_OUTBOX, FLEET_OUTBOX_DROPPED, FLEET_POSITION, FLEET_SHARD,
+    FleetEvent, IDS, INTENTS, IndexError, Intent, META, OBJECT_KEYS, OUTBOX, OUTBOX_FAILED, OVERLAYS, OutboxChange,
+    PLUGIN_STATE, RECORDS, Record, RecordEvents, RecordId, SEQUENCES, StateWrites, TOMBSTONES, Tombstone, db,
+    decode_record, encode_fleet_event, encode_record,
 };
 
 /// Operations per commit at most.
@@ -27,6 +27,8 @@ pub(super) enum Op {
     Replicate {
         events: Vec<FleetEvent>,
         position: u64,
+        /// Which domains the index node keeps from now on, when it changes.
+        shard: Option<Vec<u8>>,
         reply: oneshot::Sender<Result<(), IndexError>>,
     },
     /// Removes the fleet outbox's rows up to (and with) this one: published.
@@ -202,7 +204,13 @@ fn run_batch(db: &Database, mut ops: Vec<Op>, clears: &[RecordId], fleet: Option
 
 fn apply(txn: &WriteTransaction, op: &Op, fleet: Option<&str>) -> Result<Outcome, IndexError> {
     Ok(match op {
-        Op::Replicate { events, position, .. } => replicate(txn, events, *position).map(|()| Outcome::Unit)?,
+        Op::Replicate { events, position, shard, .. } => {
+            replicate(txn, events, *position)?;
+            if let Some(shard) = shard {
+                txn.open_table(META).map_err(db)?.insert(FLEET_SHARD, shard.as_slice()).map_err(db)?;
+            }
+            Outcome::Unit
+        }
         Op::Published { upto, .. } => published(txn, *upto).map(|()| Outcome::Unit)?,
         Op::Reserve { id, intent, .. } => reserve(txn, *id, intent).map(|()| Outcome::Unit)?,
         Op::Commit { intent, records, state: st, events, .. } => {
@@ -649,6 +657,28 @@ mod tests {
     /// An edge's commits and deletes reach its fleet outbox with its node
     /// id, in order; another index replicates them (an overwrite record
     /// updated in place), keeps its position, and a replay changes nothing.
+    #[tokio::test]
+    async fn an_index_lists_its_domains_and_keeps_a_shard_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let domains = ["b", "a.com.b", "a.com", "a", "a.com"];
+        let events = domains
+            .iter()
+            .enumerate()
+            .map(|(n, d)| {
+                let ts = 1000 + n as u64;
+                FleetEvent::Stored(Record { domain: (*d).into(), ..record(RecordId::new(ts), ts, "k.jpg", false) })
+            })
+            .collect();
+        index.replicate(events, 7).await.unwrap();
+        assert_eq!(index.record_domains().unwrap(), ["a", "a.com", "a.com.b", "b"]);
+        assert_eq!(index.fleet_shard().unwrap(), None);
+        index.keep_fleet_shard(b"[\"a\"]".to_vec(), 0).await.unwrap();
+        assert_eq!(index.fleet_shard().unwrap().as_deref(), Some(&b"[\"a\"]"[..]));
+        assert_eq!(index.fleet_position().unwrap(), 0, "kept with the shard");
+        assert_eq!(index.record_domains().unwrap().len(), 4, "a shard alone drops nothing");
+    }
+
     #[tokio::test]
     async fn a_fleet_outbox_replicates_into_another_index() {
         let dir = tempfile::tempdir().unwrap();
