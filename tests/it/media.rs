@@ -20,6 +20,9 @@ pub struct Clip {
     pub gop_s: u32,
     pub bframes: bool,
     pub audio: bool,
+    /// Frames per second (25 unless set): FLV timestamps are whole ms, so
+    /// 30 gives frame steps alternating 33/34 ms.
+    pub fps: u32,
 }
 
 /// Grey level of second `s`.
@@ -60,32 +63,33 @@ pub fn ffmpeg(args: &[&str]) {
 impl Clip {
     pub fn new(width: u32, height: u32, seconds: u32, gop_s: u32) -> Clip {
         assert!(seconds <= MAX_SECONDS);
-        Clip { width, height, seconds, gop_s, bframes: true, audio: false }
+        Clip { width, height, seconds, gop_s, bframes: true, audio: false, fps: 25 }
     }
 
     /// The clip as an FLV file (H.264, and AAC when `audio`).
     pub fn flv(&self) -> PathBuf {
         let name = format!(
-            "grey-{}x{}-{}s-gop{}-{}-{}.flv",
+            "grey-{}x{}-{}s-gop{}-{}-{}{}.flv",
             self.width,
             self.height,
             self.seconds,
             self.gop_s,
             if self.bframes { "bf" } else { "nobf" },
-            if self.audio { "aac" } else { "mute" }
+            if self.audio { "aac" } else { "mute" },
+            if self.fps == 25 { String::new() } else { format!("-{}fps", self.fps) }
         );
         let c = *self;
         make_once(&name, move |out| {
             let mut graph = String::new();
             for s in 0..c.seconds {
                 let g = level(s);
-                graph += &format!("color=c=0x{g:02x}{g:02x}{g:02x}:s={}x{}:r=25:d=1[c{s}];", c.width, c.height);
+                graph += &format!("color=c=0x{g:02x}{g:02x}{g:02x}:s={}x{}:r={}:d=1[c{s}];", c.width, c.height, c.fps);
             }
             for s in 0..c.seconds {
                 graph += &format!("[c{s}]");
             }
             graph += &format!("concat=n={}:v=1:a=0,format=yuv420p[v]", c.seconds);
-            let gop = (c.gop_s * 25).to_string();
+            let gop = (c.gop_s * c.fps).to_string();
             let mut args: Vec<String> = vec!["-filter_complex".into(), graph];
             if c.audio {
                 args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"].map(String::from));

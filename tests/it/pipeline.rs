@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{DomainSpec, Host};
-use crate::media::{Clip, decode, ffmpeg_push};
+use crate::media::{Clip, decode, ffmpeg_push, read_flv};
+use crate::publisher::Publisher;
 
 /// Waits for the stream's snapshots and checks them against docs/templates.md, capture.md and api.md:
 /// one overwrite object showing the last capture, one sequential object per
@@ -125,6 +126,45 @@ fn gstreamer_rtmpsink_librtmp() {
     let clip = Clip { bframes: false, ..Clip::new(640, 360, 12, 2) };
     gst_push(&clip, "rtmpsink", &host.rtmp_url("live/librtmp"));
     check_stream(&host, "localhost", "live", "librtmp", &clip, 5);
+}
+
+/// Publishes a clip's tags as fast as they go, its first keyframe `offset`
+/// ms after where the encoder put it (the rest as they are).
+fn push_first_keyframe_late(host: &Host, stream: &str, clip: &Clip, offset: u32) {
+    let tags = read_flv(&clip.flv());
+    let mut p = Publisher::connect(host.rtmp_port, "live").unwrap();
+    assert!(p.publish(stream).unwrap(), "{stream} published");
+    let mut first = true;
+    for t in tags.iter().filter(|t| t.kind == 8 || t.kind == 9) {
+        // A video tag of a keyframe (frame type 1) carrying NAL units (AVC packet type 1).
+        let keyframe = t.kind == 9 && t.data.len() > 1 && t.data[0] >> 4 == 1 && t.data[1] == 1;
+        let ts = if keyframe && std::mem::take(&mut first) { t.ts + offset } else { t.ts };
+        p.send(t, ts).unwrap();
+    }
+}
+
+/// SPEC §3's jitter rule (issue 18): a keyframe up to half a frame (at
+/// least 20 ms, at most 100 ms, measured on the stream) before its due time
+/// is at it. With the first keyframe off the lattice of the later ones, a
+/// strict comparison takes seconds 0, 6, 12, 16, 22, 26 of a GOP-2 s clip;
+/// the pictures must show 0, 6, 10, 16, 20, 26.
+#[test]
+fn a_keyframe_a_few_ms_before_its_due_time_is_on_time() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 2);
+    let cases = [
+        // librtmp's few ms, 25 fps (40 ms frames: 20 ms).
+        ("j25", 25, 3),
+        // 30 fps: frame steps alternate 33/34 ms (20 ms).
+        ("j30", 30, 15),
+        // 10 fps: 100 ms frames, so 50 ms counts (more than the least 20).
+        ("j10", 10, 45),
+    ];
+    for (stream, fps, offset) in cases {
+        let clip = Clip { bframes: false, fps, ..Clip::new(320, 180, 30, 2) };
+        assert_eq!(clip.expected_seconds(5), vec![0, 6, 10, 16, 20, 26]);
+        push_first_keyframe_late(&host, stream, &clip, offset);
+        check_stream(&host, "localhost", "live", stream, &clip, 5);
+    }
 }
 
 #[test]

@@ -165,11 +165,23 @@ pub struct Schedule {
     interval_ms: u64,
     next_due: Option<u64>,
     last_ts: Option<u32>,
+    /// How early a keyframe may be and still count as at its due time:
+    /// timestamp jitter (SPEC §3), half a frame, within [`EARLY_MS`].
+    early_ms: u64,
 }
+
+/// The least and most a keyframe may be early and count as on time (ms).
+pub const EARLY_MS: (u64, u64) = (20, 100);
 
 impl Schedule {
     pub fn new(interval_s: u32) -> Self {
-        Schedule { interval_ms: u64::from(interval_s) * 1000, next_due: None, last_ts: None }
+        Schedule { interval_ms: u64::from(interval_s) * 1000, next_due: None, last_ts: None, early_ms: EARLY_MS.0 }
+    }
+
+    /// Tells the frame duration measured on the stream (ms): a keyframe up
+    /// to half of it before its due time counts as at it.
+    pub fn frame_ms(&mut self, ms: u32) {
+        self.early_ms = (u64::from(ms) / 2).clamp(EARLY_MS.0, EARLY_MS.1);
     }
 
     /// Sees a keyframe at media time `ts` (ms); true if it is due. A jump
@@ -183,17 +195,18 @@ impl Schedule {
             }
         }
         self.last_ts = Some(ts);
-        self.next_due.is_none_or(|due| u64::from(ts) >= due)
+        self.next_due.is_none_or(|due| u64::from(ts) + self.early_ms >= due)
     }
 
     /// Records that the keyframe at `ts` was taken: the next due time is the
-    /// first grid point after it (a late keyframe does not shift the grid).
+    /// first grid point after it (a late keyframe does not shift the grid,
+    /// nor does one a little early).
     pub fn taken(&mut self, ts: u32) {
         let ts = u64::from(ts);
         let i = self.interval_ms;
         self.next_due = Some(match self.next_due {
             None => ts + i,
-            Some(due) if ts >= due => due + ((ts - due) / i + 1) * i,
+            Some(due) if ts + self.early_ms >= due => due + (ts.saturating_sub(due) / i + 1) * i,
             Some(due) => due,
         });
     }
@@ -215,6 +228,8 @@ pub struct StreamCapture {
     schedule: Schedule,
     last_create_ms: u64,
     last_keyframe: Option<u32>,
+    /// The frame duration last measured (kept across a re-plan).
+    frame_ms: Option<u32>,
     queue: Sender<CaptureJob>,
     metrics: Arc<Metrics>,
 }
@@ -223,11 +238,26 @@ impl StreamCapture {
     pub fn new(info: Arc<StreamInfo>, queue: Sender<CaptureJob>, metrics: Arc<Metrics>) -> Self {
         let template = info.template();
         let schedule = Schedule::new(template.as_ref().map_or(MAX_INTERVAL, |t| t.time_interval_s));
-        StreamCapture { info, template, schedule, last_create_ms: 0, last_keyframe: None, queue, metrics }
+        StreamCapture {
+            info,
+            template,
+            schedule,
+            last_create_ms: 0,
+            last_keyframe: None,
+            frame_ms: None,
+            queue,
+            metrics,
+        }
     }
 
     pub fn info(&self) -> &Arc<StreamInfo> {
         &self.info
+    }
+
+    /// Tells the stream's frame duration, as ingest measured it (ms).
+    pub fn frame_ms(&mut self, ms: u32) {
+        self.frame_ms = Some(ms);
+        self.schedule.frame_ms(ms);
     }
 
     /// Applies the API's requests; returns the snapshot-now waiters.
@@ -242,6 +272,9 @@ impl StreamCapture {
                 interval_s = template.as_ref().map(|t| t.time_interval_s), "snapshot config re-planned"
             );
             self.schedule = Schedule::new(template.as_ref().map_or(MAX_INTERVAL, |t| t.time_interval_s));
+            if let Some(ms) = self.frame_ms {
+                self.schedule.frame_ms(ms);
+            }
             self.template = template.clone();
             *self.info.template.lock().unwrap() = template;
         }
@@ -350,8 +383,36 @@ mod tests {
         // GOP 4 s: first keyframe at or after each due time; the grid does not shift.
         let gop4: Vec<u32> = (0..=7).map(|s| s * 4000).collect();
         assert_eq!(taken(5, &gop4), vec![0, 8000, 12000, 16000, 20000, 28000]);
-        // Offset start and jittered keyframes.
-        assert_eq!(taken(5, &[700, 2700, 4700, 5699, 5701, 10650, 10701]), vec![700, 5701, 10701]);
+        // Offset start and jittered keyframes: 21 ms early is early, 1 ms is on time.
+        assert_eq!(taken(5, &[700, 2700, 4700, 5679, 5701, 10650, 10699]), vec![700, 5701, 10699]);
+    }
+
+    /// The GStreamer/librtmp push of issue 18: the first keyframe 3 ms off
+    /// the lattice of the later ones (GOP 2 s) must not cost a GOP at 10, 20 and 30 s.
+    #[test]
+    fn a_keyframe_a_few_ms_early_is_on_time() {
+        let keyframes: Vec<u32> = std::iter::once(3).chain((1..=18).map(|k| k * 2000)).collect();
+        assert_eq!(taken(5, &keyframes), vec![3, 6000, 10_000, 16_000, 20_000, 26_000, 30_000, 36_000]);
+    }
+
+    #[test]
+    fn how_early_follows_the_measured_frame_duration() {
+        let mut s = Schedule::new(5);
+        assert!(s.is_due(0));
+        s.taken(0);
+        // Unknown or 33/34 ms frames: 20 ms.
+        assert!(!s.is_due(4979) && s.is_due(4980));
+        for (frame, early) in [(33, 20), (40, 20), (100, 50), (1000, 100)] {
+            let mut s = Schedule::new(5);
+            s.frame_ms(frame);
+            s.is_due(0);
+            s.taken(0);
+            assert!(!s.is_due(5000 - early - 1), "{frame} ms frames");
+            assert!(s.is_due(5000 - early), "{frame} ms frames");
+            // Taken early, the grid stays: the next is due at 10 s.
+            s.taken(5000 - early);
+            assert!(!s.is_due(9000) && s.is_due(10_000));
+        }
     }
 
     #[test]

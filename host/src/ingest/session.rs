@@ -80,6 +80,26 @@ struct Publishing {
     queued: u64,
     started: std::time::Instant,
     rate: RateWindow,
+    gap: FrameGap,
+}
+
+/// The shortest step between video frames' timestamps since the last
+/// keyframe: the stream's frame duration, measured on its own clock.
+#[derive(Default)]
+struct FrameGap {
+    last: Option<u32>,
+    least: Option<u32>,
+}
+
+impl FrameGap {
+    fn frame(&mut self, ts: u32) {
+        if let Some(last) = self.last
+            && ts > last
+        {
+            self.least = Some(self.least.map_or(ts - last, |l| l.min(ts - last)));
+        }
+        self.last = Some(ts);
+    }
 }
 
 /// Media bytes and video frames since `start`; published to the stream's
@@ -346,6 +366,9 @@ impl Session {
         // A frame unless it is an AVC sequence header or end (packet type 0 or 2).
         let frame = msg.payload.len() > 1 && !(msg.payload[0] & 0x0f == 7 && msg.payload[1] != 1);
         p.media(msg.payload.len(), frame);
+        if frame {
+            p.gap.frame(msg.timestamp);
+        }
         if msg.payload.is_empty() {
             return Ok(());
         }
@@ -363,6 +386,9 @@ impl Session {
             VideoTag::AvcFrame { keyframe: true, nalus } => {
                 tracing::trace!(session = self.id, media_ts = msg.timestamp, bytes = nalus.len(), "keyframe");
                 p.publish_rates();
+                if let Some(ms) = p.gap.least.take() {
+                    p.capture.frame_ms(ms);
+                }
                 let capture = &mut p.capture;
                 let avc = p.avc.as_ref();
                 let offer = capture.on_keyframe(msg.timestamp, || match avc {
@@ -541,6 +567,7 @@ impl Session {
             queued: 0,
             started: std::time::Instant::now(),
             rate: RateWindow { start: std::time::Instant::now(), bytes: 0, frames: 0 },
+            gap: FrameGap::default(),
         });
         let mut begin = BytesMut::new();
         begin.put_u16(0);
