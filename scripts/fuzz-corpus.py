@@ -2,8 +2,10 @@
 """Writes the fuzz targets' seed corpus (fuzz/corpus/TARGET/*) from a real
 capture: a short H.264 + AAC FLV made by ffmpeg, its tags chunked as an
 encoder sends them (connect, publish, SetChunkSize, media), its AMF0
-metadata and commands, its video tag bodies; and templates and keys from
-the docs. Run once by `just fuzz-corpus`; the files are committed.
+metadata and commands, its video tag bodies (and HEVC ones, Enhanced RTMP
+and legacy codec id 12, from ffmpeg 9 when scripts/setup.sh installed it);
+and templates and keys from the docs. Run once by `just fuzz-corpus`; the
+files are committed.
 
   fuzz-corpus.py OUT_DIR
 """
@@ -80,6 +82,19 @@ def main(out):
     write("flv", "config-and-delta", struct.pack(">H", len(config)) + config + delta[5:])
     write("flv", "keyframe-tag", struct.pack(">H", len(key)) + key)
     write("flv", "delta-tag", struct.pack(">H", len(delta)) + delta)
+    ffmpeg9 = os.path.join(os.environ.get("EDGESNAP_CACHE", os.path.expanduser("~/.cache/edgesnap")), "venv/bin/ffmpeg9")
+    if os.path.exists(ffmpeg9):
+        hevc = os.path.join(tmp, "hevc.flv")
+        subprocess.run([ffmpeg9, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        "testsrc2=size=160x90:rate=10", "-t", "2", "-c:v", "libx265", "-preset", "ultrafast",
+                        "-x265-params", "keyint=10:log-level=error", "-f", "flv", hevc], check=True)
+        bodies = [body for kind, _, body in flv_tags(hevc) if kind == 9]
+        # Enhanced RTMP: SequenceStart (0x90) and a CodedFrames keyframe (0x91, 3 bytes of CTS).
+        start = next(b for b in bodies if b[0] == 0x90)
+        key = next(b for b in bodies if b[0] == 0x91)
+        legacy = bytes([0x1c, 0, 0, 0, 0]) + start[5:]
+        write("flv", "hevc-config-and-keyframe", struct.pack(">H", len(start)) + start + key[8:])
+        write("flv", "hevc-legacy-config-and-keyframe", struct.pack(">H", len(legacy)) + legacy + key[8:])
 
     stream = message(2, 1, 0, 0, struct.pack(">I", 4096), 128) + message(3, 20, 0, 0, connect, 4096)
     stream += message(3, 20, 1, 0, publish, 4096)

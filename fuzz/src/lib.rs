@@ -10,6 +10,8 @@
 mod amf0;
 #[path = "../../host/src/ingest/chunk.rs"]
 mod chunk;
+#[path = "../../host/src/codec.rs"]
+mod codec;
 #[path = "../../host/src/ingest/flv.rs"]
 mod flv;
 #[path = "../../host/src/storage/keys.rs"]
@@ -71,18 +73,18 @@ pub fn amf0_values(data: &[u8]) {
 }
 
 /// An FLV video tag body (its length in the first two bytes, big-endian),
-/// then NAL units: when the tag is an AVC decoder configuration, the NAL
-/// units are made into a keyframe job of it, which starts with the
-/// stream's parameter sets.
+/// then NAL units: when the tag is a decoder configuration (H.264 or HEVC,
+/// legacy or Enhanced RTMP), the NAL units are made into a keyframe job of
+/// it, which starts with the stream's parameter sets.
 pub fn flv_video(data: &[u8]) {
     let [hi, lo, rest @ ..] = data else { return };
     let n = (usize::from(*hi) << 8 | usize::from(*lo)).min(rest.len());
     let (tag, frame) = rest.split_at(n);
-    let Ok(flv::VideoTag::AvcConfig(config)) = flv::parse_video(&Bytes::copy_from_slice(tag)) else {
+    let Ok(flv::VideoTag::Config(config)) = flv::parse_video(&Bytes::copy_from_slice(tag)) else {
         return;
     };
     assert!(matches!(config.length_size, 1 | 2 | 4));
-    if let Ok(job) = flv::keyframe_job(&config, frame) {
+    if let Ok(job) = flv::keyframe_job(&config, config.codec, frame) {
         assert!(job.starts_with(&config.annexb), "a job starts with the stream's parameter sets");
     }
 }

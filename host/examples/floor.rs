@@ -64,6 +64,7 @@ fn main() {
         media_ts_ms: 0,
         received: Instant::now(),
         annexb: keyframes[i % keyframes.len()].clone(),
+        codec: edgesnap::codec::Codec::H264,
     };
     tx.send(job(0)).unwrap();
     out_rx.blocking_recv().unwrap();

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod capture;
+pub mod codec;
 pub mod config;
 pub mod datadir;
 pub mod fleet;

@@ -58,6 +58,7 @@ fn job(session: u64, annexb: Vec<u8>) -> CaptureJob {
         media_ts_ms: 0,
         received: Instant::now(),
         annexb,
+        codec: edgesnap::codec::Codec::H264,
     }
 }
 

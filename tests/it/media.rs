@@ -1,4 +1,5 @@
-//! Test media: clips made once with ffmpeg/libx264, FLV tags, JPEG pixels.
+//! Test media: clips made once with ffmpeg/libx264 (HEVC with ffmpeg 9 and
+//! libx265), FLV tags, JPEG pixels.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub struct Clip {
     /// Frames per second (25 unless set): FLV timestamps are whole ms, so
     /// 30 gives frame steps alternating 33/34 ms.
     pub fps: u32,
+    /// HEVC (libx265, written by ffmpeg 9 as Enhanced FLV `hvc1`) instead of H.264.
+    pub hevc: bool,
 }
 
 /// Grey level of second `s`.
@@ -53,7 +56,17 @@ fn make_once(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
 }
 
 pub fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
+    ffmpeg_with(Path::new("ffmpeg"), args)
+}
+
+/// ffmpeg 9 (`scripts/setup.sh` installs it): it writes and publishes
+/// Enhanced RTMP, which Debian's ffmpeg 5.1 cannot.
+pub fn ffmpeg9() -> PathBuf {
+    crate::harness::venv_bin("ffmpeg9")
+}
+
+fn ffmpeg_with(program: &Path, args: &[&str]) {
+    let out = Command::new(program)
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(args)
         .output_within(Duration::from_secs(300));
@@ -63,20 +76,21 @@ pub fn ffmpeg(args: &[&str]) {
 impl Clip {
     pub fn new(width: u32, height: u32, seconds: u32, gop_s: u32) -> Clip {
         assert!(seconds <= MAX_SECONDS);
-        Clip { width, height, seconds, gop_s, bframes: true, audio: false, fps: 25 }
+        Clip { width, height, seconds, gop_s, bframes: true, audio: false, fps: 25, hevc: false }
     }
 
     /// The clip as an FLV file (H.264, and AAC when `audio`).
     pub fn flv(&self) -> PathBuf {
         let name = format!(
-            "grey-{}x{}-{}s-gop{}-{}-{}{}.flv",
+            "grey-{}x{}-{}s-gop{}-{}-{}{}{}.flv",
             self.width,
             self.height,
             self.seconds,
             self.gop_s,
             if self.bframes { "bf" } else { "nobf" },
             if self.audio { "aac" } else { "mute" },
-            if self.fps == 25 { String::new() } else { format!("-{}fps", self.fps) }
+            if self.fps == 25 { String::new() } else { format!("-{}fps", self.fps) },
+            if self.hevc { "-hevc" } else { "" }
         );
         let c = *self;
         make_once(&name, move |out| {
@@ -98,14 +112,20 @@ impl Clip {
             if c.audio {
                 args.extend(["-map", "0:a", "-c:a", "aac", "-b:a", "64k", "-shortest"].map(String::from));
             }
-            args.extend(
-                ["-c:v", "libx264", "-preset", "veryfast", "-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0"]
-                    .map(String::from),
-            );
-            args.extend(["-bf", if c.bframes { "2" } else { "0" }].map(String::from));
+            if c.hevc {
+                let bf = if c.bframes { 2 } else { 0 };
+                let params = format!("keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bf}:log-level=error");
+                args.extend(["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", &params].map(String::from));
+            } else {
+                args.extend(
+                    ["-c:v", "libx264", "-preset", "veryfast", "-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0"]
+                        .map(String::from),
+                );
+                args.extend(["-bf", if c.bframes { "2" } else { "0" }].map(String::from));
+            }
             args.extend(["-f", "flv", &out.display().to_string()].map(String::from));
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            ffmpeg(&refs);
+            if c.hevc { ffmpeg_with(&ffmpeg9(), &refs) } else { ffmpeg(&refs) }
         })
     }
 
@@ -255,7 +275,16 @@ pub fn truncate_idr(tag: &Tag, keep: f64) -> Tag {
 
 /// Pushes a file with ffmpeg (`-c copy`); `realtime` paces it (-re).
 pub fn ffmpeg_push(file: &Path, url: &str, realtime: bool) -> std::process::Output {
-    let mut cmd = Command::new("ffmpeg");
+    push_with(Path::new("ffmpeg"), file, url, realtime)
+}
+
+/// Pushes a file with ffmpeg 9 (Enhanced RTMP for HEVC).
+pub fn ffmpeg9_push(file: &Path, url: &str) -> std::process::Output {
+    push_with(&ffmpeg9(), file, url, false)
+}
+
+fn push_with(program: &Path, file: &Path, url: &str, realtime: bool) -> std::process::Output {
+    let mut cmd = Command::new(program);
     cmd.args(["-hide_banner", "-loglevel", "error"]);
     if realtime {
         cmd.arg("-re");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{DomainSpec, Host};
-use crate::media::{Clip, decode, ffmpeg_push, read_flv};
+use crate::media::{Clip, Tag, decode, ffmpeg_push, ffmpeg9_push, read_flv};
 use crate::publisher::Publisher;
 
 /// Waits for the stream's snapshots and checks them against docs/templates.md, capture.md and api.md:
@@ -165,6 +165,49 @@ fn a_keyframe_a_few_ms_before_its_due_time_is_on_time() {
         push_first_keyframe_late(&host, stream, &clip, offset);
         check_stream(&host, "localhost", "live", stream, &clip, 5);
     }
+}
+
+/// An Enhanced RTMP `hvc1` video tag as legacy FLV codec id 12 (what
+/// Chinese CDNs and older OBS send): the AVC layout with HEVC inside.
+fn legacy_hevc(tag: &Tag) -> Option<Tag> {
+    let b0 = tag.data[0];
+    assert!(b0 & 0x80 != 0 && &tag.data[1..5] == b"hvc1", "an Enhanced RTMP hvc1 tag");
+    let head = ((b0 >> 4) & 0x07) << 4 | 12;
+    let body = &tag.data[5..];
+    let data = match b0 & 0x0f {
+        0 => [&[head, 0, 0, 0, 0][..], body].concat(),
+        1 => [&[head, 1][..], body].concat(),
+        3 => [&[head, 1, 0, 0, 0][..], body].concat(),
+        _ => return None,
+    };
+    Some(Tag { kind: 9, ts: tag.ts, data })
+}
+
+/// HEVC (SPEC §10, issue 18): ffmpeg 9 publishes it over Enhanced RTMP
+/// (`hvc1`, B-frames and all), and the test publisher sends the same
+/// stream as legacy codec id 12 (after a `connect` offering FourCCs);
+/// each is captured on the grid, pictures checked as for H.264.
+#[test]
+fn hevc_over_enhanced_rtmp_and_as_legacy_codec_id_12() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 2);
+    let clip = Clip { hevc: true, ..Clip::new(640, 360, 21, 1) };
+    let out = ffmpeg9_push(&clip.flv(), &host.rtmp_url("live/hevc"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_stream(&host, "localhost", "live", "hevc", &clip, 5);
+
+    let tags = read_flv(&clip.flv());
+    // Asked in `connect`, the host names the FourCCs it ingests of those offered.
+    let mut p = Publisher::connect_enhanced(host.rtmp_port, "live", &["hvc1", "av01", "vp09"]).unwrap();
+    assert!(p.publish("hevc12").unwrap());
+    assert!(p.said("fourCcList") && p.said("hvc1"), "the connect answer names hvc1");
+    assert!(!p.said("av01") && !p.said("vp09"), "and not what it cannot ingest");
+    for t in tags.iter().filter(|t| t.kind == 8 || t.kind == 9) {
+        let t = if t.kind == 9 { legacy_hevc(t) } else { Some(t.clone()) };
+        if let Some(t) = t {
+            p.send(&t, t.ts).unwrap();
+        }
+    }
+    check_stream(&host, "localhost", "live", "hevc12", &clip, 5);
 }
 
 #[test]

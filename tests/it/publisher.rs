@@ -23,6 +23,13 @@ impl Publisher {
         Ok(Publisher { sock, seen: Vec::new() })
     }
 
+    /// [`Publisher::connect`] as an Enhanced RTMP client that may send `fourccs`.
+    pub fn connect_enhanced(port: u16, app: &str, fourccs: &[&str]) -> std::io::Result<Publisher> {
+        let mut sock = handshake(port)?;
+        sock.write_all(&rtmp::connect_with_fourccs(app, &format!("rtmp://127.0.0.1:{port}/{app}"), fourccs))?;
+        Ok(Publisher { sock, seen: Vec::new() })
+    }
+
     /// Sends `publish`; true when the host answers NetStream.Publish.Start.
     pub fn publish(&mut self, name: &str) -> std::io::Result<bool> {
         self.sock.write_all(&rtmp::publish(name))?;

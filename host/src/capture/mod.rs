@@ -119,8 +119,10 @@ pub struct CaptureJob {
     pub create_timestamp_ms: u64,
     pub media_ts_ms: u32,
     pub received: Instant,
-    /// The stream's SPS + PPS and the IDR access unit, Annex-B.
+    /// The stream's parameter sets and the keyframe's access unit, Annex-B.
     pub annexb: Vec<u8>,
+    /// What `annexb` is coded in.
+    pub codec: crate::codec::Codec,
     /// "Snapshot now" requests this capture answers.
     pub waiters: Vec<Waiter>,
 }
@@ -230,6 +232,8 @@ pub struct StreamCapture {
     last_keyframe: Option<u32>,
     /// The frame duration last measured (kept across a re-plan).
     frame_ms: Option<u32>,
+    /// The codec of the stream's decoder configuration.
+    codec: crate::codec::Codec,
     queue: Sender<CaptureJob>,
     metrics: Arc<Metrics>,
 }
@@ -245,6 +249,7 @@ impl StreamCapture {
             last_create_ms: 0,
             last_keyframe: None,
             frame_ms: None,
+            codec: crate::codec::Codec::default(),
             queue,
             metrics,
         }
@@ -252,6 +257,11 @@ impl StreamCapture {
 
     pub fn info(&self) -> &Arc<StreamInfo> {
         &self.info
+    }
+
+    /// Tells the codec of the stream's decoder configuration (its jobs' codec).
+    pub fn set_codec(&mut self, codec: crate::codec::Codec) {
+        self.codec = codec;
     }
 
     /// Tells the stream's frame duration, as ingest measured it (ms).
@@ -334,6 +344,7 @@ impl StreamCapture {
             media_ts_ms: ts,
             received: Instant::now(),
             annexb,
+            codec: self.codec,
             waiters,
         };
         let stats = &self.info.stats;

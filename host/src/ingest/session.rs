@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::amf0::{self, Value};
 use super::chunk::{self, ChunkReader, Message, types};
-use super::flv::{self, AvcConfig, VideoTag};
+use super::flv::{self, VideoConfig, VideoTag};
 use super::{Claim, Ingest, LimitHit, Slot, StreamKey};
 use crate::capture::{Offer, StreamCapture, StreamInfo};
 use crate::config::RtmpLimits;
@@ -74,7 +74,7 @@ struct Publishing {
     /// The stream's fleet lease (None on a node alone), given up on drop.
     _lease: Option<super::Lease>,
     capture: StreamCapture,
-    avc: Option<AvcConfig>,
+    video: Option<VideoConfig>,
     stream_id: u32,
     /// Keyframes this publish queued for a snapshot.
     queued: u64,
@@ -363,8 +363,8 @@ impl Session {
             )));
         }
         p.claim.touch();
-        // A frame unless it is an AVC sequence header or end (packet type 0 or 2).
-        let frame = msg.payload.len() > 1 && !(msg.payload[0] & 0x0f == 7 && msg.payload[1] != 1);
+        // A frame unless it is a sequence header, end, metadata or command.
+        let frame = flv::is_frame(&msg.payload);
         p.media(msg.payload.len(), frame);
         if frame {
             p.gap.frame(msg.timestamp);
@@ -372,28 +372,29 @@ impl Session {
         if msg.payload.is_empty() {
             return Ok(());
         }
-        // Delta frames: a byte read and two counters, nothing else.
-        if msg.payload[0] >> 4 == 2 && msg.payload[0] & 0x0f == 7 {
+        // Delta frames: a few byte reads and two counters, nothing else.
+        if flv::is_inter_frame(&msg.payload) {
             return Ok(());
         }
         match flv::parse_video(&msg.payload)? {
-            VideoTag::AvcConfig(cfg) => {
-                if p.avc.as_ref().is_some_and(|old| old != &cfg) {
-                    tracing::info!(peer = %self.peer, "stream sent new AVC parameter sets");
+            VideoTag::Config(cfg) => {
+                if p.video.as_ref().is_some_and(|old| old != &cfg) {
+                    tracing::info!(peer = %self.peer, codec = %cfg.codec, "stream sent new parameter sets");
                 }
-                p.avc = Some(cfg);
+                p.capture.set_codec(cfg.codec);
+                p.video = Some(cfg);
             }
-            VideoTag::AvcFrame { keyframe: true, nalus } => {
+            VideoTag::Frame { codec, keyframe: true, nalus } => {
                 tracing::trace!(session = self.id, media_ts = msg.timestamp, bytes = nalus.len(), "keyframe");
                 p.publish_rates();
                 if let Some(ms) = p.gap.least.take() {
                     p.capture.frame_ms(ms);
                 }
                 let capture = &mut p.capture;
-                let avc = p.avc.as_ref();
-                let offer = capture.on_keyframe(msg.timestamp, || match avc {
-                    None => Err("keyframe before the AVC decoder configuration".to_string()),
-                    Some(cfg) => flv::keyframe_job(cfg, &nalus).map_err(|e| e.to_string()),
+                let video = p.video.as_ref();
+                let offer = capture.on_keyframe(msg.timestamp, || match video {
+                    None => Err(format!("keyframe before the {codec} decoder configuration")),
+                    Some(cfg) => flv::keyframe_job(cfg, codec, &nalus).map_err(|e| e.to_string()),
                 });
                 match offer {
                     Ok(Offer::Missed) => tracing::warn!(
@@ -408,7 +409,7 @@ impl Session {
                     ),
                 }
             }
-            VideoTag::AvcFrame { keyframe: false, .. } | VideoTag::Ignored => {}
+            VideoTag::Frame { keyframe: false, .. } | VideoTag::Ignored => {}
         }
         Ok(())
     }
@@ -493,12 +494,20 @@ impl Session {
             &(OUT_CHUNK_SIZE as u32).to_be_bytes(),
             128,
         );
+        let mut properties = vec![("fmsVer", s("FMS/3,5,7,7009")), ("capabilities", Value::Number(31.0))];
+        // Enhanced RTMP: the client names the FourCCs it may send; the
+        // answer names those this server ingests ("*": any).
+        if let Some(Value::Array(asked)) = cmd.get("fourCcList") {
+            let asked: Vec<&str> = asked.iter().filter_map(Value::as_str).collect();
+            let taken = flv::FOURCCS.iter().filter(|f| asked.contains(f) || asked.contains(&"*"));
+            properties.push(("fourCcList", Value::Array(taken.map(|f| s(f)).collect())));
+        }
         self.send_command(
             0,
             &[
                 s("_result"),
                 Value::Number(txn),
-                amf0::object(&[("fmsVer", s("FMS/3,5,7,7009")), ("capabilities", Value::Number(31.0))]),
+                amf0::object(&properties),
                 amf0::object(&[
                     ("level", s("status")),
                     ("code", s("NetConnection.Connect.Success")),
@@ -562,7 +571,7 @@ impl Session {
             claim,
             _lease: lease,
             capture,
-            avc: None,
+            video: None,
             stream_id,
             queued: 0,
             started: std::time::Instant::now(),

@@ -1,8 +1,9 @@
 //! The decoder pool (docs/capture.md): a few long-lived GStreamer pipelines, shared by
 //! all streams, each turning one keyframe job into one JPEG.
 //!
-//! `appsrc ! avdec_h264 ! videoconvert ! jpegenc ! appsink`, fed
-//! one buffer per job (the stream's SPS + PPS + the IDR access unit). A probe
+//! `appsrc ! avdec_h264 ! videoconvert ! jpegenc ! appsink` (`avdec_h265`
+//! for HEVC), fed one buffer per job (the stream's parameter sets + the
+//! keyframe's access unit, Annex-B). A probe
 //! marks the segment TRICKMODE_KEY_UNITS so the decoder drains after every
 //! keyframe (no lag), and a serialized marker event after each job tells
 //! when the job is done, picture or not. Memory does not grow with the number
@@ -17,6 +18,7 @@ mod facts;
 mod pipeline;
 mod range;
 
+pub use crate::codec::Codec;
 pub use facts::FrameFacts;
 
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use gstreamer_video as gst_video;
 use super::facts::{self, FrameFacts};
 use super::range;
 
-use super::Jpeg;
+use super::{Codec, Jpeg};
 use crate::capture::CaptureJob;
 
 /// How long one job may take before the pipeline is considered stuck.
@@ -37,19 +37,22 @@ enum Out {
 
 pub(super) struct Worker {
     index: usize,
-    p: Pipeline,
+    /// One pipeline per codec this worker has decoded, H.264's first.
+    pipelines: Vec<Pipeline>,
     /// Job counter; also the job's PTS in ms.
     next_job: u64,
-    last_session: Option<u64>,
-    quality: i32,
 }
 
 struct Pipeline {
+    codec: Codec,
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
     decoder: gst::Element,
     encoder: gst::Element,
     rx: mpsc::Receiver<Out>,
+    /// The publish session of the last job this decoder saw.
+    last_session: Option<u64>,
+    quality: i32,
 }
 
 fn pipeline_err(what: &str, e: impl std::fmt::Display) -> MediaError {
@@ -64,13 +67,22 @@ fn trickmode(segment: &gst::Segment) -> gst::Event {
 }
 
 impl Pipeline {
-    fn build() -> Result<Pipeline, MediaError> {
-        let desc = "appsrc name=src is-live=true format=time do-timestamp=false \
-               caps=video/x-h264,stream-format=byte-stream,alignment=au \
-             ! avdec_h264 name=dec max-threads=1 max-errors=-1 discard-corrupted-frames=true \
+    fn build(codec: Codec) -> Result<Pipeline, MediaError> {
+        if gst::ElementFactory::find(codec.decoder()).is_none() {
+            return Err(MediaError::Pipeline(format!(
+                "gstreamer element {} for {codec} is missing (install gstreamer1.0-libav)",
+                codec.decoder()
+            )));
+        }
+        let desc = format!(
+            "appsrc name=src is-live=true format=time do-timestamp=false caps={caps} \
+             ! {decoder} name=dec max-threads=1 max-errors=-1 discard-corrupted-frames=true \
              ! videoconvert ! video/x-raw,format=I420 ! jpegenc name=enc quality=85 \
-             ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4";
-        let pipeline = gst::parse::launch(desc)
+             ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4",
+            caps = codec.caps(),
+            decoder = codec.decoder(),
+        );
+        let pipeline = gst::parse::launch(&desc)
             .map_err(|e| pipeline_err("build", e))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| MediaError::Pipeline("not a pipeline".into()))?;
@@ -186,7 +198,7 @@ impl Pipeline {
             _ => gst::PadProbeReturn::Ok,
         });
         pipeline.set_state(gst::State::Playing).map_err(|e| pipeline_err("start", e))?;
-        Ok(Pipeline { pipeline, src, decoder, encoder, rx })
+        Ok(Pipeline { codec, pipeline, src, decoder, encoder, rx, last_session: None, quality: 85 })
     }
 
     /// Forgets every picture the decoder holds: flush, then a fresh segment.
@@ -219,32 +231,47 @@ impl Pipeline {
 
 impl Worker {
     pub(super) fn new(index: usize) -> Result<Worker, MediaError> {
-        Ok(Worker { index, p: Pipeline::build()?, next_job: 1, last_session: None, quality: 85 })
+        Ok(Worker { index, pipelines: vec![Pipeline::build(Codec::H264)?], next_job: 1 })
     }
 
     pub(super) fn decode(&mut self, job: &mut CaptureJob) -> Result<Jpeg, MediaError> {
-        let result = self.try_decode(job);
+        let at = match self.pipelines.iter().position(|p| p.codec == job.codec) {
+            Some(at) => at,
+            None => {
+                self.pipelines.push(Pipeline::build(job.codec)?);
+                self.pipelines.len() - 1
+            }
+        };
+        let id = self.next_job;
+        self.next_job += 1;
+        let result = self.pipelines[at].decode(self.index, id, job);
         if matches!(result, Err(MediaError::Timeout(_) | MediaError::Pipeline(_))) {
-            tracing::warn!(worker = self.index, "rebuilding decoder pipeline");
-            self.p.stop();
-            self.p = Pipeline::build()?;
-            self.last_session = None;
+            tracing::warn!(worker = self.index, codec = %job.codec, "rebuilding decoder pipeline");
+            self.pipelines[at].stop();
+            self.pipelines[at] = Pipeline::build(job.codec)?;
         }
         result
     }
 
-    fn try_decode(&mut self, job: &mut CaptureJob) -> Result<Jpeg, MediaError> {
+    pub(super) fn stop(&self) {
+        for p in &self.pipelines {
+            p.stop();
+        }
+    }
+}
+
+impl Pipeline {
+    /// Decodes one job (`id`: its number, also its PTS in ms) into a JPEG.
+    fn decode(&mut self, worker: usize, id: u64, job: &mut CaptureJob) -> Result<Jpeg, MediaError> {
         if self.last_session.is_some_and(|s| s != job.info.session) {
-            self.p.flush_decoder()?;
+            self.flush_decoder()?;
         }
         self.last_session = Some(job.info.session);
         let quality = i32::from(job.template.jpeg_quality);
         if quality != self.quality {
-            self.p.encoder.set_property("quality", quality);
+            self.encoder.set_property("quality", quality);
             self.quality = quality;
         }
-        let id = self.next_job;
-        self.next_job += 1;
         let mut buffer = gst::Buffer::from_mut_slice(std::mem::take(&mut job.annexb));
         {
             let b = buffer.get_mut().expect("new buffer is writable");
@@ -252,9 +279,9 @@ impl Worker {
             b.set_pts(pts);
             b.set_dts(pts);
         }
-        self.p.src.push_buffer(buffer).map_err(|e| pipeline_err("push", e))?;
+        self.src.push_buffer(buffer).map_err(|e| pipeline_err("push", e))?;
         let marker = gst::event::CustomDownstream::new(gst::Structure::builder(MARKER).field("job", id).build());
-        if !self.p.src.send_event(marker) {
+        if !self.src.send_event(marker) {
             return Err(MediaError::Pipeline("marker event refused".into()));
         }
         let deadline = std::time::Instant::now() + JOB_TIMEOUT;
@@ -262,32 +289,28 @@ impl Worker {
         let mut facts = None;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.p.rx.recv_timeout(left) {
+            match self.rx.recv_timeout(left) {
                 Ok(Out::Sample { pts, bytes, width, height }) if pts == id => {
                     picture = Some(Jpeg { bytes, width, height, facts: facts.unwrap_or_default() });
                 }
                 Ok(Out::Facts { pts, facts: f }) if pts == id => facts = Some(f),
                 Ok(Out::Facts { .. }) => {}
                 Ok(Out::Sample { pts, .. }) => {
-                    tracing::debug!(worker = self.index, pts, job = id, "dropping a picture of an earlier job");
+                    tracing::debug!(worker, pts, job = id, "dropping a picture of an earlier job");
                 }
                 Ok(Out::Done(done)) if done == id => break,
                 Ok(Out::Done(_)) => {}
                 Err(_) => {
-                    if let Some(e) = self.p.bus_error() {
+                    if let Some(e) = self.bus_error() {
                         return Err(MediaError::Pipeline(e));
                     }
                     return Err(MediaError::Timeout(JOB_TIMEOUT));
                 }
             }
         }
-        if let Some(e) = self.p.bus_error() {
+        if let Some(e) = self.bus_error() {
             return Err(MediaError::Pipeline(e));
         }
         picture.ok_or(MediaError::NoPicture)
-    }
-
-    pub(super) fn stop(&self) {
-        self.p.stop();
     }
 }

@@ -71,6 +71,12 @@ pub fn amf_number(out: &mut Vec<u8>, n: f64) {
 /// SetChunkSize([`CHUNK`]), `connect` (app and tcUrl) and `createStream`,
 /// as one write.
 pub fn connect(app: &str, tc_url: &str) -> Vec<u8> {
+    connect_with_fourccs(app, tc_url, &[])
+}
+
+/// [`connect`], its command object also naming the Enhanced RTMP FourCCs
+/// the client may send (`fourCcList`, a strict array) when there are any.
+pub fn connect_with_fourccs(app: &str, tc_url: &str, fourccs: &[&str]) -> Vec<u8> {
     let mut out = message(2, 1, 0, 0, &(CHUNK as u32).to_be_bytes(), 128);
     let mut cmd = Vec::new();
     amf_string(&mut cmd, "connect");
@@ -80,6 +86,15 @@ pub fn connect(app: &str, tc_url: &str) -> Vec<u8> {
         cmd.extend_from_slice(&(k.len() as u16).to_be_bytes());
         cmd.extend_from_slice(k.as_bytes());
         amf_string(&mut cmd, v);
+    }
+    if !fourccs.is_empty() {
+        cmd.extend_from_slice(&10u16.to_be_bytes());
+        cmd.extend_from_slice(b"fourCcList");
+        cmd.push(0x0a);
+        cmd.extend_from_slice(&(fourccs.len() as u32).to_be_bytes());
+        for f in fourccs {
+            amf_string(&mut cmd, f);
+        }
     }
     cmd.extend_from_slice(&[0, 0, 9]);
     out.extend(message(3, 20, 0, 0, &cmd, CHUNK));
