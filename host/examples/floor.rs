@@ -1,6 +1,7 @@
 //! The physical floor of the capacity benchmark: the decoder pool's
-//! long-lived GStreamer pipeline decoding a clip's keyframes into JPEGs with
-//! nothing else of the host around it. Prints CPU ms per keyframe.
+//! long-lived GStreamer pipeline decoding a clip's keyframes (H.264 or
+//! HEVC, made into jobs by ingest's own parser) into JPEGs with nothing
+//! else of the host around it. Prints CPU ms per keyframe.
 //!
 //! cargo run --release --example floor -- clip.flv [jobs] [streams] [pace_ms] [burst]
 //!
@@ -34,7 +35,8 @@ fn main() {
     let streams: usize = args.next().map_or(1, |s| s.parse().unwrap());
     let pace = std::time::Duration::from_millis(args.next().map_or(0, |s| s.parse().unwrap()));
     let burst: usize = args.next().map_or(1, |s| s.parse().unwrap());
-    let keyframes = flv::keyframe_jobs(&flv::read(std::path::Path::new(&path)));
+    let tags = flv::read(std::path::Path::new(&path));
+    let keyframes = edgesnap::ingest::keyframe_jobs(tags.iter().filter(|t| t.kind == 9).map(|t| t.data.as_slice()));
     assert!(!keyframes.is_empty(), "no keyframes in {path}");
     let template = Arc::new(edgesnap::config::Template {
         app_name: "*".into(),
@@ -63,8 +65,8 @@ fn main() {
         create_timestamp_ms: i as u64,
         media_ts_ms: 0,
         received: Instant::now(),
-        annexb: keyframes[i % keyframes.len()].clone(),
-        codec: edgesnap::codec::Codec::H264,
+        annexb: keyframes[i % keyframes.len()].1.clone(),
+        codec: keyframes[i % keyframes.len()].0,
     };
     tx.send(job(0)).unwrap();
     out_rx.blocking_recv().unwrap();

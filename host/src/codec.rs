@@ -28,6 +28,16 @@ impl Codec {
         }
     }
 
+    /// Whether a worker's decoder for this codec is made anew (fresh
+    /// context, frames from libav's own zero-filled pool) for a job of
+    /// another stream, instead of flushed. HEVC: libav's decoder has no
+    /// error concealment and leaves the CTUs a damaged slice did not reach
+    /// as they were in the reused frame buffer, which may hold another
+    /// stream's picture. H.264's decoder conceals from the picture itself.
+    pub(crate) fn fresh_decoder_per_stream(self) -> bool {
+        self == Codec::H265
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Codec::H264 => "H.264",

@@ -186,6 +186,31 @@ pub fn solid_flv(name: &str, color: &str, width: u32, height: u32, seconds: u32)
     )
 }
 
+/// A clip of a lavfi `source` in HEVC (ffmpeg 9, libx265; Enhanced FLV),
+/// one IRAP a second, no B-frames.
+pub fn hevc_lavfi_flv(name: &str, source: &str) -> PathBuf {
+    make_once(name, move |out| {
+        let args = [
+            "-f",
+            "lavfi",
+            "-i",
+            source,
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "keyint=25:min-keyint=25:scenecut=0:bframes=0:log-level=error",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "flv",
+            &out.display().to_string(),
+        ];
+        ffmpeg_with(&ffmpeg9(), &args);
+    })
+}
+
 /// A textured clip in shades of grey only.
 /// 12 s of ffmpeg's moving test pattern, 320x180, GOP 1 s.
 pub fn moving_flv() -> PathBuf {

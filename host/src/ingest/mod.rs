@@ -1,6 +1,6 @@
 //! RTMP ingest: accepts publishers, resolves their domain (docs/capture.md), parses
-//! FLV video into AVC configs and access units, and offers keyframes to the
-//! stream's capture schedule. It knows nothing of plugins or storage; due
+//! FLV video (legacy and Enhanced RTMP) into H.264/HEVC configs and access
+//! units, and offers keyframes to the stream's capture schedule. It knows nothing of plugins or storage; due
 //! keyframes leave on the bounded capture queue.
 
 mod amf0;
@@ -28,6 +28,27 @@ use crate::metrics::Metrics;
 pub const DEAD_AFTER: Duration = Duration::from_secs(10);
 
 pub use crate::stream::StreamKey;
+
+/// The decoder jobs a publisher's video tag bodies would make of every
+/// keyframe, as a session makes them (for tools such as the `floor`
+/// benchmark): the codec and the Annex-B job. Tags that do not parse, and
+/// keyframes that do not check, make none.
+pub fn keyframe_jobs<'a>(video_tags: impl IntoIterator<Item = &'a [u8]>) -> Vec<(crate::codec::Codec, Vec<u8>)> {
+    let mut config = None;
+    let mut jobs = Vec::new();
+    for tag in video_tags {
+        match flv::parse_video(&bytes::Bytes::copy_from_slice(tag)) {
+            Ok(flv::VideoTag::Config(c)) => config = Some(c),
+            Ok(flv::VideoTag::Frame { codec, keyframe: true, nalus }) => {
+                if let Some(job) = config.as_ref().and_then(|c| flv::keyframe_job(c, codec, &nalus).ok()) {
+                    jobs.push((codec, job));
+                }
+            }
+            _ => {}
+        }
+    }
+    jobs
+}
 
 /// What ingest shares between connections.
 pub struct Ingest {

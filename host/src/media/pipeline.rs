@@ -76,11 +76,12 @@ impl Pipeline {
         }
         let desc = format!(
             "appsrc name=src is-live=true format=time do-timestamp=false caps={caps} \
-             ! {decoder} name=dec max-threads=1 max-errors=-1 discard-corrupted-frames=true \
+             ! {decoder} name=dec max-threads=1 max-errors=-1 discard-corrupted-frames=true direct-rendering={direct} \
              ! videoconvert ! video/x-raw,format=I420 ! jpegenc name=enc quality=85 \
              ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4",
             caps = codec.caps(),
             decoder = codec.decoder(),
+            direct = !codec.fresh_decoder_per_stream(),
         );
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| pipeline_err("build", e))?
@@ -242,6 +243,11 @@ impl Worker {
                 self.pipelines.len() - 1
             }
         };
+        let p = &mut self.pipelines[at];
+        if job.codec.fresh_decoder_per_stream() && p.last_session.is_some_and(|s| s != job.info.session) {
+            p.stop();
+            *p = Pipeline::build(job.codec)?;
+        }
         let id = self.next_job;
         self.next_job += 1;
         let result = self.pipelines[at].decode(self.index, id, job);

@@ -91,18 +91,3 @@ pub fn annexb_job(config: &Tag, frame: &Tag) -> Vec<u8> {
     }
     out
 }
-
-/// Each AVC keyframe of a file as its Annex-B decoder job, with the
-/// configuration in force at it.
-pub fn keyframe_jobs(tags: &[Tag]) -> Vec<Vec<u8>> {
-    let mut config = None;
-    let mut jobs = Vec::new();
-    for t in tags.iter().filter(|t| t.kind == 9 && t.data.len() > 5 && t.data[0] & 0x0f == 7) {
-        if t.data[1] == 0 {
-            config = Some(t);
-        } else if let (true, Some(c)) = (t.is_video_keyframe(), config) {
-            jobs.push(annexb_job(c, t));
-        }
-    }
-    jobs
-}
