@@ -12,16 +12,30 @@ pub struct Tag {
 }
 
 impl Tag {
+    /// An Enhanced RTMP video tag (`IsExHeader`): FourCC after the first byte.
+    fn is_enhanced_video(&self) -> bool {
+        self.kind == 9 && self.data.first().is_some_and(|b| b & 0x80 != 0)
+    }
+
+    /// A keyframe's coded frame: legacy AVC (frame type 1, NALU packet) or
+    /// Enhanced RTMP (frame type 1, CodedFrames or CodedFramesX).
     pub fn is_video_keyframe(&self) -> bool {
+        if self.is_enhanced_video() {
+            return (self.data[0] >> 4) & 0x07 == 1 && matches!(self.data[0] & 0x0f, 1 | 3);
+        }
         self.kind == 9 && self.data.len() > 1 && self.data[0] >> 4 == 1 && self.data[1] == 1
     }
 
     pub fn is_avc_config(&self) -> bool {
-        self.kind == 9 && self.data.len() > 1 && self.data[1] == 0
+        self.kind == 9 && self.data.len() > 1 && !self.is_enhanced_video() && self.data[1] == 0
     }
 
-    /// Metadata or a sequence header (audio or video): sent once, before media.
+    /// Metadata or a sequence header (audio or video, legacy or Enhanced
+    /// RTMP's SequenceStart): sent once, before media.
     pub fn is_config(&self) -> bool {
+        if self.is_enhanced_video() {
+            return self.data[0] & 0x0f == 0;
+        }
         self.kind == 18 || (self.data.len() > 1 && (self.kind == 9 || self.kind == 8) && self.data[1] == 0)
     }
 }
