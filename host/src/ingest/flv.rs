@@ -145,17 +145,23 @@ fn parse_config(codec: Codec, rec: &[u8]) -> Result<VideoConfig, FlvError> {
     }
 }
 
-fn parse_avcc(rec: &[u8]) -> Result<VideoConfig, &'static str> {
-    if rec.len() < 7 {
+/// What both configuration records open with: at least `fixed` bytes,
+/// version 1, and the NAL length size (1, 2 or 4) in the low bits of `rec[at]`.
+fn length_size(rec: &[u8], fixed: usize, at: usize) -> Result<usize, &'static str> {
+    if rec.len() < fixed {
         return Err("shorter than its fixed header");
     }
     if rec[0] != 1 {
         return Err("configurationVersion is not 1");
     }
-    let length_size = usize::from(rec[4] & 3) + 1;
-    if length_size == 3 {
-        return Err("NAL length size 3 is invalid");
+    match usize::from(rec[at] & 3) + 1 {
+        3 => Err("NAL length size 3 is invalid"),
+        n => Ok(n),
     }
+}
+
+fn parse_avcc(rec: &[u8]) -> Result<VideoConfig, &'static str> {
+    let length_size = length_size(rec, 7, 4)?;
     let mut annexb = Vec::with_capacity(rec.len() + 16);
     let mut pos = 5;
     for (kind, mask, want_type) in [("SPS", 0x1f, 7u8), ("PPS", 0xff, 8u8)] {
@@ -192,16 +198,7 @@ fn hevc_type(nal: &[u8]) -> u8 {
 /// profile and format, then arrays of NAL units by type. VPS, SPS and PPS
 /// are kept (SEI arrays are not).
 fn parse_hvcc(rec: &[u8]) -> Result<VideoConfig, &'static str> {
-    if rec.len() < 23 {
-        return Err("shorter than its fixed header");
-    }
-    if rec[0] != 1 {
-        return Err("configurationVersion is not 1");
-    }
-    let length_size = usize::from(rec[21] & 3) + 1;
-    if length_size == 3 {
-        return Err("NAL length size 3 is invalid");
-    }
+    let length_size = length_size(rec, 23, 21)?;
     let mut annexb = Vec::with_capacity(rec.len() + 32);
     let mut seen = [false; 3];
     let mut pos = 23;
@@ -415,5 +412,11 @@ mod tests {
         assert_eq!(parse_hvcc(&wrong), Err("NAL unit of another type than its array"));
         assert_eq!(parse_hvcc(&hvcc()[..30]), Err("NAL unit truncated"));
         assert_eq!(parse_hvcc(&[1; 10]), Err("shorter than its fixed header"));
+        let mut v2 = hvcc();
+        v2[0] = 2;
+        assert_eq!(parse_hvcc(&v2), Err("configurationVersion is not 1"));
+        let mut three = hvcc();
+        three[21] = 0xfe;
+        assert_eq!(parse_hvcc(&three), Err("NAL length size 3 is invalid"));
     }
 }
