@@ -5,7 +5,7 @@ table. Run through `just bench` (which builds the binaries first).
 
   bench.py --bin EDGESNAP --loadgen LOADGEN --floor FLOOR --out DIR
            [--edgesnap 50,100,250,500] [--full 10,25] [--expert 25,50,100]
-           [--window 40] [--clip 720p|480p|hevc720p] [--soak MINUTES [--soak-streams 200]]
+           [--window 40] [--clip 720p|480p|hevc720p|av1720p|vp9720p] [--soak MINUTES [--soak-streams 200]]
            [--plugin COMPONENT.wasm] [--s3 S3S_FS]
   bench.py ... --noisy HOSTILE.wasm [--noisy-streams 300] [--quiet-streams 100]
            [--noisy-cpu MS_PER_S]
@@ -655,20 +655,29 @@ def decode_floor(args, streams):
     return {**runs[1], "runs_ms": [f["cpu_ms_per_job"] for f in runs]}
 
 
+# The 720p clip in the other codecs (ffmpeg 9 writes Enhanced FLV): 2.5 Mb/s, 2 s GOPs.
+CODEC_CLIPS = {
+    "hevc720p": ["-c:v", "libx265", "-preset", "veryfast", "-b:v", "2500k", "-x265-params",
+                 "keyint=60:min-keyint=60:scenecut=0:bframes=2:vbv-maxrate=2500:vbv-bufsize=5000:log-level=error"],
+    "av1720p": ["-c:v", "libsvtav1", "-preset", "10", "-b:v", "2500k", "-g", "60", "-svtav1-params", "scd=0"],
+    "vp9720p": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "2500k", "-g", "60",
+                "-keyint_min", "60"],
+}
+
+
 def make_clip(out, name="720p"):
     """The pushed clip, made once under `out`: 60 s of 720p30 at 2.5 Mb/s
     (the targets) or 480p30 at 1 Mb/s (the stretch), 2 s GOPs, with audio;
-    `hevc720p`: the 720p clip in HEVC (libx265 through ffmpeg 9, which
-    writes Enhanced FLV; scripts/setup.sh installs it)."""
-    if name == "hevc720p":
-        path = os.path.join(out, "cliphevc720p.flv")
+    `hevc720p`, `av1720p`, `vp9720p`: the 720p clip in HEVC (libx265),
+    AV1 (SVT-AV1) or VP9 (libvpx), through ffmpeg 9, which writes Enhanced
+    FLV (scripts/setup.sh installs it)."""
+    if name in CODEC_CLIPS:
+        path = os.path.join(out, f"clip{name}.flv")
         if not os.path.exists(path):
             os.makedirs(out, exist_ok=True)
             ffmpeg9 = os.path.join(os.environ.get("EDGESNAP_CACHE", os.path.expanduser("~/.cache/edgesnap")), "venv/bin/ffmpeg9")
             subprocess.run([ffmpeg9, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-                            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "60", "-c:v", "libx265",
-                            "-preset", "veryfast", "-b:v", "2500k", "-x265-params",
-                            "keyint=60:min-keyint=60:scenecut=0:bframes=2:vbv-maxrate=2500:vbv-bufsize=5000:log-level=error",
+                            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "60", *CODEC_CLIPS[name],
                             "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-shortest", "-f", "flv", path], check=True)
         return path
     size, rate = {"720p": ("1280x720", "2500k"), "480p": ("854x480", "1000k")}[name]
@@ -689,8 +698,8 @@ def main():
     ap.add_argument("--floor", required=True); ap.add_argument("--out", required=True)
     ap.add_argument("--edgesnap", default="50,100,250,500"); ap.add_argument("--full", default="10,25")
     ap.add_argument("--expert", default="25,50,100"); ap.add_argument("--window", type=int, default=40)
-    ap.add_argument("--clip", choices=["720p", "480p", "hevc720p"], default="720p",
-                    help="720p30 at 2.5 Mb/s (the targets), 480p30 at 1 Mb/s (the stretch), or the 720p clip in HEVC")
+    ap.add_argument("--clip", choices=["720p", "480p", *CODEC_CLIPS], default="720p",
+                    help="720p30 at 2.5 Mb/s (the targets), 480p30 at 1 Mb/s (the stretch), or the 720p clip in another codec")
     ap.add_argument("--soak", type=int, default=0, help="minutes of a soak at --soak-streams instead of the sweep")
     ap.add_argument("--soak-streams", type=int, default=200)
     ap.add_argument("--decoder-workers", type=int, help="server.decoder_workers for the edgesnap runs (default: one per core)")

@@ -3,7 +3,8 @@
 capture: a short H.264 + AAC FLV made by ffmpeg, its tags chunked as an
 encoder sends them (connect, publish, SetChunkSize, media), its AMF0
 metadata and commands, its video tag bodies (and HEVC ones, Enhanced RTMP
-and legacy codec id 12, from ffmpeg 9 when scripts/setup.sh installed it);
+and legacy codec id 12, and AV1 and VP9 ones, from ffmpeg 9 when
+scripts/setup.sh installed it);
 and templates and keys from the docs. Run once by `just fuzz-corpus`; the
 files are committed.
 
@@ -95,6 +96,17 @@ def main(out):
         legacy = bytes([0x1c, 0, 0, 0, 0]) + start[5:]
         write("flv", "hevc-config-and-keyframe", struct.pack(">H", len(start)) + start + key[8:])
         write("flv", "hevc-legacy-config-and-keyframe", struct.pack(">H", len(legacy)) + legacy + key[8:])
+        # AV1 and VP9: CodedFrames carry no composition time.
+        for name, codec in [("av1", ["-c:v", "libsvtav1", "-preset", "12", "-g", "10"]),
+                            ("vp9", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "10"])]:
+            path = os.path.join(tmp, f"{name}.flv")
+            subprocess.run([ffmpeg9, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                            "testsrc2=size=160x90:rate=10", "-t", "2", *codec, "-pix_fmt", "yuv420p", "-f", "flv", path],
+                           check=True, stderr=subprocess.DEVNULL)
+            bodies = [body for kind, _, body in flv_tags(path) if kind == 9]
+            start = next(b for b in bodies if b[0] == 0x90)
+            key = next(b for b in bodies if b[0] == 0x91)
+            write("flv", f"{name}-config-and-keyframe", struct.pack(">H", len(start)) + start + key[5:])
 
     stream = message(2, 1, 0, 0, struct.pack(">I", 4096), 128) + message(3, 20, 0, 0, connect, 4096)
     stream += message(3, 20, 1, 0, publish, 4096)

@@ -16,8 +16,12 @@ mod codec;
 mod flv;
 #[path = "../../host/src/storage/keys.rs"]
 mod keys;
+#[path = "../../host/src/ingest/obu.rs"]
+mod obu;
 #[path = "../../host/src/config/template.rs"]
 mod template;
+#[path = "../../host/src/ingest/vp9.rs"]
+mod vp9;
 
 use bytes::{Bytes, BytesMut};
 
@@ -83,9 +87,13 @@ pub fn flv_video(data: &[u8]) {
     let Ok(flv::VideoTag::Config(config)) = flv::parse_video(&Bytes::copy_from_slice(tag)) else {
         return;
     };
-    assert!(matches!(config.length_size, 1 | 2 | 4));
+    let nal = matches!(config.codec, codec::Codec::H264 | codec::Codec::H265);
+    assert!(if nal { matches!(config.length_size, 1 | 2 | 4) } else { config.length_size == 0 });
     if let Ok(job) = flv::keyframe_job(&config, config.codec, frame) {
-        assert!(job.starts_with(&config.annexb), "a job starts with the stream's parameter sets");
+        // AV1's sequence header may be the keyframe's own; its delimiter is the stream's.
+        let opens = if config.codec == codec::Codec::Av1 { &config.headers[..2] } else { &config.headers[..] };
+        assert!(job.starts_with(opens), "a job starts with the stream's headers");
+        assert!(job.len() > config.headers.len(), "and holds a picture");
     }
 }
 

@@ -9,6 +9,8 @@ pub enum Codec {
     #[default]
     H264,
     H265,
+    Av1,
+    Vp9,
 }
 
 impl Codec {
@@ -17,6 +19,9 @@ impl Codec {
         match self {
             Codec::H264 => "video/x-h264,stream-format=byte-stream,alignment=au",
             Codec::H265 => "video/x-h265,stream-format=byte-stream,alignment=au",
+            // One temporal unit: OBUs with their sizes (a temporal delimiter first).
+            Codec::Av1 => "video/x-av1,stream-format=obu-stream,alignment=tu",
+            Codec::Vp9 => "video/x-vp9",
         }
     }
 
@@ -25,6 +30,20 @@ impl Codec {
         match self {
             Codec::H264 => "avdec_h264",
             Codec::H265 => "avdec_h265",
+            // libaom (gstreamer1.0-plugins-bad): this GStreamer's libav has no AV1 software decoder.
+            Codec::Av1 => "av1dec",
+            Codec::Vp9 => "avdec_vp9",
+        }
+    }
+
+    /// The decoder element's properties: one thread, errors never fatal,
+    /// corrupted pictures dropped; libav's own frame pool when the decoder
+    /// is made anew per stream (its buffers start zeroed).
+    pub(crate) fn decoder_properties(self) -> String {
+        let common = "max-errors=-1 discard-corrupted-frames=true";
+        match self {
+            Codec::Av1 => common.to_owned(),
+            _ => format!("{common} max-threads=1 direct-rendering={}", !self.fresh_decoder_per_stream()),
         }
     }
 
@@ -42,6 +61,8 @@ impl Codec {
         match self {
             Codec::H264 => "H.264",
             Codec::H265 => "HEVC",
+            Codec::Av1 => "AV1",
+            Codec::Vp9 => "VP9",
         }
     }
 }

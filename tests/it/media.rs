@@ -24,8 +24,64 @@ pub struct Clip {
     /// Frames per second (25 unless set): FLV timestamps are whole ms, so
     /// 30 gives frame steps alternating 33/34 ms.
     pub fps: u32,
-    /// HEVC (libx265, written by ffmpeg 9 as Enhanced FLV `hvc1`) instead of H.264.
-    pub hevc: bool,
+    /// H.264 (libx264) unless set; the others are written by ffmpeg 9 as
+    /// Enhanced FLV.
+    pub codec: Video,
+}
+
+/// The codec of a test clip and its encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Video {
+    H264,
+    /// libx265, `hvc1`.
+    Hevc,
+    /// SVT-AV1, `av01`.
+    Av1,
+    /// libvpx, `vp09`.
+    Vp9,
+}
+
+impl Video {
+    /// ffmpeg arguments encoding with a keyframe every `gop` frames exactly.
+    fn encoder_args(self, gop: u32, bframes: bool) -> Vec<String> {
+        let gop = gop.to_string();
+        let args: Vec<&str> = match self {
+            Video::H264 => vec![
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-g",
+                &gop,
+                "-keyint_min",
+                &gop,
+                "-sc_threshold",
+                "0",
+                "-bf",
+                if bframes { "2" } else { "0" },
+            ],
+            Video::Hevc => {
+                let bf = if bframes { 2 } else { 0 };
+                let params = format!("keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bf}:log-level=error");
+                return ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", &params].map(String::from).to_vec();
+            }
+            // Hidden frames and reordering are AV1's own: no B-frame switch.
+            Video::Av1 => vec!["-c:v", "libsvtav1", "-preset", "12", "-g", &gop, "-svtav1-params", "scd=0:lp=1"],
+            Video::Vp9 => {
+                vec!["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", &gop, "-keyint_min", &gop]
+            }
+        };
+        args.into_iter().map(String::from).collect()
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Video::H264 => "",
+            Video::Hevc => "-hevc",
+            Video::Av1 => "-av1",
+            Video::Vp9 => "-vp9",
+        }
+    }
 }
 
 /// Grey level of second `s`.
@@ -76,7 +132,7 @@ fn ffmpeg_with(program: &Path, args: &[&str]) {
 impl Clip {
     pub fn new(width: u32, height: u32, seconds: u32, gop_s: u32) -> Clip {
         assert!(seconds <= MAX_SECONDS);
-        Clip { width, height, seconds, gop_s, bframes: true, audio: false, fps: 25, hevc: false }
+        Clip { width, height, seconds, gop_s, bframes: true, audio: false, fps: 25, codec: Video::H264 }
     }
 
     /// The clip as an FLV file (H.264, and AAC when `audio`).
@@ -90,7 +146,7 @@ impl Clip {
             if self.bframes { "bf" } else { "nobf" },
             if self.audio { "aac" } else { "mute" },
             if self.fps == 25 { String::new() } else { format!("-{}fps", self.fps) },
-            if self.hevc { "-hevc" } else { "" }
+            self.codec.suffix()
         );
         let c = *self;
         make_once(&name, move |out| {
@@ -103,7 +159,6 @@ impl Clip {
                 graph += &format!("[c{s}]");
             }
             graph += &format!("concat=n={}:v=1:a=0,format=yuv420p[v]", c.seconds);
-            let gop = (c.gop_s * c.fps).to_string();
             let mut args: Vec<String> = vec!["-filter_complex".into(), graph];
             if c.audio {
                 args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"].map(String::from));
@@ -112,20 +167,10 @@ impl Clip {
             if c.audio {
                 args.extend(["-map", "0:a", "-c:a", "aac", "-b:a", "64k", "-shortest"].map(String::from));
             }
-            if c.hevc {
-                let bf = if c.bframes { 2 } else { 0 };
-                let params = format!("keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bf}:log-level=error");
-                args.extend(["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", &params].map(String::from));
-            } else {
-                args.extend(
-                    ["-c:v", "libx264", "-preset", "veryfast", "-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0"]
-                        .map(String::from),
-                );
-                args.extend(["-bf", if c.bframes { "2" } else { "0" }].map(String::from));
-            }
+            args.extend(c.codec.encoder_args(c.gop_s * c.fps, c.bframes));
             args.extend(["-f", "flv", &out.display().to_string()].map(String::from));
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            if c.hevc { ffmpeg_with(&ffmpeg9(), &refs) } else { ffmpeg(&refs) }
+            if c.codec == Video::H264 { ffmpeg(&refs) } else { ffmpeg_with(&ffmpeg9(), &refs) }
         })
     }
 
@@ -186,28 +231,15 @@ pub fn solid_flv(name: &str, color: &str, width: u32, height: u32, seconds: u32)
     )
 }
 
-/// A clip of a lavfi `source` in HEVC (ffmpeg 9, libx265; Enhanced FLV),
-/// one IRAP a second, no B-frames.
-pub fn hevc_lavfi_flv(name: &str, source: &str) -> PathBuf {
-    make_once(name, move |out| {
-        let args = [
-            "-f",
-            "lavfi",
-            "-i",
-            source,
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-x265-params",
-            "keyint=25:min-keyint=25:scenecut=0:bframes=0:log-level=error",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "flv",
-            &out.display().to_string(),
-        ];
-        ffmpeg_with(&ffmpeg9(), &args);
+/// A clip of a lavfi `source` in `codec` (ffmpeg 9 but for H.264;
+/// Enhanced FLV), a keyframe every second, no B-frames.
+pub fn codec_lavfi_flv(name: &str, source: &str, codec: Video) -> PathBuf {
+    make_once(&format!("{name}{}.flv", codec.suffix()), move |out| {
+        let mut args: Vec<String> = ["-f", "lavfi", "-i", source].map(String::from).to_vec();
+        args.extend(codec.encoder_args(25, false));
+        args.extend(["-pix_fmt", "yuv420p", "-f", "flv", &out.display().to_string()].map(String::from));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        if codec == Video::H264 { ffmpeg(&refs) } else { ffmpeg_with(&ffmpeg9(), &refs) }
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{DomainSpec, Host};
-use crate::media::{Clip, Tag, decode, ffmpeg_push, ffmpeg9_push, read_flv};
+use crate::media::{Clip, Tag, Video, decode, ffmpeg_push, ffmpeg9_push, read_flv};
 use crate::publisher::Publisher;
 
 /// Waits for the stream's snapshots and checks them against docs/templates.md, capture.md and api.md:
@@ -190,17 +190,17 @@ fn legacy_hevc(tag: &Tag) -> Option<Tag> {
 #[test]
 fn hevc_over_enhanced_rtmp_and_as_legacy_codec_id_12() {
     let host = Host::start(&[DomainSpec::new("localhost")], 2);
-    let clip = Clip { hevc: true, ..Clip::new(640, 360, 21, 1) };
+    let clip = Clip { codec: Video::Hevc, ..Clip::new(640, 360, 21, 1) };
     let out = ffmpeg9_push(&clip.flv(), &host.rtmp_url("live/hevc"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     check_stream(&host, "localhost", "live", "hevc", &clip, 5);
 
     let tags = read_flv(&clip.flv());
     // Asked in `connect`, the host names the FourCCs it ingests of those offered.
-    let mut p = Publisher::connect_enhanced(host.rtmp_port, "live", &["hvc1", "av01", "vp09"]).unwrap();
+    let mut p = Publisher::connect_enhanced(host.rtmp_port, "live", &["hvc1", "vp08", "av01"]).unwrap();
     assert!(p.publish("hevc12").unwrap());
-    assert!(p.said("fourCcList") && p.said("hvc1"), "the connect answer names hvc1");
-    assert!(!p.said("av01") && !p.said("vp09"), "and not what it cannot ingest");
+    assert!(p.said("fourCcList") && p.said("hvc1") && p.said("av01"), "the connect answer names hvc1 and av01");
+    assert!(!p.said("vp08") && !p.said("vp09"), "and not what it cannot ingest or was not offered");
     for t in tags.iter().filter(|t| t.kind == 8 || t.kind == 9) {
         let t = if t.kind == 9 { legacy_hevc(t) } else { Some(t.clone()) };
         if let Some(t) = t {
@@ -208,6 +208,20 @@ fn hevc_over_enhanced_rtmp_and_as_legacy_codec_id_12() {
         }
     }
     check_stream(&host, "localhost", "live", "hevc12", &clip, 5);
+}
+
+/// AV1 and VP9 (SPEC §10, issue 18): ffmpeg 9 publishes them over
+/// Enhanced RTMP (`av01`: SVT-AV1 temporal units of OBUs; `vp09`: libvpx
+/// frames), each captured on the grid, pictures checked as for H.264.
+#[test]
+fn av1_and_vp9_over_enhanced_rtmp() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 2);
+    for (stream, codec) in [("av1", Video::Av1), ("vp9", Video::Vp9)] {
+        let clip = Clip { codec, ..Clip::new(640, 360, 21, 1) };
+        let out = ffmpeg9_push(&clip.flv(), &host.rtmp_url(&format!("live/{stream}")));
+        assert!(out.status.success(), "{stream}: {}", String::from_utf8_lossy(&out.stderr));
+        check_stream(&host, "localhost", "live", stream, &clip, 5);
+    }
 }
 
 #[test]

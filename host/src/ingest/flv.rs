@@ -1,10 +1,12 @@
 //! FLV video tag bodies (as carried in RTMP video messages), legacy and
 //! Enhanced RTMP (the veovera spec): the decoder configuration records of
-//! H.264 (`avcC`) and HEVC (`hvcC`), and keyframe access units checked and
-//! turned into the Annex-B job a decoder is fed.
+//! H.264 (`avcC`) and HEVC (`hvcC`) and keyframe access units checked and
+//! turned into the Annex-B job a decoder is fed; AV1 (`obu.rs`) and VP9
+//! (`vp9.rs`) the same way in their own forms.
 
 use bytes::Bytes;
 
+use super::{obu, vp9};
 pub(crate) use crate::codec::Codec;
 
 /// What a video message holds.
@@ -12,15 +14,16 @@ pub(crate) use crate::codec::Codec;
 pub(crate) enum VideoTag {
     /// A decoder configuration record: the stream's parameter sets.
     Config(VideoConfig),
-    /// One access unit in length-prefixed NAL units.
-    Frame { codec: Codec, keyframe: bool, nalus: Bytes },
+    /// One access unit: length-prefixed NAL units (H.264, HEVC), OBUs
+    /// (AV1) or a VP9 frame.
+    Frame { codec: Codec, keyframe: bool, data: Bytes },
     /// End of sequence, metadata, or a video info/command frame: nothing to do.
     Ignored,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub(crate) enum FlvError {
-    #[error("video codec {0} is not supported (H.264 and HEVC, legacy or Enhanced RTMP)")]
+    #[error("video codec {0} is not supported (H.264 and HEVC, legacy or Enhanced RTMP; AV1 and VP9, Enhanced RTMP)")]
     Unsupported(String),
     #[error("video tag truncated")]
     Truncated,
@@ -32,17 +35,19 @@ pub(crate) enum FlvError {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct VideoConfig {
     pub(crate) codec: Codec,
-    /// Bytes of each NAL length prefix in frames: 1, 2 or 4.
+    /// Bytes of each NAL length prefix in frames: 1, 2 or 4 (0: AV1, VP9).
     pub(crate) length_size: usize,
-    /// The parameter set NAL units in Annex-B form (start code before each):
-    /// SPS and PPS; VPS, SPS and PPS for HEVC.
-    pub(crate) annexb: Bytes,
+    /// What the stream's decoder jobs start with: the parameter set NAL
+    /// units in Annex-B form (start code before each), SPS and PPS, or VPS,
+    /// SPS and PPS for HEVC; AV1: a temporal delimiter and the sequence
+    /// header OBU (a keyframe's own replaces it); VP9: nothing.
+    pub(crate) headers: Bytes,
 }
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
 /// The Enhanced RTMP video FourCCs ingested (answered to a connect's `fourCcList`).
-pub(crate) const FOURCCS: [&str; 2] = ["avc1", "hvc1"];
+pub(crate) const FOURCCS: [&str; 4] = ["avc1", "hvc1", "av01", "vp09"];
 
 /// Whether a video message is a coded frame that no snapshot needs looked
 /// at: an inter frame (legacy H.264 or HEVC, or Enhanced RTMP coded frames).
@@ -95,7 +100,7 @@ pub(crate) fn parse_video(tag: &Bytes) -> Result<VideoTag, FlvError> {
     }
     match tag[1] {
         0 => Ok(VideoTag::Config(parse_config(codec, &tag[5..])?)),
-        1 => Ok(VideoTag::Frame { codec, keyframe: frame_type == 1, nalus: tag.slice(5..) }),
+        1 => Ok(VideoTag::Frame { codec, keyframe: frame_type == 1, data: tag.slice(5..) }),
         _ => Ok(VideoTag::Ignored),
     }
 }
@@ -109,6 +114,8 @@ fn parse_enhanced(tag: &Bytes, b0: u8) -> Result<VideoTag, FlvError> {
     let codec = match fourcc {
         b"avc1" => Codec::H264,
         b"hvc1" => Codec::H265,
+        b"av01" => Codec::Av1,
+        b"vp09" => Codec::Vp9,
         other => {
             return Err(FlvError::Unsupported(format!("{:?} (Enhanced RTMP)", String::from_utf8_lossy(other))));
         }
@@ -120,15 +127,16 @@ fn parse_enhanced(tag: &Bytes, b0: u8) -> Result<VideoTag, FlvError> {
     match packet_type {
         // SequenceStart: the configuration record.
         0 => Ok(VideoTag::Config(parse_config(codec, &tag[5..])?)),
-        // CodedFrames: a 24-bit composition time, then the access unit.
-        1 => {
+        // CodedFrames: H.264 and HEVC put a 24-bit composition time before
+        // the access unit; AV1 and VP9 have none.
+        1 if matches!(codec, Codec::H264 | Codec::H265) => {
             if tag.len() < 8 {
                 return Err(FlvError::Truncated);
             }
-            Ok(VideoTag::Frame { codec, keyframe, nalus: tag.slice(8..) })
+            Ok(VideoTag::Frame { codec, keyframe, data: tag.slice(8..) })
         }
         // CodedFramesX: composition time 0, not sent.
-        3 => Ok(VideoTag::Frame { codec, keyframe, nalus: tag.slice(5..) }),
+        1 | 3 => Ok(VideoTag::Frame { codec, keyframe, data: tag.slice(5..) }),
         // SequenceEnd, Metadata, MPEG-2 TS sequence start.
         2 | 4 | 5 => Ok(VideoTag::Ignored),
         6 => Err(FlvError::Unsupported("multitrack video (Enhanced RTMP v2)".into())),
@@ -142,6 +150,12 @@ fn parse_config(codec: Codec, rec: &[u8]) -> Result<VideoConfig, FlvError> {
     match codec {
         Codec::H264 => parse_avcc(rec).map_err(bad),
         Codec::H265 => parse_hvcc(rec).map_err(bad),
+        Codec::Av1 => obu::parse_av1c(rec)
+            .map(|headers| VideoConfig { codec, length_size: 0, headers: Bytes::from(headers) })
+            .map_err(bad),
+        Codec::Vp9 => {
+            vp9::check_vpcc(rec).map(|()| VideoConfig { codec, length_size: 0, headers: Bytes::new() }).map_err(bad)
+        }
     }
 }
 
@@ -183,7 +197,7 @@ fn parse_avcc(rec: &[u8]) -> Result<VideoConfig, &'static str> {
             pos += len;
         }
     }
-    Ok(VideoConfig { codec: Codec::H264, length_size, annexb: Bytes::from(annexb) })
+    Ok(VideoConfig { codec: Codec::H264, length_size, headers: Bytes::from(annexb) })
 }
 
 /// HEVC NAL unit types the configuration must hold: VPS, (SPS,) PPS.
@@ -226,7 +240,7 @@ fn parse_hvcc(rec: &[u8]) -> Result<VideoConfig, &'static str> {
         [false, _, _] => Err("no VPS"),
         [_, false, _] => Err("no SPS"),
         [_, _, false] => Err("no PPS"),
-        _ => Ok(VideoConfig { codec: Codec::H265, length_size, annexb: Bytes::from(annexb) }),
+        _ => Ok(VideoConfig { codec: Codec::H265, length_size, headers: Bytes::from(annexb) }),
     }
 }
 
@@ -240,20 +254,33 @@ pub(crate) enum KeyframeError {
     NoIrap,
     #[error("a {frame} frame after a {config} decoder configuration")]
     OtherCodec { frame: Codec, config: Codec },
+    #[error("{0} keyframe: {1}")]
+    Invalid(Codec, &'static str),
 }
 
-/// Checks a keyframe's NAL units and builds the decoder job: the stream's own
-/// parameter sets followed by the access unit, in Annex-B. Lengths must add
-/// up exactly and a random access picture (H.264 IDR, HEVC IRAP) must be
-/// present; in-band parameter sets and delimiters are left out (they would
-/// override the stream's own); nothing else reaches a decoder.
-pub(crate) fn keyframe_job(config: &VideoConfig, codec: Codec, nalus: &[u8]) -> Result<Vec<u8>, KeyframeError> {
+/// Checks a keyframe and builds the decoder job, in the form the decoder
+/// takes. NAL codecs: the stream's own parameter sets followed by the
+/// access unit; lengths must add up exactly and a random access picture
+/// (H.264 IDR, HEVC IRAP) must be present; in-band parameter sets and
+/// delimiters are left out (they would override the stream's own). AV1 and
+/// VP9: a shown key frame, checked and built by their modules. Nothing else
+/// reaches a decoder.
+pub(crate) fn keyframe_job(config: &VideoConfig, codec: Codec, data: &[u8]) -> Result<Vec<u8>, KeyframeError> {
     if codec != config.codec {
         return Err(KeyframeError::OtherCodec { frame: codec, config: config.codec });
     }
-    let n = config.length_size;
-    let mut out = Vec::with_capacity(config.annexb.len() + nalus.len() + 64);
-    out.extend_from_slice(&config.annexb);
+    let invalid = |why| KeyframeError::Invalid(codec, why);
+    match codec {
+        Codec::H264 | Codec::H265 => nal_keyframe(config, data),
+        Codec::Av1 => obu::keyframe_job(&config.headers, data).map_err(invalid),
+        Codec::Vp9 => vp9::check_keyframe(data).map(|()| data.to_vec()).map_err(invalid),
+    }
+}
+
+fn nal_keyframe(config: &VideoConfig, nalus: &[u8]) -> Result<Vec<u8>, KeyframeError> {
+    let (n, codec) = (config.length_size, config.codec);
+    let mut out = Vec::with_capacity(config.headers.len() + nalus.len() + 64);
+    out.extend_from_slice(&config.headers);
     let mut rest = nalus;
     let mut random_access = false;
     while !rest.is_empty() {
@@ -276,7 +303,7 @@ pub(crate) fn keyframe_job(config: &VideoConfig, codec: Codec, nalus: &[u8]) -> 
                 7..=9 => false,
                 _ => true,
             },
-            Codec::H265 => match hevc_type(nal) {
+            _ => match hevc_type(nal) {
                 16..=21 => {
                     random_access = true;
                     true
@@ -294,7 +321,7 @@ pub(crate) fn keyframe_job(config: &VideoConfig, codec: Codec, nalus: &[u8]) -> 
     match (random_access, codec) {
         (true, _) => Ok(out),
         (false, Codec::H264) => Err(KeyframeError::NoIdr),
-        (false, Codec::H265) => Err(KeyframeError::NoIrap),
+        (false, _) => Err(KeyframeError::NoIrap),
     }
 }
 
@@ -315,7 +342,7 @@ mod tests {
         let VideoTag::Config(cfg) = parse_video(&Bytes::from(tag)).unwrap() else { panic!() };
         assert_eq!(cfg.codec, Codec::H264);
         assert_eq!(cfg.length_size, 4);
-        assert_eq!(&cfg.annexb[..], &[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 9]);
+        assert_eq!(&cfg.headers[..], &[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 9]);
 
         let frame = [0, 0, 0, 2, 0x06, 0xaa, 0, 0, 0, 3, 0x65, 1, 2];
         let job = keyframe_job(&cfg, Codec::H264, &frame).unwrap();
@@ -324,7 +351,7 @@ mod tests {
 
     #[test]
     fn bad_keyframes() {
-        let cfg = VideoConfig { codec: Codec::H264, length_size: 4, annexb: Bytes::from_static(&[0, 0, 0, 1, 0x67]) };
+        let cfg = VideoConfig { codec: Codec::H264, length_size: 4, headers: Bytes::from_static(&[0, 0, 0, 1, 0x67]) };
         let keyframe_job = |cfg: &VideoConfig, nalus: &[u8]| keyframe_job(cfg, Codec::H264, nalus);
         // length runs past the end
         assert_eq!(keyframe_job(&cfg, &[0, 0, 0, 9, 0x65, 1]), Err(KeyframeError::Lengths));
@@ -339,7 +366,7 @@ mod tests {
     fn codecs() {
         assert!(matches!(parse_video(&Bytes::from_static(&[0x12, 0])), Err(FlvError::Unsupported(_))));
         assert!(matches!(
-            parse_video(&Bytes::from_static(&[0x90, b'a', b'v', b'0', b'1'])),
+            parse_video(&Bytes::from_static(&[0x90, b'v', b'p', b'0', b'8'])),
             Err(FlvError::Unsupported(_))
         ));
         assert!(matches!(
@@ -369,7 +396,7 @@ mod tests {
         let VideoTag::Config(cfg) = parse_video(&Bytes::from(start)).unwrap() else { panic!() };
         assert_eq!((cfg.codec, cfg.length_size), (Codec::H265, 4));
         assert_eq!(
-            &cfg.annexb[..],
+            &cfg.headers[..],
             &[0, 0, 0, 1, 64, 0x0c, 1, 0xaa, 0, 0, 0, 1, 66, 1, 1, 0xaa, 0, 0, 0, 1, 68, 1, 0xc1, 0xaa]
         );
         // The same record as legacy codec id 12.
@@ -383,10 +410,12 @@ mod tests {
             let mut tag = vec![b0];
             tag.extend(header);
             tag.extend(au);
-            let VideoTag::Frame { codec, keyframe, nalus } = parse_video(&Bytes::from(tag)).unwrap() else { panic!() };
+            let VideoTag::Frame { codec, keyframe, data: nalus } = parse_video(&Bytes::from(tag)).unwrap() else {
+                panic!()
+            };
             assert!(keyframe && codec == Codec::H265);
             let job = keyframe_job(&cfg, codec, &nalus).unwrap();
-            assert_eq!(&job[cfg.annexb.len()..], &[0, 0, 0, 1, 21 << 1, 1, 0xaf, 0x20]);
+            assert_eq!(&job[cfg.headers.len()..], &[0, 0, 0, 1, 21 << 1, 1, 0xaf, 0x20]);
         }
         // A trailing picture (type 1) is not a keyframe's picture; an H.264 frame is not this stream's.
         assert_eq!(keyframe_job(&cfg, Codec::H265, &[0, 0, 0, 3, 2, 1, 0]), Err(KeyframeError::NoIrap));

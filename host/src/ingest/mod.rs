@@ -6,7 +6,9 @@
 mod amf0;
 mod chunk;
 mod flv;
+mod obu;
 mod session;
+mod vp9;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -31,7 +33,7 @@ pub use crate::stream::StreamKey;
 
 /// The decoder jobs a publisher's video tag bodies would make of every
 /// keyframe, as a session makes them (for tools such as the `floor`
-/// benchmark): the codec and the Annex-B job. Tags that do not parse, and
+/// benchmark): the codec and the job. Tags that do not parse, and
 /// keyframes that do not check, make none.
 pub fn keyframe_jobs<'a>(video_tags: impl IntoIterator<Item = &'a [u8]>) -> Vec<(crate::codec::Codec, Vec<u8>)> {
     let mut config = None;
@@ -39,8 +41,8 @@ pub fn keyframe_jobs<'a>(video_tags: impl IntoIterator<Item = &'a [u8]>) -> Vec<
     for tag in video_tags {
         match flv::parse_video(&bytes::Bytes::copy_from_slice(tag)) {
             Ok(flv::VideoTag::Config(c)) => config = Some(c),
-            Ok(flv::VideoTag::Frame { codec, keyframe: true, nalus }) => {
-                if let Some(job) = config.as_ref().and_then(|c| flv::keyframe_job(c, codec, &nalus).ok()) {
+            Ok(flv::VideoTag::Frame { codec, keyframe: true, data }) => {
+                if let Some(job) = config.as_ref().and_then(|c| flv::keyframe_job(c, codec, &data).ok()) {
                     jobs.push((codec, job));
                 }
             }

@@ -384,8 +384,8 @@ impl Session {
                 p.capture.set_codec(cfg.codec);
                 p.video = Some(cfg);
             }
-            VideoTag::Frame { codec, keyframe: true, nalus } => {
-                tracing::trace!(session = self.id, media_ts = msg.timestamp, bytes = nalus.len(), "keyframe");
+            VideoTag::Frame { codec, keyframe: true, data } => {
+                tracing::trace!(session = self.id, media_ts = msg.timestamp, bytes = data.len(), "keyframe");
                 p.publish_rates();
                 if let Some(ms) = p.gap.least.take() {
                     p.capture.frame_ms(ms);
@@ -394,7 +394,7 @@ impl Session {
                 let video = p.video.as_ref();
                 let offer = capture.on_keyframe(msg.timestamp, || match video {
                     None => Err(format!("keyframe before the {codec} decoder configuration")),
-                    Some(cfg) => flv::keyframe_job(cfg, codec, &nalus).map_err(|e| e.to_string()),
+                    Some(cfg) => flv::keyframe_job(cfg, codec, &data).map_err(|e| e.to_string()),
                 });
                 match offer {
                     Ok(Offer::Missed) => tracing::warn!(

@@ -76,12 +76,12 @@ impl Pipeline {
         }
         let desc = format!(
             "appsrc name=src is-live=true format=time do-timestamp=false caps={caps} \
-             ! {decoder} name=dec max-threads=1 max-errors=-1 discard-corrupted-frames=true direct-rendering={direct} \
+             ! {decoder} name=dec {properties} \
              ! videoconvert ! video/x-raw,format=I420 ! jpegenc name=enc quality=85 \
              ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4",
             caps = codec.caps(),
             decoder = codec.decoder(),
-            direct = !codec.fresh_decoder_per_stream(),
+            properties = codec.decoder_properties(),
         );
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| pipeline_err("build", e))?
