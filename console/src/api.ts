@@ -73,6 +73,7 @@ export interface Template {
   overwrite_object: string | null;
   sequence_object: string | null;
   callback: string | null;
+  skip_blank: boolean;
   origin: string;
 }
 

@@ -46,6 +46,7 @@ fn main() {
         sequence_object: None,
         callback: None,
         jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
+        skip_blank: false,
         origin: edgesnap::config::Origin::File,
     });
     let infos: Vec<Arc<StreamInfo>> = (0..streams.max(1))

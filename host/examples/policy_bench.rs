@@ -68,6 +68,7 @@ fn main() {
         sequence_object: Some("snapshot/{AppName}/{StreamName}/{UnixTimestamp}.jpg".into()),
         callback: None,
         jpeg_quality: 85,
+        skip_blank: false,
         origin: Origin::Api,
     };
     let facts = |i: usize| CaptureFacts {
@@ -79,7 +80,7 @@ fn main() {
         width: 1280,
         height: 720,
         // A new picture each call, so skip-static stores (and writes its state) every time.
-        frame: FrameFacts { mean_luma: 120, ahash: i as u64 },
+        frame: FrameFacts { mean_luma: 120, ahash: i as u64, luma_spread: 40 },
     };
     let page: Vec<Record> = (0..256u64)
         .map(|i| Record {

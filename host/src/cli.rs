@@ -184,6 +184,9 @@ pub(crate) struct TemplateFields {
     callback: Option<String>,
     #[arg(long)]
     jpeg_quality: Option<i64>,
+    /// Refuse blank (flat or black) keyframes and take the next one within the interval.
+    #[arg(long)]
+    skip_blank: Option<bool>,
 }
 
 impl TemplateFields {
@@ -198,6 +201,7 @@ impl TemplateFields {
             ("sequence_object", text(&self.sequence)),
             ("callback", text(&self.callback)),
             ("jpeg_quality", self.jpeg_quality.map(|q| json!(q))),
+            ("skip_blank", self.skip_blank.map(|b| json!(b))),
         ] {
             if let Some(v) = v {
                 m.insert(k.into(), v);

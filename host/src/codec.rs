@@ -57,6 +57,24 @@ impl Codec {
         self == Codec::H265
     }
 
+    /// Its name in the API (`codec` of a live stream).
+    pub fn id(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::H265 => "hevc",
+            Codec::Av1 => "av1",
+            Codec::Vp9 => "vp9",
+        }
+    }
+
+    /// Every codec, in the order of [`Codec::index`].
+    pub const ALL: [Codec; 4] = [Codec::H264, Codec::H265, Codec::Av1, Codec::Vp9];
+
+    /// Its place in [`Codec::ALL`] (kept in an atomic by the streams' stats).
+    pub fn index(self) -> u8 {
+        self as u8
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Codec::H264 => "H.264",

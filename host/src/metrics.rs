@@ -73,6 +73,7 @@ pub struct Metrics {
     pub rtmp_rejected: Family<Labels, Counter>,
     pub snapshots_queued: Counter,
     pub snapshots_missed: Counter,
+    pub snapshots_blank: Counter,
     pub snapshots_stored: Counter,
     pub snapshots_failed: Family<Labels, Counter>,
     /// Seconds per stage of the snapshot path (`stage` = decode, policy, store, index).
@@ -156,6 +157,7 @@ impl Metrics {
             rtmp_rejected: Family::default(),
             snapshots_queued: Counter::default(),
             snapshots_missed: Counter::default(),
+            snapshots_blank: Counter::default(),
             snapshots_stored: Counter::default(),
             snapshots_failed: Family::default(),
             stage_seconds: Family::new_with_constructor(histogram),
@@ -200,6 +202,11 @@ impl Metrics {
             "snapshots_missed",
             "Due snapshots skipped because the capture queue was full",
             m.snapshots_missed.clone(),
+        );
+        registry.register(
+            "snapshots_blank",
+            "Blank keyframes refused (templates with skip_blank); the next keyframe within the interval is taken",
+            m.snapshots_blank.clone(),
         );
         registry.register("snapshots_stored", "Snapshots stored and indexed", m.snapshots_stored.clone());
         registry.register("snapshots_failed", "Snapshots that failed, by stage", m.snapshots_failed.clone());
@@ -579,6 +586,7 @@ mod tests {
             "edgesnap_callbacks_total{domain=\"a.example\",outcome=\"failed\"} 0",
             "edgesnap_snapshots_skipped_total{domain=\"a.example\"} 0",
             "edgesnap_snapshots_missed_total 0",
+            "edgesnap_snapshots_blank_total 0",
         ] {
             assert!(text.contains(series), "{series} in\n{text}");
         }

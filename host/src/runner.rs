@@ -181,7 +181,7 @@ fn name(policies: &Policies, plugin: &Plugin, c: &CaptureIn, t: &TemplateIn) -> 
         sequence: c.sequence,
         width: c.width,
         height: c.height,
-        frame: FrameFacts { mean_luma: c.mean_luma, ahash: c.ahash },
+        frame: FrameFacts { mean_luma: c.mean_luma, ahash: c.ahash, ..FrameFacts::default() },
     };
     let template = Template {
         app_name: t.app_name.clone(),
@@ -191,6 +191,7 @@ fn name(policies: &Policies, plugin: &Plugin, c: &CaptureIn, t: &TemplateIn) -> 
         sequence_object: t.sequence_object.clone(),
         callback: None,
         jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
+        skip_blank: false,
         origin: Origin::Api,
     };
     let run = policies.run(plugin, &facts, &template);

@@ -62,6 +62,16 @@ impl SnapshotPath {
                     continue;
                 }
             };
+            if job.template.skip_blank && jpeg.facts.is_blank() {
+                self.metrics.snapshots_blank.inc();
+                job.info.retry_after_blank(job.media_ts_ms);
+                tracing::debug!(
+                    domain = %job.info.domain, app = %job.info.app, stream = %job.info.stream, media_ts = job.media_ts_ms,
+                    mean_luma = jpeg.facts.mean_luma, "blank keyframe refused (skip_blank): taking the next one"
+                );
+                job.fail_waiters("the keyframe was blank (black or one flat colour) and the template skips blank ones");
+                continue;
+            }
             // Numbered here, in the order captures leave the decoders: the
             // tasks below may take the stream's lock in another order.
             let key = crate::stream::StreamKey::new(&job.info.domain, &job.info.app, &job.info.stream);

@@ -47,6 +47,7 @@ fn codec_job(session: u64, annexb: Vec<u8>) -> CaptureJob {
         sequence_object: None,
         callback: None,
         jpeg_quality: 85,
+        skip_blank: false,
         origin: edgesnap::config::Origin::File,
     };
     let template = Arc::new(template);

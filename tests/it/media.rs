@@ -243,6 +243,18 @@ pub fn codec_lavfi_flv(name: &str, source: &str, codec: Video) -> PathBuf {
     })
 }
 
+/// 20 s of a checkerboard whose level names its second (mean luma
+/// 28 + 8 s), except seconds 0-2 and 5-6, which are flat dark grey: what an
+/// encoder's start and a camera waking up look like. H.264, GOP 1 s.
+pub fn blank_start_flv() -> PathBuf {
+    codec_lavfi_flv(
+        "blank-start-320x180-20s",
+        "nullsrc=s=320x180:r=25:d=20,geq=lum='if(lt(T,3)+between(T,5,6.99),16,\
+         8+8*floor(T)+40*mod(floor(X/16)+floor(Y/16),2))':cb=128:cr=128",
+        Video::H264,
+    )
+}
+
 /// A textured clip in shades of grey only.
 /// 12 s of ffmpeg's moving test pattern, 320x180, GOP 1 s.
 pub fn moving_flv() -> PathBuf {
@@ -300,6 +312,25 @@ impl Picture {
         let s = ((g - 8.0) / 8.0).round();
         assert!((g - f64::from(level(s as u32))).abs() < 3.0, "grey {g:.1} is between levels");
         s as u32
+    }
+
+    /// The second of [`blank_start_flv`] this picture shows, or `None` for
+    /// a flat one.
+    pub fn checker_second(&self) -> Option<u32> {
+        let [_, g, _] = self.centre_mean();
+        let spread = {
+            let n = (self.width * self.height) as f64;
+            let mean = self.rgb.chunks_exact(3).map(|p| f64::from(p[1])).sum::<f64>() / n;
+            (self.rgb.chunks_exact(3).map(|p| (f64::from(p[1]) - mean).powi(2)).sum::<f64>() / n).sqrt()
+        };
+        if spread < 3.0 {
+            return None;
+        }
+        // The clip sets luma (limited range); the JPEG's RGB is full range.
+        let y = 16.0 + g * 219.0 / 255.0;
+        let s = ((y - 28.0) / 8.0).round();
+        assert!((y - (28.0 + 8.0 * s)).abs() < 3.0, "checkerboard luma {y:.1} is between levels");
+        Some(s as u32)
     }
 
     /// The share of pixels within `tol` of `rgb`.

@@ -224,6 +224,80 @@ fn av1_and_vp9_over_enhanced_rtmp() {
     }
 }
 
+/// Publishes a file's tags at `speed` times real time (the test publisher).
+/// Returns the publisher: the stream is live until it is dropped.
+fn push_paced(host: &Host, app: &str, stream: &str, file: &std::path::Path, speed: u32) -> Publisher {
+    let mut p = Publisher::connect(host.rtmp_port, app).unwrap();
+    assert!(p.publish(stream).unwrap(), "{app}/{stream} published");
+    let start = std::time::Instant::now();
+    for t in read_flv(file).iter().filter(|t| t.kind == 8 || t.kind == 9) {
+        let at = Duration::from_millis(u64::from(t.ts / speed));
+        std::thread::sleep(at.saturating_sub(start.elapsed()));
+        p.send(t, t.ts).unwrap();
+    }
+    p
+}
+
+/// The seconds of [`blank_start_flv`] a stream's sequential snapshots show
+/// (`None`: a flat picture), in order.
+fn checker_seconds(host: &Host, app: &str, stream: &str, n: usize) -> Vec<Option<u32>> {
+    host.wait_for(&format!("{n} snapshots of {app}/{stream}"), Duration::from_secs(60), || {
+        host.snapshots("localhost", app, Some(stream)).iter().filter(|r| r["is_overlay"] == false).count() >= n
+    });
+    let mut seq: Vec<Value> =
+        host.snapshots("localhost", app, Some(stream)).into_iter().filter(|r| r["is_overlay"] == false).collect();
+    seq.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
+    seq.iter().map(|r| decode(&host.objects("localhost").get(r["object"].as_str().unwrap())).checker_second()).collect()
+}
+
+/// Issue 18 §5: with `skip_blank`, a flat keyframe is not stored and the
+/// next keyframe of the interval is taken instead; the grid stays. The clip
+/// is flat at seconds 0-2 and 5-6 (GOP 1 s, interval 5 s): a template
+/// without the flag stores seconds 0, 5, 10, 15 (two flat pictures), one
+/// with it 3, 7, 10, 15, counting five refusals in the streams API and in
+/// `/metrics`.
+#[test]
+fn blank_keyframes_are_skipped_for_the_next_one_of_the_interval() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 2);
+    let tpl = serde_json::json!({"app_name": "cams", "time_interval": 5, "storage": "store",
+        "sequence_object": "{AppName}/{StreamName}/{UnixTimestampMs}.jpg", "skip_blank": true});
+    let (status, body) = host.api("POST", "/v1/domains/localhost/snapshot-configs", Some(tpl));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["skip_blank"], true);
+    assert_eq!(
+        host.api(
+            "POST",
+            "/v1/domains/localhost/snapshot-configs",
+            Some(serde_json::json!({"app_name": "x",
+            "time_interval": 5, "storage": "store", "overwrite_object": "a.jpg", "skip_blank": "yes"}))
+        )
+        .0,
+        400
+    );
+    let clip = crate::media::blank_start_flv();
+    // 4x real time: a decode finishes long before the next keyframe, as in a live stream.
+    let _plain = push_paced(&host, "live", "plain", &clip, 4);
+    let _door = push_paced(&host, "cams", "door", &clip, 4);
+    assert_eq!(checker_seconds(&host, "live", "plain", 4), vec![None, None, Some(10), Some(15)]);
+    assert_eq!(checker_seconds(&host, "cams", "door", 4), vec![Some(3), Some(7), Some(10), Some(15)]);
+    // Nothing more comes: the retries did not take a second keyframe in any interval.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(host.snapshots("localhost", "cams", Some("door")).len(), 4);
+    assert_eq!(host.metric("edgesnap_snapshots_blank_total"), 5.0);
+    // The streams (still live: their publishers are open) count them.
+    let streams = host.get_json("/v1/domains/localhost/streams");
+    let blank: Vec<(String, u64, String)> = streams["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let name = format!("{}/{}", s["app"].as_str().unwrap(), s["stream"].as_str().unwrap());
+            (name, s["keyframes_blank"].as_u64().unwrap(), s["codec"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(blank, vec![("cams/door".into(), 5, "h264".into()), ("live/plain".into(), 0, "h264".into())]);
+}
+
 #[test]
 fn two_domains_by_vhost_keep_separate_namespaces() {
     let host = Host::start(&[DomainSpec::new("a.example.com"), DomainSpec::new("b.example.com")], 2);

@@ -36,6 +36,7 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
         field("Overwrite object", "overwrite_object", { value: t ? (t.overwrite_object ?? "") : "{AppName}/{StreamName}.jpg", size: 34 }),
         field("Sequence object", "sequence_object", { value: t ? (t.sequence_object ?? "") : "{AppName}/{StreamName}/{UnixTimestamp}.jpg", size: 40 }),
         field("Callback URL", "callback", { value: t?.callback ?? "", type: "url", size: 30 }),
+        field("Skip blank keyframes", "skip_blank", { type: "checkbox", checked: t?.skip_blank ? true : null }),
       ),
       h("div", { class: "row" }, h("button", { type: "submit" }, t ? "Save" : "Add"), t ? cancel : null),
     );
@@ -49,6 +50,7 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
         overwrite_object: v("overwrite_object") || null,
         sequence_object: v("sequence_object") || null,
         callback: v("callback") || null,
+        skip_blank: (form.querySelector('[name="skip_blank"]') as HTMLInputElement).checked,
       };
       try {
         if (t) {
@@ -95,6 +97,7 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
         h("td", {}, t.storage),
         h("td", {}, h("code", {}, t.overwrite_object ?? "—")),
         h("td", {}, h("code", {}, t.sequence_object ?? "—")),
+        h("td", {}, t.skip_blank ? "skipped" : "kept"),
         h("td", {}, file ? h("span", { class: "muted" }, "config file") : h("span", { class: "row" }, edit, del)),
       );
     });
@@ -102,7 +105,7 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
       labelColumns(h(
         "table",
         { class: "responsive", id: "templates" },
-        h("thead", {}, h("tr", {}, ...["App", "Interval", "Storage", "Overwrite object", "Sequence object", ""].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ...["App", "Interval", "Storage", "Overwrite object", "Sequence object", "Blank keyframes", ""].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, ...rows),
       )),
     );

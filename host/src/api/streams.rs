@@ -29,7 +29,7 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
             json!({
                 "app": s.info.app,
                 "stream": s.info.stream,
-                "codec": "h264",
+                "codec": s.info.codec().id(),
                 "width": (w > 0).then_some(w),
                 "height": (h > 0).then_some(h),
                 "since": iso_ms(since),
@@ -42,6 +42,7 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
                 "snapshots_missed": st.missed.load(Ordering::Relaxed),
                 "snapshots_skipped": st.skipped.load(Ordering::Relaxed),
                 "keyframes_rejected": st.rejected.load(Ordering::Relaxed),
+                "keyframes_blank": st.blank.load(Ordering::Relaxed),
                 "peer": s.info.peer.map(|p| p.to_string()),
                 "bitrate_bps": health.bitrate_bps as u64,
                 "fps": health.fps,

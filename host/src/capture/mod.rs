@@ -5,7 +5,7 @@
 //! bounded capture queue without ever blocking. A full queue is a missed
 //! snapshot, counted.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -33,6 +33,9 @@ pub struct StreamInfo {
     /// The publisher's address (none for streams not from a connection).
     pub peer: Option<std::net::SocketAddr>,
     requests: Requests,
+    /// A blank keyframe refused (skip_blank): its media time + 1, or 0. The
+    /// next keyframe within the same interval is taken in its place.
+    blank_retry: AtomicU64,
     /// Held while one of its snapshots is stored. Holds the create time of
     /// the newest overwrite object stored: decoders may finish a stream's
     /// jobs out of order, and an older capture must not replace a newer one.
@@ -63,8 +66,22 @@ impl StreamInfo {
             stats: StreamStats::default(),
             peer: None,
             requests: Requests::default(),
+            blank_retry: AtomicU64::new(0),
             order: Default::default(),
         }
+    }
+
+    /// Tells the capture that its keyframe at `media_ts` decoded to a blank
+    /// picture that was refused: the next keyframe of the same interval is
+    /// taken instead (none after it: the grid goes on as it was).
+    pub fn retry_after_blank(&self, media_ts: u32) {
+        self.stats.blank.fetch_add(1, Ordering::Relaxed);
+        self.blank_retry.store(u64::from(media_ts) + 1, Ordering::Release);
+    }
+
+    /// The codec of the stream's decoder configuration (H.264 until one is seen).
+    pub fn codec(&self) -> crate::codec::Codec {
+        crate::codec::Codec::ALL[usize::from(self.stats.codec.load(Ordering::Relaxed))]
     }
 
     /// Its health now: bitrate and frame rate over ingest's last window,
@@ -146,6 +163,10 @@ pub struct StreamStats {
     pub rejected: AtomicU64,
     /// Captures skipped because their target was down and the spool full.
     pub skipped: AtomicU64,
+    /// Blank keyframes refused (skip_blank).
+    pub blank: AtomicU64,
+    /// [`crate::codec::Codec::index`] of the stream's codec.
+    pub codec: AtomicU8,
     /// Media ms between the last two keyframes.
     pub gop_ms: AtomicU64,
     /// Captures stored, and the newest one's time and size.
@@ -198,6 +219,13 @@ impl Schedule {
         }
         self.last_ts = Some(ts);
         self.next_due.is_none_or(|due| u64::from(ts) + self.early_ms >= due)
+    }
+
+    /// Whether a keyframe at `ts` is in the interval whose capture was the
+    /// keyframe at `taken` (no later one has been taken since).
+    pub fn in_slot_of(&self, taken: u32, ts: u32) -> bool {
+        let (taken, ts) = (u64::from(taken), u64::from(ts));
+        self.next_due.is_some_and(|due| ts > taken && ts < due && taken + self.early_ms + self.interval_ms >= due)
     }
 
     /// Records that the keyframe at `ts` was taken: the next due time is the
@@ -262,6 +290,7 @@ impl StreamCapture {
     /// Tells the codec of the stream's decoder configuration (its jobs' codec).
     pub fn set_codec(&mut self, codec: crate::codec::Codec) {
         self.codec = codec;
+        self.info.stats.codec.store(codec.index(), Ordering::Relaxed);
     }
 
     /// Tells the stream's frame duration, as ingest measured it (ms).
@@ -321,7 +350,10 @@ impl StreamCapture {
             return Ok(Offer::NotDue);
         };
         let due = self.schedule.is_due(ts);
-        if !due && waiters.is_empty() {
+        // After a blank capture of the current interval, the next keyframe in it.
+        let blank = self.info.blank_retry.load(Ordering::Acquire);
+        let retry = !due && blank > 0 && self.schedule.in_slot_of((blank - 1) as u32, ts);
+        if !due && !retry && waiters.is_empty() {
             return Ok(Offer::NotDue);
         }
         let annexb = match build() {
@@ -334,6 +366,9 @@ impl StreamCapture {
         };
         if due {
             self.schedule.taken(ts);
+        }
+        if due || retry {
+            self.info.blank_retry.store(0, Ordering::Release);
         }
         let create = crate::unix_ms().max(self.last_create_ms + 1);
         self.last_create_ms = create;
@@ -406,6 +441,22 @@ mod tests {
         assert_eq!(taken(5, &keyframes), vec![3, 6000, 10_000, 16_000, 20_000, 26_000, 30_000, 36_000]);
     }
 
+    /// A blank capture's retry: keyframes after it and before the next due
+    /// time are in its interval; none once a later one has been taken.
+    #[test]
+    fn the_interval_of_a_taken_keyframe() {
+        let mut s = Schedule::new(5);
+        s.is_due(0);
+        s.taken(0);
+        assert!(s.in_slot_of(0, 1000) && s.in_slot_of(0, 4900));
+        assert!(!s.in_slot_of(0, 0) && !s.in_slot_of(0, 5000));
+        // Taken 20 ms early (jitter): the interval is still the one it opened.
+        s.is_due(4980);
+        s.taken(4980);
+        assert!(s.in_slot_of(4980, 6000));
+        assert!(!s.in_slot_of(0, 6000), "a later keyframe was taken since");
+    }
+
     #[test]
     fn how_early_follows_the_measured_frame_duration() {
         let mut s = Schedule::new(5);
@@ -474,6 +525,7 @@ mod tests {
             sequence_object: None,
             callback: None,
             jpeg_quality: 85,
+            skip_blank: false,
             origin: crate::config::Origin::File,
         })
     }

@@ -322,6 +322,9 @@ pub struct Template {
     pub sequence_object: Option<String>,
     pub callback: Option<String>,
     pub jpeg_quality: u8,
+    /// Refuse blank keyframes (flat or black) and take the next one within
+    /// the interval (docs/templates.md).
+    pub skip_blank: bool,
     pub origin: Origin,
 }
 
@@ -581,6 +584,8 @@ pub struct RawTemplate {
     pub height: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jpeg_quality: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_blank: Option<bool>,
 }
 
 /// A domain's notify settings as sent to `PUT /v1/domains/{domain}/notify`.
@@ -688,6 +693,7 @@ pub fn validate_template(
         sequence_object: t.sequence_object.clone(),
         callback: t.callback.clone(),
         jpeg_quality,
+        skip_blank: t.skip_blank.unwrap_or(false),
         origin,
     })
 }

@@ -1,6 +1,7 @@
-//! Cheap facts about a decoded picture for policy plugins (docs/plugins.md): the
-//! mean luma and a 64-bit average hash of an 8x8 luma grid, from every 4th
-//! pixel of every 4th row of the Y plane (about 60 000 reads for 720p).
+//! Cheap facts about a decoded picture for policy plugins (docs/plugins.md) and
+//! the blank-frame rule (docs/templates.md): the mean luma, its spread, and a
+//! 64-bit average hash of an 8x8 luma grid, from every 4th pixel of every 4th
+//! row of the Y plane (about 60 000 reads for 720p).
 
 use gstreamer as gst;
 use gstreamer_video as gst_video;
@@ -14,6 +15,19 @@ pub struct FrameFacts {
     /// Bit `8 * row + col` is set where that cell of an 8x8 grid is brighter
     /// than the picture's mean: equal hashes mean near-identical pictures.
     pub ahash: u64,
+    /// The standard deviation of the sampled luma, 0–255 (rounded down).
+    pub luma_spread: u8,
+}
+
+/// A picture whose sampled luma varies less than this (standard deviation,
+/// of 255) is blank: black, or one flat colour.
+pub(crate) const BLANK_SPREAD: u8 = 3;
+
+impl FrameFacts {
+    /// Black or one flat colour (luma spread under [`BLANK_SPREAD`]).
+    pub fn is_blank(&self) -> bool {
+        self.luma_spread < BLANK_SPREAD
+    }
 }
 
 const STEP: usize = 4;
@@ -33,6 +47,7 @@ pub(super) fn of_luma(y: &[u8], stride: usize, width: usize, height: usize) -> F
     }
     let mut sums = [0u64; 64];
     let mut counts = [0u64; 64];
+    let mut squares = 0u64;
     // Per row, the eight column bands as ranges: sum each band's samples.
     let bands: Vec<(usize, usize)> = (0..8).map(|c| (c * width / 8, (c + 1) * width / 8)).collect();
     for row in (0..height).step_by(STEP) {
@@ -44,7 +59,9 @@ pub(super) fn of_luma(y: &[u8], stride: usize, width: usize, height: usize) -> F
             let mut sum = 0u64;
             let mut n = 0u64;
             for px in band.iter().step_by(STEP) {
-                sum += u64::from(*px);
+                let px = u64::from(*px);
+                sum += px;
+                squares += px * px;
                 n += 1;
             }
             sums[cell_row + c] += sum;
@@ -60,7 +77,9 @@ pub(super) fn of_luma(y: &[u8], stride: usize, width: usize, height: usize) -> F
             ahash |= 1 << i;
         }
     }
-    FrameFacts { mean_luma: mean as u8, ahash }
+    // Variance from the exact mean: E[x²] - E[x]², in the sample's integers.
+    let variance = (squares * n).saturating_sub(total * total) / (n * n);
+    FrameFacts { mean_luma: mean as u8, ahash, luma_spread: (variance as f64).sqrt().min(255.0) as u8 }
 }
 
 #[cfg(test)]
@@ -77,5 +96,11 @@ mod tests {
         let f = of_luma(&split, 64, 64, 48);
         assert_eq!(f.mean_luma, 120);
         assert_eq!(f.ahash, 0xf0f0_f0f0_f0f0_f0f0);
+        // Flat is blank; half 20, half 220 spreads 100 either side; a little noise is not flat.
+        assert!(of_luma(&flat, 64, 64, 48).is_blank() && !f.is_blank());
+        assert_eq!(f.luma_spread, 100);
+        let noisy: Vec<u8> = (0..64 * 48).map(|i| 16 + (i * 7919 % 13) as u8).collect();
+        let n = of_luma(&noisy, 64, 64, 48);
+        assert!(!n.is_blank() && (3..=5).contains(&n.luma_spread), "{n:?}");
     }
 }

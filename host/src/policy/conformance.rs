@@ -17,7 +17,7 @@ impl Policies {
             sequence: 7,
             width: 1280,
             height: 720,
-            frame: crate::media::FrameFacts { mean_luma: 120, ahash: 0xf0f0_f0f0_f0f0_f0f0 },
+            frame: crate::media::FrameFacts { mean_luma: 120, ahash: 0xf0f0_f0f0_f0f0_f0f0, luma_spread: 100 },
         };
         let template = Template {
             app_name: "*".into(),
@@ -27,6 +27,7 @@ impl Policies {
             sequence_object: Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg".into()),
             callback: None,
             jpeg_quality: 85,
+            skip_blank: false,
             origin: crate::config::Origin::Api,
         };
         let call = self.call_name(plugin, &facts, &template);

@@ -596,6 +596,7 @@ mod tests {
             sequence_object: seq.map(Into::into),
             callback: None,
             jpeg_quality: 85,
+            skip_blank: false,
             origin: crate::config::Origin::File,
         }
     }
