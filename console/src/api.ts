@@ -73,6 +73,10 @@ export interface Template {
   overwrite_object: string | null;
   sequence_object: string | null;
   callback: string | null;
+  jpeg_quality: number;
+  width: number;
+  height: number;
+  format: "jpg" | "webp";
   skip_blank: boolean;
   origin: string;
 }

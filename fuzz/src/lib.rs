@@ -101,8 +101,9 @@ pub fn flv_video(data: &[u8]) {
 /// passes with valid names gives a key the storage check takes.
 pub fn template_render(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let overwrite = template::check_overwrite_object(text).is_ok();
-    let sequence = template::check_sequence_object(text).is_ok();
+    let format = if text.ends_with(".webp") { template::ImageFormat::Webp } else { template::ImageFormat::Jpg };
+    let overwrite = template::check_overwrite_object(text, format).is_ok();
+    let sequence = template::check_sequence_object(text, format).is_ok();
     if !(overwrite || sequence) {
         return;
     }

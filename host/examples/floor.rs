@@ -3,7 +3,7 @@
 //! HEVC, made into jobs by ingest's own parser) into JPEGs with nothing
 //! else of the host around it. Prints CPU ms per keyframe.
 //!
-//! cargo run --release --example floor -- clip.flv [jobs] [streams] [pace_ms] [burst]
+//! cargo run --release --example floor -- clip.flv [jobs] [streams] [pace_ms] [burst] [output]
 //!
 //! With `streams` > 1 consecutive jobs come from different publish sessions,
 //! as in a host with many streams: the worker flushes its decoder between
@@ -11,6 +11,8 @@
 //! With `pace_ms` > 0 the jobs arrive that far apart instead of back to
 //! back, as they do in a host that is not saturated (10 ms at 500 streams);
 //! with `burst` > 1, that many jobs arrive together every `burst * pace_ms`.
+//! `output` is the template's picture: `WxH` scales (0 for a side: the
+//! source's), a `.webp` suffix encodes WebP (e.g. `320x180`, `0x0.webp`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +37,13 @@ fn main() {
     let streams: usize = args.next().map_or(1, |s| s.parse().unwrap());
     let pace = std::time::Duration::from_millis(args.next().map_or(0, |s| s.parse().unwrap()));
     let burst: usize = args.next().map_or(1, |s| s.parse().unwrap());
+    let output = args.next().unwrap_or_else(|| "0x0".into());
+    let (size, format) = match output.strip_suffix(".webp") {
+        Some(size) => (size, edgesnap::config::ImageFormat::Webp),
+        None => (output.as_str(), edgesnap::config::ImageFormat::Jpg),
+    };
+    let (width, height) = size.split_once('x').expect("output: WxH[.webp]");
+    let (width, height): (u32, u32) = (width.parse().unwrap(), height.parse().unwrap());
     let tags = flv::read(std::path::Path::new(&path));
     let keyframes = edgesnap::ingest::keyframe_jobs(tags.iter().filter(|t| t.kind == 9).map(|t| t.data.as_slice()));
     assert!(!keyframes.is_empty(), "no keyframes in {path}");
@@ -46,6 +55,9 @@ fn main() {
         sequence_object: None,
         callback: None,
         jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
+        width,
+        height,
+        format,
         skip_blank: false,
         origin: edgesnap::config::Origin::File,
     });

@@ -68,6 +68,9 @@ fn main() {
         sequence_object: Some("snapshot/{AppName}/{StreamName}/{UnixTimestamp}.jpg".into()),
         callback: None,
         jpeg_quality: 85,
+        width: 0,
+        height: 0,
+        format: Default::default(),
         skip_blank: false,
         origin: Origin::Api,
     };

@@ -184,6 +184,15 @@ pub(crate) struct TemplateFields {
     callback: Option<String>,
     #[arg(long)]
     jpeg_quality: Option<i64>,
+    /// Scale to this width (0: the source's; with --height 0, keeping the aspect).
+    #[arg(long)]
+    width: Option<i64>,
+    /// Scale to this height (0: the source's; with --width 0, keeping the aspect).
+    #[arg(long)]
+    height: Option<i64>,
+    /// jpg (default) or webp; object names end in .jpg or .webp accordingly.
+    #[arg(long)]
+    format: Option<String>,
     /// Refuse blank (flat or black) keyframes and take the next one within the interval.
     #[arg(long)]
     skip_blank: Option<bool>,
@@ -201,6 +210,9 @@ impl TemplateFields {
             ("sequence_object", text(&self.sequence)),
             ("callback", text(&self.callback)),
             ("jpeg_quality", self.jpeg_quality.map(|q| json!(q))),
+            ("width", self.width.map(|w| json!(w))),
+            ("height", self.height.map(|h| json!(h))),
+            ("format", text(&self.format)),
             ("skip_blank", self.skip_blank.map(|b| json!(b))),
         ] {
             if let Some(v) = v {

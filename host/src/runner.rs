@@ -191,6 +191,9 @@ fn name(policies: &Policies, plugin: &Plugin, c: &CaptureIn, t: &TemplateIn) -> 
         sequence_object: t.sequence_object.clone(),
         callback: None,
         jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
+        width: 0,
+        height: 0,
+        format: Default::default(),
         skip_blank: false,
         origin: Origin::Api,
     };

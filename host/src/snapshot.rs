@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
 use crate::index::{Index, Intent, Planned, Record, RecordId, StateWrites};
-use crate::media::{Decoded, Jpeg};
+use crate::media::{Decoded, Image};
 use crate::metrics::Metrics;
 use crate::policy::{CaptureFacts, Placement, Policies};
 use crate::storage::Storage;
@@ -122,7 +122,7 @@ impl SnapshotPath {
     async fn store(
         &self,
         job: &crate::capture::CaptureJob,
-        jpeg: Jpeg,
+        jpeg: Image,
         sequence: u64,
         newest_overwrite: &mut u64,
     ) -> Result<Vec<Record>, SnapshotError> {

@@ -1,7 +1,8 @@
-//! Thumbnails for the console: a snapshot's JPG decoded (zune-jpeg), scaled
-//! down by area averaging to fit `MAX_W` x `MAX_H`, encoded again, and kept
-//! in a bounded in-memory cache, so a wall of 100 tiles costs one scaling
-//! per snapshot, not one per view.
+//! Thumbnails for the console: a snapshot's JPG (zune-jpeg) or WebP
+//! (image-webp) decoded, scaled down by area averaging to fit `MAX_W` x
+//! `MAX_H`, encoded as JPG, and kept in a bounded in-memory cache, so a wall
+//! of 100 tiles costs one scaling per snapshot, not one per view. A snapshot
+//! that fits already (its template scales) is its own thumbnail.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -59,18 +60,21 @@ impl Thumbs {
     }
 }
 
-/// A JPG scaled down to fit the thumbnail box (one that fits already is
-/// returned as it is).
-pub fn scale(jpg: &[u8]) -> Result<Bytes, ThumbError> {
-    use zune_jpeg::zune_core::bytestream::ZCursor;
-    use zune_jpeg::zune_core::colorspace::ColorSpace;
-    use zune_jpeg::zune_core::options::DecoderOptions;
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(jpg), options);
-    let pixels = decoder.decode().map_err(|e| ThumbError::Decode(e.to_string()))?;
-    let (w, h) = decoder.dimensions().ok_or_else(|| ThumbError::Decode("no dimensions".into()))?;
-    if w <= MAX_W && h <= MAX_H {
-        return Ok(Bytes::copy_from_slice(jpg));
+/// Whether a picture of this size is its own thumbnail.
+pub fn fits(width: usize, height: usize) -> bool {
+    width <= MAX_W && height <= MAX_H
+}
+
+/// A JPG or WebP scaled down to fit the thumbnail box, as JPG (one that
+/// fits already is returned as it is).
+pub fn scale(picture: &[u8]) -> Result<Bytes, ThumbError> {
+    let (pixels, w, h) = if crate::storage::content_type(picture) == "image/webp" {
+        decode_webp(picture)?
+    } else {
+        decode_jpeg(picture)?
+    };
+    if fits(w, h) {
+        return Ok(Bytes::copy_from_slice(picture));
     }
     let ratio = (MAX_W as f64 / w as f64).min(MAX_H as f64 / h as f64);
     let (tw, th) = (((w as f64 * ratio).round() as usize).max(1), ((h as f64 * ratio).round() as usize).max(1));
@@ -81,6 +85,28 @@ pub fn scale(jpg: &[u8]) -> Result<Bytes, ThumbError> {
         .encode(&small, tw as u16, th as u16, jpeg_encoder::ColorType::Rgb)
         .map_err(|e| ThumbError::Encode(e.to_string()))?;
     Ok(Bytes::from(out))
+}
+
+fn decode_jpeg(jpg: &[u8]) -> Result<(Vec<u8>, usize, usize), ThumbError> {
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(jpg), options);
+    let pixels = decoder.decode().map_err(|e| ThumbError::Decode(e.to_string()))?;
+    let (w, h) = decoder.dimensions().ok_or_else(|| ThumbError::Decode("no dimensions".into()))?;
+    Ok((pixels, w, h))
+}
+
+/// RGB of a WebP (lossy, as the decoder pool writes, or lossless; alpha dropped).
+fn decode_webp(webp: &[u8]) -> Result<(Vec<u8>, usize, usize), ThumbError> {
+    let bad = |e: image_webp::DecodingError| ThumbError::Decode(e.to_string());
+    let mut decoder = image_webp::WebPDecoder::new(std::io::Cursor::new(webp)).map_err(bad)?;
+    let (w, h) = decoder.dimensions();
+    let mut buf = vec![0; decoder.output_buffer_size().ok_or_else(|| ThumbError::Decode("picture too large".into()))?];
+    decoder.read_image(&mut buf).map_err(bad)?;
+    let rgb = if decoder.has_alpha() { buf.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect() } else { buf };
+    Ok((rgb, w as usize, h as usize))
 }
 
 /// Each output pixel is the mean of the source pixels its box covers.

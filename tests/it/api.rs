@@ -63,7 +63,13 @@ fn templates_every_rule_and_crud() {
         (json!({"callback": "ftp://example.com/x"}), "InvalidParameter.Callback"),
         (json!({"jpeg_quality": 0}), "InvalidParameter.JpegQuality"),
         (json!({"jpeg_quality": 101}), "InvalidParameter.JpegQuality"),
-        (json!({"width": 320}), "InvalidParameter.Width"),
+        (json!({"width": 8}), "InvalidParameter.Width"),
+        (json!({"width": 4097}), "InvalidParameter.Width"),
+        (json!({"height": -1}), "InvalidParameter.Height"),
+        (json!({"format": "png"}), "InvalidParameter.Format"),
+        // A WebP template's names end in .webp.
+        (json!({"format": "webp"}), "InvalidParameter.OverwriteObject"),
+        (json!({"overwrite_object": "{AppName}/{StreamName}.webp"}), "InvalidParameter.OverwriteObject"),
         (json!({"bogus": 1}), "InvalidBody"),
         (json!({"time_interval": "ten"}), "InvalidBody"),
     ];

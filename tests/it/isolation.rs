@@ -47,6 +47,9 @@ fn codec_job(session: u64, annexb: Vec<u8>) -> CaptureJob {
         sequence_object: None,
         callback: None,
         jpeg_quality: 85,
+        width: 0,
+        height: 0,
+        format: Default::default(),
         skip_blank: false,
         origin: edgesnap::config::Origin::File,
     };
@@ -75,7 +78,7 @@ fn decode_jobs(jobs: Vec<CaptureJob>) -> Vec<Option<Picture>> {
 }
 
 /// Runs jobs through a one-worker pool; the JPEG of each, if any.
-fn run_jobs(jobs: Vec<CaptureJob>) -> Vec<Option<edgesnap::media::Jpeg>> {
+fn run_jobs(jobs: Vec<CaptureJob>) -> Vec<Option<edgesnap::media::Image>> {
     let (tx, rx) = crossbeam_channel::bounded(16);
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Decoded>(16);
     let n = jobs.len();

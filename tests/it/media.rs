@@ -288,6 +288,16 @@ pub fn decode(jpg: &[u8]) -> Picture {
     Picture { width, height, rgb }
 }
 
+/// A decoded WebP: RGB.
+pub fn decode_webp(webp: &[u8]) -> Picture {
+    let mut d = image_webp::WebPDecoder::new(std::io::Cursor::new(webp)).expect("a valid WebP");
+    let (w, h) = d.dimensions();
+    let mut buf = vec![0; d.output_buffer_size().unwrap()];
+    d.read_image(&mut buf).unwrap();
+    let rgb = if d.has_alpha() { buf.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect() } else { buf };
+    Picture { width: w as usize, height: h as usize, rgb }
+}
+
 impl Picture {
     /// Mean of R, G and B over the central half of the picture.
     pub fn centre_mean(&self) -> [f64; 3] {

@@ -298,6 +298,94 @@ fn blank_keyframes_are_skipped_for_the_next_one_of_the_interval() {
     assert_eq!(blank, vec![("cams/door".into(), 5, "h264".into()), ("live/plain".into(), 0, "h264".into())]);
 }
 
+/// Issue 18 §3: a template's `width`/`height` scale each capture once in
+/// the decoder pool (one side kept in aspect, or both exact) and `format`
+/// may be WebP at the template's quality. Each object decodes to the size
+/// its record says and shows the due seconds; WebP is served as
+/// `image/webp`; a picture that fits the thumbnail box is its own
+/// thumbnail (the same bytes), a larger WebP's is a scaled JPG.
+#[test]
+fn templates_scale_and_store_webp() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 2);
+    let cases = [
+        ("small", serde_json::json!({"width": 320}), (320, 180), "jpg"),
+        ("square", serde_json::json!({"width": 160, "height": 160}), (160, 160), "jpg"),
+        ("webp", serde_json::json!({"format": "webp", "jpeg_quality": 60}), (640, 360), "webp"),
+        ("webpsmall", serde_json::json!({"format": "webp", "height": 90}), (160, 90), "webp"),
+    ];
+    let clip = Clip::new(640, 360, 11, 1);
+    for (app, extra, _, ext) in &cases {
+        let mut tpl = serde_json::json!({"app_name": app, "time_interval": 5, "storage": "store",
+            "sequence_object": format!("{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.{ext}")});
+        for (k, v) in extra.as_object().unwrap() {
+            tpl[k] = v.clone();
+        }
+        let (status, body) = host.api("POST", "/v1/domains/localhost/snapshot-configs", Some(tpl));
+        assert_eq!(status, 201, "{body}");
+        let out = ffmpeg_push(&clip.flv(), &host.rtmp_url(&format!("{app}/cam")), false);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let fetch = |url: &str| {
+        let mut resp = agent.get(url).call().unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{url}");
+        let kind = resp.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+        (kind, resp.body_mut().read_to_vec().unwrap())
+    };
+    for (app, _, (w, h), ext) in cases {
+        host.wait_for(&format!("3 snapshots of {app}/cam"), Duration::from_secs(60), || {
+            host.snapshots("localhost", app, Some("cam")).len() >= 3
+        });
+        let mut records = host.snapshots("localhost", app, Some("cam"));
+        records.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
+        let mut seconds = Vec::new();
+        for r in &records {
+            let key = r["object"].as_str().unwrap();
+            assert!(key.ends_with(&format!(".{ext}")), "{key}");
+            assert_eq!((r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()), (w, h), "{key}: record size");
+            let (kind, bytes) = fetch(r["url"].as_str().unwrap());
+            assert_eq!(bytes, host.objects("localhost").get(key));
+            let pic = if ext == "webp" {
+                assert_eq!(kind, "image/webp");
+                assert_eq!(&bytes[8..12], b"WEBP");
+                crate::media::decode_webp(&bytes)
+            } else {
+                assert_eq!(kind, "image/jpeg");
+                decode(&bytes)
+            };
+            assert_eq!((pic.width as u64, pic.height as u64), (w, h), "{key}: picture size");
+            seconds.push(pic.grey_second());
+            // The console's thumbnail: the picture itself when it fits 320x180, else a scaled JPG.
+            let (thumb_kind, thumb) = fetch(r["thumb_url"].as_str().unwrap());
+            if w <= 320 && h <= 180 {
+                assert_eq!(thumb, bytes, "{key}: its own thumbnail");
+            } else {
+                assert_eq!(thumb_kind, "image/jpeg");
+                let t = decode(&thumb);
+                assert_eq!((t.width, t.height), (320, 180));
+                assert_eq!(t.grey_second(), pic.grey_second());
+            }
+        }
+        assert_eq!(seconds, clip.expected_seconds(5), "{app}: the seconds shown");
+    }
+    // The template's quality is the WebP's: the same textured keyframe at 60 and at 95.
+    let tpl = serde_json::json!({"app_name": "webpq", "time_interval": 5, "storage": "store",
+        "sequence_object": "{AppName}/{StreamName}/{UnixTimestampMs}.webp", "format": "webp", "jpeg_quality": 95});
+    assert_eq!(host.api("POST", "/v1/domains/localhost/snapshot-configs", Some(tpl)).0, 201);
+    let first_size = |app: &str| {
+        let out = ffmpeg_push(&crate::media::moving_flv(), &host.rtmp_url(&format!("{app}/tex")), false);
+        assert!(out.status.success());
+        host.wait_for(&format!("{app}/tex"), Duration::from_secs(60), || {
+            !host.snapshots("localhost", app, Some("tex")).is_empty()
+        });
+        let mut r = host.snapshots("localhost", app, Some("tex"));
+        r.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
+        r[0]["size"].as_u64().unwrap()
+    };
+    let (q60, q95) = (first_size("webp"), first_size("webpq"));
+    assert!(q95 > q60 * 3 / 2, "WebP at quality 95 is {q95} bytes, at 60 {q60}");
+}
+
 #[test]
 fn two_domains_by_vhost_keep_separate_namespaces() {
     let host = Host::start(&[DomainSpec::new("a.example.com"), DomainSpec::new("b.example.com")], 2);

@@ -18,6 +18,8 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
   const render = (t: Template | null) => {
     const storage = h("select", { id: "f-storage", name: "storage", "aria-describedby": "f-storage-err" }, ...targets.map((n) => h("option", { value: n }, n)));
     if (t) storage.value = t.storage;
+    const format = h("select", { id: "f-format", name: "format", "aria-describedby": "f-format-err" }, h("option", { value: "jpg" }, "JPG"), h("option", { value: "webp" }, "WebP"));
+    format.value = t?.format ?? "jpg";
     const cancel = h("button", { type: "button", class: "quiet" }, "Cancel");
     cancel.onclick = () => render(null);
     form.replaceChildren(
@@ -36,6 +38,20 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
         field("Overwrite object", "overwrite_object", { value: t ? (t.overwrite_object ?? "") : "{AppName}/{StreamName}.jpg", size: 34 }),
         field("Sequence object", "sequence_object", { value: t ? (t.sequence_object ?? "") : "{AppName}/{StreamName}/{UnixTimestamp}.jpg", size: 40 }),
         field("Callback URL", "callback", { value: t?.callback ?? "", type: "url", size: 30 }),
+      ),
+      h(
+        "div",
+        { class: "row" },
+        field("Width (0: source)", "width", { type: "number", value: t?.width ?? 0, min: 0, max: 4096 }),
+        field("Height (0: source)", "height", { type: "number", value: t?.height ?? 0, min: 0, max: 4096 }),
+        h(
+          "label",
+          { for: "f-format" },
+          "Format",
+          format,
+          h("span", { id: "f-format-err", class: "field-error" }),
+        ),
+        field("Quality (1–100)", "jpeg_quality", { type: "number", value: t?.jpeg_quality ?? 85, min: 1, max: 100 }),
         field("Skip blank keyframes", "skip_blank", { type: "checkbox", checked: t?.skip_blank ? true : null }),
       ),
       h("div", { class: "row" }, h("button", { type: "submit" }, t ? "Save" : "Add"), t ? cancel : null),
@@ -50,6 +66,10 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
         overwrite_object: v("overwrite_object") || null,
         sequence_object: v("sequence_object") || null,
         callback: v("callback") || null,
+        width: Number(v("width")),
+        height: Number(v("height")),
+        format: v("format"),
+        jpeg_quality: Number(v("jpeg_quality")),
         skip_blank: (form.querySelector('[name="skip_blank"]') as HTMLInputElement).checked,
       };
       try {
@@ -97,6 +117,7 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
         h("td", {}, t.storage),
         h("td", {}, h("code", {}, t.overwrite_object ?? "—")),
         h("td", {}, h("code", {}, t.sequence_object ?? "—")),
+        h("td", {}, `${t.format.toUpperCase()} ${t.width || t.height ? `${t.width || "auto"}×${t.height || "auto"}` : "source size"}`),
         h("td", {}, t.skip_blank ? "skipped" : "kept"),
         h("td", {}, file ? h("span", { class: "muted" }, "config file") : h("span", { class: "row" }, edit, del)),
       );
@@ -105,7 +126,7 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
       labelColumns(h(
         "table",
         { class: "responsive", id: "templates" },
-        h("thead", {}, h("tr", {}, ...["App", "Interval", "Storage", "Overwrite object", "Sequence object", "Blank keyframes", ""].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ...["App", "Interval", "Storage", "Overwrite object", "Sequence object", "Picture", "Blank keyframes", ""].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, ...rows),
       )),
     );

@@ -16,6 +16,9 @@ pub(super) fn view(t: &Template) -> Value {
         "sequence_object": t.sequence_object,
         "callback": t.callback,
         "jpeg_quality": t.jpeg_quality,
+        "width": t.width,
+        "height": t.height,
+        "format": t.format.as_str(),
         "skip_blank": t.skip_blank,
         "origin": t.origin.as_str(),
     })

@@ -120,9 +120,10 @@ async fn image(api: &Api, r: Record, headers: &hyper::HeaderMap, changes: bool) 
     }
     let target = api.storage.target(&r.domain, &r.storage)?;
     let bytes = target.get(&r.key).await?;
+    let media_type = crate::storage::content_type(&bytes);
     let mut resp = Response::new(Full::new(bytes));
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(media_type));
     h.insert(ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
     Ok(resp)
@@ -155,7 +156,8 @@ async fn to_owner(api: &Api, r: &Record, path: &str) -> Result<Option<Response<B
     Ok(Some(resp))
 }
 
-/// A snapshot scaled down to fit 320x180, for the console (cached).
+/// A snapshot scaled down to fit 320x180, for the console (cached); one
+/// that fits already (a template that scales) is served as it is, unread.
 pub(super) async fn thumbnail(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
     let id = call.params.get("id");
     let rid = RecordId::parse(id).ok_or_else(|| not_found(format!("no snapshot {id:?}")))?;
@@ -172,19 +174,22 @@ pub(super) async fn thumbnail(api: &Api, domain: &str, call: &Call) -> Result<Re
     let thumb = match api.thumbs.get(r.id.0, r.create_timestamp_ms) {
         Some(t) => t,
         None => {
-            let jpg = api.storage.target(&r.domain, &r.storage)?.get(&r.key).await?;
-            let t = tokio::task::spawn_blocking(move || crate::thumbs::scale(&jpg))
-                .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
-                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "ThumbnailFailed", e.to_string()))?;
+            let picture = api.storage.target(&r.domain, &r.storage)?.get(&r.key).await?;
+            let fits = crate::thumbs::fits(r.width as usize, r.height as usize);
+            let t =
+                tokio::task::spawn_blocking(move || if fits { Ok(picture) } else { crate::thumbs::scale(&picture) })
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
+                    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "ThumbnailFailed", e.to_string()))?;
             api.thumbs.put(r.id.0, r.create_timestamp_ms, t.clone());
             t
         }
     };
     let cache = if r.is_overlay { "private, no-cache" } else { "private, max-age=31536000, immutable" };
+    let media_type = crate::storage::content_type(&thumb);
     let mut resp = Response::new(Full::new(thumb));
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(media_type));
     h.insert(ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
     Ok(resp)

@@ -525,6 +525,9 @@ mod tests {
             sequence_object: None,
             callback: None,
             jpeg_quality: 85,
+            width: 0,
+            height: 0,
+            format: Default::default(),
             skip_blank: false,
             origin: crate::config::Origin::File,
         })

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use template::RuleError;
+pub use template::{ImageFormat, RuleError};
 
 /// A config the host can run with.
 #[derive(Debug, Clone)]
@@ -322,6 +322,11 @@ pub struct Template {
     pub sequence_object: Option<String>,
     pub callback: Option<String>,
     pub jpeg_quality: u8,
+    /// Scale to this size (0: the source's; one side 0 keeps the aspect).
+    pub width: u32,
+    pub height: u32,
+    /// What the snapshots are stored as.
+    pub format: ImageFormat,
     /// Refuse blank keyframes (flat or black) and take the next one within
     /// the interval (docs/templates.md).
     pub skip_blank: bool,
@@ -585,6 +590,8 @@ pub struct RawTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jpeg_quality: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_blank: Option<bool>,
 }
 
@@ -654,12 +661,13 @@ pub fn validate_template(
             ),
         });
     }
+    let format = t.format.as_deref().map_or(Ok(ImageFormat::Jpg), template::check_format)?;
     template::check_modes(t.overwrite_object.as_deref(), t.sequence_object.as_deref())?;
     if let Some(o) = &t.overwrite_object {
-        template::check_overwrite_object(o)?;
+        template::check_overwrite_object(o, format)?;
     }
     if let Some(o) = &t.sequence_object {
-        template::check_sequence_object(o)?;
+        template::check_sequence_object(o, format)?;
     }
     if let Some(cb) = &t.callback
         && (!is_http_url(cb) || cb.len() > 2048)
@@ -670,17 +678,8 @@ pub fn validate_template(
             message: "must be an http:// or https:// URL of at most 2048 bytes".into(),
         });
     }
-    for (field, code, v) in
-        [("width", "InvalidParameter.Width", t.width), ("height", "InvalidParameter.Height", t.height)]
-    {
-        if v.is_some_and(|v| v != 0) {
-            return Err(RuleError {
-                code,
-                field,
-                message: "scaling is not implemented yet; leave it out or set 0 (source size)".into(),
-            });
-        }
-    }
+    let width = template::check_side("width", "InvalidParameter.Width", t.width.unwrap_or(0))?;
+    let height = template::check_side("height", "InvalidParameter.Height", t.height.unwrap_or(0))?;
     let jpeg_quality = match t.jpeg_quality {
         None => DEFAULT_JPEG_QUALITY,
         Some(q) => template::check_jpeg_quality(q)?,
@@ -693,6 +692,9 @@ pub fn validate_template(
         sequence_object: t.sequence_object.clone(),
         callback: t.callback.clone(),
         jpeg_quality,
+        width,
+        height,
+        format,
         skip_blank: t.skip_blank.unwrap_or(false),
         origin,
     })

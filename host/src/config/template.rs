@@ -85,6 +85,7 @@ fn variables(template: &str) -> Result<Vec<&str>, String> {
 
 fn check_object(
     template: &str,
+    format: ImageFormat,
     field: &'static str,
     code: &'static str,
     allowed: &[&str],
@@ -92,8 +93,12 @@ fn check_object(
     if template.len() >= 256 {
         return Err(broken(code, field, "must be under 256 bytes"));
     }
-    if !template.ends_with(".jpg") {
-        return Err(broken(code, field, "must end in .jpg (only JPG is supported)"));
+    if !template.ends_with(format.extension()) {
+        return Err(broken(
+            code,
+            field,
+            format!("must end in {} (the template's format is {})", format.extension(), format.as_str()),
+        ));
     }
     // As storage checks every key it renders to (a template it passed must
     // not fail each capture at store time; the fuzzer found `//` and `\`).
@@ -126,18 +131,18 @@ fn check_object(
     Ok(vars.into_iter().map(String::from).collect())
 }
 
-/// `overwrite_object`: under 256 bytes, ends in `.jpg`, may use `{AppName}`
-/// `{StreamName}` `{Domain}`.
-pub fn check_overwrite_object(template: &str) -> Result<(), RuleError> {
-    check_object(template, "overwrite_object", "InvalidParameter.OverwriteObject", OVERWRITE_VARS).map(drop)
+/// `overwrite_object`: under 256 bytes, ends in the format's extension
+/// (`.jpg`, `.webp`), may use `{AppName}` `{StreamName}` `{Domain}`.
+pub fn check_overwrite_object(template: &str, format: ImageFormat) -> Result<(), RuleError> {
+    check_object(template, format, "overwrite_object", "InvalidParameter.OverwriteObject", OVERWRITE_VARS).map(drop)
 }
 
 /// `sequence_object`: as `overwrite_object`, may also use `{UnixTimestamp}`
 /// `{UnixTimestampMs}` `{Sequence}` `{Date}` `{Time}`, and must contain one of
 /// `{UnixTimestamp}` `{UnixTimestampMs}` `{Sequence}`.
-pub fn check_sequence_object(template: &str) -> Result<(), RuleError> {
+pub fn check_sequence_object(template: &str, format: ImageFormat) -> Result<(), RuleError> {
     const CODE: &str = "InvalidParameter.SequenceObject";
-    let vars = check_object(template, "sequence_object", CODE, SEQUENCE_VARS)?;
+    let vars = check_object(template, format, "sequence_object", CODE, SEQUENCE_VARS)?;
     if !vars.iter().any(|v| UNIQUE_VARS.contains(&v.as_str())) {
         return Err(broken(CODE, "sequence_object", "must contain {UnixTimestamp}, {UnixTimestampMs} or {Sequence}"));
     }
@@ -154,6 +159,52 @@ pub fn check_modes(overwrite: Option<&str>, sequence: Option<&str>) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// The picture format a template stores (`format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    #[default]
+    Jpg,
+    Webp,
+}
+
+impl ImageFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Jpg => "jpg",
+            ImageFormat::Webp => "webp",
+        }
+    }
+
+    /// What its object names end in.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Jpg => ".jpg",
+            ImageFormat::Webp => ".webp",
+        }
+    }
+}
+
+/// `format`: `jpg` or `webp`.
+pub fn check_format(f: &str) -> Result<ImageFormat, RuleError> {
+    match f {
+        "jpg" => Ok(ImageFormat::Jpg),
+        "webp" => Ok(ImageFormat::Webp),
+        _ => Err(broken("InvalidParameter.Format", "format", format!("must be jpg or webp, got {f:?}"))),
+    }
+}
+
+/// The largest `width` or `height` a template may scale to.
+pub const MAX_SIDE: i64 = 4096;
+
+/// `width` / `height`: 0 (the source's; with the other side set, kept in
+/// aspect) or 16 to [`MAX_SIDE`] pixels.
+pub fn check_side(field: &'static str, code: &'static str, v: i64) -> Result<u32, RuleError> {
+    if v == 0 || (16..=MAX_SIDE).contains(&v) {
+        return Ok(v as u32);
+    }
+    Err(broken(code, field, format!("must be 0 (the source's) or from 16 to {MAX_SIDE} pixels, got {v}")))
 }
 
 /// `jpeg_quality`: 1–100.
@@ -236,7 +287,28 @@ mod tests {
             (&format!("{}.jpg", "a".repeat(251)), "ok"),
             (&format!("{}.jpg", "a".repeat(252)), "InvalidParameter.OverwriteObject"),
         ] {
-            assert_eq!(code(check_overwrite_object(t)), want, "overwrite_object {t:?}");
+            assert_eq!(code(check_overwrite_object(t, ImageFormat::Jpg)), want, "overwrite_object {t:?}");
+        }
+        // A WebP template's names end in .webp, and only those.
+        assert_eq!(code(check_overwrite_object("{StreamName}.webp", ImageFormat::Webp)), "ok");
+        assert_eq!(
+            code(check_overwrite_object("{StreamName}.jpg", ImageFormat::Webp)),
+            "InvalidParameter.OverwriteObject"
+        );
+        assert_eq!(
+            code(check_overwrite_object("{StreamName}.webp", ImageFormat::Jpg)),
+            "InvalidParameter.OverwriteObject"
+        );
+    }
+
+    #[test]
+    fn formats_and_sizes() {
+        assert_eq!(check_format("webp"), Ok(ImageFormat::Webp));
+        assert_eq!(code(check_format("png").map(drop)), "InvalidParameter.Format");
+        assert_eq!(check_side("width", "InvalidParameter.Width", 0), Ok(0));
+        assert_eq!(check_side("width", "InvalidParameter.Width", 320), Ok(320));
+        for bad in [-1, 1, 15, 4097] {
+            assert_eq!(code(check_side("width", "InvalidParameter.Width", bad).map(drop)), "InvalidParameter.Width");
         }
     }
 
@@ -252,7 +324,7 @@ mod tests {
             ("{AppName}/{Nope}/{Sequence}.jpg", "InvalidParameter.SequenceObject"),
             ("{Sequence}.jpeg", "InvalidParameter.SequenceObject"),
         ] {
-            assert_eq!(code(check_sequence_object(t)), want, "sequence_object {t:?}");
+            assert_eq!(code(check_sequence_object(t, ImageFormat::Jpg)), want, "sequence_object {t:?}");
         }
     }
 

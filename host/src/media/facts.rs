@@ -32,13 +32,20 @@ impl FrameFacts {
 
 const STEP: usize = 4;
 
-/// The facts of an I420 (or any planar YUV) buffer's Y plane.
-pub(super) fn of_frame(buffer: &gst::BufferRef, info: &gst_video::VideoInfo) -> Option<FrameFacts> {
+/// The facts of an I420 (or any planar YUV) buffer's Y plane, in full
+/// range: a `limited` range plane's are rescaled.
+pub(super) fn of_frame(buffer: &gst::BufferRef, info: &gst_video::VideoInfo, limited: bool) -> Option<FrameFacts> {
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info).ok()?;
     let stride = frame.plane_stride()[0] as usize;
     let (width, height) = (frame.comp_width(0) as usize, frame.comp_height(0) as usize);
     let y = frame.plane_data(0).ok()?;
-    Some(of_luma(y, stride, width, height))
+    let facts = of_luma(y, stride, width, height);
+    if !limited {
+        return Some(facts);
+    }
+    // The hash compares cells with the mean: the same in either range.
+    let spread = (u32::from(facts.luma_spread) * 255 / 219).min(255) as u8;
+    Some(FrameFacts { mean_luma: super::range::full_luma(facts.mean_luma), luma_spread: spread, ..facts })
 }
 
 pub(super) fn of_luma(y: &[u8], stride: usize, width: usize, height: usize) -> FrameFacts {

@@ -1,8 +1,8 @@
 //! The decoder pool (docs/capture.md): a few long-lived GStreamer pipelines, shared by
 //! all streams, each turning one keyframe job into one JPEG.
 //!
-//! `appsrc ! avdec_h264 ! videoconvert ! jpegenc ! appsink` (`avdec_h265`
-//! for HEVC), fed one buffer per job (the stream's parameter sets + the
+//! `appsrc ! avdec_h264 ! videoscale ! capsfilter ! videoconvert ! jpegenc ! appsink`
+//! (`avdec_h265` for HEVC, ...; `webpenc` for WebP templates), fed one buffer per job (the stream's parameter sets + the
 //! keyframe's access unit, Annex-B). A probe
 //! marks the segment TRICKMODE_KEY_UNITS so the decoder drains after every
 //! keyframe (no lag), and a serialized marker event after each job tells
@@ -33,8 +33,9 @@ use crate::metrics::Metrics;
 
 pub use pipeline::MediaError;
 
-/// A decoded snapshot.
-pub struct Jpeg {
+/// A decoded snapshot, encoded in its template's format at its size.
+pub struct Image {
+    /// JPEG or WebP.
     pub bytes: Bytes,
     pub width: u32,
     pub height: u32,
@@ -45,7 +46,7 @@ pub struct Jpeg {
 /// A job's outcome, handed to the snapshot path.
 pub struct Decoded {
     pub job: CaptureJob,
-    pub result: Result<Jpeg, MediaError>,
+    pub result: Result<Image, MediaError>,
     pub decode_time: Duration,
 }
 

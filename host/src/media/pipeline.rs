@@ -12,8 +12,9 @@ use gstreamer_video as gst_video;
 use super::facts::{self, FrameFacts};
 use super::range;
 
-use super::{Codec, Jpeg};
+use super::{Codec, Image};
 use crate::capture::CaptureJob;
+use crate::config::{ImageFormat, Template};
 
 /// How long one job may take before the pipeline is considered stuck.
 const JOB_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,23 +38,78 @@ enum Out {
 
 pub(super) struct Worker {
     index: usize,
-    /// One pipeline per codec this worker has decoded, H.264's first.
+    /// One pipeline per codec and output format this worker has made, H.264
+    /// to JPEG first.
     pipelines: Vec<Pipeline>,
     /// Job counter; also the job's PTS in ms.
     next_job: u64,
 }
 
 struct Pipeline {
-    codec: Codec,
+    kind: Kind,
+    /// The worker's job number when it was last used.
+    last_used: u64,
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
     decoder: gst::Element,
+    /// The output size the scaler is asked for (`video/x-raw` and no more: the source's).
+    size: gst::Element,
     encoder: gst::Element,
     rx: mpsc::Receiver<Out>,
     /// The publish session of the last job this decoder saw.
     last_session: Option<u64>,
     quality: i32,
+    /// The (width, height) of the last job's template.
+    scale: (u32, u32),
 }
+
+/// The caps a template's `width`/`height` ask the scaler for: the source's
+/// size when both are 0; one side set, the other follows the picture's
+/// aspect (square pixels); both set, exactly that size.
+fn size_caps(width: u32, height: u32) -> gst::Caps {
+    let mut caps = gst::Caps::builder("video/x-raw");
+    if width > 0 {
+        caps = caps.field("width", width as i32);
+    }
+    if height > 0 {
+        caps = caps.field("height", height as i32);
+    }
+    if (width == 0) != (height == 0) {
+        caps = caps.field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
+    }
+    caps.build()
+}
+
+/// What a job needs of a pipeline: its codec, its output format and, for
+/// WebP, the quality (`webpenc` reads its quality only when it sets itself
+/// up, so each WebP quality has its own pipeline; JPEG's is set per job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Kind {
+    codec: Codec,
+    format: ImageFormat,
+    webp_quality: u8,
+}
+
+impl Kind {
+    fn of(job: &CaptureJob) -> Kind {
+        let format = job.template.format;
+        let webp_quality = if format == ImageFormat::Webp { job.template.jpeg_quality } else { 0 };
+        Kind { codec: job.codec, format, webp_quality }
+    }
+
+    /// The encoder element.
+    fn encoder(self) -> String {
+        match self.format {
+            ImageFormat::Jpg => "jpegenc quality=85".into(),
+            // speed 1 (libwebp method 1): a 1080p picture in about a third of
+            // the default's (4) time for some 14 % more bytes (BENCHMARKS.md).
+            ImageFormat::Webp => format!("webpenc quality={} speed=1", self.webp_quality),
+        }
+    }
+}
+
+/// Pipelines a worker keeps at most; the least recently used goes first.
+const MAX_PIPELINES: usize = 8;
 
 fn pipeline_err(what: &str, e: impl std::fmt::Display) -> MediaError {
     MediaError::Pipeline(format!("{what}: {e}"))
@@ -67,21 +123,25 @@ fn trickmode(segment: &gst::Segment) -> gst::Event {
 }
 
 impl Pipeline {
-    fn build(codec: Codec) -> Result<Pipeline, MediaError> {
+    fn build(kind: Kind) -> Result<Pipeline, MediaError> {
+        let (codec, format) = (kind.codec, kind.format);
         if gst::ElementFactory::find(codec.decoder()).is_none() {
             return Err(MediaError::Pipeline(format!(
                 "gstreamer element {} for {codec} is missing (install gstreamer1.0-libav)",
                 codec.decoder()
             )));
         }
+        // The scaler passes pictures through untouched unless a template asks for a size.
         let desc = format!(
             "appsrc name=src is-live=true format=time do-timestamp=false caps={caps} \
              ! {decoder} name=dec {properties} \
-             ! videoconvert ! video/x-raw,format=I420 ! jpegenc name=enc quality=85 \
+             ! videoscale ! capsfilter name=size caps=video/x-raw \
+             ! videoconvert ! video/x-raw,format=I420 ! {encoder} name=enc \
              ! appsink name=sink sync=false async=false enable-last-sample=false max-buffers=4",
             caps = codec.caps(),
             decoder = codec.decoder(),
             properties = codec.decoder_properties(),
+            encoder = kind.encoder(),
         );
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| pipeline_err("build", e))?
@@ -91,6 +151,7 @@ impl Pipeline {
         let src = by_name("src")?.downcast::<gst_app::AppSrc>().map_err(|_| MediaError::Pipeline("src".into()))?;
         let sink = by_name("sink")?.downcast::<gst_app::AppSink>().map_err(|_| MediaError::Pipeline("sink".into()))?;
         let decoder = by_name("dec")?;
+        let size = by_name("size")?;
         let encoder = by_name("enc")?;
 
         // No parser: jobs are whole access units with their parameter sets, and
@@ -110,18 +171,20 @@ impl Pipeline {
             gst::PadProbeReturn::Ok
         });
 
-        // JFIF is full range; H.264 is usually limited range, and videoconvert
-        // (1.22) does not rescale between two I420s. Expand in place.
+        // JFIF is full range, WebP's (VP8) limited; H.264 is usually limited
+        // range, and videoconvert (1.22) does not rescale between two I420s.
+        // Rescale in place when the picture's range is not the encoder's.
         let enc_sink = encoder.static_pad("sink").ok_or_else(|| MediaError::Pipeline("encoder sink pad".into()))?;
-        // The picture's facts for plugins are read here too, after the expansion.
+        let wants_full = format == ImageFormat::Jpg;
+        // The picture's facts for plugins are read here too, in full range.
         let (tx, rx) = mpsc::channel();
         let facts_tx = tx.clone();
-        let format = std::sync::Mutex::new(None::<(gst_video::VideoInfo, bool)>);
+        let negotiated = std::sync::Mutex::new(None::<(gst_video::VideoInfo, bool)>);
         enc_sink.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |_pad, info| {
             match info.data.take() {
                 Some(gst::PadProbeData::Event(ev)) => {
                     if let gst::EventView::Caps(c) = ev.view() {
-                        *format.lock().unwrap() = gst_video::VideoInfo::from_caps(c.caps()).ok().map(|i| {
+                        *negotiated.lock().unwrap() = gst_video::VideoInfo::from_caps(c.caps()).ok().map(|i| {
                             let limited = i.colorimetry().range() != gst_video::VideoColorRange::Range0_255;
                             (i, limited)
                         });
@@ -129,14 +192,16 @@ impl Pipeline {
                     info.data = Some(gst::PadProbeData::Event(ev));
                 }
                 Some(gst::PadProbeData::Buffer(buffer)) => {
-                    let format = format.lock().unwrap().clone();
-                    let buffer = match format {
+                    let picture_format = negotiated.lock().unwrap().clone();
+                    let buffer = match picture_format {
                         Some((vinfo, limited)) => {
-                            let buffer = if limited { range::to_full(buffer, &vinfo) } else { buffer };
-                            if let (Some(pts), Some(f)) = (buffer.pts(), facts::of_frame(&buffer, &vinfo)) {
+                            let buffer = if limited && wants_full { range::to_full(buffer, &vinfo) } else { buffer };
+                            let read_limited = limited && !wants_full;
+                            if let (Some(pts), Some(f)) = (buffer.pts(), facts::of_frame(&buffer, &vinfo, read_limited))
+                            {
                                 let _ = facts_tx.send(Out::Facts { pts: pts.mseconds(), facts: f });
                             }
-                            buffer
+                            if !limited && !wants_full { range::to_limited(buffer, &vinfo) } else { buffer }
                         }
                         None => buffer,
                     };
@@ -199,7 +264,19 @@ impl Pipeline {
             _ => gst::PadProbeReturn::Ok,
         });
         pipeline.set_state(gst::State::Playing).map_err(|e| pipeline_err("start", e))?;
-        Ok(Pipeline { codec, pipeline, src, decoder, encoder, rx, last_session: None, quality: 85 })
+        Ok(Pipeline {
+            kind,
+            last_used: 0,
+            pipeline,
+            src,
+            decoder,
+            size,
+            encoder,
+            rx,
+            last_session: None,
+            quality: 85,
+            scale: (0, 0),
+        })
     }
 
     /// Forgets every picture the decoder holds: flush, then a fresh segment.
@@ -232,29 +309,38 @@ impl Pipeline {
 
 impl Worker {
     pub(super) fn new(index: usize) -> Result<Worker, MediaError> {
-        Ok(Worker { index, pipelines: vec![Pipeline::build(Codec::H264)?], next_job: 1 })
+        let h264 = Kind { codec: Codec::H264, format: ImageFormat::Jpg, webp_quality: 0 };
+        Ok(Worker { index, pipelines: vec![Pipeline::build(h264)?], next_job: 1 })
     }
 
-    pub(super) fn decode(&mut self, job: &mut CaptureJob) -> Result<Jpeg, MediaError> {
-        let at = match self.pipelines.iter().position(|p| p.codec == job.codec) {
+    pub(super) fn decode(&mut self, job: &mut CaptureJob) -> Result<Image, MediaError> {
+        let kind = Kind::of(job);
+        let at = match self.pipelines.iter().position(|p| p.kind == kind) {
             Some(at) => at,
             None => {
-                self.pipelines.push(Pipeline::build(job.codec)?);
+                if self.pipelines.len() >= MAX_PIPELINES
+                    && let Some(lru) =
+                        self.pipelines.iter().enumerate().min_by_key(|(_, p)| p.last_used).map(|(i, _)| i)
+                {
+                    self.pipelines.swap_remove(lru).stop();
+                }
+                self.pipelines.push(Pipeline::build(kind)?);
                 self.pipelines.len() - 1
             }
         };
         let p = &mut self.pipelines[at];
         if job.codec.fresh_decoder_per_stream() && p.last_session.is_some_and(|s| s != job.info.session) {
             p.stop();
-            *p = Pipeline::build(job.codec)?;
+            *p = Pipeline::build(kind)?;
         }
         let id = self.next_job;
         self.next_job += 1;
+        self.pipelines[at].last_used = id;
         let result = self.pipelines[at].decode(self.index, id, job);
         if matches!(result, Err(MediaError::Timeout(_) | MediaError::Pipeline(_))) {
             tracing::warn!(worker = self.index, codec = %job.codec, "rebuilding decoder pipeline");
             self.pipelines[at].stop();
-            self.pipelines[at] = Pipeline::build(job.codec)?;
+            self.pipelines[at] = Pipeline::build(kind)?;
         }
         result
     }
@@ -267,17 +353,29 @@ impl Worker {
 }
 
 impl Pipeline {
-    /// Decodes one job (`id`: its number, also its PTS in ms) into a JPEG.
-    fn decode(&mut self, worker: usize, id: u64, job: &mut CaptureJob) -> Result<Jpeg, MediaError> {
+    /// Sets the JPEG encoder's quality and the scaler's size to the
+    /// template's, when they changed: a new size is negotiated at the next
+    /// picture. (A WebP pipeline's quality is its kind's.)
+    fn configure(&mut self, template: &Template) {
+        let quality = i32::from(template.jpeg_quality);
+        if self.kind.format == ImageFormat::Jpg && quality != self.quality {
+            self.encoder.set_property("quality", quality);
+            self.quality = quality;
+        }
+        let scale = (template.width, template.height);
+        if scale != self.scale {
+            self.size.set_property("caps", size_caps(scale.0, scale.1));
+            self.scale = scale;
+        }
+    }
+
+    /// Decodes one job (`id`: its number, also its PTS in ms) into a picture.
+    fn decode(&mut self, worker: usize, id: u64, job: &mut CaptureJob) -> Result<Image, MediaError> {
         if self.last_session.is_some_and(|s| s != job.info.session) {
             self.flush_decoder()?;
         }
         self.last_session = Some(job.info.session);
-        let quality = i32::from(job.template.jpeg_quality);
-        if quality != self.quality {
-            self.encoder.set_property("quality", quality);
-            self.quality = quality;
-        }
+        self.configure(&job.template);
         let mut buffer = gst::Buffer::from_mut_slice(std::mem::take(&mut job.annexb));
         {
             let b = buffer.get_mut().expect("new buffer is writable");
@@ -297,7 +395,7 @@ impl Pipeline {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(Out::Sample { pts, bytes, width, height }) if pts == id => {
-                    picture = Some(Jpeg { bytes, width, height, facts: facts.unwrap_or_default() });
+                    picture = Some(Image { bytes, width, height, facts: facts.unwrap_or_default() });
                 }
                 Ok(Out::Facts { pts, facts: f }) if pts == id => facts = Some(f),
                 Ok(Out::Facts { .. }) => {}

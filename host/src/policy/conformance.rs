@@ -27,6 +27,9 @@ impl Policies {
             sequence_object: Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg".into()),
             callback: None,
             jpeg_quality: 85,
+            width: 0,
+            height: 0,
+            format: Default::default(),
             skip_blank: false,
             origin: crate::config::Origin::Api,
         };

@@ -596,6 +596,9 @@ mod tests {
             sequence_object: seq.map(Into::into),
             callback: None,
             jpeg_quality: 85,
+            width: 0,
+            height: 0,
+            format: Default::default(),
             skip_blank: false,
             origin: crate::config::Origin::File,
         }

@@ -280,7 +280,7 @@ impl Target {
     /// Replaces the object at `key` atomically.
     pub async fn put_overwrite(&self, key: &str, jpg: Bytes) -> Result<(), StorageError> {
         let path = check_key(key)?;
-        let opts = PutOptions { mode: PutMode::Overwrite, ..self.options() };
+        let opts = PutOptions { mode: PutMode::Overwrite, ..self.options(&jpg) };
         self.store.put_opts(&path, PutPayload::from_bytes(jpg), opts).await.map_err(|e| self.backend("put", key, e))?;
         Ok(())
     }
@@ -307,7 +307,7 @@ impl Target {
             } else {
                 PutMode::Overwrite
             };
-            let opts = PutOptions { mode, ..self.options() };
+            let opts = PutOptions { mode, ..self.options(&jpg) };
             match self.store.put_opts(&path, PutPayload::from_bytes(jpg.clone()), opts).await {
                 Ok(_) => return Ok(candidate),
                 Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => continue,
@@ -367,10 +367,10 @@ impl Target {
         &self.name
     }
 
-    fn options(&self) -> PutOptions {
+    fn options(&self, picture: &[u8]) -> PutOptions {
         let mut attributes = object_store::Attributes::new();
         if self.content_type {
-            attributes.insert(object_store::Attribute::ContentType, "image/jpeg".into());
+            attributes.insert(object_store::Attribute::ContentType, content_type(picture).into());
         }
         PutOptions { attributes, ..Default::default() }
     }
@@ -404,6 +404,16 @@ impl Target {
             e => self.backend("get", key, e),
         })?;
         r.bytes().await.map_err(|e| self.backend("read", key, e))
+    }
+}
+
+/// The media type of a stored picture, from its bytes: WebP (a RIFF
+/// container of type WEBP) or else JPEG.
+pub fn content_type(picture: &[u8]) -> &'static str {
+    if picture.len() >= 12 && &picture[..4] == b"RIFF" && &picture[8..12] == b"WEBP" {
+        "image/webp"
+    } else {
+        "image/jpeg"
     }
 }
 

@@ -48,6 +48,7 @@ const TEMPLATE_FIELDS: &[&str] = &[
     "width",
     "height",
     "jpeg_quality",
+    "format",
     "skip_blank",
 ];
 const REQUIRED_TEMPLATE_FIELDS: &[&str] = &["app_name", "time_interval", "storage"];
