@@ -64,7 +64,7 @@ impl SnapshotPath {
             };
             if job.template.skip_blank && jpeg.facts.is_blank() {
                 self.metrics.snapshots_blank.inc();
-                job.info.retry_after_blank(job.media_ts_ms);
+                job.info.refused_blank(job.on_grid.then_some(job.media_ts_ms));
                 tracing::debug!(
                     domain = %job.info.domain, app = %job.info.app, stream = %job.info.stream, media_ts = job.media_ts_ms,
                     mean_luma = jpeg.facts.mean_luma, "blank keyframe refused (skip_blank): taking the next one"

@@ -71,12 +71,15 @@ impl StreamInfo {
         }
     }
 
-    /// Tells the capture that its keyframe at `media_ts` decoded to a blank
-    /// picture that was refused: the next keyframe of the same interval is
-    /// taken instead (none after it: the grid goes on as it was).
-    pub fn retry_after_blank(&self, media_ts: u32) {
+    /// Tells the capture that a keyframe decoded to a blank picture that
+    /// was refused. One taken for the grid at `on_grid` (media time) is
+    /// retried: the next keyframe of the same interval is taken instead
+    /// (none after it: the grid goes on as it was).
+    pub fn refused_blank(&self, on_grid: Option<u32>) {
         self.stats.blank.fetch_add(1, Ordering::Relaxed);
-        self.blank_retry.store(u64::from(media_ts) + 1, Ordering::Release);
+        if let Some(media_ts) = on_grid {
+            self.blank_retry.store(u64::from(media_ts) + 1, Ordering::Release);
+        }
     }
 
     /// The codec of the stream's decoder configuration (H.264 until one is seen).
@@ -140,6 +143,9 @@ pub struct CaptureJob {
     pub annexb: Vec<u8>,
     /// What `annexb` is coded in.
     pub codec: crate::codec::Codec,
+    /// Taken for the grid (false: only for "snapshot now" requests); a
+    /// blank one of these is retried at the next keyframe of its interval.
+    pub on_grid: bool,
     /// "Snapshot now" requests this capture answers.
     pub waiters: Vec<Waiter>,
 }
@@ -260,8 +266,6 @@ pub struct StreamCapture {
     last_keyframe: Option<u32>,
     /// The frame duration last measured (kept across a re-plan).
     frame_ms: Option<u32>,
-    /// The codec of the stream's decoder configuration.
-    codec: crate::codec::Codec,
     queue: Sender<CaptureJob>,
     metrics: Arc<Metrics>,
 }
@@ -277,7 +281,6 @@ impl StreamCapture {
             last_create_ms: 0,
             last_keyframe: None,
             frame_ms: None,
-            codec: crate::codec::Codec::default(),
             queue,
             metrics,
         }
@@ -289,7 +292,6 @@ impl StreamCapture {
 
     /// Tells the codec of the stream's decoder configuration (its jobs' codec).
     pub fn set_codec(&mut self, codec: crate::codec::Codec) {
-        self.codec = codec;
         self.info.stats.codec.store(codec.index(), Ordering::Relaxed);
     }
 
@@ -379,7 +381,8 @@ impl StreamCapture {
             media_ts_ms: ts,
             received: Instant::now(),
             annexb,
-            codec: self.codec,
+            codec: self.info.codec(),
+            on_grid: due || retry,
             waiters,
         };
         let stats = &self.info.stats;
