@@ -58,6 +58,11 @@ if [ ! -x "$venv/bin/ffmpeg9" ]; then
   "$venv/bin/pip" install -q 'imageio-ffmpeg==0.8.1'
   ln -sf "$("$venv/bin/python" -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" "$venv/bin/ffmpeg9"
 fi
+# A WebVTT parser the storyboard test reads the host's files with.
+if ! "$venv/bin/python" -c 'import webvtt' 2>/dev/null; then
+  echo "setup: installing webvtt-py into $venv"
+  "$venv/bin/pip" install -q 'webvtt-py==0.6.0'
+fi
 
 # The console's build and browser-test packages (esbuild, TypeScript,
 # playwright-core), exactly as package-lock.json pins them.

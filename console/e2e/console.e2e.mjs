@@ -85,6 +85,7 @@ await page.getByRole("button", { name: "Edit e2e" }).click();
 await page.getByLabel("Interval (s, 5–3600)").fill("20");
 await page.getByLabel("Skip blank keyframes").check();
 await page.getByLabel("Width (0: source)").fill("320");
+await page.getByLabel("Storyboard (s, 0: none)").fill("3600");
 // WebP needs .webp names: the API's refusal lands next to the overwrite object's field.
 await page.getByLabel("Format").selectOption("webp");
 expected = 400;
@@ -96,7 +97,7 @@ await page.getByLabel("Sequence object").fill("{AppName}/{StreamName}/{UnixTimes
 await page.getByRole("button", { name: "Save" }).click();
 await page.locator('tr[data-app="e2e"]').filter({ hasText: "20 s" }).filter({ hasText: "skipped" }).filter({ hasText: "WEBP 320×auto" }).waitFor();
 const saved = await api("/v1/domains/localhost/snapshot-configs/e2e");
-check(saved.skip_blank === true && saved.format === "webp" && saved.width === 320 && saved.height === 0, `skip_blank, format and size saved through the console (${JSON.stringify(saved)})`);
+check(saved.skip_blank === true && saved.format === "webp" && saved.width === 320 && saved.height === 0 && saved.storyboard === 3600, `skip_blank, format and size saved through the console (${JSON.stringify(saved)})`);
 await shot("03-templates");
 await page.getByRole("button", { name: "Delete e2e" }).click();
 await page.locator('tr[data-app="e2e"]').waitFor({ state: "detached" });

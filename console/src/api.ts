@@ -78,6 +78,7 @@ export interface Template {
   height: number;
   format: "jpg" | "webp";
   skip_blank: boolean;
+  storyboard: number;
   origin: string;
 }
 

@@ -59,6 +59,7 @@ fn main() {
         height,
         format,
         skip_blank: false,
+        storyboard_s: 0,
         origin: edgesnap::config::Origin::File,
     });
     let infos: Vec<Arc<StreamInfo>> = (0..streams.max(1))

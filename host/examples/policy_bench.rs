@@ -72,6 +72,7 @@ fn main() {
         height: 0,
         format: Default::default(),
         skip_blank: false,
+        storyboard_s: 0,
         origin: Origin::Api,
     };
     let facts = |i: usize| CaptureFacts {

@@ -196,6 +196,9 @@ pub(crate) struct TemplateFields {
     /// Refuse blank (flat or black) keyframes and take the next one within the interval.
     #[arg(long)]
     skip_blank: Option<bool>,
+    /// Seconds per live storyboard (sprite sheets + WebVTT; 0: none).
+    #[arg(long)]
+    storyboard: Option<i64>,
 }
 
 impl TemplateFields {
@@ -214,6 +217,7 @@ impl TemplateFields {
             ("height", self.height.map(|h| json!(h))),
             ("format", text(&self.format)),
             ("skip_blank", self.skip_blank.map(|b| json!(b))),
+            ("storyboard", self.storyboard.map(|s| json!(s))),
         ] {
             if let Some(v) = v {
                 m.insert(k.into(), v);

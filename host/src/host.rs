@@ -241,6 +241,7 @@ impl Host {
             retention,
             store,
             spool: spool.clone(),
+            storyboards: Arc::new(crate::storyboard::Storyboards::new(storage.clone())),
             metrics: metrics.clone(),
         });
         if let (Some(fleet), Some(control)) = (&fleet, &control) {

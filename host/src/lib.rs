@@ -29,6 +29,7 @@ pub mod snapshot;
 pub mod spool;
 pub mod storage;
 pub mod store;
+pub mod storyboard;
 pub mod stream;
 pub mod tenants;
 pub mod thumbs;

@@ -43,7 +43,7 @@ const LIMITS: [&str; 14] = [
 const LIMIT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The stages of `snapshots_failed` and the reasons of `rtmp_rejected`, shown at 0 from the start.
-const FAILED_STAGES: [&str; 4] = ["decode", "policy", "store", "index"];
+const FAILED_STAGES: [&str; 5] = ["decode", "policy", "store", "index", "storyboard"];
 const REJECT_REASONS: [&str; 8] =
     ["io", "handshake", "protocol", "refused", "unsupported_codec", "malformed_video", "idle", "limit"];
 
@@ -76,7 +76,7 @@ pub struct Metrics {
     pub snapshots_blank: Counter,
     pub snapshots_stored: Counter,
     pub snapshots_failed: Family<Labels, Counter>,
-    /// Seconds per stage of the snapshot path (`stage` = decode, policy, store, index).
+    /// Seconds per stage of the snapshot path (`stage` = decode, policy, store, index, storyboard).
     pub stage_seconds: Family<Labels, Histogram>,
     /// Seconds from the keyframe's arrival to its index record being committed, by domain.
     pub lateness_seconds: Family<Vec<(&'static str, String)>, Histogram>,

@@ -195,6 +195,7 @@ fn name(policies: &Policies, plugin: &Plugin, c: &CaptureIn, t: &TemplateIn) -> 
         height: 0,
         format: Default::default(),
         skip_blank: false,
+        storyboard_s: 0,
         origin: Origin::Api,
     };
     let run = policies.run(plugin, &facts, &template);

@@ -46,6 +46,7 @@ pub struct SnapshotPath {
     pub retention: Arc<crate::retention::Retention>,
     pub store: Arc<Store>,
     pub spool: Arc<crate::spool::Spool>,
+    pub storyboards: Arc<crate::storyboard::Storyboards>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -89,7 +90,14 @@ impl SnapshotPath {
                 let mut newest_overwrite = job.info.order.lock().await;
                 let (domain, app, stream) = (job.info.domain.clone(), job.info.app.clone(), job.info.stream.clone());
                 let (width, height) = (jpeg.width, jpeg.height);
+                let picture = (job.template.storyboard_s > 0).then(|| jpeg.bytes.clone());
                 let result = path.store(&job, jpeg, sequence, &mut newest_overwrite).await;
+                // A stored capture goes on its storyboard, still in the stream's order.
+                if let (Some(picture), Ok(records)) = (picture, &result)
+                    && !records.is_empty()
+                {
+                    path.storyboard(&job, picture).await;
+                }
                 drop(newest_overwrite);
                 match &result {
                     Ok(records) => {
@@ -117,6 +125,28 @@ impl SnapshotPath {
                 drop(permit);
             });
         }
+    }
+
+    /// Adds a stored capture to its stream's storyboard; a failure is
+    /// logged and counted, the capture stands.
+    async fn storyboard(&self, job: &crate::capture::CaptureJob, picture: bytes::Bytes) {
+        let info = &job.info;
+        let snapshot = crate::storyboard::Snapshot {
+            domain: &info.domain,
+            app: &info.app,
+            stream: &info.stream,
+            storage: &job.template.storage,
+            create_ms: job.create_timestamp_ms,
+            period_s: job.template.storyboard_s,
+            interval_s: job.template.time_interval_s,
+            picture,
+        };
+        let t = Instant::now();
+        if let Err(e) = self.storyboards.add(snapshot).await {
+            self.metrics.failed("storyboard");
+            tracing::warn!(domain = %info.domain, app = %info.app, stream = %info.stream, error = %e, "storyboard not updated");
+        }
+        self.metrics.stage("storyboard", t.elapsed().as_secs_f64());
     }
 
     async fn store(

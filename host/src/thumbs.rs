@@ -68,11 +68,7 @@ pub fn fits(width: usize, height: usize) -> bool {
 /// A JPG or WebP scaled down to fit the thumbnail box, as JPG (one that
 /// fits already is returned as it is).
 pub fn scale(picture: &[u8]) -> Result<Bytes, ThumbError> {
-    let (pixels, w, h) = if crate::storage::content_type(picture) == "image/webp" {
-        decode_webp(picture)?
-    } else {
-        decode_jpeg(picture)?
-    };
+    let (pixels, w, h) = decode_rgb(picture)?;
     if fits(w, h) {
         return Ok(Bytes::copy_from_slice(picture));
     }
@@ -85,6 +81,11 @@ pub fn scale(picture: &[u8]) -> Result<Bytes, ThumbError> {
         .encode(&small, tw as u16, th as u16, jpeg_encoder::ColorType::Rgb)
         .map_err(|e| ThumbError::Encode(e.to_string()))?;
     Ok(Bytes::from(out))
+}
+
+/// The RGB pixels, width and height of a stored JPG or WebP.
+pub fn decode_rgb(picture: &[u8]) -> Result<(Vec<u8>, usize, usize), ThumbError> {
+    if crate::storage::content_type(picture) == "image/webp" { decode_webp(picture) } else { decode_jpeg(picture) }
 }
 
 fn decode_jpeg(jpg: &[u8]) -> Result<(Vec<u8>, usize, usize), ThumbError> {
@@ -110,7 +111,7 @@ fn decode_webp(webp: &[u8]) -> Result<(Vec<u8>, usize, usize), ThumbError> {
 }
 
 /// Each output pixel is the mean of the source pixels its box covers.
-fn area_average(rgb: &[u8], w: usize, h: usize, tw: usize, th: usize) -> Vec<u8> {
+pub fn area_average(rgb: &[u8], w: usize, h: usize, tw: usize, th: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(tw * th * 3);
     for ty in 0..th {
         let (y0, y1) = (ty * h / th, ((ty + 1) * h / th).max(ty * h / th + 1));

@@ -51,6 +51,7 @@ fn codec_job(session: u64, annexb: Vec<u8>) -> CaptureJob {
         height: 0,
         format: Default::default(),
         skip_blank: false,
+        storyboard_s: 0,
         origin: edgesnap::config::Origin::File,
     };
     let template = Arc::new(template);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{DomainSpec, Host};
-use crate::media::{Clip, Tag, Video, decode, ffmpeg_push, ffmpeg9_push, read_flv};
+use crate::media::{Clip, Picture, Tag, Video, decode, ffmpeg_push, ffmpeg9_push, read_flv};
 use crate::publisher::Publisher;
 
 /// Waits for the stream's snapshots and checks them against docs/templates.md, capture.md and api.md:
@@ -384,6 +384,126 @@ fn templates_scale_and_store_webp() {
     };
     let (q60, q95) = (first_size("webp"), first_size("webpq"));
     assert!(q95 > q60 * 3 / 2, "WebP at quality 95 is {q95} bytes, at 60 {q60}");
+}
+
+/// The cues of a WebVTT file as webvtt-py (`scripts/setup.sh` installs it)
+/// reads them: (start ms, end ms, text).
+fn vtt_cues(vtt: &[u8]) -> Vec<(u64, u64, String)> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), vtt).unwrap();
+    let script = "import json, sys, webvtt\n\
+                  print(json.dumps([[c.start, c.end, c.text] for c in webvtt.read(sys.argv[1])]))";
+    let out = crate::harness::output_within(
+        Command::new(crate::harness::venv_bin("python")).args(["-c", script]).arg(file.path()),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "webvtt-py refused the file: {}", String::from_utf8_lossy(&out.stderr));
+    let ms = |t: &str| {
+        let (hms, milli) = t.split_once('.').unwrap();
+        let p: Vec<u64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+        ((p[0] * 60 + p[1]) * 60 + p[2]) * 1000 + milli.parse::<u64>().unwrap()
+    };
+    let cues: Vec<(String, String, String)> = serde_json::from_slice(&out.stdout).unwrap();
+    cues.into_iter().map(|(a, b, text)| (ms(&a), ms(&b), text)).collect()
+}
+
+/// Issue 18 §4: a template's `storyboard` makes, per stream and period,
+/// sprite sheets of the period's snapshots and a WebVTT mapping each
+/// snapshot's time range to its tile. webvtt-py reads the file; every cue
+/// starts at one snapshot's time, and its region of the sheet shows that
+/// snapshot's second (pixels); the API lists them with signed URLs.
+#[test]
+fn storyboards_map_each_snapshot_to_its_tile() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 2);
+    let tpl = serde_json::json!({"app_name": "board", "time_interval": 5, "storage": "store",
+        "sequence_object": "{AppName}/{StreamName}/{UnixTimestampMs}.jpg", "storyboard": 60});
+    let (status, body) = host.api("POST", "/v1/domains/localhost/snapshot-configs", Some(tpl.clone()));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["storyboard"], 60);
+    let mut bad = tpl.clone();
+    bad["app_name"] = "x".into();
+    bad["storyboard"] = 30.into();
+    assert_eq!(
+        host.api("POST", "/v1/domains/localhost/snapshot-configs", Some(bad)).1["code"],
+        "InvalidParameter.Storyboard"
+    );
+
+    let clip = Clip::new(320, 180, 30, 1);
+    let out = ffmpeg_push(&clip.flv(), &host.rtmp_url("board/cam"), false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected = clip.expected_seconds(5);
+    host.wait_for("the snapshots", Duration::from_secs(60), || {
+        host.snapshots("localhost", "board", Some("cam")).len() >= expected.len()
+    });
+    let records = host.snapshots("localhost", "board", Some("cam"));
+    // The second each capture shows, by its create time.
+    let shown: std::collections::BTreeMap<u64, u32> = records
+        .iter()
+        .map(|r| {
+            let jpg = host.objects("localhost").get(r["object"].as_str().unwrap());
+            (r["create_timestamp"].as_u64().unwrap(), decode(&jpg).grey_second())
+        })
+        .collect();
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let fetch = |url: &str| {
+        let mut resp = agent.get(url).call().unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{url}");
+        let kind = resp.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+        (kind, resp.body_mut().read_to_vec().unwrap())
+    };
+    // The last tile is written after its record: wait until every capture has a cue.
+    let mut cues_seen = Vec::new();
+    host.wait_for("a cue per snapshot", Duration::from_secs(20), || {
+        let list = host.get_json("/v1/domains/localhost/streams/board/cam/storyboards");
+        cues_seen = list["storyboards"].as_array().unwrap().clone();
+        let n: usize = cues_seen.iter().map(|b| vtt_cues(&fetch(b["vtt_url"].as_str().unwrap()).1).len()).sum();
+        n == shown.len()
+    });
+    // A capture can fall either side of a minute: one storyboard or two.
+    assert!((1..=2).contains(&cues_seen.len()), "{cues_seen:#?}");
+    let mut checked = Vec::new();
+    for board in &cues_seen {
+        let vtt_key = board["vtt"].as_str().unwrap();
+        let p: u64 = vtt_key.rsplit('/').next().unwrap().strip_suffix(".vtt").unwrap().parse().unwrap();
+        let (kind, vtt) = fetch(board["vtt_url"].as_str().unwrap());
+        assert!(kind.starts_with("text/vtt"), "{kind}");
+        assert_eq!(board["finished"], serde_json::json!((p + 60) * 1000 <= edgesnap::unix_ms()));
+        let sheets: std::collections::HashMap<String, Picture> = board["sheets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let name = s["object"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+                (name, decode(&fetch(s["url"].as_str().unwrap()).1))
+            })
+            .collect();
+        for (start, end, text) in vtt_cues(&vtt) {
+            let created = p * 1000 + start;
+            let second = shown.get(&created).unwrap_or_else(|| panic!("cue at {start} ms: no snapshot created then"));
+            assert!(end > start);
+            let (sheet, xywh) = text.split_once("#xywh=").unwrap();
+            let v: Vec<usize> = xywh.split(',').map(|x| x.parse().unwrap()).collect();
+            assert_eq!((v[2], v[3]), (160, 90), "tile size");
+            let pic = &sheets[sheet];
+            // The tile's centre half, as the grey level of a second.
+            let mut sum = 0f64;
+            for y in v[1] + v[3] / 4..v[1] + v[3] * 3 / 4 {
+                for x in v[0] + v[2] / 4..v[0] + v[2] * 3 / 4 {
+                    sum += f64::from(pic.rgb[(y * pic.width + x) * 3 + 1]);
+                }
+            }
+            let g = sum / (v[2] / 2 * v[3] / 2) as f64;
+            assert!(
+                (g - f64::from(crate::media::level(*second))).abs() < 4.0,
+                "{text}: grey {g:.1}, the snapshot shows second {second}"
+            );
+            checked.push(*second);
+        }
+    }
+    checked.sort();
+    assert_eq!(checked, expected, "every snapshot has its tile");
+    // A file name that is not a storyboard's is refused.
+    assert_eq!(host.try_get("/v1/domains/localhost/storyboards/board/cam/x.jpg").unwrap().0, 404);
 }
 
 #[test]

@@ -52,6 +52,7 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
           h("span", { id: "f-format-err", class: "field-error" }),
         ),
         field("Quality (1–100)", "jpeg_quality", { type: "number", value: t?.jpeg_quality ?? 85, min: 1, max: 100 }),
+        field("Storyboard (s, 0: none)", "storyboard", { type: "number", value: t?.storyboard ?? 0, min: 0, max: 86400 }),
         field("Skip blank keyframes", "skip_blank", { type: "checkbox", checked: t?.skip_blank ? true : null }),
       ),
       h("div", { class: "row" }, h("button", { type: "submit" }, t ? "Save" : "Add"), t ? cancel : null),
@@ -70,6 +71,7 @@ export async function templatesPage(main: HTMLElement, domain: string): Promise<
         height: Number(v("height")),
         format: v("format"),
         jpeg_quality: Number(v("jpeg_quality")),
+        storyboard: Number(v("storyboard")),
         skip_blank: (form.querySelector('[name="skip_blank"]') as HTMLInputElement).checked,
       };
       try {

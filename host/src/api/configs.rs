@@ -20,6 +20,7 @@ pub(super) fn view(t: &Template) -> Value {
         "height": t.height,
         "format": t.format.as_str(),
         "skip_blank": t.skip_blank,
+        "storyboard": t.storyboard_s,
         "origin": t.origin.as_str(),
     })
 }

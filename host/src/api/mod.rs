@@ -10,6 +10,7 @@ mod error;
 mod fleet;
 mod plugins;
 mod snapshots;
+mod storyboards;
 mod streams;
 
 use std::convert::Infallible;
@@ -150,6 +151,8 @@ enum Op {
     IndexAssignments,
     AssignIndex,
     UnassignIndex,
+    Storyboards,
+    StoryboardFile,
 }
 
 impl Op {
@@ -217,6 +220,8 @@ const ROUTES: &[RouteDef] = &[
     r("GET", "/v1/domains/{domain}/thumbs/{id}.jpg", Op::Thumbnail, Access::SignedOrDomain),
     r("GET", "/v1/domains/{domain}/streams/{app}/{stream}/latest.jpg", Op::LatestImage, Access::Domain),
     r("POST", "/v1/domains/{domain}/streams/{app}/{stream}/snapshot", Op::SnapshotNow, Access::Domain),
+    r("GET", "/v1/domains/{domain}/streams/{app}/{stream}/storyboards", Op::Storyboards, Access::Domain),
+    r("GET", "/v1/domains/{domain}/storyboards/{app}/{stream}/{file}", Op::StoryboardFile, Access::SignedOrDomain),
     r("GET", "/v1/domains/{domain}/plugins", Op::ListPlugins, Access::Domain),
     r("POST", "/v1/domains/{domain}/plugins", Op::UploadPlugin, Access::Domain),
     r("GET", "/v1/domains/{domain}/plugins/runs", Op::PluginRuns, Access::Domain),
@@ -580,6 +585,8 @@ impl Api {
             Op::StreamNames => streams::names(self, d, &call),
             Op::Thumbnail => snapshots::thumbnail(self, d, &call).await,
             Op::LatestImage => snapshots::latest_image(self, d, &call).await,
+            Op::Storyboards => storyboards::list(self, d, &call).await,
+            Op::StoryboardFile => storyboards::file(self, d, &call).await,
             Op::SnapshotNow => streams::snapshot_now(self, d, &call).await,
             Op::ListPlugins => plugins::list(self, d).await,
             Op::UploadPlugin => plugins::upload(self, d, &mut call).await,

@@ -330,6 +330,8 @@ pub struct Template {
     /// Refuse blank keyframes (flat or black) and take the next one within
     /// the interval (docs/templates.md).
     pub skip_blank: bool,
+    /// Seconds per live storyboard (0: none; docs/templates.md).
+    pub storyboard_s: u32,
     pub origin: Origin,
 }
 
@@ -593,6 +595,8 @@ pub struct RawTemplate {
     pub format: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_blank: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storyboard: Option<i64>,
 }
 
 /// A domain's notify settings as sent to `PUT /v1/domains/{domain}/notify`.
@@ -678,6 +682,7 @@ pub fn validate_template(
             message: "must be an http:// or https:// URL of at most 2048 bytes".into(),
         });
     }
+    let storyboard_s = template::check_storyboard(t.storyboard.unwrap_or(0), time_interval_s)?;
     let width = template::check_side("width", "InvalidParameter.Width", t.width.unwrap_or(0))?;
     let height = template::check_side("height", "InvalidParameter.Height", t.height.unwrap_or(0))?;
     let jpeg_quality = match t.jpeg_quality {
@@ -696,6 +701,7 @@ pub fn validate_template(
         height,
         format,
         skip_blank: t.skip_blank.unwrap_or(false),
+        storyboard_s,
         origin,
     })
 }

@@ -195,6 +195,31 @@ pub fn check_format(f: &str) -> Result<ImageFormat, RuleError> {
     }
 }
 
+/// Most snapshots one storyboard holds (its period over the interval).
+pub const MAX_STORYBOARD_TILES: i64 = 1000;
+
+/// `storyboard`: 0 (none) or 60 to 86400 seconds, and at most
+/// [`MAX_STORYBOARD_TILES`] snapshots a period.
+pub fn check_storyboard(period: i64, interval_s: u32) -> Result<u32, RuleError> {
+    const CODE: &str = "InvalidParameter.Storyboard";
+    if period == 0 {
+        return Ok(0);
+    }
+    if !(60..=86_400).contains(&period) {
+        return Err(broken(CODE, "storyboard", format!("must be 0 (none) or from 60 to 86400 seconds, got {period}")));
+    }
+    if period / i64::from(interval_s) > MAX_STORYBOARD_TILES {
+        return Err(broken(
+            CODE,
+            "storyboard",
+            format!(
+                "{period} s holds more than {MAX_STORYBOARD_TILES} snapshots of {interval_s} s; use a shorter period"
+            ),
+        ));
+    }
+    Ok(period as u32)
+}
+
 /// The largest `width` or `height` a template may scale to.
 pub const MAX_SIDE: i64 = 4096;
 
@@ -309,6 +334,11 @@ mod tests {
         assert_eq!(check_side("width", "InvalidParameter.Width", 320), Ok(320));
         for bad in [-1, 1, 15, 4097] {
             assert_eq!(code(check_side("width", "InvalidParameter.Width", bad).map(drop)), "InvalidParameter.Width");
+        }
+        assert_eq!(check_storyboard(0, 5), Ok(0));
+        assert_eq!(check_storyboard(3600, 5), Ok(3600));
+        for (bad, interval) in [(59, 5), (86_401, 3600), (86_400, 5)] {
+            assert_eq!(code(check_storyboard(bad, interval).map(drop)), "InvalidParameter.Storyboard");
         }
     }
 

@@ -31,6 +31,7 @@ impl Policies {
             height: 0,
             format: Default::default(),
             skip_blank: false,
+            storyboard_s: 0,
             origin: crate::config::Origin::Api,
         };
         let call = self.call_name(plugin, &facts, &template);

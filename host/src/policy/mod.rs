@@ -600,6 +600,7 @@ mod tests {
             height: 0,
             format: Default::default(),
             skip_blank: false,
+            storyboard_s: 0,
             origin: crate::config::Origin::File,
         }
     }

@@ -352,6 +352,21 @@ impl Target {
         self.conditional.get_or_try_init(|| self.probe()).await.copied()
     }
 
+    /// The keys under `prefix` (a folder: `a/b` lists `a/b/...`), sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        use futures::TryStreamExt;
+        let path = check_key(prefix)?;
+        let mut keys: Vec<String> = self
+            .store
+            .list(Some(&path))
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .map_err(|e| self.backend("list", prefix, e))?;
+        keys.sort();
+        Ok(keys)
+    }
+
     /// The length of the object at `key`, or `None` if there is none.
     pub async fn head_size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         let path = check_key(key)?;
@@ -407,11 +422,13 @@ impl Target {
     }
 }
 
-/// The media type of a stored picture, from its bytes: WebP (a RIFF
-/// container of type WEBP) or else JPEG.
-pub fn content_type(picture: &[u8]) -> &'static str {
-    if picture.len() >= 12 && &picture[..4] == b"RIFF" && &picture[8..12] == b"WEBP" {
+/// The media type of a stored object, from its bytes: WebP (a RIFF
+/// container of type WEBP), a WebVTT storyboard, or else JPEG.
+pub fn content_type(object: &[u8]) -> &'static str {
+    if object.len() >= 12 && &object[..4] == b"RIFF" && &object[8..12] == b"WEBP" {
         "image/webp"
+    } else if object.starts_with(b"WEBVTT") {
+        "text/vtt; charset=utf-8"
     } else {
         "image/jpeg"
     }

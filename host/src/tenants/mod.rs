@@ -50,6 +50,7 @@ const TEMPLATE_FIELDS: &[&str] = &[
     "jpeg_quality",
     "format",
     "skip_blank",
+    "storyboard",
 ];
 const REQUIRED_TEMPLATE_FIELDS: &[&str] = &["app_name", "time_interval", "storage"];
 
