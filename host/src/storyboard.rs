@@ -11,6 +11,8 @@
 //! stream's tiles are added in order), and never fails the capture: an
 //! error is logged and counted. Memory: the current sheet's pixels per
 //! stream with a storyboard (5x5 tiles of 160 px wide, about 1 MB at 16:9).
+//! A stream without one in memory (a restart, a republish after the board
+//! was dropped) reads the period's WebVTT and last sheet back and goes on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -78,6 +80,33 @@ impl Board {
         sheet
     }
 
+    /// A board read back from its WebVTT (written by [`Board::vtt`]) and
+    /// its last sheet's JPG; `None` if either is not what this module writes.
+    fn recover(start_ms: u64, period_ms: u64, interval_ms: u64, vtt: &str, last_sheet: &[u8]) -> Option<Board> {
+        let mut tiles = Vec::new();
+        let mut tile_h = 0;
+        let mut lines = vtt.lines();
+        while let Some(line) = lines.next() {
+            let Some((from, _)) = line.split_once(" --> ") else { continue };
+            let (sheet, xywh) = lines.next()?.split_once("#xywh=")?;
+            let n = sheet.strip_suffix(".jpg")?.rsplit_once('-')?.1.parse().ok()?;
+            let v: Vec<usize> = xywh.split(',').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+            let [x, y, w, h] = v[..] else { return None };
+            (w == TILE_W).then_some(())?;
+            tile_h = h;
+            tiles.push(Tile { create_ms: start_ms + parse_cue_time(from)?, sheet: n, x, y });
+        }
+        let sheet = if tiles.is_empty() {
+            Vec::new()
+        } else {
+            let (rgb, w, h) = crate::thumbs::decode_rgb(last_sheet).ok()?;
+            (w == Self::sheet_w() && h == tile_h * GRID).then_some(rgb)?
+        };
+        // Tiles fill sheets in order: the count says where the next one goes.
+        let consistent = tiles.iter().enumerate().all(|(i, t)| t.sheet == i / (GRID * GRID));
+        consistent.then_some(Board { period_start_ms: start_ms, period_ms, interval_ms, tile_h, tiles, sheet })
+    }
+
     fn encode_sheet(&self) -> Result<Vec<u8>, StoryboardError> {
         let mut out = Vec::with_capacity(self.sheet.len() / 8);
         jpeg_encoder::Encoder::new(&mut out, QUALITY)
@@ -115,6 +144,13 @@ impl Board {
 /// `HH:MM:SS.mmm`.
 fn cue_time(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
+fn parse_cue_time(t: &str) -> Option<u64> {
+    let (hms, ms) = t.split_once('.')?;
+    let mut parts = hms.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<u64>().ok()?)
 }
 
 /// The folder of a stream's storyboards on its storage target.
@@ -167,8 +203,15 @@ impl Storyboards {
             boards.retain(|_, b| b.period_start_ms + b.period_ms + 3_600_000 > s.create_ms);
             boards.remove(&key).filter(|b| b.period_start_ms == start && b.period_ms == period_ms)
         };
-        let picture = s.picture.clone();
+        let target = self.storage.target(s.domain, s.storage)?;
+        let dir = folder(s.app, s.stream);
+        let p = start / 1000;
         let interval_ms = u64::from(s.interval_s) * 1000;
+        let board = match board {
+            Some(b) => Some(b),
+            None => self.read_back(&target, &dir, start, period_ms, interval_ms).await?,
+        };
+        let picture = s.picture.clone();
         let create = s.create_ms;
         let (board, sheet, jpg, vtt) = tokio::task::spawn_blocking(move || {
             let (rgb, w, h) = crate::thumbs::decode_rgb(&picture)?;
@@ -188,12 +231,41 @@ impl Storyboards {
         .await
         .map_err(|e| StoryboardError::Encode(e.to_string()))??;
         self.boards.lock().unwrap().insert(key, board);
-        let target = self.storage.target(s.domain, s.storage)?;
-        let dir = folder(s.app, s.stream);
-        let p = start / 1000;
         target.put_overwrite(&format!("{dir}/{p}-{sheet}.jpg"), Bytes::from(jpg)).await?;
         target.put_overwrite(&format!("{dir}/{p}.vtt"), Bytes::from(vtt)).await?;
         Ok(())
+    }
+}
+
+impl Storyboards {
+    /// The period's board as its files on `target` say, if it has any.
+    async fn read_back(
+        &self,
+        target: &crate::storage::Target,
+        dir: &str,
+        start: u64,
+        period_ms: u64,
+        interval_ms: u64,
+    ) -> Result<Option<Board>, StoryboardError> {
+        let p = start / 1000;
+        let vtt = match target.get(&format!("{dir}/{p}.vtt")).await {
+            Ok(v) => v,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let vtt = String::from_utf8_lossy(&vtt).into_owned();
+        let last = vtt.lines().rev().find_map(|l| l.split_once("#xywh=")).map(|(sheet, _)| sheet.to_owned());
+        let sheet = match &last {
+            Some(name) => target.get(&format!("{dir}/{name}")).await?,
+            None => Bytes::new(),
+        };
+        let board = tokio::task::spawn_blocking(move || Board::recover(start, period_ms, interval_ms, &vtt, &sheet))
+            .await
+            .map_err(|e| StoryboardError::Encode(e.to_string()))?;
+        if board.is_none() {
+            tracing::warn!(dir, period = p, "storyboard files not as written here: the period starts anew");
+        }
+        Ok(board)
     }
 }
 
@@ -221,6 +293,17 @@ mod tests {
         assert!(vtt.contains("00:02:00.000 --> 00:02:05.000\n3600-0.jpg#xywh=640,360,160,90\n"));
         assert!(vtt.ends_with("00:02:10.000 --> 00:02:15.000\n3600-1.jpg#xywh=160,0,160,90\n\n"));
         assert_eq!(cue_time(3_723_004), "01:02:03.004");
+        assert_eq!(parse_cue_time("01:02:03.004"), Some(3_723_004));
+        // Read back from what it wrote, it goes on where it was.
+        let sheet = b.encode_sheet().unwrap();
+        let mut back = Board::recover(3_600_000, 3_600_000, 5000, &vtt, &sheet).unwrap();
+        assert_eq!(back.tiles.len(), 27);
+        assert_eq!(back.add(3_600_000 + 27 * 5000, &grey, 320, 180), 1);
+        assert_eq!(back.vtt(), {
+            b.add(3_600_000 + 27 * 5000, &grey, 320, 180);
+            b.vtt()
+        });
+        assert!(Board::recover(3_600_000, 3_600_000, 5000, "WEBVTT\n\n00:00:00.000 --> x\nnope\n", &sheet).is_none());
         assert!(is_file_name("1700000000.vtt") && is_file_name("1700000000-3.jpg"));
         assert!(
             !is_file_name("../x.vtt") && !is_file_name("1-.jpg") && !is_file_name("1.jpg") && !is_file_name("a.vtt")

@@ -411,10 +411,12 @@ fn vtt_cues(vtt: &[u8]) -> Vec<(u64, u64, String)> {
 /// sprite sheets of the period's snapshots and a WebVTT mapping each
 /// snapshot's time range to its tile. webvtt-py reads the file; every cue
 /// starts at one snapshot's time, and its region of the sheet shows that
-/// snapshot's second (pixels); the API lists them with signed URLs.
+/// snapshot's second (pixels); the API lists them with signed URLs. The
+/// clip is pushed twice with a restart between: the storyboard is read
+/// back and goes on (no cue of the first push is lost).
 #[test]
 fn storyboards_map_each_snapshot_to_its_tile() {
-    let host = Host::start(&[DomainSpec::new("localhost")], 2);
+    let mut host = Host::start(&[DomainSpec::new("localhost")], 2);
     let tpl = serde_json::json!({"app_name": "board", "time_interval": 5, "storage": "store",
         "sequence_object": "{AppName}/{StreamName}/{UnixTimestampMs}.jpg", "storyboard": 60});
     let (status, body) = host.api("POST", "/v1/domains/localhost/snapshot-configs", Some(tpl.clone()));
@@ -429,12 +431,19 @@ fn storyboards_map_each_snapshot_to_its_tile() {
     );
 
     let clip = Clip::new(320, 180, 30, 1);
-    let out = ffmpeg_push(&clip.flv(), &host.rtmp_url("board/cam"), false);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let expected = clip.expected_seconds(5);
-    host.wait_for("the snapshots", Duration::from_secs(60), || {
-        host.snapshots("localhost", "board", Some("cam")).len() >= expected.len()
-    });
+    let once = clip.expected_seconds(5);
+    for round in 1..=2 {
+        if round == 2 {
+            host.restart();
+        }
+        let out = ffmpeg_push(&clip.flv(), &host.rtmp_url("board/cam"), false);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        host.wait_for("the snapshots", Duration::from_secs(60), || {
+            host.snapshots("localhost", "board", Some("cam")).len() >= once.len() * round
+        });
+    }
+    let mut expected = [once.clone(), once].concat();
+    expected.sort();
     let records = host.snapshots("localhost", "board", Some("cam"));
     // The second each capture shows, by its create time.
     let shown: std::collections::BTreeMap<u64, u32> = records
