@@ -48,19 +48,10 @@ fn main() {
     let keyframes = edgesnap::ingest::keyframe_jobs(tags.iter().filter(|t| t.kind == 9).map(|t| t.data.as_slice()));
     assert!(!keyframes.is_empty(), "no keyframes in {path}");
     let template = Arc::new(edgesnap::config::Template {
-        app_name: "*".into(),
-        time_interval_s: 5,
-        storage: "local".into(),
-        overwrite_object: Some("x.jpg".into()),
-        sequence_object: None,
-        callback: None,
-        jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
         width,
         height,
         format,
-        skip_blank: false,
-        storyboard_s: 0,
-        origin: edgesnap::config::Origin::File,
+        ..edgesnap::config::Template::plain("local", "x.jpg")
     });
     let infos: Vec<Arc<StreamInfo>> = (0..streams.max(1))
         .map(|i| {

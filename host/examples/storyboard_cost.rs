@@ -26,19 +26,8 @@ fn main() {
     let jobs = edgesnap::ingest::keyframe_jobs(tags.iter().filter(|t| t.kind == 9).map(|t| t.data.as_slice()));
     // The pictures, as the pool stores them.
     let template = Arc::new(edgesnap::config::Template {
-        app_name: "*".into(),
-        time_interval_s: 5,
-        storage: "local".into(),
-        overwrite_object: Some("x.jpg".into()),
-        sequence_object: None,
-        callback: None,
-        jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
-        width: 0,
-        height: 0,
-        format: Default::default(),
-        skip_blank: false,
         storyboard_s: 3600,
-        origin: edgesnap::config::Origin::File,
+        ..edgesnap::config::Template::plain("local", "x.jpg")
     });
     let info = Arc::new(StreamInfo::new(1, "d".into(), "live".into(), "s".into(), Some(template.clone())));
     let (tx, rx) = crossbeam_channel::bounded(16);

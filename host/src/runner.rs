@@ -186,17 +186,10 @@ fn name(policies: &Policies, plugin: &Plugin, c: &CaptureIn, t: &TemplateIn) -> 
     let template = Template {
         app_name: t.app_name.clone(),
         time_interval_s: t.time_interval,
-        storage: t.storage.clone(),
         overwrite_object: t.overwrite_object.clone(),
         sequence_object: t.sequence_object.clone(),
-        callback: None,
-        jpeg_quality: edgesnap::config::DEFAULT_JPEG_QUALITY,
-        width: 0,
-        height: 0,
-        format: Default::default(),
-        skip_blank: false,
-        storyboard_s: 0,
         origin: Origin::Api,
+        ..Template::plain(&t.storage, "")
     };
     let run = policies.run(plugin, &facts, &template);
     let out = json!({

@@ -39,22 +39,7 @@ fn job(session: u64, annexb: Vec<u8>) -> CaptureJob {
 }
 
 fn codec_job(session: u64, annexb: Vec<u8>) -> CaptureJob {
-    let template = edgesnap::config::Template {
-        app_name: "*".into(),
-        time_interval_s: 5,
-        storage: "local".into(),
-        overwrite_object: Some("x.jpg".into()),
-        sequence_object: None,
-        callback: None,
-        jpeg_quality: 85,
-        width: 0,
-        height: 0,
-        format: Default::default(),
-        skip_blank: false,
-        storyboard_s: 0,
-        origin: edgesnap::config::Origin::File,
-    };
-    let template = Arc::new(template);
+    let template = Arc::new(edgesnap::config::Template::plain("local", "x.jpg"));
     CaptureJob {
         info: Arc::new(StreamInfo::new(
             session,

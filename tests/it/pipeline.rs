@@ -325,13 +325,6 @@ fn templates_scale_and_store_webp() {
         let out = ffmpeg_push(&clip.flv(), &host.rtmp_url(&format!("{app}/cam")), false);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let fetch = |url: &str| {
-        let mut resp = agent.get(url).call().unwrap();
-        assert_eq!(resp.status().as_u16(), 200, "{url}");
-        let kind = resp.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
-        (kind, resp.body_mut().read_to_vec().unwrap())
-    };
     for (app, _, (w, h), ext) in cases {
         host.wait_for(&format!("3 snapshots of {app}/cam"), Duration::from_secs(60), || {
             host.snapshots("localhost", app, Some("cam")).len() >= 3
@@ -384,6 +377,16 @@ fn templates_scale_and_store_webp() {
     };
     let (q60, q95) = (first_size("webp"), first_size("webpq"));
     assert!(q95 > q60 * 3 / 2, "WebP at quality 95 is {q95} bytes, at 60 {q60}");
+}
+
+/// A signed URL's answer without a token (it must be 200): its
+/// Content-Type and body.
+fn fetch(url: &str) -> (String, Vec<u8>) {
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let mut resp = agent.get(url).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{url}");
+    let kind = resp.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+    (kind, resp.body_mut().read_to_vec().unwrap())
 }
 
 /// The cues of a WebVTT file as webvtt-py (`scripts/setup.sh` installs it)
@@ -453,13 +456,6 @@ fn storyboards_map_each_snapshot_to_its_tile() {
             (r["create_timestamp"].as_u64().unwrap(), decode(&jpg).grey_second())
         })
         .collect();
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let fetch = |url: &str| {
-        let mut resp = agent.get(url).call().unwrap();
-        assert_eq!(resp.status().as_u16(), 200, "{url}");
-        let kind = resp.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
-        (kind, resp.body_mut().read_to_vec().unwrap())
-    };
     // The last tile is written after its record: wait until every capture has a cue.
     let mut cues_seen = Vec::new();
     host.wait_for("a cue per snapshot", Duration::from_secs(20), || {

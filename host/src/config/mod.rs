@@ -337,6 +337,29 @@ pub struct Template {
 
 pub const DEFAULT_JPEG_QUALITY: u8 = 85;
 
+impl Template {
+    /// A template of every app with the defaults (5 s, JPG at 85, the
+    /// source's size, no storyboard, blank keyframes kept) that writes
+    /// `overwrite_object` on `storage`: for tools, benchmarks and tests.
+    pub fn plain(storage: &str, overwrite_object: &str) -> Template {
+        Template {
+            app_name: "*".into(),
+            time_interval_s: 5,
+            storage: storage.into(),
+            overwrite_object: Some(overwrite_object.into()),
+            sequence_object: None,
+            callback: None,
+            jpeg_quality: DEFAULT_JPEG_QUALITY,
+            width: 0,
+            height: 0,
+            format: ImageFormat::Jpg,
+            skip_blank: false,
+            storyboard_s: 0,
+            origin: Origin::File,
+        }
+    }
+}
+
 /// A domain's snapshot notification settings (docs/api.md, docs/callbacks.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notify {
