@@ -25,6 +25,11 @@ use crate::storage::{Storage, StorageError};
 pub const TILE_W: usize = 160;
 /// Tiles per sheet row and column.
 pub const GRID: usize = 5;
+/// The tallest tile (a very tall picture's is squeezed to it).
+const MAX_TILE_H: usize = 640;
+/// Most tiles a board takes (the template allows 1000 a period; a template
+/// changed mid-period to a shorter interval could ask for more).
+const MAX_TILES: usize = 2000;
 const QUALITY: u8 = 80;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,8 @@ pub enum StoryboardError {
     Encode(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("the period's storyboard is full ({MAX_TILES} snapshots)")]
+    Full,
 }
 
 /// One snapshot on a storyboard.
@@ -211,6 +218,12 @@ impl Storyboards {
             Some(b) => Some(b),
             None => self.read_back(&target, &dir, start, period_ms, interval_ms).await?,
         };
+        if let Some(full) = board.as_ref().filter(|b| b.tiles.len() >= MAX_TILES) {
+            tracing::debug!(dir, tiles = full.tiles.len(), "storyboard full");
+            // Kept, so the next capture of the period does not read it back again.
+            self.boards.lock().unwrap().insert(key, board.expect("checked above"));
+            return Err(StoryboardError::Full);
+        }
         let picture = s.picture.clone();
         let create = s.create_ms;
         let (board, sheet, jpg, vtt) = tokio::task::spawn_blocking(move || {
@@ -219,7 +232,7 @@ impl Storyboards {
                 period_start_ms: start,
                 period_ms,
                 interval_ms,
-                tile_h: ((TILE_W * h / w.max(1)).max(2) + 1) & !1,
+                tile_h: (((TILE_W * h / w.max(1)).max(2) + 1) & !1).min(MAX_TILE_H),
                 tiles: Vec::new(),
                 sheet: Vec::new(),
             });
