@@ -368,15 +368,16 @@ fn templates_scale_and_store_webp() {
     let first_size = |app: &str| {
         let out = ffmpeg_push(&crate::media::moving_flv(), &host.rtmp_url(&format!("{app}/tex")), false);
         assert!(out.status.success());
+        // All three (0, 5 and 10 s of the 12 s clip): two decoders may store them in any order.
         host.wait_for(&format!("{app}/tex"), Duration::from_secs(60), || {
-            !host.snapshots("localhost", app, Some("tex")).is_empty()
+            host.snapshots("localhost", app, Some("tex")).len() >= 3
         });
         let mut r = host.snapshots("localhost", app, Some("tex"));
         r.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
         r[0]["size"].as_u64().unwrap()
     };
     let (q60, q95) = (first_size("webp"), first_size("webpq"));
-    assert!(q95 > q60 * 3 / 2, "WebP at quality 95 is {q95} bytes, at 60 {q60}");
+    assert!(q95 > q60 * 5 / 4, "WebP at quality 95 is {q95} bytes, at 60 {q60}");
 }
 
 /// A signed URL's answer without a token (it must be 200): its
