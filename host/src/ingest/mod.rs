@@ -1,7 +1,8 @@
 //! RTMP ingest: accepts publishers, resolves their domain (docs/capture.md), parses
-//! FLV video (legacy and Enhanced RTMP) into H.264/HEVC configs and access
-//! units, and offers keyframes to the stream's capture schedule. It knows nothing of plugins or storage; due
-//! keyframes leave on the bounded capture queue.
+//! FLV video (legacy and Enhanced RTMP) into H.264/HEVC/AV1/VP9 configs and
+//! access units, and offers keyframes to the stream's capture schedule. It
+//! knows nothing of plugins or storage; due keyframes leave on the bounded
+//! capture queue.
 
 mod amf0;
 mod chunk;
