@@ -218,6 +218,10 @@ await page.locator("#upload-status").evaluate((e) => (e.textContent = ""));
 await page.dispatchEvent("#drop", "drop", { dataTransfer: dropped });
 await page.getByText(/^Accepted /).waitFor();
 const b = (await api("/v1/domains/localhost/plugins")).versions.map((v) => v.version).find((v) => v !== a);
+// A is of contract 1.0.0, B of 1.1.0: each row says which.
+for (const [v, contract] of [[a, "1.0.0"], [b, "1.1.0"]]) {
+  await page.locator(`tr[data-version="${v}"] td.contract`, { hasText: contract }).waitFor({ timeout: 5_000 });
+}
 await page.getByRole("button", { name: `Activate ${b.slice(0, 12)}` }).click();
 await page.locator("#active-version", { hasText: b.slice(0, 12) }).waitFor();
 await page.getByRole("button", { name: `Roll back to ${a.slice(0, 12)}` }).click();

@@ -83,7 +83,8 @@ enum PluginCmd {
     Run {
         file: PathBuf,
         /// {"capture": {domain, app, stream, create_timestamp_ms, sequence?, width?, height?,
-        /// mean_luma?, ahash?}, "template": {overwrite_object?, sequence_object?, ...}, "state"?: {k: v}}
+        /// mean_luma?, ahash?}, "template": {overwrite_object?, sequence_object?, format?, width?,
+        /// height?, jpeg_quality?, skip_blank?, storyboard?, ...}, "state"?: {k: v}}
         #[arg(long)]
         input: PathBuf,
     },

@@ -13,7 +13,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::json;
 
-use edgesnap::config::{Origin, Template};
+use edgesnap::config::{Origin, Template, check_format};
 use edgesnap::index::{Index, Record, RecordId};
 use edgesnap::media::FrameFacts;
 use edgesnap::policy::{CaptureFacts, DeletionQuestion, Limits, Plugin, Policies};
@@ -122,6 +122,27 @@ struct TemplateIn {
     storage: String,
     overwrite_object: Option<String>,
     sequence_object: Option<String>,
+    /// What a 1.1.0 plugin is also told (`output`); 1.0.0 plugins do not see them.
+    #[serde(default = "jpg")]
+    format: String,
+    #[serde(default)]
+    width: u32,
+    #[serde(default)]
+    height: u32,
+    #[serde(default = "quality")]
+    jpeg_quality: u8,
+    #[serde(default)]
+    skip_blank: bool,
+    #[serde(default)]
+    storyboard: u32,
+}
+
+fn jpg() -> String {
+    "jpg".into()
+}
+
+fn quality() -> u8 {
+    edgesnap::config::DEFAULT_JPEG_QUALITY
 }
 
 fn star() -> String {
@@ -159,11 +180,13 @@ pub(crate) fn run(file: &Path, input: &Path) -> anyhow::Result<bool> {
         let limits =
             json!({"fuel_limit": Limits::default().fuel, "memory_limit_bytes": Limits::default().memory_bytes});
         let (ok, mut out) = match (&input.capture, &input.template, &input.select_deletions) {
-            (Some(c), Some(t), None) => name(&policies, &plugin, c, t),
+            (Some(c), Some(t), None) => name(&policies, &plugin, c, t)?,
             (None, None, Some(d)) => deletions(&policies, &plugin, d)?,
             _ => anyhow::bail!("the input has either `capture` and `template`, or `select_deletions`"),
         };
-        out.as_object_mut().expect("an object").extend(limits.as_object().expect("an object").clone());
+        let out_fields = out.as_object_mut().expect("an object");
+        out_fields.extend(limits.as_object().expect("an object").clone());
+        out_fields.insert("contract".into(), json!(plugin.contract.as_str()));
         outln!("{}", serde_json::to_string_pretty(&out)?);
         anyhow::Ok(ok)
     })();
@@ -172,7 +195,12 @@ pub(crate) fn run(file: &Path, input: &Path) -> anyhow::Result<bool> {
 }
 
 /// One naming call: its placements, or its error.
-fn name(policies: &Policies, plugin: &Plugin, c: &CaptureIn, t: &TemplateIn) -> (bool, serde_json::Value) {
+fn name(
+    policies: &Policies,
+    plugin: &Plugin,
+    c: &CaptureIn,
+    t: &TemplateIn,
+) -> anyhow::Result<(bool, serde_json::Value)> {
     let facts = CaptureFacts {
         domain: &c.domain,
         app: &c.app,
@@ -188,6 +216,12 @@ fn name(policies: &Policies, plugin: &Plugin, c: &CaptureIn, t: &TemplateIn) -> 
         time_interval_s: t.time_interval,
         overwrite_object: t.overwrite_object.clone(),
         sequence_object: t.sequence_object.clone(),
+        format: check_format(&t.format).map_err(|e| anyhow::anyhow!("template: {e}"))?,
+        width: t.width,
+        height: t.height,
+        jpeg_quality: t.jpeg_quality,
+        skip_blank: t.skip_blank,
+        storyboard_s: t.storyboard,
         origin: Origin::Api,
         ..Template::plain(&t.storage, "")
     };
@@ -202,7 +236,7 @@ fn name(policies: &Policies, plugin: &Plugin, c: &CaptureIn, t: &TemplateIn) -> 
         "peak_memory_bytes": run.usage.peak_memory_bytes,
         "state_writes": run.state_writes.iter().map(|(k, v)| (k.clone(), json!(v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())))).collect::<serde_json::Map<_, _>>(),
     });
-    (run.result.is_ok(), out)
+    Ok((run.result.is_ok(), out))
 }
 
 /// One deletion question: the ids (and timestamps) selected, or the error.

@@ -58,7 +58,7 @@ fn the_console_in_a_real_browser() {
         .env("DOMAIN_TOKEN", minted["token"].as_str().unwrap())
         .env("SHOTS", &shots)
         .env("PLUGIN_A", plugins.join("keep_last.wasm"))
-        .env("PLUGIN_B", plugins.join("thin_by_age.wasm"))
+        .env("PLUGIN_B", plugins.join("rendition_folders.wasm"))
         .output_within(Duration::from_secs(600));
     stop.store(true, Ordering::SeqCst);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -159,6 +159,68 @@ fn local_runner_reports_output_usage_and_failure() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["error"].as_str().unwrap().contains("fuel"), "{v}");
     assert_eq!(v["fuel"], v["fuel_limit"]);
+    assert_eq!(v["contract"], "1.0.0");
+
+    // A 1.1.0 plugin is also given the template's output settings.
+    std::fs::write(
+        &input,
+        r#"{"capture": {"domain": "a.example", "app": "live", "stream": "cam1",
+            "create_timestamp_ms": 1764057600123, "sequence": 9, "width": 320, "height": 180},
+            "template": {"sequence_object": "{AppName}/{Sequence}.webp", "format": "webp", "width": 320,
+            "jpeg_quality": 60, "skip_blank": true, "storyboard": 3600}}"#,
+    )
+    .unwrap();
+    let out = run("rendition_folders");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["contract"], "1.1.0");
+    assert_eq!(v["placements"][0]["key"], "live/cam1/320x180-q60/9.webp");
+    assert_eq!(v["logs"][0], "info: webp asked 320x0 q60 skip-blank true storyboard 3600 s");
+}
+
+/// A plugin of contract 1.1.0 is told how the template stores the picture
+/// and names its renditions by it; a 1.0.0 plugin is served beside it.
+#[test]
+fn a_1_1_plugin_names_by_the_templates_output() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 1);
+    let (status, v) = upload(&host, example("date_folders"));
+    assert_eq!((status, v["contract"].as_str()), (201, Some("1.0.0")), "{v}");
+    let (status, v) = upload(&host, example("rendition_folders"));
+    assert_eq!((status, v["contract"].as_str()), (201, Some("1.1.0")), "{v}");
+    let version = v["version"].as_str().unwrap();
+    let (_, list) = host.api("GET", "/v1/domains/localhost/plugins", None);
+    let mut contracts: Vec<&str> =
+        list["versions"].as_array().unwrap().iter().map(|v| v["contract"].as_str().unwrap()).collect();
+    contracts.sort();
+    assert_eq!(contracts, ["1.0.0", "1.1.0"], "{list}");
+    assert_eq!(host.api("POST", &format!("/v1/domains/localhost/plugins/{version}/activate"), None).0, 200);
+
+    let tpl = serde_json::json!({"app_name": "wide", "time_interval": 5, "storage": "store", "format": "webp",
+        "width": 320, "jpeg_quality": 70, "sequence_object": "{AppName}/{StreamName}/{UnixTimestampMs}.webp"});
+    let (status, body) = host.api("POST", "/v1/domains/localhost/snapshot-configs", Some(tpl));
+    assert_eq!(status, 201, "{body}");
+    let clip = Clip::new(640, 360, 11, 1);
+    assert!(ffmpeg_push(&clip.flv(), &host.rtmp_url("wide/cam"), false).status.success());
+    host.wait_for("3 captures", Duration::from_secs(60), || {
+        host.snapshots("localhost", "wide", Some("cam")).len() >= 3
+    });
+    let mut records = host.snapshots("localhost", "wide", Some("cam"));
+    records.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
+    let keys: Vec<&str> = records.iter().map(|r| r["object"].as_str().unwrap()).collect();
+    let first = records[0]["sequence"].as_u64().unwrap();
+    let want: Vec<String> = (first..first + 3).map(|n| format!("wide/cam/320x180-q70/{n}.webp")).collect();
+    assert_eq!(keys, want);
+    let seconds: Vec<u32> = keys
+        .iter()
+        .map(|k| {
+            let bytes = host.objects("localhost").get(k);
+            assert_eq!(&bytes[8..12], b"WEBP", "{k}");
+            let pic = crate::media::decode_webp(&bytes);
+            assert_eq!((pic.width, pic.height), (320, 180), "{k}");
+            pic.grey_second()
+        })
+        .collect();
+    assert_eq!(seconds, clip.expected_seconds(5));
 }
 
 #[test]

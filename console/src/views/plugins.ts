@@ -1,5 +1,5 @@
 // Plugins: upload a component (drag and drop or a file picker), versions
-// with their conformance figures, activate / roll back, recent runs.
+// with their contract version and conformance figures, activate / roll back, recent runs.
 
 import { call, enc } from "../api";
 import { h, labelColumns, timeEl, toast } from "../ui";
@@ -8,6 +8,7 @@ interface Version {
   version: string;
   size: number;
   uploaded_time: string;
+  contract: string;
   conformance: { fuel: number; peak_memory_bytes: number };
   active: boolean;
   demoted: { time: string; reason: string } | null;
@@ -90,6 +91,7 @@ export async function pluginsPage(main: HTMLElement, domain: string): Promise<vo
         h("td", {}, h("code", { title: v.version }, v.version.slice(0, 12)), v.active ? h("strong", { class: "good" }, " active") : "", v.version === r.previous ? h("span", { class: "muted" }, " previous") : ""),
         h("td", {}, `${(v.size / 1024).toFixed(0)} KiB`),
         h("td", {}, timeEl(Date.parse(v.uploaded_time))),
+        h("td", { class: "contract" }, v.contract),
         h("td", {}, `${v.conformance.fuel} fuel, ${(v.conformance.peak_memory_bytes / 1024).toFixed(0)} KiB`),
         h("td", {}, v.demoted ? h("span", { class: "bad" }, "demoted ", timeEl(Date.parse(v.demoted.time)), `: ${v.demoted.reason}`) : "—"),
         h("td", {}, v.active ? "" : h("span", { class: "row" }, act, del)),
@@ -102,7 +104,7 @@ export async function pluginsPage(main: HTMLElement, domain: string): Promise<vo
       labelColumns(h(
         "table",
         { class: "responsive", id: "versions" },
-        h("thead", {}, h("tr", {}, ...["Version", "Size", "Uploaded", "Conformance", "Last demotion", ""].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ...["Version", "Size", "Uploaded", "Contract", "Conformance", "Last demotion", ""].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, ...rows),
       )),
     );

@@ -47,6 +47,7 @@ fn view(version: &str, doc: &PluginDoc, active: bool) -> Value {
         "version": version,
         "size": doc.size,
         "uploaded_time": iso_ms(doc.uploaded_ms),
+        "contract": doc.contract,
         "conformance": {"fuel": doc.fuel, "peak_memory_bytes": doc.peak_memory_bytes},
         "active": active,
         "demoted": doc.demoted.as_ref().map(|d| json!({"time": iso_ms(d.time_ms), "reason": d.reason})),
@@ -73,9 +74,9 @@ pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<R
     let v = version.clone();
     let data = bytes.clone();
     let d = domain.to_owned();
-    let usage = tokio::task::spawn_blocking(move || {
+    let (contract, usage) = tokio::task::spawn_blocking(move || {
         let plugin = policies.load(&v, &data)?;
-        policies.conformance(&plugin, &d)
+        Ok::<_, PolicyError>((plugin.contract, policies.conformance(&plugin, &d)?))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
@@ -89,6 +90,7 @@ pub(super) async fn upload(api: &Api, domain: &str, call: &mut Call) -> Result<R
         uploaded_ms: crate::unix_ms(),
         fuel: usage.fuel,
         peak_memory_bytes: usage.peak_memory_bytes as u64,
+        contract: contract.as_str().to_owned(),
         demoted: None,
     };
     let created = api.tenants.add_plugin(domain, &version, doc.clone()).await.inspect_err(|e| {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use template::{ImageFormat, RuleError};
+pub use template::{ImageFormat, RuleError, check_format};
 
 /// A config the host can run with.
 #[derive(Debug, Clone)]

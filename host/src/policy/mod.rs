@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config as EngineConfig, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -30,13 +31,30 @@ use crate::config::Template;
 use crate::index::{Index, Record, RecordId};
 use crate::metrics::Metrics;
 
+/// `edgesnap:policy@1.0.0` (`wit/policy.wit`).
 mod bindings {
     wasmtime::component::bindgen!({ world: "policy", path: "../wit" });
+}
+
+/// `edgesnap:policy@1.1.0` (`wit/1.1/policy.wit`): 1.0.0's interfaces,
+/// whose generated types and host functions are 1.0.0's (a unit test checks
+/// the two files state them alike), and `output`, passed to `name`.
+mod bindings_1_1 {
+    wasmtime::component::bindgen!({
+        world: "policy",
+        path: "../wit/1.1",
+        with: {
+            "edgesnap:policy/types": super::bindings::edgesnap::policy::types,
+            "edgesnap:policy/state": super::bindings::edgesnap::policy::state,
+            "edgesnap:policy/log": super::bindings::edgesnap::policy::log,
+        },
+    });
 }
 
 use bindings::edgesnap::policy::log::Level;
 use bindings::edgesnap::policy::types as wit;
 use bindings::{Policy, PolicyPre};
+use bindings_1_1::edgesnap::policy::output as wit_output;
 
 /// The default plugin, built from `plugins/default-policy` by build.rs.
 pub const DEFAULT_PLUGIN: &[u8] = include_bytes!(env!("DEFAULT_POLICY_WASM"));
@@ -95,7 +113,33 @@ pub struct CaptureFacts<'a> {
 pub struct Plugin {
     /// "default" or the sha256 of the component.
     pub version: String,
-    pre: PolicyPre<Ctx>,
+    /// The version of `wit/` it was built against.
+    pub contract: Contract,
+    pre: Pre,
+}
+
+/// The contract versions the host serves, each a world of `wit/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// `edgesnap:policy@1.0.0`.
+    V1_0,
+    /// `edgesnap:policy@1.1.0`: `name` is also given the template's `output`.
+    V1_1,
+}
+
+impl Contract {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V1_0 => "1.0.0",
+            Contract::V1_1 => "1.1.0",
+        }
+    }
+}
+
+/// A plugin's instance template, of its contract's world.
+enum Pre {
+    V1_0(PolicyPre<Ctx>),
+    V1_1(bindings_1_1::PolicyPre<Ctx>),
 }
 
 pub struct Policies {
@@ -235,7 +279,11 @@ impl Policies {
             .map_err(|e| PolicyError::Engine(e.to_string()))?;
         let mut linker = Linker::<Ctx>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        // 1.0.0's interfaces serve 1.1.0's imports of them too (the linker
+        // matches semver-compatible names); 1.1.0 adds `output`.
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |c| c).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        wit_output::add_to_linker::<_, HasSelf<_>>(&mut linker, |c| c)
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
         let default = Arc::new(load(&engine, &linker, "default", DEFAULT_PLUGIN)?);
         Ok(Policies {
             engine,
@@ -452,7 +500,6 @@ impl Policies {
     ) -> Result<Deletions, PolicyError> {
         let version = &plugin.version;
         let call_err = |e: wasmtime::Error| call_error(version, &e);
-        let instance = plugin.pre.instantiate(&mut *store).map_err(call_err)?;
         let shown = |r: &Record| wit::StoredSnapshot {
             id: r.id.to_string(),
             create_timestamp_ms: r.create_timestamp_ms,
@@ -466,10 +513,22 @@ impl Policies {
             items: q.items.iter().map(shown).collect(),
             newer: q.newer.map(shown),
         };
-        let out = instance
-            .call_select_deletions(&mut *store, &stream, &page, q.now_ms)
-            .map_err(call_err)?
-            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message, 1000) })?;
+        let out = match &plugin.pre {
+            Pre::V1_0(pre) => pre.instantiate(&mut *store).map_err(call_err)?.call_select_deletions(
+                &mut *store,
+                &stream,
+                &page,
+                q.now_ms,
+            ),
+            Pre::V1_1(pre) => pre.instantiate(&mut *store).map_err(call_err)?.call_select_deletions(
+                &mut *store,
+                &stream,
+                &page,
+                q.now_ms,
+            ),
+        }
+        .map_err(call_err)?
+        .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message, 1000) })?;
         let mut ids = Vec::with_capacity(out.ids.len());
         for id in &out.ids {
             match RecordId::parse(id).filter(|id| q.items.iter().any(|r| r.id == *id)) {
@@ -526,7 +585,6 @@ impl Policies {
     ) -> Result<Vec<Placement>, PolicyError> {
         let version = &plugin.version;
         let call_err = |e: wasmtime::Error| call_error(version, &e);
-        let instance = plugin.pre.instantiate(&mut *store).map_err(call_err)?;
         let capture = wit::Capture {
             domain: facts.domain.to_owned(),
             app: facts.app.to_owned(),
@@ -537,17 +595,32 @@ impl Policies {
             height: facts.height,
             frame: wit::FrameFacts { mean_luma: facts.frame.mean_luma, ahash: facts.frame.ahash },
         };
-        let template = wit::Template {
+        let shown = wit::Template {
             app_name: template.app_name.clone(),
             time_interval: template.time_interval_s,
             storage: template.storage.clone(),
             overwrite_object: template.overwrite_object.clone(),
             sequence_object: template.sequence_object.clone(),
         };
-        let out = instance
-            .call_name(&mut *store, &capture, &template)
-            .map_err(call_err)?
-            .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message, 1000) })?;
+        let out = match &plugin.pre {
+            Pre::V1_0(pre) => pre.instantiate(&mut *store).map_err(call_err)?.call_name(&mut *store, &capture, &shown),
+            Pre::V1_1(pre) => {
+                let output = wit_output::Output {
+                    format: match template.format {
+                        crate::config::ImageFormat::Jpg => wit_output::ImageFormat::Jpg,
+                        crate::config::ImageFormat::Webp => wit_output::ImageFormat::Webp,
+                    },
+                    width: template.width,
+                    height: template.height,
+                    jpeg_quality: template.jpeg_quality,
+                    skip_blank: template.skip_blank,
+                    storyboard_seconds: template.storyboard_s,
+                };
+                pre.instantiate(&mut *store).map_err(call_err)?.call_name(&mut *store, &capture, &shown, output)
+            }
+        }
+        .map_err(call_err)?
+        .map_err(|message| PolicyError::Refused { version: version.clone(), message: clip(&message, 1000) })?;
         let max = store.data().budget.max_placements;
         if out.len() > max {
             return Err(PolicyError::BadOutput {
@@ -672,6 +745,64 @@ mod tests {
             let named = p.name(&facts, &t).unwrap().placements;
             assert_eq!(named, vec![Placement { key: "live/remember/1-0.jpg".into(), overwrite: false }]);
         }
+    }
+
+    /// 1.1.0's bindings reuse 1.0.0's for `types`, `state` and `log`, so the
+    /// two files must state those interfaces alike (and semver says a
+    /// published interface never changes).
+    #[test]
+    fn contract_1_1_restates_the_1_0_interfaces_unchanged() {
+        let v1_0 = include_str!("../../../wit/policy.wit");
+        let v1_1 = include_str!("../../../wit/1.1/policy.wit");
+        let interface = |src: &'static str, name: &str| {
+            let start = src.find(&format!("\ninterface {name} {{")).expect("the interface");
+            &src[start..start + src[start..].find("\n}\n").expect("its end")]
+        };
+        for name in ["types", "state", "log"] {
+            assert_eq!(interface(v1_0, name), interface(v1_1, name), "interface {name}");
+        }
+        assert!(!v1_0.contains("\ninterface output {") && v1_1.contains("\ninterface output {"));
+    }
+
+    /// A component's contract is told by its `name` export; a 1.1.0 plugin
+    /// is given the template's output settings, a 1.0.0 one still works.
+    #[test]
+    fn each_contract_version_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&dir.path().join("i.redb")).unwrap());
+        let p = Policies::new(index, Limits::default(), Arc::new(Metrics::new()), None).unwrap();
+        let renditions = p.load("renditions", &example("rendition_folders")).unwrap();
+        assert_eq!(renditions.contract, Contract::V1_1);
+        p.conformance(&renditions, "a.example").unwrap();
+        let dates = p.load("dates", &example("date_folders")).unwrap();
+        assert_eq!((dates.contract, p.default.contract), (Contract::V1_0, Contract::V1_0));
+        let facts = CaptureFacts {
+            domain: "a.example",
+            app: "live",
+            stream: "cam1",
+            create_timestamp_ms: 1_764_057_600_123,
+            sequence: 3,
+            width: 320,
+            height: 180,
+            frame: Default::default(),
+        };
+        let t = Template {
+            format: crate::config::ImageFormat::Webp,
+            width: 320,
+            jpeg_quality: 70,
+            skip_blank: true,
+            storyboard_s: 3600,
+            ..template(None, Some("{AppName}/{StreamName}/{Sequence}.webp"))
+        };
+        let run = p.run(&renditions, &facts, &t);
+        assert_eq!(
+            run.result.unwrap(),
+            vec![Placement { key: "live/cam1/320x180-q70/3.webp".into(), overwrite: false }]
+        );
+        assert_eq!(run.logs, vec!["info: webp asked 320x0 q70 skip-blank true storyboard 3600 s"]);
+        let jpg = Template { format: crate::config::ImageFormat::Jpg, ..t };
+        assert_eq!(p.run(&renditions, &facts, &jpg).result.unwrap()[0].key, "live/cam1/320x180-q70/3.jpg");
+        assert_eq!(p.run(&dates, &facts, &jpg).result.unwrap()[0].key, "live/cam1/2025/11/25/080000-3.jpg");
     }
 
     #[test]

@@ -70,6 +70,8 @@ impl WasiView for Ctx {
 
 impl wit::Host for Ctx {}
 
+impl wit_output::Host for Ctx {}
+
 impl bindings::edgesnap::policy::state::Host for Ctx {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
         if let Some(v) = self.staged.get(&key) {
@@ -224,10 +226,23 @@ pub(super) fn with_memory_note<T>(result: Result<T, PolicyError>, store: &Store<
     }
 }
 
+/// Compiles a component and checks it against the contract its `name`
+/// export is of: 1.1.0 when it takes the `output` record, else 1.0.0.
 pub(super) fn load(engine: &Engine, linker: &Linker<Ctx>, version: &str, bytes: &[u8]) -> Result<Plugin, PolicyError> {
-    let err = |e: wasmtime::Error| PolicyError::Load { version: version.to_owned(), why: format!("{e:#}") };
-    let component = Component::new(engine, bytes).map_err(err)?;
+    let component = Component::new(engine, bytes)
+        .map_err(|e| PolicyError::Load { version: version.to_owned(), why: format!("{e:#}") })?;
+    let takes_output = component.component_type().exports(engine).any(|(name, item)| {
+        name == "name" && matches!(item.ty, ComponentItem::ComponentFunc(f) if f.params().len() == 3)
+    });
+    let contract = if takes_output { Contract::V1_1 } else { Contract::V1_0 };
+    let err = |e: wasmtime::Error| PolicyError::Load {
+        version: version.to_owned(),
+        why: format!("as a component of edgesnap:policy@{}: {e:#}", contract.as_str()),
+    };
     let instance_pre = linker.instantiate_pre(&component).map_err(err)?;
-    let pre = PolicyPre::new(instance_pre).map_err(err)?;
-    Ok(Plugin { version: version.to_owned(), pre })
+    let pre = match contract {
+        Contract::V1_0 => Pre::V1_0(PolicyPre::new(instance_pre).map_err(err)?),
+        Contract::V1_1 => Pre::V1_1(bindings_1_1::PolicyPre::new(instance_pre).map_err(err)?),
+    };
+    Ok(Plugin { version: version.to_owned(), contract, pre })
 }

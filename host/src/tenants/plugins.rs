@@ -12,9 +12,17 @@ pub struct PluginDoc {
     /// What its conformance run used.
     pub fuel: u64,
     pub peak_memory_bytes: u64,
+    /// The contract version it was built against (`wit/`); versions
+    /// uploaded before 1.1.0 existed are of 1.0.0.
+    #[serde(default = "contract_1_0")]
+    pub contract: String,
     /// Why and when it was last demoted, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demoted: Option<Demotion>,
+}
+
+fn contract_1_0() -> String {
+    "1.0.0".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
