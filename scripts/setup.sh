@@ -15,6 +15,7 @@ apt_packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   ffmpeg nginx libnginx-mod-rtmp chromium
   prometheus systemd binutils
+  python3-gst-1.0 gir1.2-gst-rtsp-server-1.0
 )
 missing=()
 for p in "${apt_packages[@]}"; do

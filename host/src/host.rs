@@ -24,7 +24,7 @@ use crate::index::{Index, IndexError};
 use crate::metrics::Metrics;
 use crate::policy::{PluginCatalog, PluginStore, Policies, PolicyError};
 use crate::tenants::{CatalogError, ChangeError, Tenants};
-use crate::{api, datadir, ingest, listen, media, notify, retention, snapshot, spool, store, urls};
+use crate::{api, datadir, ingest, listen, media, notify, retention, snapshot, sources, spool, store, urls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -200,6 +200,8 @@ impl Host {
         let decoders =
             media::start(media::PoolOptions { workers: server.decoder_workers }, jobs_rx, decoded_tx, metrics.clone())?;
         let ingest = ingest::Ingest::new(settings.clone(), jobs_tx, metrics.clone());
+        // Pull sources run with ingest's tasks: they stop with it, before the decoders drain.
+        let sources = sources::Sources::new(ingest.clone(), settings.clone(), stages.ingest.tasks.clone());
 
         let notifier = notify::Notifier::new(index.clone(), settings.clone(), urls.clone(), metrics.clone())?;
         stages.notify.spawn(notifier.clone().run(stages.notify.stop.clone()));
@@ -271,6 +273,7 @@ impl Host {
             index: index.clone(),
             storage,
             ingest: ingest.clone(),
+            sources: sources.clone(),
             metrics: metrics.clone(),
             policies,
             plugins,
@@ -285,6 +288,7 @@ impl Host {
         s.spawn(path.run(decoded_rx, s.tasks.clone()));
         let i = &stages.ingest;
         i.spawn(ingest.clone().run(rtmp, i.stop.clone(), i.tasks.clone()));
+        i.spawn(sources.run(i.stop.clone()));
         stages.http.spawn(api.run(http, stages.http.stop.clone()));
 
         let listening = server.data_dir.join(listen::LISTENING_FILE);

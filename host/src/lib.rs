@@ -26,6 +26,7 @@ pub mod notify;
 pub mod policy;
 pub mod retention;
 pub mod snapshot;
+pub mod sources;
 pub mod spool;
 pub mod storage;
 pub mod store;

@@ -111,6 +111,8 @@ pub struct DomainSpec {
     pub publish_auth: Option<String>,
     /// The body of `[domains."name".plugin_limits]`, as TOML.
     pub plugin_limits: Option<&'static str>,
+    /// Pull sources: the body of each `[[domains."name".sources]]`, as TOML.
+    pub sources: Vec<String>,
 }
 
 impl DomainSpec {
@@ -124,6 +126,7 @@ impl DomainSpec {
             s3_credentials_file: false,
             publish_auth: None,
             plugin_limits: None,
+            sources: Vec::new(),
         }
     }
 }
@@ -448,6 +451,9 @@ impl Host {
             }
             if let Some(limits) = d.plugin_limits {
                 config += &format!("[domains.\"{n}\".plugin_limits]\n{limits}\n", n = d.name);
+            }
+            for source in &d.sources {
+                config += &format!("[[domains.\"{n}\".sources]]\n{source}\n", n = d.name);
             }
             match d.s3 {
                 None => {

@@ -30,3 +30,4 @@ mod pipeline;
 mod plugins;
 mod query;
 mod sessions;
+mod sources;

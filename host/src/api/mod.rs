@@ -10,6 +10,7 @@ mod error;
 mod fleet;
 mod plugins;
 mod snapshots;
+mod sources;
 mod storyboards;
 mod streams;
 
@@ -57,6 +58,8 @@ pub struct Api {
     pub index: Arc<Index>,
     pub storage: Arc<Storage>,
     pub ingest: Arc<Ingest>,
+    /// The pull sources and their state.
+    pub sources: Arc<crate::sources::Sources>,
     pub metrics: Arc<Metrics>,
     pub policies: Arc<crate::policy::Policies>,
     pub plugins: Arc<crate::policy::PluginStore>,
@@ -138,6 +141,11 @@ enum Op {
     Reconcile,
     SnapshotImage,
     ListStreams,
+    ListSources,
+    AddSource,
+    GetSource,
+    PutSource,
+    DeleteSource,
     LatestImage,
     SnapshotNow,
     ListPlugins,
@@ -216,6 +224,11 @@ const ROUTES: &[RouteDef] = &[
     r("POST", "/v1/domains/{domain}/snapshots/reconcile", Op::Reconcile, Access::Domain),
     r("GET", "/v1/domains/{domain}/snapshots/{id}.jpg", Op::SnapshotImage, Access::SignedOrDomain),
     r("GET", "/v1/domains/{domain}/streams", Op::ListStreams, Access::Domain),
+    r("GET", "/v1/domains/{domain}/sources", Op::ListSources, Access::Domain),
+    r("POST", "/v1/domains/{domain}/sources", Op::AddSource, Access::Domain),
+    r("GET", "/v1/domains/{domain}/sources/{app}/{stream}", Op::GetSource, Access::Domain),
+    r("PUT", "/v1/domains/{domain}/sources/{app}/{stream}", Op::PutSource, Access::Domain),
+    r("DELETE", "/v1/domains/{domain}/sources/{app}/{stream}", Op::DeleteSource, Access::Domain),
     r("GET", "/v1/domains/{domain}/stream-names", Op::StreamNames, Access::Domain),
     r("GET", "/v1/domains/{domain}/thumbs/{id}.jpg", Op::Thumbnail, Access::SignedOrDomain),
     r("GET", "/v1/domains/{domain}/streams/{app}/{stream}/latest.jpg", Op::LatestImage, Access::Domain),
@@ -582,6 +595,11 @@ impl Api {
             Op::DeleteSnapshots => snapshots::delete(self, d, &mut call).await,
             Op::SnapshotImage => snapshots::image_by_id(self, d, &call).await,
             Op::ListStreams => streams::list(self, d),
+            Op::ListSources => sources::list(self, d),
+            Op::AddSource => sources::add(self, d, &mut call).await,
+            Op::GetSource => sources::get(self, d, &call),
+            Op::PutSource => sources::put(self, d, &mut call).await,
+            Op::DeleteSource => sources::delete(self, d, &call).await,
             Op::StreamNames => streams::names(self, d, &call),
             Op::Thumbnail => snapshots::thumbnail(self, d, &call).await,
             Op::LatestImage => snapshots::latest_image(self, d, &call).await,

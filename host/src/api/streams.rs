@@ -44,6 +44,7 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
                 "keyframes_rejected": st.rejected.load(Ordering::Relaxed),
                 "keyframes_blank": st.blank.load(Ordering::Relaxed),
                 "peer": s.info.peer.map(|p| p.to_string()),
+                "source": api.sources.get(domain, &s.info.app, &s.info.stream).map(|v| super::sources::view(&v)),
                 "bitrate_bps": health.bitrate_bps as u64,
                 "fps": health.fps,
                 "gop_ms": st.gop_ms.load(Ordering::Relaxed),

@@ -5,6 +5,7 @@
 //! API takes the same fields in its JSON bodies, keeps what it makes in redb
 //! in this form, and validates it with the same functions (see `tenants`).
 
+pub mod source;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use source::{RawSource, Source, SourceMode, validate_source};
 pub use template::{ImageFormat, RuleError, check_format};
 
 /// A config the host can run with.
@@ -236,6 +238,8 @@ pub struct Domain {
     pub notify: Option<Notify>,
     /// The operator's changes to this domain's plugin limits.
     pub plugin_limits: PluginOverrides,
+    /// Pull sources (docs/sources.md).
+    pub sources: Vec<Source>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -568,6 +572,8 @@ pub struct RawDomain {
     /// The operator's changes to the plugin limits for this domain.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "object_only")]
     pub plugin_limits: Option<RawPluginLimits>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<RawSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -998,7 +1004,19 @@ pub fn validate_domain(name: &str, d: &RawDomain, path: &str, origin: Origin) ->
         None => PluginOverrides::default(),
         Some(raw) => validate_plugin_limits(raw, &join(path, "plugin_limits"))?,
     };
-    Ok(Domain { name: name.to_owned(), origin, publish_auth, storage, templates, notify: None, plugin_limits })
+    let mut sources: Vec<Source> = Vec::new();
+    for (i, s) in d.sources.iter().enumerate() {
+        let spath = join(path, &format!("sources[{i}]"));
+        let source = source::validate_source(s, &spath, origin)?;
+        if sources.iter().any(|o| (&o.app, &o.stream) == (&source.app, &source.stream)) {
+            return Err(ConfigError::new(
+                join(&spath, "stream"),
+                format!("{}/{} already has a source in this domain", source.app, source.stream),
+            ));
+        }
+        sources.push(source);
+    }
+    Ok(Domain { name: name.to_owned(), origin, publish_auth, storage, templates, notify: None, plugin_limits, sources })
 }
 
 /// A table written as a table: serde would also take a struct written as an

@@ -145,7 +145,7 @@ fn parse_enhanced(tag: &Bytes, b0: u8) -> Result<VideoTag, FlvError> {
     }
 }
 
-fn parse_config(codec: Codec, rec: &[u8]) -> Result<VideoConfig, FlvError> {
+pub(crate) fn parse_config(codec: Codec, rec: &[u8]) -> Result<VideoConfig, FlvError> {
     let bad = |why| FlvError::BadConfig(codec, why);
     match codec {
         Codec::H264 => parse_avcc(rec).map_err(bad),

@@ -32,6 +32,11 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(10);
 
 pub use crate::stream::StreamKey;
 
+/// What the sources stage shares with a push: a configuration record
+/// checked as ingest checks one, and keyframes checked and made into jobs
+/// by the same code.
+pub(crate) use flv::{VideoConfig, keyframe_job, parse_config as video_config};
+
 /// The decoder jobs a publisher's video tag bodies would make of every
 /// keyframe, as a session makes them (for tools such as the `floor`
 /// benchmark): the codec and the job. Tags that do not parse, and
@@ -302,7 +307,16 @@ impl Ingest {
         }
     }
 
-    fn new_session_id(&self) -> u64 {
+    /// The capture queue's send side, for streams not from a connection.
+    pub(crate) fn capture_queue(&self) -> Sender<CaptureJob> {
+        self.queue.clone()
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub(crate) fn new_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 

@@ -16,6 +16,7 @@
 
 mod facts;
 mod pipeline;
+pub mod pull;
 mod range;
 
 pub use crate::codec::Codec;

@@ -89,6 +89,8 @@ pub(super) struct Catalog {
     pub(super) notify: BTreeMap<String, RawNotify>,
     pub(super) tokens: BTreeMap<(String, String), TokenDoc>,
     pub(super) plugins: BTreeMap<(String, String), PluginDoc>,
+    /// Pull sources by (domain, "app/stream").
+    pub(super) sources: BTreeMap<(String, String), crate::config::RawSource>,
     pub(super) active_plugins: BTreeMap<String, String>,
     /// The version active before the active one, per domain: where a
     /// demotion goes (absent: the default).
@@ -132,6 +134,7 @@ impl Catalog {
             }
             TOKEN => drop(self.tokens.insert((domain, name), decode(&what, bytes)?)),
             PLUGIN => drop(self.plugins.insert((domain, name), decode(&what, bytes)?)),
+            SOURCE => drop(self.sources.insert((domain, name), decode(&what, bytes)?)),
             PLUGIN_ACTIVE => drop(self.active_plugins.insert(domain, decode(&what, bytes)?)),
             PLUGIN_PREVIOUS => drop(self.previous_plugins.insert(domain, decode(&what, bytes)?)),
             other => tracing::warn!(kind = other, "unknown catalog entry kind; ignored"),
@@ -146,6 +149,7 @@ impl Catalog {
         self.notify.remove(name);
         self.tokens.retain(|(d, _), _| d != name);
         self.plugins.retain(|(d, _), _| d != name);
+        self.sources.retain(|(d, _), _| d != name);
         self.active_plugins.remove(name);
         self.previous_plugins.remove(name);
     }

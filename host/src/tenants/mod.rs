@@ -25,6 +25,7 @@ use crate::tokens::{constant_time_eq, hash_token};
 
 mod catalog;
 mod plugins;
+mod sources;
 use catalog::Catalog;
 pub use catalog::{CatalogAccept, CatalogError, CatalogStore, CatalogWrite, reseal};
 pub use plugins::{Demotion, PluginDoc};
@@ -36,6 +37,7 @@ const TOKEN: &str = "token";
 const PLUGIN: &str = "plugin";
 const PLUGIN_ACTIVE: &str = "plugin-active";
 const PLUGIN_PREVIOUS: &str = "plugin-previous";
+const SOURCE: &str = "source";
 
 /// Fields a template update may name.
 const TEMPLATE_FIELDS: &[&str] = &[
@@ -136,6 +138,19 @@ fn effective(file: &Config, cat: &Catalog) -> (Config, Vec<String>) {
         match config::validate_template(raw, &d.storage, domain, Origin::Api) {
             Ok(t) => d.templates.push(Arc::new(t)),
             Err(e) => warnings.push(format!("template {domain}/{app} made through the API is invalid now ({e})")),
+        }
+    }
+    for ((domain, name), raw) in &cat.sources {
+        let Some(d) = domains.get_mut(domain) else { continue };
+        if d.sources.iter().any(|s| format!("{}/{}", s.app, s.stream) == *name) {
+            warnings.push(format!(
+                "source {domain}/{name} is named by the config file, which wins over its API definition"
+            ));
+            continue;
+        }
+        match config::validate_source(raw, "", Origin::Api) {
+            Ok(s) => d.sources.push(s),
+            Err(e) => warnings.push(format!("source {domain}/{name} made through the API is invalid now ({e})")),
         }
     }
     for (domain, raw) in &cat.notify {

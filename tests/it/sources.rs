@@ -1,0 +1,331 @@
+//! Pull sources through the real host: RTSP served by GStreamer's RTSP
+//! server library (a small script run with Debian's python3), pulled over
+//! TCP and UDP, with and without credentials; what they store is checked by
+//! its pixels, as for pushes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{DomainSpec, Host};
+use crate::media::{Clip, Video, decode};
+
+/// GStreamer's RTSP server on 127.0.0.1 (port 0: the OS picks): prints the bound port,
+/// then one line per client that connects. With a user and password,
+/// only they may play.
+const RTSP_SERVER: &str = r#"
+import sys, gi
+gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0')
+from gi.repository import Gst, GstRtspServer, GLib
+Gst.init(None)
+launch, user, password, port = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+server = GstRtspServer.RTSPServer()
+server.set_address("127.0.0.1")
+server.set_service(port)
+factory = GstRtspServer.RTSPMediaFactory()
+factory.set_launch(launch)
+factory.set_shared(False)
+if user:
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+    server.set_auth(auth)
+    permissions = GstRtspServer.RTSPPermissions()
+    permissions.add_role_from_structure(Gst.Structure.new_empty("viewer"))
+    permissions.add_permission_for_role("viewer", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
+    permissions.add_permission_for_role("viewer", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
+    factory.set_permissions(permissions)
+server.get_mount_points().add_factory("/cam", factory)
+server.connect("client-connected", lambda s, c: print("client", flush=True))
+server.attach(None)
+print(server.get_bound_port(), flush=True)
+GLib.MainLoop().run()
+"#;
+
+/// A running RTSP server serving one file at `/cam`, in real time.
+pub struct RtspServer {
+    child: Child,
+    pub port: u16,
+    lines: std::sync::mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl RtspServer {
+    /// Serves an MPEG-TS file of `codec`, optionally behind basic auth.
+    pub fn start(ts: &Path, codec: Video, auth: Option<(&str, &str)>) -> RtspServer {
+        RtspServer::start_on(ts, codec, auth, 0)
+    }
+
+    /// The same, on a given port (0: the OS picks; else one this test had).
+    pub fn start_on(ts: &Path, codec: Video, auth: Option<(&str, &str)>, port: u16) -> RtspServer {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("rtsp_server.py");
+        std::fs::write(&script, RTSP_SERVER).unwrap();
+        let (parse, pay) = match codec {
+            Video::H264 => ("h264parse", "rtph264pay"),
+            _ => ("h265parse", "rtph265pay"),
+        };
+        let launch = format!(
+            "( filesrc location={} ! tsdemux ! {parse} ! {pay} name=pay0 pt=96 config-interval=-1 )",
+            ts.display()
+        );
+        let (user, password) = auth.unwrap_or(("", ""));
+        // Debian's python3 has the GObject bindings (scripts/setup.sh installs them).
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .args([launch.as_str(), user, password, &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start /usr/bin/python3 with the RTSP server");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let port = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the RTSP server prints its port")
+            .trim()
+            .parse()
+            .expect("a port");
+        RtspServer { child, port, lines, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+
+    /// Clients that connected so far.
+    pub fn clients(&self) -> usize {
+        self.lines.try_iter().filter(|l| l == "client").count()
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The clip as MPEG-TS, as a camera's server would stream it.
+pub fn ts_of(clip: &Clip) -> PathBuf {
+    let flv = clip.flv();
+    let ts = flv.with_extension("ts");
+    if !ts.exists() {
+        let tmp = flv.with_extension("ts.part");
+        let ffmpeg = if clip.codec == Video::H264 { PathBuf::from("ffmpeg") } else { crate::media::ffmpeg9() };
+        let out = Command::new(ffmpeg)
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+            .arg(&flv)
+            .args(["-c", "copy", "-f", "mpegts"])
+            .arg(&tmp)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::rename(&tmp, &ts).unwrap();
+    }
+    ts
+}
+
+fn source(url: &str, stream: &str, extra: &str) -> String {
+    format!("url = \"{url}\"\napp = \"cams\"\nstream = \"{stream}\"\n{extra}")
+}
+
+/// The seconds shown by a stream's stored sequential snapshots, in capture order.
+fn seconds(host: &Host, stream: &str) -> Vec<u32> {
+    let mut records: Vec<Value> =
+        host.snapshots("localhost", "cams", Some(stream)).into_iter().filter(|r| r["is_overlay"] == false).collect();
+    records.sort_by_key(|r| r["create_timestamp"].as_u64().unwrap());
+    records
+        .iter()
+        .map(|r| decode(&host.objects("localhost").get(r["object"].as_str().unwrap())).grey_second())
+        .collect()
+}
+
+fn source_status(host: &Host, stream: &str) -> Value {
+    let list = host.get_json("/v1/domains/localhost/sources");
+    list["sources"].as_array().unwrap().iter().find(|s| s["stream"] == stream).cloned().unwrap_or(Value::Null)
+}
+
+/// RTSP cameras over TCP and over UDP, behind basic auth: each is captured
+/// on the grid of its media clock like a push (the due seconds, by their
+/// pixels), listed as a live stream with its source; wrong credentials
+/// back off with the server's refusal as the error, and harm no other.
+#[test]
+fn rtsp_sources_over_tcp_and_udp_with_credentials() {
+    let clip = Clip { bframes: false, ..Clip::new(640, 360, 11, 1) };
+    let server = RtspServer::start(&ts_of(&clip), Video::H264, Some(("viewer", "s3cret")));
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    let bad = dir.path().join("bad");
+    std::fs::write(&good, "viewer:s3cret\n").unwrap();
+    std::fs::write(&bad, "viewer:wrong\n").unwrap();
+    let url = server.url();
+    let spec = DomainSpec {
+        sources: vec![
+            source(&url, "tcp", &format!("credentials_file = \"{}\"\ntransport = \"tcp\"", good.display())),
+            source(&url, "udp", &format!("credentials_file = \"{}\"\ntransport = \"udp\"", good.display())),
+            source(&url, "denied", &format!("credentials_file = \"{}\"", bad.display())),
+        ],
+        ..DomainSpec::new("localhost")
+    };
+    let host = Host::start(&[spec], 2);
+    let started = Instant::now();
+    host.wait_for("both live", Duration::from_secs(30), || {
+        let streams = host.get_json("/v1/domains/localhost/streams");
+        streams["streams"].as_array().unwrap().iter().filter(|s| s["source"]["state"] == "live").count() == 2
+    });
+    let streams = host.get_json("/v1/domains/localhost/streams");
+    let tcp = streams["streams"].as_array().unwrap().iter().find(|s| s["stream"] == "tcp").unwrap().clone();
+    assert_eq!(tcp["codec"], "h264");
+    assert_eq!(tcp["source"]["url"], url);
+    assert_eq!(tcp["source"]["transport"], "tcp");
+    assert_eq!(tcp["source"]["credentials"], true, "named, never shown");
+    assert!(!streams.to_string().contains("s3cret"));
+
+    // 11 s of content in real time: 0, 5 and 10 s, by their pixels.
+    for stream in ["tcp", "udp"] {
+        host.wait_for(&format!("3 snapshots of {stream}"), Duration::from_secs(40), || {
+            host.snapshots("localhost", "cams", Some(stream)).iter().filter(|r| r["is_overlay"] == false).count() >= 3
+        });
+        // The server's file then ends and the source reconnects: the first three are this pass's.
+        assert_eq!(seconds(&host, stream)[..3], clip.expected_seconds(5), "{stream}:\n{}", host.log());
+    }
+    let denied = source_status(&host, "denied");
+    assert_eq!(denied["state"], "backoff", "{denied}");
+    let error = denied["last_error"].as_str().unwrap();
+    assert!(error.contains("401") || error.to_lowercase().contains("unauthorized"), "{error}");
+    assert!(denied["failures"].as_u64().unwrap() >= 2, "retried with backoff: {denied}");
+    assert!(host.snapshots("localhost", "cams", Some("denied")).is_empty());
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// On-demand: one connection per interval of the template, each passing
+/// over its warm-up keyframe and capturing the next (the server starts
+/// every client at the file's first second, so each capture shows second
+/// 1); and a persistent HEVC camera, captured on its grid.
+#[test]
+fn on_demand_connects_per_interval_and_hevc_is_pulled() {
+    let h264 = Clip { bframes: false, ..Clip::new(320, 180, 11, 1) };
+    let hevc = Clip { bframes: false, codec: Video::Hevc, ..Clip::new(320, 180, 11, 1) };
+    let cams = RtspServer::start(&ts_of(&h264), Video::H264, None);
+    let hevc_cam = RtspServer::start(&ts_of(&hevc), Video::Hevc, None);
+    let spec = DomainSpec {
+        sources: vec![
+            source(&cams.url(), "lazy", "mode = \"on-demand\"\nwarmup_keyframes = 1"),
+            source(&hevc_cam.url(), "hevc", ""),
+        ],
+        ..DomainSpec::new("localhost")
+    };
+    let host = Host::start(&[spec], 2);
+    host.wait_for("3 on-demand captures", Duration::from_secs(40), || {
+        host.snapshots("localhost", "cams", Some("lazy")).iter().filter(|r| r["is_overlay"] == false).count() >= 3
+    });
+    let shown = seconds(&host, "lazy");
+    assert!(shown.iter().all(|&s| s == 1), "each capture is the first keyframe after the warm-up: {shown:?}");
+    let mut times: Vec<u64> = host
+        .snapshots("localhost", "cams", Some("lazy"))
+        .iter()
+        .filter(|r| r["is_overlay"] == false)
+        .map(|r| r["create_timestamp"].as_u64().unwrap())
+        .collect();
+    times.sort();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!((4_000..=7_500).contains(&gap), "a capture per 5 s interval: {times:?}");
+    }
+    let status = source_status(&host, "lazy");
+    let (connects, captures) = (status["connects"].as_u64().unwrap(), status["captures"].as_u64().unwrap());
+    assert!(connects >= captures && connects <= captures + 1, "one connection per capture: {status}");
+    assert!(cams.clients() as u64 >= captures, "the server saw each connection");
+    assert_eq!(status["mode"], "on-demand");
+
+    host.wait_for("3 HEVC snapshots", Duration::from_secs(40), || {
+        host.snapshots("localhost", "cams", Some("hevc")).iter().filter(|r| r["is_overlay"] == false).count() >= 3
+    });
+    assert_eq!(seconds(&host, "hevc")[..3], hevc.expected_seconds(5));
+    let streams = host.get_json("/v1/domains/localhost/streams");
+    let live: Vec<&Value> = streams["streams"].as_array().unwrap().iter().filter(|s| s["stream"] == "hevc").collect();
+    assert!(live.is_empty() || live[0]["codec"] == "hevc", "{streams}");
+}
+
+/// Sources through the API: added, listed, replaced and deleted; a bad
+/// one is refused naming its field; the file's cannot be changed there.
+/// A camera that goes away backs off with its error and is captured
+/// again when it comes back on its port.
+#[test]
+fn sources_through_the_api_and_a_camera_that_comes_back() {
+    let clip = Clip { bframes: false, ..Clip::new(320, 180, 11, 1) };
+    let ts = ts_of(&clip);
+    let cam = RtspServer::start(&ts, Video::H264, None);
+    let port = cam.port;
+    let spec = DomainSpec { sources: vec![source(&cam.url(), "filed", "")], ..DomainSpec::new("localhost") };
+    let host = Host::start(&[spec], 1);
+
+    let (status, v) = host.api(
+        "POST",
+        "/v1/domains/localhost/sources",
+        Some(serde_json::json!({"url": "rtsp://admin:pw@10.0.0.1/x", "app": "cams", "stream": "api"})),
+    );
+    assert_eq!((status, v["code"].as_str()), (400, Some("InvalidParameter")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("url: must not hold credentials"), "{v}");
+    let (status, v) = host.api(
+        "POST",
+        "/v1/domains/localhost/sources",
+        Some(serde_json::json!({"url": cam.url(), "app": "cams", "stream": "api", "mode": "persistent"})),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!((v["origin"].as_str(), v["url"].as_str()), (Some("api"), Some(cam.url().as_str())));
+    let (status, v) = host.api(
+        "POST",
+        "/v1/domains/localhost/sources",
+        Some(serde_json::json!({"url": cam.url(), "app": "cams", "stream": "api"})),
+    );
+    assert_eq!((status, v["code"].as_str()), (409, Some("SourceAlreadyExists")), "{v}");
+    let (status, v) = host.api("DELETE", "/v1/domains/localhost/sources/cams/filed", None);
+    assert_eq!((status, v["code"].as_str()), (409, Some("ManagedByConfigFile")), "{v}");
+    host.wait_for("the API's source stores", Duration::from_secs(30), || {
+        !host.snapshots("localhost", "cams", Some("api")).is_empty()
+    });
+    assert_eq!(seconds(&host, "api")[0], 0);
+
+    // Replaced: the new definition is in force.
+    let (status, v) = host.api(
+        "PUT",
+        "/v1/domains/localhost/sources/cams/api",
+        Some(serde_json::json!({"url": cam.url(), "app": "cams", "stream": "api", "warmup_keyframes": 2})),
+    );
+    assert_eq!((status, v["warmup_keyframes"].as_u64()), (200, Some(2)), "{v}");
+    // Deleted: it stops, and its stream ends.
+    assert_eq!(host.api("DELETE", "/v1/domains/localhost/sources/cams/api", None).0, 204);
+    assert_eq!(host.api("GET", "/v1/domains/localhost/sources/cams/api", None).0, 404);
+    host.wait_for("the deleted source's stream ends", Duration::from_secs(10), || {
+        !host.get_json("/v1/domains/localhost/streams")["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stream"] == "api")
+    });
+
+    // The camera goes away: the file's source backs off with the error.
+    drop(cam);
+    host.wait_for("backoff", Duration::from_secs(30), || source_status(&host, "filed")["state"] == "backoff");
+    let before = host.snapshots("localhost", "cams", Some("filed")).len();
+    // And comes back on its port: captured again.
+    let _cam = RtspServer::start_on(&ts, Video::H264, None, port);
+    host.wait_for("captured again", Duration::from_secs(90), || {
+        host.snapshots("localhost", "cams", Some("filed")).len() > before
+    });
+    let status = source_status(&host, "filed");
+    assert!(status["last_error"].is_string(), "the error is kept: {status}");
+}
