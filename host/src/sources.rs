@@ -286,10 +286,12 @@ impl Task {
             rtsp_tcp: self.source.rtsp_tcp,
             latency_ms: self.source.latency.as_millis() as u32,
         };
-        let (tx, mut events) = tokio::sync::mpsc::channel(pull::EVENTS);
+        let (tx, events) = tokio::sync::mpsc::channel(pull::EVENTS);
         let receiver = tokio::task::spawn_blocking(move || pull::open(&options, tx))
             .await
             .map_err(|e| format!("open the receiver: {e}"))??;
+        // The events' receiver drops before the pipeline stops (field order).
+        let mut conn = Connection { events, receiver };
         let connected = Instant::now();
         let mut live: Option<Live> = None;
         let mut config: Option<crate::ingest::VideoConfig> = None;
@@ -301,7 +303,7 @@ impl Task {
             let event = tokio::select! {
                 _ = self.stop.cancelled() => return Ok(()),
                 _ = tick.tick() => {
-                    let frames = receiver.counters.frames.load(Ordering::Relaxed);
+                    let frames = conn.receiver.counters.frames.load(Ordering::Relaxed);
                     if frames != frames_seen {
                         frames_seen = frames;
                         last_frame = Instant::now();
@@ -316,7 +318,7 @@ impl Task {
                     }
                     continue;
                 }
-                event = events.recv() => event,
+                event = conn.events.recv() => event,
             };
             match event {
                 None => return Err("the receiver stopped".into()),
@@ -339,8 +341,8 @@ impl Task {
                     let elapsed = rate_start.0.elapsed();
                     if elapsed >= Duration::from_secs(2) {
                         let (frames, bytes) = (
-                            receiver.counters.frames.load(Ordering::Relaxed),
-                            receiver.counters.bytes.load(Ordering::Relaxed),
+                            conn.receiver.counters.frames.load(Ordering::Relaxed),
+                            conn.receiver.counters.bytes.load(Ordering::Relaxed),
                         );
                         let ms = elapsed.as_millis().max(1) as u64;
                         let stats = &l.capture.info().stats;
@@ -400,6 +402,13 @@ impl Task {
         self.set_state("live", None);
         Ok(Live { claim, _lease: lease, capture })
     }
+}
+
+/// A connection's two ends, dropped in this order: a streaming thread
+/// waiting to send an event ends before the pipeline is stopped.
+struct Connection {
+    events: tokio::sync::mpsc::Receiver<PullEvent>,
+    receiver: pull::Receiver,
 }
 
 /// A source's stream while it is live.

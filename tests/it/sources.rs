@@ -329,3 +329,115 @@ fn sources_through_the_api_and_a_camera_that_comes_back() {
     let status = source_status(&host, "filed");
     assert!(status["last_error"].is_string(), "the error is kept: {status}");
 }
+
+/// UDP ports a process has bound (from /proc: its socket inodes in
+/// /proc/net/udp), to read back where a server listens.
+fn udp_ports_of(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let port = u16::from_str_radix(cols.get(1)?.split(':').nth(1)?, 16).ok()?;
+            inodes.contains(&cols.get(9)?.to_string()).then_some(port)
+        })
+        .collect()
+}
+
+/// An SRT feed (ffmpeg as the listener, in real time) and an HLS playlist
+/// (segments written by ffmpeg, served over HTTP, read faster than real
+/// time): each captured on the grid of its media clock, by its pixels.
+#[test]
+fn srt_and_hls_sources_are_captured_like_pushes() {
+    let clip = Clip { bframes: false, ..Clip::new(640, 360, 11, 1) };
+    let ts = ts_of(&clip);
+    // SRT: ffmpeg refuses port 0 for a listener, so a port the OS gave a
+    // probe socket is tried, and another if ffmpeg cannot bind it.
+    let (srt, srt_port) = crate::harness::start_on_free_port(
+        "ffmpeg as an SRT listener",
+        |port| {
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+                .arg(&ts)
+                .args(["-c", "copy", "-f", "mpegts", &format!("srt://127.0.0.1:{port}?mode=listener")])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        },
+        |_| true,
+    );
+    let mut srt = KillOnDrop(srt);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !udp_ports_of(srt.0.id()).contains(&srt_port) {
+        assert!(Instant::now() < deadline, "ffmpeg did not listen on {srt_port}");
+        assert!(srt.0.try_wait().unwrap().is_none(), "ffmpeg exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // HLS: a VOD playlist of 2 s segments, served by python's http.server on a port the OS picks.
+    let hls = tempfile::tempdir().unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(&ts)
+        .args(["-c", "copy", "-f", "hls", "-hls_time", "2", "-hls_list_size", "0", "-hls_playlist_type", "vod"])
+        .arg(hls.path().join("index.m3u8"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut http = KillOnDrop(
+        Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .arg(hls.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    let stdout = http.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout).read_line(&mut first).unwrap();
+        first
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reader.is_finished() {
+        assert!(Instant::now() < deadline, "http.server did not say its port");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let line = reader.join().unwrap();
+    let http_port: u16 =
+        line.split(" port ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+
+    let spec = DomainSpec {
+        sources: vec![
+            source(&format!("srt://127.0.0.1:{srt_port}"), "srt", ""),
+            source(&format!("http://127.0.0.1:{http_port}/index.m3u8"), "hls", ""),
+        ],
+        ..DomainSpec::new("localhost")
+    };
+    let host = Host::start(&[spec], 2);
+    for stream in ["srt", "hls"] {
+        host.wait_for(&format!("3 snapshots of {stream}"), Duration::from_secs(40), || {
+            host.snapshots("localhost", "cams", Some(stream)).iter().filter(|r| r["is_overlay"] == false).count() >= 3
+        });
+        assert_eq!(seconds(&host, stream)[..3], clip.expected_seconds(5), "{stream}:\n{}", host.log());
+    }
+    drop(srt.0.kill());
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

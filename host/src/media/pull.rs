@@ -60,13 +60,21 @@ pub struct Receiver {
 }
 
 impl Drop for Receiver {
+    /// Stops the pipeline off the caller's thread: an RTSP teardown to a
+    /// server that went away can take seconds. Drop the events' receiver
+    /// first: a streaming thread waiting to send then ends.
     fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        let pipeline = self.pipeline.clone();
+        let stop = move || {
+            let _ = pipeline.set_state(gst::State::Null);
+        };
+        if std::thread::Builder::new().name("pull-stop".into()).spawn(stop.clone()).is_err() {
+            stop();
+        }
     }
 }
 
-/// Keyframes waiting for the stage; past this they are dropped (counted
-/// by the stage as missed).
+/// Events waiting for the stage; past this the pipeline waits.
 pub const EVENTS: usize = 16;
 
 /// Starts receiving. Events go to `events`; the end is always sent (once).
@@ -84,6 +92,17 @@ pub fn open(options: &PullOptions, events: tokio::sync::mpsc::Sender<PullEvent>)
     source.connect("source-setup", false, move |args| {
         if let Ok(element) = args[1].get::<gst::Element>() {
             configure_source(&element, &opts);
+        }
+        None
+    });
+    // MPEG-TS (SRT, HLS): the PES timestamps as they are. Timing by the PCR
+    // smooths them against arrival and put the first keyframe ~40 ms late,
+    // off the grid of the later ones.
+    pipeline.connect("deep-element-added", false, |args| {
+        if let Ok(element) = args[2].get::<gst::Element>()
+            && element.factory().is_some_and(|f| f.name() == "tsdemux")
+        {
+            element.set_property("ignore-pcr", true);
         }
         None
     });
@@ -262,10 +281,11 @@ fn link_video(
                 let Some(pts) = buffer.pts() else { return Ok(gst::FlowSuccess::Ok) };
                 let Ok(map) = buffer.map_readable() else { return Ok(gst::FlowSuccess::Ok) };
                 let pts_ms = (pts.mseconds() & u64::from(u32::MAX)) as u32;
-                match events.try_send(PullEvent::Keyframe { pts_ms, data: map.to_vec() }) {
-                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(gst::FlowError::Flushing),
-                    // Full: the stage is behind; this keyframe is not offered.
-                    _ => Ok(gst::FlowSuccess::Ok),
+                // Waits while the stage is behind (an HLS playlist is read
+                // faster than real time): back-pressure, not a lost keyframe.
+                match events.blocking_send(PullEvent::Keyframe { pts_ms, data: map.to_vec() }) {
+                    Err(_) => Err(gst::FlowError::Flushing),
+                    Ok(()) => Ok(gst::FlowSuccess::Ok),
                 }
             })
             .build(),
