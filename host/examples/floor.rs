@@ -67,6 +67,7 @@ fn main() {
         info: infos[i % infos.len()].clone(),
         template: template.clone(),
         waiters: Vec::new(),
+        frames: Vec::new(),
         on_grid: true,
         create_timestamp_ms: i as u64,
         media_ts_ms: 0,

@@ -46,6 +46,7 @@ fn main() {
             codec,
             on_grid: true,
             waiters: Vec::new(),
+            frames: Vec::new(),
         })
         .unwrap();
         pictures.push(out_rx.blocking_recv().unwrap().result.unwrap().bytes);

@@ -63,6 +63,24 @@ impl SnapshotPath {
                     continue;
                 }
             };
+            // A JPEG of the stream's picture: kept for frame requests. A job
+            // made for frame requests (always JPEG) ends here, stored nowhere.
+            let frame_only = !job.frames.is_empty();
+            if job.template.format == crate::config::ImageFormat::Jpg {
+                let frame = crate::capture::Frame {
+                    jpeg: jpeg.bytes.clone(),
+                    width: jpeg.width,
+                    height: jpeg.height,
+                    decoded_ms: crate::unix_ms(),
+                };
+                for w in job.frames.drain(..) {
+                    let _ = w.send(Ok(frame.clone()));
+                }
+                *job.info.last_frame.lock().unwrap() = Some(frame);
+            }
+            if frame_only {
+                continue;
+            }
             if job.template.skip_blank && jpeg.facts.is_blank() {
                 self.metrics.snapshots_blank.inc();
                 job.info.refused_blank(job.on_grid.then_some(job.media_ts_ms));

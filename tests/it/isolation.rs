@@ -50,6 +50,7 @@ fn codec_job(session: u64, annexb: Vec<u8>) -> CaptureJob {
         )),
         template,
         waiters: Vec::new(),
+        frames: Vec::new(),
         on_grid: true,
         create_timestamp_ms: 1,
         media_ts_ms: 0,

@@ -441,3 +441,68 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `GET …/frame.jpeg` as a player or a camera page calls it: status, the
+/// frame's age and width (headers), and the JPEG.
+fn frame(url: &str) -> (u16, u64, u32, Vec<u8>) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let mut resp = agent.get(url).call().unwrap();
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let (age, width) = (header("x-frame-age-ms").unwrap_or(0), header("x-frame-width").unwrap_or(0) as u32);
+    let status = resp.status().as_u16();
+    (status, age, width, resp.body_mut().read_to_vec().unwrap())
+}
+
+/// frame.jpeg of a live camera (its signed URL from the streams API, no
+/// token): a fresh kept frame answers at once (the same picture again,
+/// older); `max_age=0` waits for the next keyframe and shows it; `width`
+/// scales it; a request without a token or signature is refused.
+#[test]
+fn frame_jpeg_answers_from_the_last_keyframe_or_waits_for_the_next() {
+    let clip = Clip { bframes: false, ..Clip::new(640, 360, 30, 1) };
+    let cam = RtspServer::start(&ts_of(&clip), Video::H264, None);
+    let spec = DomainSpec { sources: vec![source(&cam.url(), "cam", "")], ..DomainSpec::new("localhost") };
+    let host = Host::start(&[spec], 2);
+    host.wait_for("the first snapshot", Duration::from_secs(30), || {
+        !host.snapshots("localhost", "cams", Some("cam")).is_empty()
+    });
+    let streams = host.get_json("/v1/domains/localhost/streams");
+    let url = streams["streams"][0]["frame_url"].as_str().unwrap().to_owned();
+    assert!(url.contains("/streams/cams/cam/frame.jpeg?") && url.contains("sig="), "{url}");
+
+    // Kept: the last decoded keyframe, the same picture twice, older the second time.
+    let (status, age1, width, first) = frame(&url);
+    assert_eq!((status, width), (200, 640));
+    let (_, age2, _, again) = frame(&url);
+    assert_eq!(first, again, "answered from the kept frame");
+    assert!(age2 >= age1, "{age1} then {age2}");
+    let kept = decode(&first).grey_second();
+    let newest = seconds(&host, "cam").into_iter().max().unwrap();
+    assert!(kept <= newest && newest - kept <= 5, "the last stored capture's picture: {kept} (stored up to {newest})");
+
+    // Not older than 0 s: the next keyframe, decoded for this request.
+    let (status, age, _, next) = frame(&format!("{url}&max_age=0"));
+    assert_eq!(status, 200);
+    let next = decode(&next);
+    assert!(next.grey_second() > kept, "the next keyframe ({}) is after the kept one ({kept})", next.grey_second());
+    assert!(age < 1000, "decoded for this request: {age} ms old");
+    let stored = seconds(&host, "cam").len();
+
+    // Scaled, and nothing of it stored.
+    let (status, _, width, small) = frame(&format!("{url}&width=160"));
+    assert_eq!((status, width), (200, 160));
+    let small = decode(&small);
+    assert_eq!((small.width, small.height), (160, 90));
+    assert!(small.grey_second() >= next.grey_second());
+    assert!(seconds(&host, "cam").len() <= stored + 1, "frames are not stored (a grid capture may land meanwhile)");
+
+    let path = url.split("127.0.0.1").nth(1).and_then(|r| r.split_once('/')).map(|(_, p)| format!("/{p}")).unwrap();
+    let bare = path.split('?').next().unwrap();
+    assert_eq!(host.raw_request(None, "GET", bare, None).0, 401);
+    let (status, bytes) = host.raw_request(Some(crate::harness::TOKEN), "GET", &format!("{bare}?width=15"), None);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
+}

@@ -44,6 +44,9 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
                 "keyframes_rejected": st.rejected.load(Ordering::Relaxed),
                 "keyframes_blank": st.blank.load(Ordering::Relaxed),
                 "peer": s.info.peer.map(|p| p.to_string()),
+                "frame_url": api.urls.sign(&format!(
+                    "/v1/domains/{domain}/streams/{}/{}/frame.jpeg", s.info.app, s.info.stream
+                )),
                 "source": api.sources.get(domain, &s.info.app, &s.info.stream).map(|v| super::sources::view(&v)),
                 "bitrate_bps": health.bitrate_bps as u64,
                 "fps": health.fps,
@@ -56,6 +59,78 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
     // Captures of this domain waiting in the spool for a down target.
     let spooled = api.spool.domain_entries(domain);
     Ok(super::json(StatusCode::OK, &json!({ "streams": streams, "spooled": spooled })))
+}
+
+/// Oldest a kept frame may be for `frame.jpeg` when the request does not say (s).
+const FRAME_MAX_AGE_S: u64 = 5;
+
+/// `frame.jpeg`: the stream's picture now, as a JPEG stored nowhere. The
+/// last decoded keyframe answers at once when it is at most `max_age`
+/// seconds old (default 5) and of the `width` asked for; otherwise the
+/// next keyframe is decoded for it.
+pub(super) async fn frame(api: &Api, domain: &str, call: &Call) -> Result<Response<Body>, ApiError> {
+    let (app, stream) = (call.params.get("app"), call.params.get("stream"));
+    let (mut width, mut max_age_s) = (None, FRAME_MAX_AGE_S);
+    for (k, v) in call.query_pairs()? {
+        match k.as_str() {
+            "width" => {
+                width = Some(v.parse::<u32>().ok().filter(|w| (16..=4096).contains(w)).ok_or_else(|| {
+                    ApiError::bad("InvalidParameter.Width", format!("width must be from 16 to 4096, got {v:?}"))
+                })?)
+            }
+            "max_age" => {
+                max_age_s = v.parse::<u64>().ok().filter(|a| *a <= 3600).ok_or_else(|| {
+                    ApiError::bad("InvalidParameter.MaxAge", format!("max_age must be 0 to 3600 seconds, got {v:?}"))
+                })?
+            }
+            // A signed URL's own parameters.
+            "exp" | "sig" => {}
+            other => return Err(ApiError::bad("InvalidParameter", format!("unknown query parameter {other:?}"))),
+        }
+    }
+    let live = api.ingest.live_stream(domain, app, stream).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "StreamNotLive", format!("stream {app}/{stream} is not live"))
+    })?;
+    let now = crate::unix_ms();
+    let kept = live.info.last_frame.lock().unwrap().clone();
+    let fresh =
+        kept.filter(|f| now.saturating_sub(f.decoded_ms) <= max_age_s * 1000 && width.is_none_or(|w| w == f.width));
+    let frame = match fresh {
+        Some(f) => f,
+        None => {
+            let gop = Duration::from_millis(live.info.stats.gop_ms.load(Ordering::Relaxed));
+            let wait = (2 * gop).max(MIN_WAIT);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            live.info.request_frame(width.unwrap_or(0), tx);
+            drop(live);
+            match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(Ok(frame))) => frame,
+                Ok(Ok(Err(why))) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "FrameFailed", why)),
+                Ok(Err(_)) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "FrameFailed",
+                        "the stream ended before its next keyframe",
+                    ));
+                }
+                Err(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "FrameTimeout",
+                        format!("no keyframe was decoded within {} s", wait.as_secs()),
+                    ));
+                }
+            }
+        }
+    };
+    let age_ms = crate::unix_ms().saturating_sub(frame.decoded_ms);
+    let mut resp = Response::new(http_body_util::Full::new(frame.jpeg));
+    let h = resp.headers_mut();
+    h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("image/jpeg"));
+    h.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    h.insert("x-frame-age-ms", hyper::header::HeaderValue::from(age_ms));
+    h.insert("x-frame-width", hyper::header::HeaderValue::from(frame.width));
+    Ok(resp)
 }
 
 /// Stream names of an app the index knows (every stream that ever took a

@@ -18,6 +18,19 @@ use crate::metrics::Metrics;
 /// Answers a "snapshot now" request: the records stored, or why not.
 pub type Waiter = tokio::sync::oneshot::Sender<Result<Vec<Record>, String>>;
 
+/// Answers a frame request (`frame.jpeg`): the picture, or why not.
+pub type FrameWaiter = tokio::sync::oneshot::Sender<Result<Frame, String>>;
+
+/// A decoded keyframe as JPEG, kept per live stream for `frame.jpeg`.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub jpeg: bytes::Bytes,
+    pub width: u32,
+    pub height: u32,
+    /// When it was decoded (unix ms).
+    pub decoded_ms: u64,
+}
+
 /// A live stream as the snapshot path sees it.
 #[derive(Debug)]
 pub struct StreamInfo {
@@ -36,6 +49,9 @@ pub struct StreamInfo {
     /// A blank keyframe refused (skip_blank): its media time + 1, or 0. The
     /// next keyframe within the same interval is taken in its place.
     blank_retry: AtomicU64,
+    /// The last keyframe decoded to a JPEG (a stored JPEG capture or a
+    /// frame request's).
+    pub last_frame: Mutex<Option<Frame>>,
     /// Held while one of its snapshots is stored. Holds the create time of
     /// the newest overwrite object stored: decoders may finish a stream's
     /// jobs out of order, and an older capture must not replace a newer one.
@@ -53,6 +69,8 @@ struct Requests {
 struct RequestsInner {
     replan: Option<Option<Arc<Template>>>,
     waiters: Vec<Waiter>,
+    /// Frame requests by the width asked for (0: the source's).
+    frames: Vec<(u32, FrameWaiter)>,
 }
 
 impl StreamInfo {
@@ -67,6 +85,7 @@ impl StreamInfo {
             peer: None,
             requests: Requests::default(),
             blank_retry: AtomicU64::new(0),
+            last_frame: Mutex::new(None),
             order: Default::default(),
         }
     }
@@ -123,6 +142,13 @@ impl StreamInfo {
         self.requests.pending.store(true, Ordering::Release);
     }
 
+    /// Asks for the next keyframe decoded to a JPEG `width` wide (0: the
+    /// source's width), stored nowhere.
+    pub fn request_frame(&self, width: u32, waiter: FrameWaiter) {
+        self.requests.inner.lock().unwrap().frames.push((width, waiter));
+        self.requests.pending.store(true, Ordering::Release);
+    }
+
     /// Puts a new template in force from the next keyframe, with a new grid.
     pub fn request_replan(&self, template: Option<Arc<Template>>) {
         self.requests.inner.lock().unwrap().replan = Some(template);
@@ -148,12 +174,18 @@ pub struct CaptureJob {
     pub on_grid: bool,
     /// "Snapshot now" requests this capture answers.
     pub waiters: Vec<Waiter>,
+    /// Frame requests this job answers. A job with any is decoded for them
+    /// only (its template asks for a JPEG of their width) and stored nowhere.
+    pub frames: Vec<FrameWaiter>,
 }
 
 impl CaptureJob {
     /// Tells every waiter why the capture failed.
     pub fn fail_waiters(&mut self, why: &str) {
         for w in self.waiters.drain(..) {
+            let _ = w.send(Err(why.to_owned()));
+        }
+        for w in self.frames.drain(..) {
             let _ = w.send(Err(why.to_owned()));
         }
     }
@@ -301,10 +333,10 @@ impl StreamCapture {
         self.schedule.frame_ms(ms);
     }
 
-    /// Applies the API's requests; returns the snapshot-now waiters.
-    fn take_requests(&mut self) -> Vec<Waiter> {
+    /// Applies the API's requests; returns the snapshot-now waiters and the frame requests.
+    fn take_requests(&mut self) -> (Vec<Waiter>, Vec<(u32, FrameWaiter)>) {
         if !self.info.requests.pending.swap(false, Ordering::Acquire) {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let mut inner = self.info.requests.inner.lock().unwrap();
         if let Some(template) = inner.replan.take() {
@@ -319,13 +351,15 @@ impl StreamCapture {
             self.template = template.clone();
             *self.info.template.lock().unwrap() = template;
         }
-        std::mem::take(&mut inner.waiters)
+        (std::mem::take(&mut inner.waiters), std::mem::take(&mut inner.frames))
     }
 
-    /// Puts waiters back for the next keyframe.
-    fn defer(&self, waiters: Vec<Waiter>) {
-        if !waiters.is_empty() {
-            self.info.requests.inner.lock().unwrap().waiters.extend(waiters);
+    /// Puts requests back for the next keyframe.
+    fn defer(&self, waiters: Vec<Waiter>, frames: Vec<(u32, FrameWaiter)>) {
+        if !waiters.is_empty() || !frames.is_empty() {
+            let mut inner = self.info.requests.inner.lock().unwrap();
+            inner.waiters.extend(waiters);
+            inner.frames.extend(frames);
             self.info.requests.pending.store(true, Ordering::Release);
         }
     }
@@ -344,28 +378,48 @@ impl StreamCapture {
             stats.gop_ms.store(u64::from(ts - last), Ordering::Relaxed);
         }
         self.last_keyframe = Some(ts);
-        let mut waiters = self.take_requests();
+        let (mut waiters, mut frames) = self.take_requests();
         let Some(template) = self.template.clone() else {
             for w in waiters {
                 let _ = w.send(Err("the app has no snapshot config".into()));
             }
+            // A frame needs no template: it is stored nowhere.
+            if frames.is_empty() {
+                return Ok(Offer::NotDue);
+            }
+            let annexb = match build() {
+                Ok(job) => job,
+                Err(e) => {
+                    self.info.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    self.defer(Vec::new(), frames);
+                    return Err(e);
+                }
+            };
+            let plain = Arc::new(Template::plain("", ""));
+            self.send_frames(&plain, ts, &annexb, frames);
             return Ok(Offer::NotDue);
         };
         let due = self.schedule.is_due(ts);
         // After a blank capture of the current interval, the next keyframe in it.
         let blank = self.info.blank_retry.load(Ordering::Acquire);
         let retry = !due && blank > 0 && self.schedule.in_slot_of((blank - 1) as u32, ts);
-        if !due && !retry && waiters.is_empty() {
+        if !due && !retry && waiters.is_empty() && frames.is_empty() {
             return Ok(Offer::NotDue);
         }
         let annexb = match build() {
             Ok(job) => job,
             Err(e) => {
                 self.info.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                self.defer(std::mem::take(&mut waiters));
+                self.defer(std::mem::take(&mut waiters), std::mem::take(&mut frames));
                 return Err(e);
             }
         };
+        if !frames.is_empty() {
+            self.send_frames(&template, ts, &annexb, frames);
+        }
+        if !due && !retry && waiters.is_empty() {
+            return Ok(Offer::NotDue);
+        }
         if due {
             self.schedule.taken(ts);
         }
@@ -384,6 +438,7 @@ impl StreamCapture {
             codec: self.info.codec(),
             on_grid: due || retry,
             waiters,
+            frames: Vec::new(),
         };
         let stats = &self.info.stats;
         match self.queue.try_send(job) {
@@ -397,6 +452,44 @@ impl StreamCapture {
                 stats.missed.fetch_add(1, Ordering::Relaxed);
                 self.metrics.snapshots_missed.inc();
                 Ok(Offer::Missed)
+            }
+        }
+    }
+}
+
+impl StreamCapture {
+    /// Queues one job per width asked for: the keyframe decoded to a JPEG
+    /// for the frame requests only (a full queue fails them, as it would a
+    /// snapshot).
+    fn send_frames(&mut self, template: &Template, ts: u32, annexb: &[u8], mut frames: Vec<(u32, FrameWaiter)>) {
+        frames.sort_by_key(|(w, _)| *w);
+        while let Some(&(width, _)) = frames.first() {
+            let n = frames.iter().take_while(|(w, _)| *w == width).count();
+            let waiters: Vec<FrameWaiter> = frames.drain(..n).map(|(_, w)| w).collect();
+            let template = Arc::new(Template {
+                format: crate::config::ImageFormat::Jpg,
+                width,
+                height: 0,
+                jpeg_quality: crate::config::DEFAULT_JPEG_QUALITY,
+                skip_blank: false,
+                storyboard_s: 0,
+                ..template.clone()
+            });
+            let create = crate::unix_ms().max(self.last_create_ms + 1);
+            let job = CaptureJob {
+                info: self.info.clone(),
+                template,
+                create_timestamp_ms: create,
+                media_ts_ms: ts,
+                received: Instant::now(),
+                annexb: annexb.to_vec(),
+                codec: self.info.codec(),
+                on_grid: false,
+                waiters: Vec::new(),
+                frames: waiters,
+            };
+            if let Err(TrySendError::Full(mut job) | TrySendError::Disconnected(mut job)) = self.queue.try_send(job) {
+                job.fail_waiters("the capture queue is full");
             }
         }
     }
