@@ -37,11 +37,34 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Video for this long resets the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// In a fleet, how often a node standing by asks for a source's lease again.
+const STANDBY_RETRY: Duration = Duration::from_secs(5);
+
+/// Why a connection ended.
+enum Ended {
+    /// It failed: backed off, counted.
+    Failed(String),
+    /// Another node of the fleet holds the stream's lease: this one stands by.
+    Standby(String),
+}
+
+impl From<String> for Ended {
+    fn from(why: String) -> Self {
+        Ended::Failed(why)
+    }
+}
+
+impl From<&str> for Ended {
+    fn from(why: &str) -> Self {
+        Ended::Failed(why.to_owned())
+    }
+}
 
 /// What a source is doing, as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceStatus {
-    /// `connecting`, `live`, `idle` (on-demand, between captures) or `backoff`.
+    /// `connecting`, `live`, `idle` (on-demand, between captures),
+    /// `backoff`, or `standby` (in a fleet, another node captures it).
     pub state: &'static str,
     /// Why the last connection ended, if one did.
     pub last_error: Option<String>,
@@ -214,7 +237,8 @@ impl Task {
                             _ = tokio::time::sleep(wait) => continue,
                         }
                     }
-                    Err(why) => backoff = self.back_off(why, backoff).await,
+                    Err(Ended::Failed(why)) => backoff = self.back_off(why, backoff).await,
+                    Err(Ended::Standby(why)) => self.stand_by(why).await,
                 }
                 if self.stop.is_cancelled() {
                     return;
@@ -229,8 +253,11 @@ impl Task {
             if started.elapsed() >= HEALTHY_AFTER {
                 backoff = BACKOFF_MIN;
             }
-            let why = result.err().unwrap_or_else(|| "the source ended the stream".into());
-            backoff = self.back_off(why, backoff).await;
+            match result {
+                Err(Ended::Standby(why)) => self.stand_by(why).await,
+                Err(Ended::Failed(why)) => backoff = self.back_off(why, backoff).await,
+                Ok(()) => backoff = self.back_off("the source ended the stream".into(), backoff).await,
+            }
             if self.stop.is_cancelled() {
                 return;
             }
@@ -243,6 +270,20 @@ impl Task {
         s.retry_at_ms = None;
         if error.is_some() {
             s.last_error = error;
+        }
+    }
+
+    /// Waits while another node of the fleet captures the source.
+    async fn stand_by(&self, why: String) {
+        {
+            let mut s = self.status.lock().unwrap();
+            s.state = "standby";
+            s.last_error = Some(why);
+            s.retry_at_ms = Some(crate::unix_ms() + STANDBY_RETRY.as_millis() as u64);
+        }
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = tokio::time::sleep(STANDBY_RETRY) => {}
         }
     }
 
@@ -269,7 +310,10 @@ impl Task {
 
     /// One connection: receives until it fails, ends or is stopped (Ok
     /// when stopped), or, with `once`, until one keyframe was captured.
-    async fn connect(&self, once: bool) -> Result<(), String> {
+    async fn connect(&self, once: bool) -> Result<(), Ended> {
+        // In a fleet one node captures a source: it takes the stream's lease
+        // before connecting; the others stand by and ask again.
+        let mut lease = Some(self.ingest.lease(&self.key).await.map_err(Ended::Standby)?);
         self.set_state("connecting", None);
         self.status.lock().unwrap().connects += 1;
         let credentials = match &self.source.credentials {
@@ -311,10 +355,10 @@ impl Task {
                             l.claim.touch();
                         }
                     } else if live.is_some() && last_frame.elapsed() >= NO_VIDEO {
-                        return Err(format!("no video for {} s", NO_VIDEO.as_secs()));
+                        return Err(format!("no video for {} s", NO_VIDEO.as_secs()).into());
                     }
                     if live.is_none() && connected.elapsed() >= CONNECT_TIMEOUT {
-                        return Err(format!("no video within {} s of connecting", CONNECT_TIMEOUT.as_secs()));
+                        return Err(format!("no video within {} s of connecting", CONNECT_TIMEOUT.as_secs()).into());
                     }
                     continue;
                 }
@@ -322,12 +366,12 @@ impl Task {
             };
             match event {
                 None => return Err("the receiver stopped".into()),
-                Some(PullEvent::Ended(why)) => return Err(why),
+                Some(PullEvent::Ended(why)) => return Err(why.into()),
                 Some(PullEvent::Config { codec, record }) => {
                     let cfg = crate::ingest::video_config(codec, &record)
                         .map_err(|e| format!("the source's {codec} configuration: {e}"))?;
                     if live.is_none() {
-                        live = Some(self.go_live().await?);
+                        live = Some(self.go_live(lease.take().flatten())?);
                     }
                     if let Some(l) = live.as_mut() {
                         l.capture.set_codec(cfg.codec);
@@ -383,9 +427,9 @@ impl Task {
         }
     }
 
-    /// Claims the stream (and its fleet lease) with a new session and
-    /// capture schedule.
-    async fn go_live(&self) -> Result<Live, String> {
+    /// Claims the stream with a new session and capture schedule (holding
+    /// its fleet lease, taken before connecting).
+    fn go_live(&self, lease: Option<crate::ingest::Lease>) -> Result<Live, String> {
         let k = &self.key;
         let template = self.settings.get().template_for(&k.domain, &k.app);
         let info = Arc::new(StreamInfo::new(
@@ -397,7 +441,6 @@ impl Task {
         ));
         let capture = StreamCapture::new(info.clone(), self.ingest.capture_queue(), self.ingest.metrics().clone());
         let claim = self.ingest.claim(info).map_err(|e| e.to_string())?;
-        let lease = self.ingest.lease(k).await?;
         tracing::info!(domain = %k.domain, app = %k.app, stream = %k.stream, "source live");
         self.set_state("live", None);
         Ok(Live { claim, _lease: lease, capture })

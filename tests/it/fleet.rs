@@ -15,12 +15,12 @@ fn fleet_section(nats: &str, node_id: &str, roles: &str) -> String {
     format!("\n[fleet]\nnats_url = \"{nats}\"\nnode_id = \"{node_id}\"\nroles = {roles}\n")
 }
 
-fn fleet_node(nats: &str, node_id: &str, roles: &str) -> Host {
+pub fn fleet_node(nats: &str, node_id: &str, roles: &str) -> Host {
     Host::start_with(&[DomainSpec::new("localhost")], 1, &fleet_section(nats, node_id, roles))
 }
 
 /// The nodes `host` lists in `GET /v1/fleet`, by node id.
-fn nodes(host: &Host) -> Vec<serde_json::Value> {
+pub fn nodes(host: &Host) -> Vec<serde_json::Value> {
     let (status, body) = host.api("GET", "/v1/fleet", None);
     if status != 200 {
         return Vec::new();

@@ -506,3 +506,38 @@ fn frame_jpeg_answers_from_the_last_keyframe_or_waits_for_the_next() {
     let (status, bytes) = host.raw_request(Some(crate::harness::TOKEN), "GET", &format!("{bare}?width=15"), None);
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
 }
+
+/// In a fleet, a source added through one node is captured by exactly one
+/// edge (the stream's lease, taken before connecting); the other stands
+/// by, and takes it over when the capturing node dies.
+#[test]
+fn in_a_fleet_one_edge_captures_a_source_and_another_takes_it_over() {
+    let nats = crate::harness::NatsServer::start();
+    let a = crate::fleet::fleet_node(&nats.url(), "edge-a", r#"["edge"]"#);
+    let b = crate::fleet::fleet_node(&nats.url(), "edge-b", r#"["edge"]"#);
+    a.wait_for("two nodes", Duration::from_secs(15), || crate::fleet::nodes(&a).len() == 2);
+    let clip = Clip { bframes: false, ..Clip::new(320, 180, 30, 1) };
+    let cam = RtspServer::start(&ts_of(&clip), Video::H264, None);
+    let (status, v) = a.api(
+        "POST",
+        "/v1/domains/localhost/sources",
+        Some(serde_json::json!({"url": cam.url(), "app": "cams", "stream": "door"})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let state = |h: &Host| source_status(h, "door")["state"].as_str().unwrap_or("").to_owned();
+    a.wait_for("one edge live, the other standing by", Duration::from_secs(30), || {
+        let (sa, sb) = (state(&a), state(&b));
+        (sa == "live" && sb == "standby") || (sa == "standby" && sb == "live")
+    });
+    let (mut live, standby) = if state(&a) == "live" { (a, b) } else { (b, a) };
+    let waiting = source_status(&standby, "door");
+    assert!(waiting["last_error"].as_str().unwrap().contains("edge-"), "names the holder: {waiting}");
+    assert_eq!(waiting["connects"], 0, "a node standing by does not connect: {waiting}");
+    assert!(cam.clients() >= 1);
+    // The capturing node dies: its lease goes silent and the other takes the source.
+    live.kill();
+    standby.wait_for("the other edge capturing", Duration::from_secs(40), || state(&standby) == "live");
+    standby.wait_for("a snapshot on the other edge", Duration::from_secs(20), || {
+        !standby.snapshots("localhost", "cams", Some("door")).is_empty()
+    });
+}
