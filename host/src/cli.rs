@@ -307,6 +307,57 @@ pub(crate) enum StreamsCmd {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum SourcesCmd {
+    /// A domain's pull sources and what each is doing.
+    Ls {
+        /// Default: the token's domain, or the server's default domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Add a pull source (docs/sources.md), or replace the API's one of this app and stream.
+    Add {
+        /// Default: the token's domain, or the server's default domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// rtsp://, rtsps://, srt:// or http(s)://…/name.m3u8 (no credentials in it).
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        stream: String,
+        /// persistent (default) or on-demand.
+        #[arg(long)]
+        mode: Option<String>,
+        /// A variable holding user:password.
+        #[arg(long)]
+        credentials_env: Option<String>,
+        /// A file holding user:password.
+        #[arg(long)]
+        credentials_file: Option<std::path::PathBuf>,
+        /// RTSP: tcp (default) or udp.
+        #[arg(long)]
+        transport: Option<String>,
+        /// Keyframes passed over after each connect (0-10).
+        #[arg(long)]
+        warmup_keyframes: Option<i64>,
+        /// Replace the API's source of this app and stream if there is one.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Delete the API's source of an app and stream.
+    Rm {
+        /// Default: the token's domain, or the server's default domain.
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        stream: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub(crate) enum PluginsCmd {
     /// A domain's plugin versions and the active one.
     Ls {
@@ -756,6 +807,67 @@ impl Client {
                         outln!("{}", table(&["OBJECT", "URL"], &[], rows));
                     })
                 })
+            }),
+        })
+    }
+
+    pub(crate) fn sources(&self, cmd: SourcesCmd) -> ExitCode {
+        let show_list = |sources: &[&Value]| {
+            let rows = sources.iter().map(|s| {
+                vec![
+                    format!("{}/{}", cell(&s["app"]), cell(&s["stream"])),
+                    cell(&s["url"]),
+                    cell(&s["mode"]),
+                    cell(&s["state"]),
+                    cell(&s["captures"]),
+                    cell(&s["failures"]),
+                    cell(&s["last_error"]),
+                ]
+            });
+            let header = ["APP/STREAM", "URL", "MODE", "STATE", "CAPTURES", "FAILURES", "LAST ERROR"];
+            outln!("{}", table(&header, &[4, 5], rows));
+        };
+        self.finish(match cmd {
+            SourcesCmd::Ls { domain } => self.domain(domain).and_then(|domain| {
+                self.call("GET", &format!("/v1/domains/{}/sources", enc(&domain)), None).map(|v| {
+                    self.show(&v, |v| show_list(&v["sources"].as_array().into_iter().flatten().collect::<Vec<_>>()))
+                })
+            }),
+            SourcesCmd::Add {
+                domain,
+                url,
+                app,
+                stream,
+                mode,
+                credentials_env,
+                credentials_file,
+                transport,
+                warmup_keyframes,
+                replace,
+            } => self.domain(domain).and_then(|domain| {
+                let mut body = json!({"url": url, "app": app, "stream": stream});
+                let fields = [
+                    ("mode", mode.map(Value::from)),
+                    ("credentials_env", credentials_env.map(Value::from)),
+                    ("credentials_file", credentials_file.map(|f| Value::from(f.display().to_string()))),
+                    ("transport", transport.map(Value::from)),
+                    ("warmup_keyframes", warmup_keyframes.map(Value::from)),
+                ];
+                for (k, v) in fields {
+                    if let Some(v) = v {
+                        body[k] = v;
+                    }
+                }
+                let (method, path) = if replace {
+                    ("PUT", format!("/v1/domains/{}/sources/{}/{}", enc(&domain), enc(&app), enc(&stream)))
+                } else {
+                    ("POST", format!("/v1/domains/{}/sources", enc(&domain)))
+                };
+                self.call(method, &path, Some(body)).map(|v| self.show(&v, |v| show_list(&[v])))
+            }),
+            SourcesCmd::Rm { domain, app, stream } => self.domain(domain).and_then(|domain| {
+                let path = format!("/v1/domains/{}/sources/{}/{}", enc(&domain), enc(&app), enc(&stream));
+                self.call("DELETE", &path, None).map(|v| self.show(&v, |_| outln!("deleted {app}/{stream}")))
             }),
         })
     }

@@ -68,6 +68,9 @@ enum Command {
     /// Live streams.
     #[command(subcommand)]
     Streams(cli::StreamsCmd),
+    /// Pull sources: RTSP cameras, SRT feeds, HLS playlists.
+    #[command(subcommand)]
+    Sources(cli::SourcesCmd),
     /// A domain's policy plugins.
     #[command(subcommand)]
     Plugins(cli::PluginsCmd),
@@ -103,6 +106,7 @@ fn main() -> std::process::ExitCode {
         Command::Domains(cmd) => return client.domains(cmd),
         Command::Tokens(cmd) => return client.tokens(cmd),
         Command::Streams(cmd) => return client.streams(cmd),
+        Command::Sources(cmd) => return client.sources(cmd),
         Command::Plugins(cmd) => return client.plugins(cmd),
         Command::Fleet(cmd) => return client.fleet(cmd),
         Command::CheckConfig { file } => Config::load(&file)

@@ -166,3 +166,36 @@ fn client_subcommands_script_the_api() {
     let usage = Command::new(bin()).args(["snapshots", "ls"]).output_within(Duration::from_secs(60));
     assert_eq!(usage.status.code(), Some(2));
 }
+
+/// `edgesnap sources`: add (the API's checks answer), list with the
+/// source's state, replace, delete.
+#[test]
+fn sources_subcommands_add_list_replace_and_delete() {
+    let host = Host::start(&[DomainSpec::new("localhost")], 1);
+    let add = ["sources", "add", "--app", "cams", "--stream", "door", "--url"];
+    let bad = run(&host, &[&add[..], &["rtsp://u:p@127.0.0.1:9/x"]].concat());
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("must not hold credentials"), "{bad:?}");
+    // Nothing listens there: the source backs off, and says why.
+    let url = "rtsp://127.0.0.1:9/x";
+    let v =
+        ok_json(&run(&host, &[&add[..], &[url, "--transport", "udp", "--warmup-keyframes", "2", "--json"]].concat()));
+    assert_eq!(
+        (v["url"].as_str(), v["transport"].as_str(), v["warmup_keyframes"].as_u64()),
+        (Some(url), Some("udp"), Some(2))
+    );
+    host.wait_for("backoff", Duration::from_secs(30), || {
+        let v = ok_json(&run(&host, &["sources", "ls", "--json"]));
+        v["sources"][0]["state"] == "backoff"
+    });
+    let table = run(&host, &["sources", "ls"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("APP/STREAM") && text.contains("cams/door") && text.contains("backoff"), "{text}");
+    let again = run(&host, &[&add[..], &[url]].concat());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("409 SourceAlreadyExists"), "{again:?}");
+    let v = ok_json(&run(&host, &[&add[..], &[url, "--mode", "on-demand", "--replace", "--json"]].concat()));
+    assert_eq!(v["mode"], "on-demand");
+    assert!(run(&host, &["sources", "rm", "--app", "cams", "--stream", "door"]).status.success());
+    let v = ok_json(&run(&host, &["sources", "ls", "--json"]));
+    assert_eq!(v["sources"], serde_json::json!([]));
+}
