@@ -229,6 +229,26 @@ await page.locator("#active-version", { hasText: a.slice(0, 12) }).waitFor();
 check((await api("/v1/domains/localhost/plugins")).active === a, "rolled back through the API's state");
 await shot("08-plugins");
 
+// Sources: a URL holding credentials is refused next to its field; a
+// camera that does not answer is listed backing off with its error; deleted.
+step("sources");
+await page.getByRole("link", { name: "Sources" }).click();
+await page.getByLabel(/^URL/).fill("rtsp://admin:pw@127.0.0.1:9/cam");
+await page.getByLabel("Stream", { exact: true }).fill("door");
+expected = 400;
+await page.getByRole("button", { name: "Add" }).click();
+await page.locator("#f-url-err", { hasText: "must not hold credentials" }).waitFor();
+expected = null;
+await page.getByLabel(/^URL/).fill("rtsp://127.0.0.1:9/cam");
+await page.getByRole("button", { name: "Add" }).click();
+await page.locator('tr[data-source="cams/door"] .state', { hasText: "backoff" }).waitFor({ timeout: 20_000 });
+await page.locator('tr[data-source="cams/door"] td.bad', { hasText: /./ }).waitFor();
+check((await api("/v1/domains/localhost/sources")).sources[0].state === "backoff", "the API says backoff too");
+await shot("08-sources");
+await page.getByRole("button", { name: "Delete cams/door" }).click();
+await page.getByText(/^No source\./).waitFor();
+check((await api("/v1/domains/localhost/sources")).sources.length === 0, "deleted through the API's state");
+
 // Notify: a bad URL is refused next to its field; failed deliveries listed.
 step("notify");
 await page.getByRole("link", { name: "Notify" }).click();

@@ -96,4 +96,6 @@ export interface LiveStream {
   fps: number;
   gop_ms: number;
   last_keyframe_age_ms: number | null;
+  /** The pull source feeding it (null for a push). */
+  source: { url: string; state: string } | null;
 }

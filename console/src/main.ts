@@ -5,6 +5,7 @@ import { h, refreshTimes, setZone, toast, zone } from "./ui";
 import { notifyPage } from "./views/notify";
 import { pluginsPage } from "./views/plugins";
 import { snapshotsPage } from "./views/snapshots";
+import { sourcesPage } from "./views/sources";
 import { templatesPage } from "./views/templates";
 import { wallPage } from "./views/wall";
 
@@ -16,6 +17,7 @@ export interface Page {
 const pages: Record<string, [string, Page]> = {
   snapshots: ["Snapshots", snapshotsPage],
   wall: ["Live wall", wallPage],
+  sources: ["Sources", sourcesPage],
   templates: ["Snapshot settings", templatesPage],
   plugins: ["Plugins", pluginsPage],
   notify: ["Notify", notifyPage],

@@ -64,7 +64,8 @@ impl From<&str> for Ended {
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceStatus {
     /// `connecting`, `live`, `idle` (on-demand, between captures),
-    /// `backoff`, or `standby` (in a fleet, another node captures it).
+    /// `backoff`, `standby` (in a fleet, another node captures it) or
+    /// `waiting` (past `server.max_sources`, not started).
     pub state: &'static str,
     /// Why the last connection ended, if one did.
     pub last_error: Option<String>,
@@ -102,12 +103,14 @@ pub struct Sources {
     ingest: Arc<Ingest>,
     settings: Arc<Settings>,
     running: Mutex<HashMap<StreamKey, Running>>,
+    /// Sources past `server.max_sources`, not started.
+    waiting: Mutex<HashMap<StreamKey, Source>>,
     tasks: TaskTracker,
 }
 
 impl Sources {
     pub fn new(ingest: Arc<Ingest>, settings: Arc<Settings>, tasks: TaskTracker) -> Arc<Sources> {
-        Arc::new(Sources { ingest, settings, running: Mutex::new(HashMap::new()), tasks })
+        Arc::new(Sources { ingest, settings, running: Mutex::new(HashMap::new()), waiting: Mutex::default(), tasks })
     }
 
     /// Keeps the running sources those of the config in force until `stop`:
@@ -144,6 +147,7 @@ impl Sources {
                 wanted.insert(StreamKey::new(domain, &s.app, &s.stream), s.clone());
             }
         }
+        let max = config.server.max_sources;
         let mut running = self.running.lock().unwrap();
         running.retain(|key, r| {
             let keep = wanted.get(key) == Some(&r.source);
@@ -153,8 +157,20 @@ impl Sources {
             }
             keep
         });
+        // Sources past the bound wait (by domain, app, stream: the same ones each time).
+        let mut wanted: Vec<(StreamKey, Source)> = wanted.into_iter().collect();
+        wanted.sort_by(|a, b| a.0.cmp(&b.0));
+        self.waiting.lock().unwrap().clear();
         for (key, source) in wanted {
             if running.contains_key(&key) {
+                continue;
+            }
+            if running.len() >= max {
+                tracing::warn!(
+                    domain = %key.domain, app = %key.app, stream = %key.stream, max_sources = max,
+                    "source not started: this node runs server.max_sources already"
+                );
+                self.waiting.lock().unwrap().insert(key, source);
                 continue;
             }
             let status = Arc::new(Mutex::new(SourceStatus::default()));
@@ -184,16 +200,32 @@ impl Sources {
             .filter(|(k, _)| k.domain == domain)
             .map(|(_, r)| SourceView { source: r.source.clone(), status: r.status.lock().unwrap().clone() })
             .collect();
+        let waiting = self.waiting.lock().unwrap();
+        out.extend(waiting.iter().filter(|(k, _)| k.domain == domain).map(|(_, s)| waiting_view(s)));
         out.sort_by(|a, b| (&a.source.app, &a.source.stream).cmp(&(&b.source.app, &b.source.stream)));
         out
     }
 
     /// The source of a stream, if one feeds it.
     pub fn get(&self, domain: &str, app: &str, stream: &str) -> Option<SourceView> {
+        let key = StreamKey::new(domain, app, stream);
         let running = self.running.lock().unwrap();
-        running
-            .get(&StreamKey::new(domain, app, stream))
-            .map(|r| SourceView { source: r.source.clone(), status: r.status.lock().unwrap().clone() })
+        match running.get(&key) {
+            Some(r) => Some(SourceView { source: r.source.clone(), status: r.status.lock().unwrap().clone() }),
+            None => self.waiting.lock().unwrap().get(&key).map(waiting_view),
+        }
+    }
+}
+
+/// A source past `server.max_sources`, as listed.
+fn waiting_view(source: &Source) -> SourceView {
+    SourceView {
+        source: source.clone(),
+        status: SourceStatus {
+            state: "waiting",
+            last_error: Some("not started: this node runs server.max_sources sources already".into()),
+            ..SourceStatus::default()
+        },
     }
 }
 

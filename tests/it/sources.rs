@@ -541,3 +541,26 @@ fn in_a_fleet_one_edge_captures_a_source_and_another_takes_it_over() {
         !standby.snapshots("localhost", "cams", Some("door")).is_empty()
     });
 }
+
+/// `server.max_sources` bounds the receive pipelines a node runs: a source
+/// past it waits, listed with why, and starts when another is deleted.
+#[test]
+fn sources_past_max_sources_wait_until_there_is_room() {
+    let host = Host::start_with(&[DomainSpec::new("localhost")], 1, "max_sources = 1");
+    // Nothing listens on port 9: a started source backs off; that is enough here.
+    for stream in ["one", "two"] {
+        let body = serde_json::json!({"url": format!("rtsp://127.0.0.1:9/{stream}"), "app": "cams", "stream": stream});
+        assert_eq!(host.api("POST", "/v1/domains/localhost/sources", Some(body)).0, 201);
+    }
+    let two = source_status(&host, "two");
+    assert_eq!(two["state"], "waiting", "{two}");
+    assert!(two["last_error"].as_str().unwrap().contains("server.max_sources"), "{two}");
+    assert_eq!(two["connects"], 0);
+    host.wait_for("the first one tried", Duration::from_secs(20), || {
+        source_status(&host, "one")["connects"].as_u64() >= Some(1)
+    });
+    assert_eq!(host.api("DELETE", "/v1/domains/localhost/sources/cams/one", None).0, 204);
+    host.wait_for("the second one started", Duration::from_secs(20), || {
+        source_status(&host, "two")["connects"].as_u64() >= Some(1)
+    });
+}

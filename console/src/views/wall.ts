@@ -68,7 +68,8 @@ export async function wallPage(main: HTMLElement, domain: string): Promise<() =>
       const mbps = s.bitrate_bps ? `${(s.bitrate_bps / 1e6).toFixed(1)} Mb/s` : "— Mb/s";
       const gop = s.gop_ms ? `GOP ${(s.gop_ms / 1000).toFixed(1)} s` : "GOP —";
       const keyframe = s.last_keyframe_age_ms === null ? "no keyframe yet" : `keyframe ${age(s.last_keyframe_age_ms)} ago`;
-      t.health.textContent = `${mbps} · ${s.fps.toFixed(0)} fps · ${gop} · ${keyframe}${s.peer ? ` · from ${s.peer}` : ""}`;
+      const from = s.source ? ` · pulled from ${s.source.url}` : s.peer ? ` · from ${s.peer}` : "";
+      t.health.textContent = `${mbps} · ${s.fps.toFixed(0)} fps · ${gop} · ${keyframe}${from}`;
       if (s.latest && s.latest.create_timestamp !== t.shown) {
         t.shown = s.latest.create_timestamp;
         t.img.src = s.latest.thumb_url;

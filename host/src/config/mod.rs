@@ -142,6 +142,9 @@ pub struct Server {
     pub decoder_workers: usize,
     /// Capture jobs waiting for a decoder; when full, a due snapshot is missed.
     pub capture_queue: usize,
+    /// Pull sources this node runs at once (each is a receive pipeline);
+    /// the rest wait, listed with why.
+    pub max_sources: usize,
     /// How long a snapshot's signed image URL stays valid.
     pub url_ttl: Duration,
     /// Whether callbacks may go to loopback, link-local and private addresses.
@@ -533,6 +536,7 @@ struct RawServer {
     public_url: Option<String>,
     decoder_workers: Option<i64>,
     capture_queue: Option<i64>,
+    max_sources: Option<i64>,
     url_ttl: Option<String>,
     #[serde(default)]
     allow_private_callbacks: bool,
@@ -1171,6 +1175,7 @@ impl RawConfig {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let decoder_workers = count("server.decoder_workers", s.decoder_workers, cores, 1, 64)?;
         let capture_queue = count("server.capture_queue", s.capture_queue, 1024, 1, 1_000_000)?;
+        let max_sources = count("server.max_sources", s.max_sources, 500, 0, 100_000)?;
         let url_ttl = match s.url_ttl {
             None => Duration::from_secs(24 * 3600),
             Some(t) => humantime::parse_duration(&t)
@@ -1297,6 +1302,7 @@ impl RawConfig {
                 public_url,
                 decoder_workers,
                 capture_queue,
+                max_sources,
                 url_ttl,
                 allow_private_callbacks: s.allow_private_callbacks,
                 stream_metrics: s.stream_metrics,
