@@ -64,6 +64,18 @@ fn invalid_configs_exit_non_zero_naming_field_and_rule() {
         "server.spool_domain_share: must be a percentage from 1 to 100",
     );
     check("[server]", "[server]\nreconcile_every = \"10s\"", "server.reconcile_every: must be at least 1m");
+    let source =
+        "[[domains.\"localhost\".sources]]\nurl = \"rtsp://admin:pw@10.0.0.7/s\"\napp = \"cams\"\nstream = \"door\"\n";
+    check(
+        "[[domains.\"localhost\".snapshot_configs]]",
+        &format!("{source}[[domains.\"localhost\".snapshot_configs]]"),
+        "domains.\"localhost\".sources[0].url: must not hold credentials; name them with credentials_env or credentials_file",
+    );
+    check(
+        "[[domains.\"localhost\".snapshot_configs]]",
+        &format!("{}\nmode = \"lazy\"\n[[domains.\"localhost\".snapshot_configs]]", source.replace("admin:pw@", "")),
+        "domains.\"localhost\".sources[0].mode: must be persistent or on-demand, got \"lazy\"",
+    );
     check(
         "[server]",
         "[fleet]\nnats_url = \"nats://127.0.0.1:4222\"\nroles = [\"archive\"]\n[server]",
