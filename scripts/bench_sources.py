@@ -76,17 +76,20 @@ def start_server(size, kbps):
     return p, f"rtsp://127.0.0.1:{port}/cam"
 
 
-def run_edgesnap(binary, url, n, window, workdir):
-    token = "0123456789abcdef0123"
+TOKEN = "0123456789abcdef0123"
+
+
+def start_edgesnap(binary, workdir, url, n, decoder_workers=2):
+    """edgesnap with N sources of `url` (cams/c0…): its process and API base URL."""
     d = tempfile.mkdtemp(dir=workdir)
     cfg = f'''version = 1
 [server]
 rtmp_listen = "127.0.0.1:0"
 http_listen = "127.0.0.1:0"
 data_dir = "{d}/data"
-operator_token = "{token}"
+operator_token = "{TOKEN}"
 default_domain = "localhost"
-decoder_workers = 2
+decoder_workers = {decoder_workers}
 [domains."localhost".storage.local]
 type = "local"
 path = "{d}/snapshots"
@@ -107,8 +110,12 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
     while not os.path.exists(listening):
         assert time.time() < deadline and p.poll() is None, "edgesnap did not start"
         time.sleep(0.1)
-    http = json.load(open(listening))["http"]
-    api = f"http://{http}/v1/domains/localhost"
+    return p, f"http://{json.load(open(listening))['http']}/v1/domains/localhost"
+
+
+def run_edgesnap(binary, url, n, window, workdir):
+    token = TOKEN
+    p, api = start_edgesnap(binary, workdir, url, n)
     deadline = time.time() + 120
     while True:
         live = sum(1 for s in get(f"{api}/sources", token)["sources"] if s["state"] == "live")
@@ -135,38 +142,9 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
 
 def frame_latency(binary, url, n, workdir):
     """Starts edgesnap with one source, then times its frame.jpeg."""
-    token = "0123456789abcdef0123"
-    d = tempfile.mkdtemp(dir=workdir)
-    cfg = f'''version = 1
-[server]
-rtmp_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-data_dir = "{d}/data"
-operator_token = "{token}"
-default_domain = "localhost"
-[domains."localhost".storage.local]
-type = "local"
-path = "{d}/snapshots"
-[[domains."localhost".snapshot_configs]]
-app_name = "*"
-time_interval = 5
-storage = "local"
-sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestampMs}}.jpg"
-[[domains."localhost".sources]]
-url = "{url}"
-app = "cams"
-stream = "cam"
-'''
-    open(f"{d}/edgesnap.toml", "w").write(cfg)
-    p = subprocess.Popen([binary, "serve", "--config", f"{d}/edgesnap.toml"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+    token = TOKEN
+    p, api = start_edgesnap(binary, workdir, url, 1)
     try:
-        listening = f"{d}/data/listening.json"
-        deadline = time.time() + 30
-        while not os.path.exists(listening):
-            assert time.time() < deadline, "edgesnap did not start"
-            time.sleep(0.1)
-        api = f"http://{json.load(open(listening))['http']}/v1/domains/localhost"
         deadline = time.time() + 60
         while True:
             streams = get(f"{api}/streams", token)["streams"]

@@ -434,6 +434,12 @@ impl Task {
                         warmup -= 1;
                         continue;
                     }
+                    // On demand, each keyframe is asked for until one is stored:
+                    // one the template refuses as blank is followed by the next.
+                    let (tx, stored) = tokio::sync::oneshot::channel();
+                    if once {
+                        l.capture.info().request_snapshot(tx);
+                    }
                     let offer = l.capture.on_keyframe(pts_ms, || {
                         crate::ingest::keyframe_job(cfg, cfg.codec, &data).map_err(|e| e.to_string())
                     });
@@ -442,7 +448,17 @@ impl Task {
                         Ok(Offer::Queued) => {
                             self.status.lock().unwrap().captures += 1;
                             if once {
-                                return Ok(());
+                                match tokio::time::timeout(CONNECT_TIMEOUT, stored).await {
+                                    Ok(Ok(Ok(_))) => return Ok(()),
+                                    Ok(Ok(Err(why))) if why.contains("blank") => {
+                                        tracing::debug!(
+                                            domain = %k.domain, app = %k.app, stream = %k.stream,
+                                            "blank keyframe refused: taking the next"
+                                        );
+                                    }
+                                    Ok(Ok(Err(why))) => return Err(format!("the capture failed: {why}").into()),
+                                    Ok(Err(_)) | Err(_) => return Err("the capture was not stored in time".into()),
+                                }
                             }
                         }
                         Ok(Offer::Missed) => tracing::warn!(

@@ -62,9 +62,6 @@ impl RtspServer {
 
     /// The same, on a given port (0: the OS picks; else one this test had).
     pub fn start_on(ts: &Path, codec: Video, auth: Option<(&str, &str)>, port: u16) -> RtspServer {
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("rtsp_server.py");
-        std::fs::write(&script, RTSP_SERVER).unwrap();
         let (parse, pay) = match codec {
             Video::H264 => ("h264parse", "rtph264pay"),
             _ => ("h265parse", "rtph265pay"),
@@ -73,11 +70,19 @@ impl RtspServer {
             "( filesrc location={} ! tsdemux ! {parse} ! {pay} name=pay0 pt=96 config-interval=-1 )",
             ts.display()
         );
+        RtspServer::serve(&launch, auth, port)
+    }
+
+    /// Serves what a GStreamer launch line makes (its payloader `pay0`).
+    pub fn serve(launch: &str, auth: Option<(&str, &str)>, port: u16) -> RtspServer {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("rtsp_server.py");
+        std::fs::write(&script, RTSP_SERVER).unwrap();
         let (user, password) = auth.unwrap_or(("", ""));
         // Debian's python3 has the GObject bindings (scripts/setup.sh installs them).
         let mut child = Command::new("/usr/bin/python3")
             .arg(&script)
-            .args([launch.as_str(), user, password, &port.to_string()])
+            .args([launch, user, password, &port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -119,14 +124,18 @@ impl Drop for RtspServer {
 
 /// The clip as MPEG-TS, as a camera's server would stream it.
 pub fn ts_of(clip: &Clip) -> PathBuf {
-    let flv = clip.flv();
+    ts_of_flv(&clip.flv(), clip.codec)
+}
+
+/// An FLV test file as MPEG-TS (stream copy).
+pub fn ts_of_flv(flv: &Path, codec: Video) -> PathBuf {
     let ts = flv.with_extension("ts");
     if !ts.exists() {
         let tmp = flv.with_extension("ts.part");
-        let ffmpeg = if clip.codec == Video::H264 { PathBuf::from("ffmpeg") } else { crate::media::ffmpeg9() };
+        let ffmpeg = if codec == Video::H264 { PathBuf::from("ffmpeg") } else { crate::media::ffmpeg9() };
         let out = Command::new(ffmpeg)
             .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
-            .arg(&flv)
+            .arg(flv)
             .args(["-c", "copy", "-f", "mpegts"])
             .arg(&tmp)
             .output()
@@ -563,4 +572,57 @@ fn sources_past_max_sources_wait_until_there_is_room() {
     host.wait_for("the second one started", Duration::from_secs(20), || {
         source_status(&host, "two")["connects"].as_u64() >= Some(1)
     });
+}
+
+/// A camera sending a codec that is not supported (VP8) fails its source
+/// with an error naming it, backs off, and does not disturb a good camera
+/// beside it.
+#[test]
+fn a_camera_of_an_unsupported_codec_fails_naming_it() {
+    let vp8 = RtspServer::serve(
+        "( videotestsrc is-live=true ! video/x-raw,width=320,height=180,framerate=25/1 ! vp8enc deadline=1 ! rtpvp8pay name=pay0 pt=96 )",
+        None,
+        0,
+    );
+    let clip = Clip { bframes: false, ..Clip::new(320, 180, 11, 1) };
+    let good = RtspServer::start(&ts_of(&clip), Video::H264, None);
+    let spec = DomainSpec {
+        sources: vec![source(&vp8.url(), "vp8", ""), source(&good.url(), "good", "")],
+        ..DomainSpec::new("localhost")
+    };
+    let host = Host::start(&[spec], 1);
+    host.wait_for("the VP8 camera refused", Duration::from_secs(30), || {
+        source_status(&host, "vp8")["last_error"].as_str().is_some_and(|e| e.contains("video/x-vp8"))
+    });
+    let status = source_status(&host, "vp8");
+    assert!(status["last_error"].as_str().unwrap().contains("is not supported (H.264 and HEVC are)"), "{status}");
+    host.wait_for("the good camera's 3 snapshots", Duration::from_secs(40), || {
+        host.snapshots("localhost", "cams", Some("good")).iter().filter(|r| r["is_overlay"] == false).count() >= 3
+    });
+    assert_eq!(seconds(&host, "good")[..3], clip.expected_seconds(5));
+    assert!(host.snapshots("localhost", "cams", Some("vp8")).is_empty());
+}
+
+/// On demand with the template's skip_blank: a camera waking up dark (the
+/// clip is flat for its first 3 s, and every connection starts it again)
+/// stays connected past its blank keyframes and stores the first picture
+/// that is not blank, once per interval.
+#[test]
+fn on_demand_passes_over_blank_keyframes_of_a_waking_camera() {
+    let cam = RtspServer::start(&ts_of_flv(&crate::media::blank_start_flv(), Video::H264), Video::H264, None);
+    let host = Host::start(&[DomainSpec::new("localhost")], 1);
+    let tpl = serde_json::json!({"app_name": "cams", "time_interval": 5, "storage": "store", "skip_blank": true,
+        "sequence_object": "{AppName}/{StreamName}/{UnixTimestampMs}.jpg"});
+    assert_eq!(host.api("POST", "/v1/domains/localhost/snapshot-configs", Some(tpl)).0, 201);
+    let body = serde_json::json!({"url": cam.url(), "app": "cams", "stream": "dawn", "mode": "on-demand"});
+    assert_eq!(host.api("POST", "/v1/domains/localhost/sources", Some(body)).0, 201);
+    host.wait_for("2 on-demand captures", Duration::from_secs(40), || {
+        host.snapshots("localhost", "cams", Some("dawn")).len() >= 2
+    });
+    for r in host.snapshots("localhost", "cams", Some("dawn")) {
+        let pic = decode(&host.objects("localhost").get(r["object"].as_str().unwrap()));
+        assert_eq!(pic.checker_second(), Some(3), "the first keyframe that is not blank");
+    }
+    let status = source_status(&host, "dawn");
+    assert!(status["captures"].as_u64().unwrap() >= 6, "three keyframes a connection: {status}");
 }

@@ -378,31 +378,22 @@ impl StreamCapture {
             stats.gop_ms.store(u64::from(ts - last), Ordering::Relaxed);
         }
         self.last_keyframe = Some(ts);
-        let (mut waiters, mut frames) = self.take_requests();
-        let Some(template) = self.template.clone() else {
-            for w in waiters {
-                let _ = w.send(Err("the app has no snapshot config".into()));
+        let (mut waiters, frames) = self.take_requests();
+        let template = self.template.clone();
+        let (due, retry) = match &template {
+            Some(_) => {
+                let due = self.schedule.is_due(ts);
+                // After a blank capture of the current interval, the next keyframe in it.
+                let blank = self.info.blank_retry.load(Ordering::Acquire);
+                (due, !due && blank > 0 && self.schedule.in_slot_of((blank - 1) as u32, ts))
             }
-            // A frame needs no template: it is stored nowhere.
-            if frames.is_empty() {
-                return Ok(Offer::NotDue);
-            }
-            let annexb = match build() {
-                Ok(job) => job,
-                Err(e) => {
-                    self.info.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    self.defer(Vec::new(), frames);
-                    return Err(e);
+            None => {
+                for w in waiters.drain(..) {
+                    let _ = w.send(Err("the app has no snapshot config".into()));
                 }
-            };
-            let plain = Arc::new(Template::plain("", ""));
-            self.send_frames(&plain, ts, &annexb, frames);
-            return Ok(Offer::NotDue);
+                (false, false)
+            }
         };
-        let due = self.schedule.is_due(ts);
-        // After a blank capture of the current interval, the next keyframe in it.
-        let blank = self.info.blank_retry.load(Ordering::Acquire);
-        let retry = !due && blank > 0 && self.schedule.in_slot_of((blank - 1) as u32, ts);
         if !due && !retry && waiters.is_empty() && frames.is_empty() {
             return Ok(Offer::NotDue);
         }
@@ -410,36 +401,32 @@ impl StreamCapture {
             Ok(job) => job,
             Err(e) => {
                 self.info.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                self.defer(std::mem::take(&mut waiters), std::mem::take(&mut frames));
+                self.defer(waiters, frames);
                 return Err(e);
             }
         };
         if !frames.is_empty() {
-            self.send_frames(&template, ts, &annexb, frames);
+            // A frame needs no template: it is stored nowhere.
+            let plain;
+            let base = match &template {
+                Some(t) => t.as_ref(),
+                None => {
+                    plain = Template::plain("", "");
+                    &plain
+                }
+            };
+            self.send_frames(base, ts, &annexb, frames);
         }
-        if !due && !retry && waiters.is_empty() {
+        let Some(template) = template.filter(|_| due || retry || !waiters.is_empty()) else {
             return Ok(Offer::NotDue);
-        }
+        };
         if due {
             self.schedule.taken(ts);
         }
         if due || retry {
             self.info.blank_retry.store(0, Ordering::Release);
         }
-        let create = crate::unix_ms().max(self.last_create_ms + 1);
-        self.last_create_ms = create;
-        let job = CaptureJob {
-            info: self.info.clone(),
-            template,
-            create_timestamp_ms: create,
-            media_ts_ms: ts,
-            received: Instant::now(),
-            annexb,
-            codec: self.info.codec(),
-            on_grid: due || retry,
-            waiters,
-            frames: Vec::new(),
-        };
+        let job = CaptureJob { on_grid: due || retry, waiters, ..self.job(template, ts, annexb) };
         let stats = &self.info.stats;
         match self.queue.try_send(job) {
             Ok(()) => {
@@ -458,6 +445,25 @@ impl StreamCapture {
 }
 
 impl StreamCapture {
+    /// A job of this stream's keyframe at media time `ts`, answering no
+    /// request yet; its create time is after every earlier job's.
+    fn job(&mut self, template: Arc<Template>, ts: u32, annexb: Vec<u8>) -> CaptureJob {
+        let create = crate::unix_ms().max(self.last_create_ms + 1);
+        self.last_create_ms = create;
+        CaptureJob {
+            info: self.info.clone(),
+            template,
+            create_timestamp_ms: create,
+            media_ts_ms: ts,
+            received: Instant::now(),
+            annexb,
+            codec: self.info.codec(),
+            on_grid: false,
+            waiters: Vec::new(),
+            frames: Vec::new(),
+        }
+    }
+
     /// Queues one job per width asked for: the keyframe decoded to a JPEG
     /// for the frame requests only (a full queue fails them, as it would a
     /// snapshot).
@@ -475,19 +481,7 @@ impl StreamCapture {
                 storyboard_s: 0,
                 ..template.clone()
             });
-            let create = crate::unix_ms().max(self.last_create_ms + 1);
-            let job = CaptureJob {
-                info: self.info.clone(),
-                template,
-                create_timestamp_ms: create,
-                media_ts_ms: ts,
-                received: Instant::now(),
-                annexb: annexb.to_vec(),
-                codec: self.info.codec(),
-                on_grid: false,
-                waiters: Vec::new(),
-                frames: waiters,
-            };
+            let job = CaptureJob { frames: waiters, ..self.job(template, ts, annexb.to_vec()) };
             if let Err(TrySendError::Full(mut job) | TrySendError::Disconnected(mut job)) = self.queue.try_send(job) {
                 job.fail_waiters("the capture queue is full");
             }

@@ -107,6 +107,12 @@ fn unavailable(e: impl std::fmt::Display) -> CatalogError {
     ))
 }
 
+/// Why following the catalog ended without an error.
+enum Followed {
+    Stopped,
+    Reconnected,
+}
+
 impl ControlPlane {
     /// The control plane over this node's copy in `index`.
     pub fn new(fleet: Arc<Fleet>, index: Arc<Index>, node_sealer: Sealer) -> Result<Arc<ControlPlane>, CatalogError> {
@@ -317,12 +323,17 @@ impl ControlPlane {
         tokio::time::timeout(REQUEST_TIMEOUT, put).await.map_err(|_| unavailable("timed out"))?
     }
 
-    /// Follows the catalog in KV until `stop`, reconnecting after failures.
+    /// Follows the catalog in KV until `stop`, reconnecting after failures
+    /// and watching again after NATS reconnects.
     pub async fn run(self: Arc<Self>, tenants: Arc<Tenants>, effects: Effects, stop: CancellationToken) {
         let mut failing = false;
         loop {
             match self.follow(&tenants, &effects, &stop).await {
-                Ok(()) => return,
+                Ok(Followed::Stopped) => return,
+                Ok(Followed::Reconnected) => {
+                    tracing::info!("fleet: NATS reconnected; watching the control plane again");
+                    continue;
+                }
                 Err(e) if !failing => {
                     failing = true;
                     tracing::warn!(error = %e, "fleet: not following the control plane; this node runs on its copy and retries");
@@ -340,7 +351,13 @@ impl ControlPlane {
         }
     }
 
-    async fn follow(&self, tenants: &Tenants, effects: &Effects, stop: &CancellationToken) -> Result<(), FleetError> {
+    async fn follow(
+        &self,
+        tenants: &Tenants,
+        effects: &Effects,
+        stop: &CancellationToken,
+    ) -> Result<Followed, FleetError> {
+        let connections = self.fleet.connections();
         let kv = self.catalog_bucket().await?;
         let fleet = self.fleet_sealer().await?;
         self.use_fleet_url_key(effects).await?;
@@ -351,10 +368,21 @@ impl ControlPlane {
             .map_err(|e| nats("watch the catalog", e))?;
         self.following.store(true, Ordering::SeqCst);
         tracing::info!(bucket = CATALOG_BUCKET, "fleet: following the control plane");
+        let mut check = tokio::time::interval(Duration::from_secs(1));
         loop {
             let entry = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled() => return Ok(Followed::Stopped),
                 entry = watch.next() => entry,
+                // A reconnect may have taken the watch's consumer with the
+                // server it was on (seen: a change on another node never
+                // arrived); the watch is made again, its history replayed
+                // (revisions already applied are skipped).
+                _ = check.tick() => {
+                    if self.fleet.connections() != connections {
+                        return Ok(Followed::Reconnected);
+                    }
+                    continue;
+                }
             };
             let entry = match entry {
                 Some(Ok(entry)) => entry,

@@ -134,6 +134,9 @@ pub struct Fleet {
     public_url: std::sync::OnceLock<String>,
     /// Asks for a heartbeat now (what it says changed).
     beat_now: tokio::sync::Notify,
+    /// Times the connection to NATS was (re)made: a watch made before a
+    /// reconnect may have lost its consumer with the server it was on.
+    connections: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn now_ms() -> u64 {
@@ -148,7 +151,15 @@ impl Fleet {
         metrics: Arc<Metrics>,
         index: Arc<crate::index::Index>,
     ) -> Result<Arc<Fleet>, FleetError> {
+        let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = connections.clone();
         let mut options = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                async {}
+            })
             .name(format!("edgesnap {}", config.node_id))
             .retry_on_initial_connect()
             .connection_timeout(REQUEST_TIMEOUT)
@@ -172,7 +183,13 @@ impl Fleet {
             records: std::sync::OnceLock::new(),
             public_url: std::sync::OnceLock::new(),
             beat_now: tokio::sync::Notify::new(),
+            connections,
         }))
+    }
+
+    /// How many times the connection to NATS was made (or made again).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the connection to NATS is up now.
