@@ -243,6 +243,11 @@ await page.getByLabel(/^URL/).fill("rtsp://127.0.0.1:9/cam");
 await page.getByRole("button", { name: "Add" }).click();
 await page.locator('tr[data-source="cams/door"] .state', { hasText: "backoff" }).waitFor({ timeout: 20_000 });
 await page.locator('tr[data-source="cams/door"] td.bad', { hasText: /./ }).waitFor();
+// The wall shows it too, with its state and error.
+await page.getByRole("link", { name: "Live wall" }).click();
+await page.locator('#sources-not-live [data-source="cams/door"]', { hasText: "backoff" }).waitFor({ timeout: 10_000 });
+await page.getByRole("link", { name: "Sources" }).click();
+await page.locator('tr[data-source="cams/door"]').waitFor();
 check((await api("/v1/domains/localhost/sources")).sources[0].state === "backoff", "the API says backoff too");
 await shot("08-sources");
 await page.getByRole("button", { name: "Delete cams/door" }).click();

@@ -216,6 +216,13 @@ fn rtsp_sources_over_tcp_and_udp_with_credentials() {
     assert!(error.contains("401") || error.to_lowercase().contains("unauthorized"), "{error}");
     assert!(denied["failures"].as_u64().unwrap() >= 2, "retried with backoff: {denied}");
     assert!(host.snapshots("localhost", "cams", Some("denied")).is_empty());
+    // The streams API lists it too, beside the live ones, with its state.
+    let streams = host.get_json("/v1/domains/localhost/streams");
+    let not_live = streams["sources_not_live"].as_array().unwrap();
+    assert!(
+        not_live.iter().any(|s| s["stream"] == "denied" && s["state"] == "backoff" && s["last_error"].is_string()),
+        "{streams}"
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 

@@ -42,8 +42,12 @@ export async function wallPage(main: HTMLElement, domain: string): Promise<() =>
     return t;
   };
 
+  // Pull sources not live now: a tile each with what the source is doing.
+  const waiting = h("div", { class: "grid", role: "list", "aria-label": "Sources not live", id: "sources-not-live" });
+  main.append(waiting);
+
   const refresh = async () => {
-    let r: { streams: LiveStream[] };
+    let r: { streams: LiveStream[]; sources_not_live: { app: string; stream: string; url: string; state: string; last_error: string | null }[] };
     try {
       r = await call("GET", `${base}/streams`);
     } catch (x: any) {
@@ -82,7 +86,19 @@ export async function wallPage(main: HTMLElement, domain: string): Promise<() =>
         tiles.delete(key);
       }
     }
-    summary.textContent = r.streams.length ? `${r.streams.length} live stream(s)${stale ? `, ${stale} stale` : ""}` : "No stream is live.";
+    waiting.replaceChildren(
+      ...r.sources_not_live.map((s) =>
+        h(
+          "div",
+          { class: "tile stale", role: "listitem", "data-source": `${s.app}/${s.stream}` },
+          h("div", { class: "meta" }, h("strong", {}, `${s.app}/${s.stream}`), h("span", { class: "badge" }, ` ${s.state}`)),
+          h("div", { class: "meta muted" }, `pulled from ${s.url}`),
+          s.last_error ? h("div", { class: "meta bad" }, s.last_error) : "",
+        ),
+      ),
+    );
+    const sources = r.sources_not_live.length ? `; ${r.sources_not_live.length} source(s) not live` : "";
+    summary.textContent = (r.streams.length ? `${r.streams.length} live stream(s)${stale ? `, ${stale} stale` : ""}` : "No stream is live.") + sources;
   };
 
   await refresh();

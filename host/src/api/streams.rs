@@ -58,7 +58,17 @@ pub(super) fn list(api: &Api, domain: &str) -> Result<Response<Body>, ApiError> 
         .collect();
     // Captures of this domain waiting in the spool for a down target.
     let spooled = api.spool.domain_entries(domain);
-    Ok(super::json(StatusCode::OK, &json!({ "streams": streams, "spooled": spooled })))
+    // Pull sources that are not live now (connecting, backing off, idle
+    // between on-demand captures, standing by, waiting), with their state.
+    let live = api.ingest.live_streams(domain);
+    let not_live: Vec<Value> = api
+        .sources
+        .list(domain)
+        .iter()
+        .filter(|v| !live.iter().any(|s| s.info.app == v.source.app && s.info.stream == v.source.stream))
+        .map(super::sources::view)
+        .collect();
+    Ok(super::json(StatusCode::OK, &json!({ "streams": streams, "spooled": spooled, "sources_not_live": not_live })))
 }
 
 /// Oldest a kept frame may be for `frame.jpeg` when the request does not say (s).
