@@ -24,9 +24,11 @@ install -m 0644 README.md CHANGELOG.md "$stage/usr/share/doc/edgesnap/"
 install -m 0644 docs/*.md "$stage/usr/share/doc/edgesnap/docs/"
 install -m 0644 examples/edgesnap.toml "$stage/usr/share/doc/edgesnap/edgesnap.example.toml"
 
-# The GStreamer elements the decoder pool builds (media/mod.rs) and the
-# libraries the binary links: appsrc, appsink, videoconvert (plugins-base),
-# jpegenc (plugins-good), avdec_h264 (libav).
+# The GStreamer elements the decoder pool and the pull sources build
+# (media/) and the libraries the binary links: appsrc, appsink,
+# videoconvert, videoscale, urisourcebin, parsebin (plugins-base); jpegenc,
+# rtspsrc (plugins-good); webpenc, av1dec, h264parse, h265parse, srtsrc,
+# hlsdemux (plugins-bad); avdec_* (libav). tests/it/dist.rs checks them.
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: edgesnap
 Version: $version
@@ -34,7 +36,7 @@ Architecture: $arch
 Maintainer: edgesnap developers <edgesnap@localhost>
 Section: video
 Priority: optional
-Depends: libc6 (>= 2.36), libgcc-s1, libglib2.0-0 (>= 2.74), libgstreamer1.0-0 (>= 1.22), libgstreamer-plugins-base1.0-0 (>= 1.22), gstreamer1.0-plugins-base (>= 1.22), gstreamer1.0-plugins-good (>= 1.22), gstreamer1.0-libav (>= 1.22)
+Depends: libc6 (>= 2.36), libgcc-s1, libglib2.0-0 (>= 2.74), libgstreamer1.0-0 (>= 1.22), libgstreamer-plugins-base1.0-0 (>= 1.22), gstreamer1.0-plugins-base (>= 1.22), gstreamer1.0-plugins-good (>= 1.22), gstreamer1.0-plugins-bad (>= 1.22), gstreamer1.0-libav (>= 1.22)
 Installed-Size: $(du -sk "$stage" | cut -f1)
 Homepage: https://localhost/edgesnap
 Description: live-stream snapshot host

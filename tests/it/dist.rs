@@ -84,8 +84,29 @@ fn the_deb_installs_a_binary_that_checks_its_config_and_serves() {
         let package = package.split(':').next().unwrap();
         assert!(depends.contains(package), "{lib} ({package}) is not in Depends {depends:?}");
     }
-    // Each GStreamer element the decoder pool builds, by the package of its plugin.
-    for element in ["appsrc", "appsink", "videoconvert", "jpegenc", "avdec_h264"] {
+    // Each GStreamer element the decoder pool and the pull sources build, by
+    // the package of its plugin (WebP, AV1, the parsers, SRT and HLS are in
+    // plugins-bad).
+    let elements = [
+        "appsrc",
+        "appsink",
+        "videoconvert",
+        "videoscale",
+        "jpegenc",
+        "webpenc",
+        "avdec_h264",
+        "avdec_h265",
+        "avdec_vp9",
+        "av1dec",
+        "urisourcebin",
+        "parsebin",
+        "rtspsrc",
+        "srtsrc",
+        "hlsdemux",
+        "h264parse",
+        "h265parse",
+    ];
+    for element in elements {
         let info = run(Command::new("gst-inspect-1.0").arg(element));
         let file = info.lines().find_map(|l| l.trim().strip_prefix("Filename")).unwrap().trim().to_owned();
         let package = owner(&file);
